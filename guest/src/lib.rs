@@ -1,0 +1,26 @@
+//! The wasi-lab guest.
+//!
+//! Everything the host can call is an `extern "C"` function in one of these modules:
+//! - [`abi`]: the memory ABI (`alloc`, `dealloc`, `last_error`) and the table of live
+//!   allocations that lets every other entry point check the pointers it is given;
+//! - [`image_exports`]: `decode_image`, the image decoding and preprocessing lesson;
+//! - `model_exports`: `load_model`, `classify`, `infer_tensor` and the article's
+//!   `infer_from_ptrs`, backed by [`engine`].
+//!
+//! Errors never panic across the boundary: a function returns a negative [`abi::ErrorCode`]
+//! and the host reads the message with `last_error`.
+
+pub mod abi;
+pub mod engine;
+pub mod image_exports;
+pub mod model_exports;
+pub mod preprocess;
+#[cfg(feature = "rayon-demo")]
+pub mod rayon_demo;
+
+/// Trap on purpose (wasm `unreachable`). A test hook: hosts use it to check that a trapped
+/// instance is discarded and replaced while everything around it keeps working.
+#[no_mangle]
+pub extern "C" fn trap_for_tests() -> i32 {
+    std::process::abort()
+}

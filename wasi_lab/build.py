@@ -1,0 +1,148 @@
+"""Build the guest with cargo, live, and find the module the kit should run.
+
+The kit always works without Rust: `guest/prebuilt/` holds the release module built from
+the sources in `guest/src`. A build writes to `guest/target/`; `--update-prebuilt` copies
+the result over the prebuilt one (and is how the prebuilt module is refreshed).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from wasi_lab.paths import GUEST_DIR
+from wasi_lab.toolchain import Toolchain, find_toolchain
+
+PREBUILT_DIR = GUEST_DIR / "prebuilt"
+LIB_NAME = "wasi_lab_guest.wasm"
+CLI_NAME = "wasi-lab-classify.wasm"
+PREBUILT_MODULE = PREBUILT_DIR / LIB_NAME
+PREBUILT_COMMAND = PREBUILT_DIR / CLI_NAME
+#: Wasm SIMD128: 4 f32 lanes per instruction for the engine's kernels.
+SIMD_FLAGS = "-C target-feature=+simd128"
+
+
+class BuildError(RuntimeError):
+    """cargo failed; the message carries the tail of its output."""
+
+
+@dataclass
+class BuildResult:
+    module: Path
+    command: Path | None
+    seconds: float
+    toolchain: Toolchain
+    profile: str
+    features: tuple[str, ...]
+    compiled: list[str]
+
+    @property
+    def up_to_date(self) -> bool:
+        """cargo had nothing to compile: the module already matched the sources."""
+        return not self.compiled
+
+    @property
+    def size(self) -> int:
+        return self.module.stat().st_size
+
+
+def variant_name(release: bool, features: Sequence[str]) -> str:
+    """A target directory per flag set, so switching variants never rebuilds everything."""
+    parts = ["release" if release else "debug", *sorted(features)]
+    return "-".join(parts)
+
+
+def build_guest(
+    release: bool = True,
+    features: Sequence[str] = (),
+    toolchain: Toolchain | None = None,
+    progress: bool = True,
+    echo: Callable[[str], None] | None = None,
+    update_prebuilt: bool = False,
+) -> BuildResult:
+    """Run `cargo build` for the wasm target and return where the modules landed.
+
+    `echo` receives cargo's output line by line (the notebook shows it live); a tqdm bar
+    counts crates compiled.
+    """
+    tc = toolchain or find_toolchain()
+    features = tuple(features)
+    target_dir = GUEST_DIR / "target" / variant_name(release, features)
+    cmd = [str(tc.cargo), "build", "--target", tc.target, *tc.cargo_config_args(),
+           "--manifest-path", str(GUEST_DIR / "Cargo.toml")]
+    if release:
+        cmd.append("--release")
+    if features:
+        cmd += ["--features", ",".join(features)]
+    env = tc.env()
+    env["CARGO_TARGET_DIR"] = str(target_dir)
+    env["CARGO_TERM_COLOR"] = "never"
+    if "scalar" not in features:
+        env["RUSTFLAGS"] = (env.get("RUSTFLAGS", "") + " " + SIMD_FLAGS).strip()
+    # rustup toolchains must not pick up the Debian registry's Cargo.lock and vice versa.
+    lock = GUEST_DIR / "Cargo.lock"
+    if lock.exists():
+        lock.unlink()
+    start = time.perf_counter()
+    lines: list[str] = []
+    compiled: list[str] = []
+    bar = tqdm(desc="cargo build", unit=" crate", disable=not progress, leave=False)
+    with subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, cwd=GUEST_DIR) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            line = line.rstrip()
+            lines.append(line)
+            if echo:
+                echo(line)
+            if line.lstrip().startswith("Compiling"):
+                compiled.append(line.split()[1])
+                bar.update(1)
+                bar.set_postfix_str(line.split()[1], refresh=False)
+    bar.close()
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        tail = "\n".join(lines[-40:])
+        raise BuildError(f"cargo build failed (exit {proc.returncode}):\n{tail}")
+    out = target_dir / tc.target / ("release" if release else "debug")
+    module = out / LIB_NAME
+    command = out / CLI_NAME
+    result = BuildResult(module=module, command=command if command.exists() else None,
+                         seconds=seconds, toolchain=tc,
+                         profile="release" if release else "debug", features=features,
+                         compiled=compiled)
+    if update_prebuilt:
+        if not release or features:
+            raise BuildError("only the default release build may replace guest/prebuilt")
+        PREBUILT_DIR.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(module, PREBUILT_MODULE)
+        if result.command:
+            shutil.copyfile(result.command, PREBUILT_COMMAND)
+    return result
+
+
+def built_module(release: bool = True, features: Sequence[str] = ()) -> Path | None:
+    """The module a previous build left in guest/target, if any."""
+    base = GUEST_DIR / "target" / variant_name(release, features)
+    for target in ("wasm32-wasip1", "wasm32-wasi"):
+        p = base / target / ("release" if release else "debug") / LIB_NAME
+        if p.exists():
+            return p
+    return None
+
+
+def default_module() -> Path:
+    """The module the kit runs: $WASI_LAB_MODULE, else the prebuilt release module.
+
+    The prebuilt module is the reference; a learner who rebuilds the guest passes the new
+    path explicitly (or sets WASI_LAB_MODULE), so results never change behind their back.
+    """
+    env = os.environ.get("WASI_LAB_MODULE")
+    return Path(env) if env else PREBUILT_MODULE

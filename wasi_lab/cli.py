@@ -1,0 +1,109 @@
+"""The `wasi-lab` command: one subcommand per capability, each a thin call into the package."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+
+
+def _cmd_build(args: argparse.Namespace) -> int:
+    from wasi_lab.build import BuildError, build_guest
+    from wasi_lab.toolchain import ToolchainError
+
+    try:
+        res = build_guest(release=not args.debug, features=args.features or (),
+                          update_prebuilt=args.update_prebuilt,
+                          echo=(lambda line: print(line, file=sys.stderr)) if args.verbose
+                          else None)
+    except (ToolchainError, BuildError) as exc:
+        print(f"wasi-lab build: {exc}", file=sys.stderr)
+        return 1
+    print(f"built {res.module} ({res.size:,} bytes, {res.profile}) in {res.seconds:.1f} s "
+          f"with {res.toolchain.version} for {res.toolchain.target}")
+    if args.update_prebuilt:
+        print("updated guest/prebuilt/")
+    return 0
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from wasi_lab.build import default_module
+    from wasi_lab.inspect import WasmFormatError, format_report, inspect_module
+
+    path = args.wasm or default_module()
+    try:
+        rep = inspect_module(path)
+    except (OSError, WasmFormatError) as exc:
+        print(f"wasi-lab inspect: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(rep.to_dict(), indent=2) if args.json else format_report(rep))
+    return 0
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from wasi_lab.doctor import diagnose, doctor_json, format_doctor
+
+    rep = diagnose(check_network=args.network)
+    print(doctor_json(rep) if args.json else format_doctor(rep))
+    return 0
+
+
+def _cmd_setup(args: argparse.Namespace) -> int:
+    from wasi_lab.setup import ensure_test_deps, run_setup
+
+    return ensure_test_deps() if args.test_deps else run_setup()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="wasi-lab",
+        description="Build, inspect and run the wasi-lab WebAssembly guest.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("build", help="compile the guest with cargo for wasm32-wasi(p1)")
+    p.add_argument("--debug", action="store_true", help="debug profile instead of release")
+    p.add_argument("--features", nargs="*", help="cargo features (e.g. scalar, rayon-demo)")
+    p.add_argument("--update-prebuilt", action="store_true",
+                   help="copy the release module over guest/prebuilt/")
+    p.add_argument("-v", "--verbose", action="store_true", help="show cargo's output")
+    p.set_defaults(func=_cmd_build)
+
+    p = sub.add_parser("inspect", help="sections, imports, exports and memory of a module")
+    p.add_argument("wasm", nargs="?", help="module to read (default: the kit's guest)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_inspect)
+
+    p = sub.add_parser("doctor", help="which toolchain, runtime, models and images were found")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--network", action="store_true",
+                   help="also check whether crates.io is reachable")
+    p.set_defaults(func=_cmd_doctor)
+
+    p = sub.add_parser("setup", help="toolchain, guest, models and images (idempotent)")
+    p.add_argument("--test-deps", action="store_true",
+                   help="only install what the tests need beyond Python (Chromium)")
+    p.set_defaults(func=_cmd_setup)
+
+    for register in _extensions():
+        register(sub)
+    return parser
+
+
+def _extensions() -> list[Callable[[argparse._SubParsersAction], None]]:
+    """Subcommands that live next to their capability (models, predict, serve, bench ...)."""
+    regs: list[Callable[[argparse._SubParsersAction], None]] = []
+    try:
+        from wasi_lab.models.cli import add_images_parser, add_models_parser
+    except ModuleNotFoundError:  # TEMPORARY until the models CLI lands
+        return regs
+    regs += [add_models_parser, add_images_parser]
+    return regs
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
