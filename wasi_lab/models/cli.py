@@ -1,0 +1,92 @@
+"""``wasi-lab models ...`` and ``wasi-lab images ...`` (wired in by ``wasi_lab.cli``)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _models_list(args: argparse.Namespace) -> int:
+    from wasi_lab.models.registry import list_models
+
+    rows = list_models()
+    print(f"{'name':<20} {'present':<8} {'size':>12}  source")
+    for r in rows:
+        size = f"{r['size']:,}" if r["size"] is not None else "-"
+        print(f"{r['name']:<20} {'yes' if r['present'] else 'no':<8} {size:>12}  {r['source']}")
+    return 0
+
+
+def _models_fetch(args: argparse.Namespace) -> int:
+    from wasi_lab.models.fetch import ModelError
+    from wasi_lab.models.registry import MODELS, ensure_model
+
+    names = list(MODELS) if args.name == "all" else [args.name]
+    try:
+        for name in names:
+            print(f"{name}: {ensure_model(name, progress=not args.quiet)}")
+    except ModelError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _models_prepare(args: argparse.Namespace) -> int:
+    from wasi_lab.models.fetch import ModelError
+    from wasi_lab.models.registry import ensure_model
+
+    try:
+        print(f"efficientnet-lite0: {ensure_model('efficientnet-lite0', progress=not args.quiet)}")
+    except (ModelError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def add_models_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add ``models {list,fetch,prepare}`` to a CLI's sub-parsers."""
+    from wasi_lab.models.registry import MODELS
+
+    parser = subparsers.add_parser("models", help="list, build or download models")
+    sub = parser.add_subparsers(dest="models_command", required=True)
+    sub.add_parser("list", help="show known models and whether they are present"
+                   ).set_defaults(func=_models_list)
+    fetch = sub.add_parser("fetch", help="build or download a model into models/")
+    fetch.add_argument("name", choices=[*MODELS, "all"])
+    fetch.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    fetch.set_defaults(func=_models_fetch)
+    prepare = sub.add_parser("prepare", help="convert the EfficientNet-Lite0 checkpoint (offline)")
+    prepare.add_argument("-q", "--quiet", action="store_true")
+    prepare.set_defaults(func=_models_prepare)
+    return parser
+
+
+def _images_prepare(args: argparse.Namespace) -> int:
+    from wasi_lab.images import prepare_images
+
+    for path in prepare_images(Path(args.dest)):
+        print(path)
+    return 0
+
+
+def _images_list(args: argparse.Namespace) -> int:
+    from wasi_lab.images import list_images
+
+    for path in list_images(Path(args.dest)):
+        print(path)
+    return 0
+
+
+def add_images_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add ``images {prepare,list}`` to a CLI's sub-parsers."""
+    from wasi_lab.paths import IMAGES_DIR
+
+    parser = subparsers.add_parser("images", help="sample images for the notebooks")
+    sub = parser.add_subparsers(dest="images_command", required=True)
+    for name, func, help_text in (("prepare", _images_prepare, "copy the sample images"),
+                                  ("list", _images_list, "list images in the directory")):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("--dest", default=str(IMAGES_DIR), help="images directory")
+        p.set_defaults(func=func)
+    return parser
