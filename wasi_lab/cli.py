@@ -55,6 +55,48 @@ def _cmd_setup(args: argparse.Namespace) -> int:
     return ensure_test_deps() if args.test_deps else run_setup()
 
 
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from wasi_lab.models.fetch import ModelError
+    from wasi_lab.predict import Classifier
+    from wasi_lab.runtime import GuestError, GuestTrap
+
+    try:
+        clf = Classifier(args.model)
+    except (ModelError, GuestError, OSError, ValueError) as exc:
+        print(f"wasi-lab predict: cannot load model {args.model!r}: {exc}", file=sys.stderr)
+        return 1
+    results, failed = [], 0
+    for image in args.images:
+        try:
+            pred = clf.classify(image, top=args.top, mode=args.mode)
+        except (GuestError, GuestTrap, OSError, ValueError) as exc:
+            print(f"wasi-lab predict: {image}: {exc}", file=sys.stderr)
+            failed += 1
+            if isinstance(exc, GuestTrap):
+                clf.reset()
+            continue
+        results.append(pred)
+        if not args.json:
+            print(f"{image}  ({pred.model}, {pred.mode} preprocessing)")
+            for t in pred.top:
+                print(f"  {t.prob:7.2%}  {t.label}  [{t.index}]")
+            tm = pred.timings_ms
+            print(f"  decode {tm['decode']:.1f} ms, infer {tm['infer']:.1f} ms, "
+                  f"guest memory {pred.pages['after_infer']} pages")
+    if args.json:
+        print(json.dumps([r.to_dict() for r in results], indent=2))
+    return 1 if failed else 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from wasi_lab.bench import bench_json, format_table, run_bench
+
+    res = run_bench(model=args.model, repeat=args.repeat, module=args.module,
+                    progress=not args.json)
+    print(bench_json(res) if args.json else format_table(res))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="wasi-lab",
@@ -85,6 +127,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only install what the tests need beyond Python (Chromium)")
     p.set_defaults(func=_cmd_setup)
 
+    p = sub.add_parser("predict", help="classify images with the wasm guest")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="file path or http(s) URL")
+    p.add_argument("--model", default="efficientnet-lite0",
+                   help="efficientnet-lite0 (default), mobilenet-v2-1.4, or a .pb path")
+    p.add_argument("--top", type=int, default=5)
+    p.add_argument("--mode", default="model",
+                   choices=["model", "article", "efficientnet", "inception"],
+                   help="preprocessing: the model's own (default) or the article's")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("bench", help="guest inference against tract and ONNX Runtime")
+    p.add_argument("--model", default="efficientnet-lite0")
+    p.add_argument("--repeat", type=int, default=20, help="timed runs per engine")
+    p.add_argument("--module", help="guest module to measure (default: the kit's)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_bench)
+
     for register in _extensions():
         register(sub)
     return parser
@@ -93,10 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _extensions() -> list[Callable[[argparse._SubParsersAction], None]]:
     """Subcommands that live next to their capability (models, predict, serve, bench ...)."""
     regs: list[Callable[[argparse._SubParsersAction], None]] = []
-    try:
-        from wasi_lab.models.cli import add_images_parser, add_models_parser
-    except ModuleNotFoundError:  # TEMPORARY until the models CLI lands
-        return regs
+    from wasi_lab.models.cli import add_images_parser, add_models_parser
+
     regs += [add_models_parser, add_images_parser]
     return regs
 

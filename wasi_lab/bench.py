@@ -1,0 +1,201 @@
+"""`wasi-lab bench`: the guest against native peers, same input, same run.
+
+Every engine gets the same preprocessed tensor, and their outputs are compared in the same
+run (max abs difference), so a fast wrong answer cannot pass. Peers are optional extras
+(`pip install -e .[bench]`): a missing one is listed under "skipped", never faked.
+Medians and p90 in milliseconds.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from wasi_lab.build import default_module
+from wasi_lab.models.registry import ensure_model, get_model
+from wasi_lab.predict import Classifier
+from wasi_lab.runtime import Guest, compile_module, shared_module
+
+
+def _timed(fn: Callable[[], object], repeat: int, warmup: int = 1,
+           desc: str = "", progress: bool = False) -> tuple[list[float], object]:
+    """Run `fn` warmup + repeat times; return the repeat timings in ms and the last result."""
+    result = None
+    for _ in range(warmup):
+        result = fn()
+    times = []
+    for _ in tqdm(range(repeat), desc=desc, leave=False, disable=not progress):
+        t = time.perf_counter()
+        result = fn()
+        times.append((time.perf_counter() - t) * 1000)
+    return times, result
+
+
+def median(xs: list[float]) -> float:
+    return statistics.median(xs) if xs else float("nan")
+
+
+def p90(xs: list[float]) -> float:
+    if not xs:
+        return float("nan")
+    s = sorted(xs)
+    return s[min(len(s) - 1, int(round(0.9 * (len(s) - 1))))]
+
+
+@dataclass
+class BenchResult:
+    model: str
+    module: str
+    repeat: int
+    guest_ms: float
+    guest_p90_ms: float
+    tract_ms: float | None
+    ort_1t_ms: float | None
+    ort_ms: float | None
+    compile_cold_ms: float
+    compile_cached_ms: float
+    instantiate_ms: float
+    model_load_ms: float
+    decode_ms: float
+    peak_pages: dict[str, int]
+    max_abs_diff: float | None
+    diffs: dict[str, float] = field(default_factory=dict)
+    peers_p90_ms: dict[str, float] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+
+    @property
+    def ratios(self) -> dict[str, float | None]:
+        def r(peer: float | None) -> float | None:
+            return round(self.guest_ms / peer, 3) if peer else None
+        return {"guest_vs_tract": r(self.tract_ms), "guest_vs_ort_1t": r(self.ort_1t_ms),
+                "guest_vs_ort": r(self.ort_ms)}
+
+    def to_dict(self) -> dict:
+        d = dict(self.__dict__)
+        d["ratios"] = self.ratios
+        return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in d.items()}
+
+
+def _ort_runner(onnx_path: Path, threads: int | None) -> Callable[[np.ndarray], np.ndarray]:
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    if threads:
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+    sess = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    return lambda x: sess.run(None, {name: x})[0]
+
+
+def _tract_runner(onnx_path: Path) -> Callable[[np.ndarray], np.ndarray]:
+    import tract
+
+    model = tract.onnx().load(str(onnx_path))
+    model.set_input_fact(0, "1,224,224,3,f32")
+    runnable = model.into_model().into_runnable()
+    return lambda x: runnable.run([x])[0].to_numpy()
+
+
+def run_bench(model: str = "efficientnet-lite0", repeat: int = 20, module: Path | None = None,
+              image: bytes | None = None, progress: bool = True,
+              peers: tuple[str, ...] = ("tract", "ort_1t", "ort")) -> BenchResult:
+    """Measure everything once; `repeat` is the number of timed inferences per engine."""
+    spec = get_model(model)
+    ensure_model(spec.name, progress=False)
+    path = Path(module) if module else default_module()
+    few = max(3, repeat // 5)
+
+    cold, _ = _timed(lambda: compile_module(path, use_cache=False), few, warmup=0,
+                     desc="compile (cold)", progress=progress)
+    compile_module(path)  # make sure the cache file exists
+    cached, _ = _timed(lambda: compile_module(path), few, desc="compile (cache)",
+                       progress=progress)
+    compiled = shared_module(path)
+    inst, _ = _timed(lambda: Guest(compiled), max(repeat, 10), desc="instantiate",
+                     progress=progress)
+
+    clf = Classifier(spec.name, module=compiled)
+    loads, _ = _timed(lambda: Classifier(spec.name, module=compiled), few, warmup=0,
+                      desc="load model", progress=progress)
+    if image is None:
+        import matplotlib.cbook as cbook
+
+        image = Path(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)).read_bytes()
+    decode, tensor = _timed(lambda: clf.guest.decode_image(image, 1)[2], few,
+                            desc="decode", progress=progress)
+    x = np.ascontiguousarray(tensor, dtype=np.float32)
+    guest_t, guest_out = _timed(lambda: clf.infer_tensor(x), repeat, warmup=2,
+                                desc="guest infer", progress=progress)
+    guest_out = np.asarray(guest_out).reshape(-1)
+
+    results: dict[str, tuple[list[float], np.ndarray]] = {}
+    skipped: list[str] = []
+    onnx_path = spec.onnx_path
+    for peer in peers:
+        try:
+            if onnx_path is None or not onnx_path.exists():
+                raise FileNotFoundError(f"no ONNX export for {spec.name}")
+            runner = (_tract_runner(onnx_path) if peer == "tract"
+                      else _ort_runner(onnx_path, 1 if peer == "ort_1t" else None))
+        except (ImportError, FileNotFoundError, OSError) as exc:
+            skipped.append(f"{peer}: {exc}")
+            continue
+        t, out = _timed(lambda r=runner: r(x), repeat, warmup=2, desc=peer, progress=progress)
+        results[peer] = (t, np.asarray(out).reshape(-1))
+
+    diffs = {p: float(np.abs(out - guest_out).max()) for p, (_, out) in results.items()}
+    return BenchResult(
+        model=spec.name, module=str(path), repeat=repeat,
+        guest_ms=median(guest_t), guest_p90_ms=p90(guest_t),
+        tract_ms=median(results["tract"][0]) if "tract" in results else None,
+        ort_1t_ms=median(results["ort_1t"][0]) if "ort_1t" in results else None,
+        ort_ms=median(results["ort"][0]) if "ort" in results else None,
+        compile_cold_ms=median(cold), compile_cached_ms=median(cached),
+        instantiate_ms=median(inst), model_load_ms=median(loads), decode_ms=median(decode),
+        peak_pages={"after_load": clf.pages_after_load, "after_infer": clf.guest.pages},
+        max_abs_diff=max(diffs.values()) if diffs else None, diffs=diffs,
+        peers_p90_ms={p: p90(t) for p, (t, _) in results.items()}, skipped=skipped)
+
+
+def format_table(res: BenchResult) -> str:
+    """The table `wasi-lab bench` prints."""
+    def ms(v: float | None) -> str:
+        return f"{v:9.2f}" if v is not None else "  skipped"
+
+    rows = [
+        ("guest (wasm, wasmtime)", res.guest_ms, res.guest_p90_ms),
+        ("tract native (ONNX)", res.tract_ms, res.peers_p90_ms.get("tract")),
+        ("ONNX Runtime, 1 thread", res.ort_1t_ms, res.peers_p90_ms.get("ort_1t")),
+        ("ONNX Runtime, default threads", res.ort_ms, res.peers_p90_ms.get("ort")),
+    ]
+    lines = [f"model {res.model}, {res.repeat} timed runs each, module {res.module}",
+             "", f"{'inference':<32}{'median ms':>10}{'p90 ms':>10}"]
+    lines += [f"{name:<32}{ms(med)}{ms(p)}" for name, med, p in rows]
+    r = res.ratios
+    lines += ["", "ratios (median): " + ", ".join(f"{k} {v:.2f}" for k, v in r.items() if v),
+              "max abs diff vs guest: "
+              + (f"{res.max_abs_diff:.2e}" if res.max_abs_diff is not None else "n/a")
+              + "".join(f"  [{k} {v:.2e}]" for k, v in res.diffs.items()), "",
+              f"{'guest setup':<32}{'median ms':>10}",
+              f"{'compile (cold, Cranelift)':<32}{res.compile_cold_ms:10.2f}",
+              f"{'compile (from cache)':<32}{res.compile_cached_ms:10.2f}",
+              f"{'instantiate (InstancePre)':<32}{res.instantiate_ms:10.3f}",
+              f"{'model load (write + parse)':<32}{res.model_load_ms:10.2f}",
+              f"{'image decode + preprocess':<32}{res.decode_ms:10.2f}",
+              f"peak guest memory: {res.peak_pages['after_load']} pages after load, "
+              f"{res.peak_pages['after_infer']} after inference (64 KiB each)"]
+    if res.skipped:
+        lines.append("skipped: " + "; ".join(res.skipped))
+    return "\n".join(lines)
+
+
+def bench_json(res: BenchResult) -> str:
+    return json.dumps(res.to_dict(), indent=2)
