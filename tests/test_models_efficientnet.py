@@ -172,3 +172,14 @@ def test_pickled_objects_only_from_file(tmp_path: Path) -> None:
     bad.write_bytes(_legacy_prefix() + pickle.dumps([1, 2, 3], protocol=2))
     with pytest.raises(TorchPickleError, match="not a state_dict"):
         load_state_dict(bad)
+
+
+def test_tract_runs_the_onnx_export(graph: Graph, tmp_path: Path) -> None:
+    tract = pytest.importorskip("tract")
+    onnx_path = tmp_path / "m.onnx"
+    E.convert(tmp_path / "m.pb", onnx_path)
+    model = tract.onnx().load(str(onnx_path)).into_model().into_runnable()
+    x = np.random.default_rng(1).uniform(-1, 1, (1, 224, 224, 3)).astype(np.float32)
+    theirs = model.run([x])[0].to_numpy()
+    (ours,) = run_graph(graph, {"input": x}, [E.OUTPUT_NAME])
+    assert np.abs(ours - theirs).max() < 1e-4
