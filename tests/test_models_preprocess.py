@@ -31,10 +31,12 @@ def test_modes_scale_as_documented(gradient: Image.Image) -> None:
     np.testing.assert_allclose(inc[..., 2], 1.0, atol=1e-6)  # 255 / 127.5 - 1
     assert 0 <= art.min() and art.max() <= 1
     assert -1 <= eff.min() and -1 <= inc.min()
-    # The article mode keeps the whole width: its red channel spans (almost) 0..1,
-    # the cropped modes see only the central 87.5 % of the short side.
+    # Every mode keeps the whole width: the red channel spans (almost) its full range;
+    # asking for the TF crop sees only the central 87.5 % of the short side.
     assert art[0, 112, 0, 0] < 0.02 and art[0, 112, -1, 0] > 0.98
-    assert eff[0, 112, 0, 0] > -0.8  # red 44 at the crop edge, not 0
+    assert eff[0, 112, 0, 0] < -0.95
+    cropped = preprocess(gradient, "efficientnet", crop=0.875)
+    assert cropped[0, 112, 0, 0] > -0.8  # red 44 at the crop edge, not 0
 
 
 def test_center_crop_geometry(gradient: Image.Image) -> None:

@@ -3,10 +3,13 @@
 //! Two families of preprocessing are a lesson of the kit (notebook 04):
 //! - **article**: stretch the whole picture to 224x224 with the `image` crate's Triangle
 //!   filter and divide by 255, as the article and tract's MobileNet example do;
-//! - **model**: what the network was trained with. EfficientNet-Lite takes a centred square
-//!   crop (224/256 of the short side) and `(x - 127) / 128`; TF-slim's MobileNet V2 takes the
-//!   central 87.5% of each side and `x / 127.5 - 1` (inception preprocessing).
-//! The classes mostly agree; the probabilities do not, and the tensors look different.
+//! - **model**: the value range the network was trained with: EfficientNet-Lite takes
+//!   `(x - 127) / 128`, TF-slim's MobileNet V2 `x / 127.5 - 1` (inception preprocessing).
+//! All modes stretch the whole picture to 224x224: only the value mapping differs, so the
+//! side-by-side comparison in notebook 04 isolates that one lesson. (The TF reference
+//! pipelines also crop the central 87.5%; on `grace_hopper.jpg` that crop cuts the uniform
+//! away and EfficientNet-Lite0 answers "academic gown": `wasi_lab.models.preprocess`
+//! shows it with `crop=0.875`.)
 
 use crate::abi::{ErrorCode, GuestResult};
 use image::imageops::{self, FilterType};
@@ -27,9 +30,9 @@ pub const MAX_PIXELS: u64 = 40_000_000;
 pub enum Mode {
     /// 0: stretch to 224x224, x / 255 (the article).
     Article,
-    /// 1: square centre crop 224/256, (x - 127) / 128 (EfficientNet-Lite).
+    /// 1: (x - 127) / 128 (EfficientNet-Lite).
     EfficientNet,
-    /// 2: central 87.5% crop, x / 127.5 - 1 (TF-slim MobileNet, inception preprocessing).
+    /// 2: x / 127.5 - 1 (TF-slim MobileNet, inception preprocessing).
     Inception,
 }
 
@@ -103,24 +106,9 @@ pub fn decode_rgb(bytes: &[u8]) -> GuestResult<RgbImage> {
     Ok(image.to_rgb8())
 }
 
-/// Crop according to the mode, resize to SIDE x SIDE with the Triangle filter.
-pub fn resize_for(image: &RgbImage, mode: Mode) -> RgbImage {
-    let (w, h) = image.dimensions();
-    let (cw, ch) = match mode {
-        Mode::Article => (w, h),
-        Mode::EfficientNet => {
-            let side = ((w.min(h) as f32) * (SIDE as f32 / (SIDE as f32 + 32.0))).round() as u32;
-            (side.max(1), side.max(1))
-        }
-        Mode::Inception => (
-            ((w as f32) * 0.875).round().max(1.0) as u32,
-            ((h as f32) * 0.875).round().max(1.0) as u32,
-        ),
-    };
-    let x = (w - cw) / 2;
-    let y = (h - ch) / 2;
-    let cropped = imageops::crop_imm(image, x, y, cw, ch).to_image();
-    imageops::resize(&cropped, SIDE, SIDE, FilterType::Triangle)
+/// Stretch to SIDE x SIDE with the Triangle filter, as tract's MobileNet example does.
+pub fn resize_for(image: &RgbImage) -> RgbImage {
+    imageops::resize(image, SIDE, SIDE, FilterType::Triangle)
 }
 
 /// The NHWC tensor for a resized image.
@@ -132,6 +120,6 @@ pub fn to_tensor(resized: &RgbImage, mode: Mode) -> Vec<f32> {
 pub fn preprocess(bytes: &[u8], mode: Mode) -> GuestResult<(u32, u32, Vec<f32>)> {
     let image = decode_rgb(bytes)?;
     let (w, h) = image.dimensions();
-    let resized = resize_for(&image, mode);
+    let resized = resize_for(&image);
     Ok((w, h, to_tensor(&resized, mode)))
 }

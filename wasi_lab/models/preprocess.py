@@ -4,10 +4,13 @@ Different model families expect different input scaling. Getting it wrong does
 not crash anything — it silently makes the predictions worse — which is why the
 kit names the modes explicitly:
 
-* ``article``: resize straight to the input size, ``x / 255`` (what the original
-  blog post did with MobileNet).
-* ``efficientnet``: centre-crop 87.5 %, resize, ``(x - 127) / 128`` (TF TPU repo).
-* ``inception``: centre-crop 87.5 %, resize, ``x / 127.5 - 1`` (TF-slim MobileNet).
+* ``article``: ``x / 255`` (what the original blog post did with MobileNet).
+* ``efficientnet``: ``(x - 127) / 128`` (TF TPU repo).
+* ``inception``: ``x / 127.5 - 1`` (TF-slim MobileNet).
+
+Every mode resizes the whole picture to the input size, as the guest does, so the modes
+differ in value range only. The TF reference pipelines also centre-crop 87.5 %; pass
+``crop=CROP_FRACTION`` to see what that changes (on ``grace_hopper.jpg`` a lot).
 
 We use PIL's bilinear filter; the guest uses the Rust ``image`` crate's Triangle
 filter, so pixels differ slightly, classes should not.
@@ -52,7 +55,7 @@ def preprocess(source: str | Path | bytes | Image.Image, mode: str = "efficientn
         raise ValueError(f"unknown preprocessing mode {mode!r}; choose one of {MODES}")
     img = source if isinstance(source, Image.Image) else load_rgb(source)
     img = img.convert("RGB")
-    fraction = crop if crop is not None else (1.0 if mode == "article" else CROP_FRACTION)
+    fraction = 1.0 if crop is None else crop
     if not 0.0 < fraction <= 1.0:
         raise ValueError(f"crop fraction must be in (0, 1], got {fraction}")
     if fraction < 1.0:
