@@ -1,0 +1,519 @@
+//! The TensorFlow messages a frozen graph is made of, decoded with [`super::proto`].
+//!
+//! Field numbers are TensorFlow's own (`tensorflow/core/framework/*.proto`):
+//!
+//! ```text
+//! GraphDef    { repeated NodeDef node = 1; ... }
+//! NodeDef     { string name = 1; string op = 2; repeated string input = 3;
+//!               string device = 4; map<string, AttrValue> attr = 5; }
+//! AttrValue   { oneof { ListValue list = 1; bytes s = 2; int64 i = 3; float f = 4;
+//!               bool b = 5; DataType type = 6; TensorShapeProto shape = 7;
+//!               TensorProto tensor = 8; ... } }
+//! TensorProto { DataType dtype = 1; TensorShapeProto tensor_shape = 2;
+//!               bytes tensor_content = 4; repeated float float_val = 5;
+//!               repeated int32 int_val = 7; repeated int64 int64_val = 10; ... }
+//! TensorShapeProto { repeated Dim dim = 2 { int64 size = 1; }; bool unknown_rank = 3; }
+//! ```
+//!
+//! A `map<K, V>` is sent as repeated entry messages `{ K key = 1; V value = 2; }`. Fields we
+//! do not need (device, library, versions ...) are skipped, as protobuf allows.
+
+use super::proto::{err, packed_f32s, packed_varints, string, ProtoResult, Reader, Value};
+
+/// The most elements one constant may hold (256 MiB of f32): more is a corrupt file, and
+/// allocating it would exhaust the 4 GiB a wasm32 memory can address.
+pub const MAX_ELEMENTS: usize = 1 << 26;
+/// TensorFlow tensors of image models have rank <= 5; 8 leaves room.
+pub const MAX_RANK: usize = 8;
+
+/// `tensorflow.DataType` values we read.
+pub const DT_FLOAT: i64 = 1;
+pub const DT_INT32: i64 = 3;
+pub const DT_INT64: i64 = 9;
+
+/// A decoded `GraphDef`: its nodes in file order.
+#[derive(Clone, Debug, Default)]
+pub struct GraphDef {
+    pub nodes: Vec<NodeDef>,
+}
+
+/// One `NodeDef`. `inputs` keep TensorFlow's spelling: `"name"`, `"name:1"` or `"^name"`
+/// (a control dependency, which carries no data).
+#[derive(Clone, Debug, Default)]
+pub struct NodeDef {
+    pub name: String,
+    pub op: String,
+    pub inputs: Vec<String>,
+    pub attrs: Vec<(String, AttrValue)>,
+}
+
+impl NodeDef {
+    pub fn attr(&self, key: &str) -> Option<&AttrValue> {
+        self.attrs.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+}
+
+/// A decoded `TensorShapeProto`: `None` means unknown rank, `-1` an unknown dimension.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShapeProto {
+    pub dims: Option<Vec<i64>>,
+}
+
+/// The values of a constant. Integer tensors (int32 and int64 alike) are widened to i64:
+/// in image models they are only shapes, axes and paddings.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TensorData {
+    F32(Vec<f32>),
+    I64(Vec<i64>),
+}
+
+/// A decoded `TensorProto`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TensorProto {
+    pub dtype: i64,
+    pub shape: Vec<usize>,
+    pub data: TensorData,
+}
+
+/// `AttrValue.ListValue`: only the lists image graphs use (strides, ksize, squeeze_dims ...).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ListValue {
+    pub s: Vec<Vec<u8>>,
+    pub i: Vec<i64>,
+    pub f: Vec<f32>,
+    pub b: Vec<bool>,
+    pub types: Vec<i64>,
+}
+
+/// A decoded `AttrValue`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AttrValue {
+    List(ListValue),
+    S(Vec<u8>),
+    I(i64),
+    F(f32),
+    B(bool),
+    Type(i64),
+    Shape(ShapeProto),
+    Tensor(TensorProto),
+    /// A kind we do not decode (function, placeholder): kept so the node still loads.
+    Other,
+}
+
+/// Number of elements of a shape, refusing overflow and absurd sizes.
+pub fn element_count(shape: &[usize]) -> Option<usize> {
+    let mut n: usize = 1;
+    for &d in shape {
+        n = n.checked_mul(d)?;
+    }
+    if n > MAX_ELEMENTS {
+        None
+    } else {
+        Some(n)
+    }
+}
+
+/// Parse a whole `GraphDef`.
+pub fn parse_graph(bytes: &[u8]) -> ProtoResult<GraphDef> {
+    let mut r = Reader::new(bytes, "GraphDef");
+    let mut graph = GraphDef::default();
+    while let Some((field, value)) = r.next_field()? {
+        if field == 1 {
+            match value {
+                Value::Bytes(b) => {
+                    let node = parse_node(b).map_err(|e| {
+                        super::proto::ProtoError(format!("node #{}: {}", graph.nodes.len(), e))
+                    })?;
+                    graph.nodes.push(node);
+                }
+                other => return err(format!("GraphDef.node has wire type {}, expected LEN", other.wire_name())),
+            }
+        }
+        // 2 = library, 3 = version (deprecated), 4 = versions: not needed to run the graph.
+    }
+    if graph.nodes.is_empty() {
+        return err("GraphDef has no nodes (empty or not a GraphDef)");
+    }
+    Ok(graph)
+}
+
+fn bytes_of<'a>(value: Value<'a>, what: &'static str) -> ProtoResult<&'a [u8]> {
+    match value {
+        Value::Bytes(b) => Ok(b),
+        other => err(format!("{} has wire type {}, expected LEN", what, other.wire_name())),
+    }
+}
+
+fn varint_of(value: Value<'_>, what: &'static str) -> ProtoResult<u64> {
+    match value {
+        Value::Varint(v) => Ok(v),
+        other => err(format!("{} has wire type {}, expected VARINT", what, other.wire_name())),
+    }
+}
+
+fn parse_node(bytes: &[u8]) -> ProtoResult<NodeDef> {
+    let mut r = Reader::new(bytes, "NodeDef");
+    let mut node = NodeDef::default();
+    while let Some((field, value)) = r.next_field()? {
+        match field {
+            1 => node.name = string(bytes_of(value, "NodeDef.name")?, "NodeDef.name")?,
+            2 => node.op = string(bytes_of(value, "NodeDef.op")?, "NodeDef.op")?,
+            3 => node.inputs.push(string(bytes_of(value, "NodeDef.input")?, "NodeDef.input")?),
+            5 => {
+                let entry = bytes_of(value, "NodeDef.attr")?;
+                node.attrs.push(parse_attr_entry(entry)?);
+            }
+            _ => {} // 4 = device, 6 = experimental debug info
+        }
+    }
+    if node.name.is_empty() {
+        return err("NodeDef without a name");
+    }
+    if node.op.is_empty() {
+        return err(format!("node '{}' has no op", node.name));
+    }
+    Ok(node)
+}
+
+/// One `map<string, AttrValue>` entry: `{ string key = 1; AttrValue value = 2; }`.
+fn parse_attr_entry(bytes: &[u8]) -> ProtoResult<(String, AttrValue)> {
+    let mut r = Reader::new(bytes, "NodeDef.attr entry");
+    let mut key = String::new();
+    let mut value = AttrValue::Other;
+    while let Some((field, v)) = r.next_field()? {
+        match field {
+            1 => key = string(bytes_of(v, "attr key")?, "attr key")?,
+            2 => value = parse_attr(bytes_of(v, "attr value")?)?,
+            _ => {}
+        }
+    }
+    Ok((key, value))
+}
+
+fn parse_attr(bytes: &[u8]) -> ProtoResult<AttrValue> {
+    let mut r = Reader::new(bytes, "AttrValue");
+    let mut value = AttrValue::Other;
+    // A oneof: if several members appear, the last one wins (protobuf's rule).
+    while let Some((field, v)) = r.next_field()? {
+        value = match field {
+            1 => AttrValue::List(parse_list(bytes_of(v, "AttrValue.list")?)?),
+            2 => AttrValue::S(bytes_of(v, "AttrValue.s")?.to_vec()),
+            3 => AttrValue::I(varint_of(v, "AttrValue.i")? as i64),
+            4 => match v {
+                Value::Fixed32(bits) => AttrValue::F(f32::from_bits(bits)),
+                other => return err(format!("AttrValue.f has wire type {}, expected I32", other.wire_name())),
+            },
+            5 => AttrValue::B(varint_of(v, "AttrValue.b")? != 0),
+            6 => AttrValue::Type(varint_of(v, "AttrValue.type")? as i64),
+            7 => AttrValue::Shape(parse_shape(bytes_of(v, "AttrValue.shape")?)?),
+            8 => AttrValue::Tensor(parse_tensor(bytes_of(v, "AttrValue.tensor")?)?),
+            _ => AttrValue::Other,
+        };
+    }
+    Ok(value)
+}
+
+/// Repeated integers may be *packed* (one LEN field) or not (one VARINT per value);
+/// a conforming reader accepts both.
+fn push_ints(out: &mut Vec<i64>, value: Value<'_>, what: &'static str) -> ProtoResult<()> {
+    match value {
+        Value::Varint(v) => out.push(v as i64),
+        Value::Bytes(b) => out.extend(packed_varints(b, what)?.into_iter().map(|v| v as i64)),
+        other => return err(format!("{} has wire type {}", what, other.wire_name())),
+    }
+    Ok(())
+}
+
+/// Same for floats: packed (LEN) or one I32 field per value.
+fn push_floats(out: &mut Vec<f32>, value: Value<'_>, what: &'static str) -> ProtoResult<()> {
+    match value {
+        Value::Fixed32(bits) => out.push(f32::from_bits(bits)),
+        Value::Bytes(b) => out.extend(packed_f32s(b, what)?),
+        other => return err(format!("{} has wire type {}", what, other.wire_name())),
+    }
+    Ok(())
+}
+
+fn parse_list(bytes: &[u8]) -> ProtoResult<ListValue> {
+    let mut r = Reader::new(bytes, "AttrValue.ListValue");
+    let mut list = ListValue::default();
+    while let Some((field, v)) = r.next_field()? {
+        match field {
+            2 => list.s.push(bytes_of(v, "ListValue.s")?.to_vec()),
+            3 => push_ints(&mut list.i, v, "ListValue.i")?,
+            4 => push_floats(&mut list.f, v, "ListValue.f")?,
+            5 => {
+                let mut bs = Vec::new();
+                push_ints(&mut bs, v, "ListValue.b")?;
+                list.b.extend(bs.into_iter().map(|x| x != 0));
+            }
+            6 => push_ints(&mut list.types, v, "ListValue.type")?,
+            _ => {}
+        }
+    }
+    Ok(list)
+}
+
+/// `TensorShapeProto`.
+pub fn parse_shape(bytes: &[u8]) -> ProtoResult<ShapeProto> {
+    let mut r = Reader::new(bytes, "TensorShapeProto");
+    let mut dims = Vec::new();
+    let mut unknown_rank = false;
+    while let Some((field, v)) = r.next_field()? {
+        match field {
+            2 => {
+                // Dim { int64 size = 1; string name = 2; }; proto3 omits size 0.
+                let mut d = Reader::new(bytes_of(v, "TensorShapeProto.dim")?, "TensorShapeProto.Dim");
+                let mut size = 0i64;
+                while let Some((f, dv)) = d.next_field()? {
+                    if f == 1 {
+                        size = varint_of(dv, "Dim.size")? as i64;
+                    }
+                }
+                if dims.len() == MAX_RANK {
+                    return err(format!("shape has more than {} dimensions", MAX_RANK));
+                }
+                dims.push(size);
+            }
+            3 => unknown_rank = varint_of(v, "TensorShapeProto.unknown_rank")? != 0,
+            _ => {}
+        }
+    }
+    Ok(ShapeProto { dims: if unknown_rank { None } else { Some(dims) } })
+}
+
+/// `TensorProto`: a constant. Values come either as raw little-endian bytes in
+/// `tensor_content` (what TensorFlow writes for big tensors) or in the typed repeated
+/// fields (`float_val` ...), where fewer values than elements means "repeat the last one"
+/// (a single value fills the whole shape) and none means zeros.
+pub fn parse_tensor(bytes: &[u8]) -> ProtoResult<TensorProto> {
+    let mut r = Reader::new(bytes, "TensorProto");
+    let mut dtype = 0i64;
+    let mut shape: Option<Vec<i64>> = None;
+    let mut content: Option<&[u8]> = None;
+    let mut floats = Vec::new();
+    let mut ints = Vec::new();
+    while let Some((field, v)) = r.next_field()? {
+        match field {
+            1 => dtype = varint_of(v, "TensorProto.dtype")? as i64,
+            2 => {
+                shape = parse_shape(bytes_of(v, "TensorProto.tensor_shape")?)?.dims;
+                if shape.is_none() {
+                    return err("constant tensor with unknown rank");
+                }
+            }
+            4 => content = Some(bytes_of(v, "TensorProto.tensor_content")?),
+            5 => push_floats(&mut floats, v, "TensorProto.float_val")?,
+            7 => push_ints(&mut ints, v, "TensorProto.int_val")?,
+            10 => push_ints(&mut ints, v, "TensorProto.int64_val")?,
+            _ => {}
+        }
+    }
+    let dims = shape.unwrap_or_default();
+    let mut shape = Vec::with_capacity(dims.len());
+    for d in dims {
+        if d < 0 {
+            return err(format!("constant tensor with dimension {}", d));
+        }
+        shape.push(d as usize);
+    }
+    let n = match element_count(&shape) {
+        Some(n) => n,
+        None => return err(format!("constant tensor of shape {:?} is too large", shape)),
+    };
+    let data = match dtype {
+        DT_FLOAT => TensorData::F32(match content {
+            Some(raw) => {
+                if raw.len() != n * 4 {
+                    return err(format!(
+                        "float tensor {:?} needs {} bytes of tensor_content, has {}",
+                        shape, n * 4, raw.len()
+                    ));
+                }
+                packed_f32s(raw, "tensor_content")?
+            }
+            None => fill(floats, n, 0.0, &shape)?,
+        }),
+        DT_INT32 | DT_INT64 => {
+            let size = if dtype == DT_INT32 { 4 } else { 8 };
+            TensorData::I64(match content {
+                Some(raw) => {
+                    if raw.len() != n * size {
+                        return err(format!(
+                            "int tensor {:?} needs {} bytes of tensor_content, has {}",
+                            shape, n * size, raw.len()
+                        ));
+                    }
+                    raw.chunks_exact(size)
+                        .map(|c| {
+                            if size == 4 {
+                                i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64
+                            } else {
+                                let mut a = [0u8; 8];
+                                a.copy_from_slice(c);
+                                i64::from_le_bytes(a)
+                            }
+                        })
+                        .collect()
+                }
+                // int32 values travel as sign-extended 64-bit varints; truncate back.
+                None => {
+                    let ints = if dtype == DT_INT32 { ints.into_iter().map(|v| v as i32 as i64).collect() } else { ints };
+                    fill(ints, n, 0, &shape)?
+                }
+            })
+        }
+        other => return err(format!("unsupported tensor dtype {} (float, int32 and int64 are supported)", other)),
+    };
+    Ok(TensorProto { dtype, shape, data })
+}
+
+/// Expand repeated values to `n` elements with TensorFlow's rule (repeat the last value).
+fn fill<T: Copy>(mut values: Vec<T>, n: usize, zero: T, shape: &[usize]) -> ProtoResult<Vec<T>> {
+    if values.len() > n {
+        return err(format!("tensor {:?} has {} values for {} elements", shape, values.len(), n));
+    }
+    let last = values.last().copied().unwrap_or(zero);
+    values.resize(n, last);
+    Ok(values)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn varint(mut v: u64, out: &mut Vec<u8>) {
+        loop {
+            let b = (v & 0x7f) as u8;
+            v >>= 7;
+            if v == 0 {
+                out.push(b);
+                return;
+            }
+            out.push(b | 0x80);
+        }
+    }
+    fn len_field(field: u64, payload: &[u8], out: &mut Vec<u8>) {
+        varint(field << 3 | 2, out);
+        varint(payload.len() as u64, out);
+        out.extend_from_slice(payload);
+    }
+    fn shape(dims: &[u64]) -> Vec<u8> {
+        let mut s = Vec::new();
+        for &d in dims {
+            let mut dim = Vec::new();
+            if d != 0 {
+                varint(8, &mut dim);
+                varint(d, &mut dim);
+            }
+            len_field(2, &dim, &mut s);
+        }
+        s
+    }
+
+    #[test]
+    fn tensor_content_and_broadcast() {
+        let mut t = vec![0x08, 0x01];
+        len_field(2, &shape(&[2, 2]), &mut t);
+        let raw: Vec<u8> = [1.0f32, 2.0, 3.0, 4.0].iter().flat_map(|v| v.to_le_bytes()).collect();
+        len_field(4, &raw, &mut t);
+        let p = parse_tensor(&t).unwrap();
+        assert_eq!(p.shape, vec![2, 2]);
+        assert_eq!(p.data, TensorData::F32(vec![1.0, 2.0, 3.0, 4.0]));
+
+        // One float_val broadcast to 3 elements (unpacked I32 field).
+        let mut t = vec![0x08, 0x01];
+        len_field(2, &shape(&[3]), &mut t);
+        t.push(5 << 3 | 5);
+        t.extend_from_slice(&0.5f32.to_le_bytes());
+        assert_eq!(parse_tensor(&t).unwrap().data, TensorData::F32(vec![0.5; 3]));
+
+        // Packed int_val with a negative value (10-byte varint), int32.
+        let mut t = vec![0x08, 0x03];
+        len_field(2, &shape(&[2]), &mut t);
+        let mut packed = Vec::new();
+        varint(7, &mut packed);
+        varint(-1i64 as u64, &mut packed);
+        len_field(7, &packed, &mut t);
+        assert_eq!(parse_tensor(&t).unwrap().data, TensorData::I64(vec![7, -1]));
+
+        // Scalar int64 with no value: zero.
+        let mut t = vec![0x08, 0x09];
+        len_field(2, &[], &mut t);
+        let p = parse_tensor(&t).unwrap();
+        assert_eq!(p.shape, Vec::<usize>::new());
+        assert_eq!(p.data, TensorData::I64(vec![0]));
+    }
+
+    #[test]
+    fn bad_tensors_fail() {
+        let mut t = vec![0x08, 0x01];
+        len_field(2, &shape(&[3]), &mut t);
+        len_field(4, &[0u8; 8], &mut t); // 8 bytes for 3 floats
+        assert!(parse_tensor(&t).is_err());
+        let mut t = vec![0x08, 0x01];
+        len_field(2, &shape(&[1 << 40, 1 << 40]), &mut t); // overflow
+        assert!(parse_tensor(&t).is_err());
+        let t = vec![0x08, 0x07]; // string dtype
+        assert!(parse_tensor(&t).is_err());
+    }
+
+    #[test]
+    fn node_with_attrs() {
+        let mut node = Vec::new();
+        len_field(1, b"conv", &mut node);
+        len_field(2, b"Conv2D", &mut node);
+        len_field(3, b"input", &mut node);
+        len_field(3, b"w:0", &mut node);
+        let mut attr = Vec::new();
+        len_field(1, b"padding", &mut attr);
+        let mut v = Vec::new();
+        len_field(2, b"SAME", &mut v);
+        len_field(2, &v, &mut attr);
+        len_field(5, &attr, &mut node);
+        let mut attr = Vec::new();
+        len_field(1, b"strides", &mut attr);
+        let mut list = Vec::new();
+        len_field(3, &[1, 2, 2, 1], &mut list);
+        let mut v = Vec::new();
+        len_field(1, &list, &mut v);
+        len_field(2, &v, &mut attr);
+        len_field(5, &attr, &mut node);
+        let mut g = Vec::new();
+        len_field(1, &node, &mut g);
+        let graph = parse_graph(&g).unwrap();
+        let n = &graph.nodes[0];
+        assert_eq!((n.name.as_str(), n.op.as_str()), ("conv", "Conv2D"));
+        assert_eq!(n.inputs, vec!["input".to_string(), "w:0".to_string()]);
+        assert_eq!(n.attr("padding"), Some(&AttrValue::S(b"SAME".to_vec())));
+        match n.attr("strides") {
+            Some(AttrValue::List(l)) => assert_eq!(l.i, vec![1, 2, 2, 1]),
+            other => panic!("{:?}", other),
+        }
+        // Every truncation of a valid graph is an error or a smaller valid graph, never a panic.
+        for cut in 0..g.len() {
+            let _ = parse_graph(&g[..cut]);
+        }
+    }
+
+    /// Fuzz-ish: random bytes, and random mutations of a valid graph, never panic.
+    #[test]
+    fn random_bytes_never_panic() {
+        let mut state: u64 = 0x9e3779b97f4a7c15;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for round in 0..20000 {
+            let len = (next() % 200) as usize;
+            let mut bytes: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            if round % 2 == 0 && !bytes.is_empty() {
+                bytes[0] = 0x0a; // GraphDef.node, LEN: exercise the nested readers
+            }
+            let _ = parse_graph(&bytes);
+            let _ = parse_tensor(&bytes);
+        }
+    }
+}

@@ -1,0 +1,498 @@
+//! The operations, on plain `f32` slices in NHWC layout, with TensorFlow's exact semantics.
+//!
+//! These are the portable (scalar) kernels: loops written so that the innermost one walks
+//! contiguous memory (output channels, or channels of a pixel), which is both the obvious
+//! reading of the maths and what a compiler can vectorise. [`super::kernels`] replaces the
+//! hot ones with wasm SIMD128 versions; the results agree to float rounding.
+
+/// An activation fused into the op that produces a tensor: applying ReLU6 while the value
+/// is still in a register saves a whole pass over memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Act {
+    None,
+    Relu,
+    Relu6,
+}
+
+impl Act {
+    #[inline(always)]
+    pub fn apply(self, v: f32) -> f32 {
+        match self {
+            Act::None => v,
+            Act::Relu => v.max(0.0),
+            Act::Relu6 => v.max(0.0).min(6.0),
+        }
+    }
+
+    pub fn apply_all(self, out: &mut [f32]) {
+        match self {
+            Act::None => {}
+            Act::Relu => out.iter_mut().for_each(|v| *v = v.max(0.0)),
+            Act::Relu6 => out.iter_mut().for_each(|v| *v = v.max(0.0).min(6.0)),
+        }
+    }
+}
+
+/// TensorFlow's `padding` attribute.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Padding {
+    Same,
+    Valid,
+}
+
+/// Output size and padding-before for one spatial dimension.
+///
+/// `SAME` gives `ceil(in / stride)` outputs and pads `total = max((out-1)*stride + k - in, 0)`
+/// cells, `total / 2` before and the rest after: for an even kernel overhang at stride 2 the
+/// extra row goes to the bottom/right (the classic TF-vs-PyTorch difference).
+pub fn window_dim(size: usize, k: usize, stride: usize, padding: Padding) -> Result<(usize, usize), String> {
+    if k == 0 || stride == 0 {
+        return Err(format!("kernel {} / stride {} must be at least 1", k, stride));
+    }
+    if size == 0 {
+        return Err("a spatial dimension of the input is 0".to_string());
+    }
+    match padding {
+        Padding::Valid => {
+            if size < k {
+                return Err(format!("VALID window of {} is larger than the input ({})", k, size));
+            }
+            Ok(((size - k) / stride + 1, 0))
+        }
+        Padding::Same => {
+            let out = (size + stride - 1) / stride;
+            let needed = (out - 1) * stride + k;
+            let total = if needed > size { needed - size } else { 0 };
+            Ok((out, total / 2))
+        }
+    }
+}
+
+/// Geometry of a sliding-window op (convolution or pooling) on an NHWC tensor.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Window {
+    pub n: usize,
+    pub h: usize,
+    pub w: usize,
+    pub c: usize,
+    pub oh: usize,
+    pub ow: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub sh: usize,
+    pub sw: usize,
+    /// Padding before (top, left); padding after is implied by the output size.
+    pub pt: usize,
+    pub pl: usize,
+}
+
+impl Window {
+    pub fn new(shape: &[usize], kh: usize, kw: usize, sh: usize, sw: usize, padding: Padding) -> Result<Window, String> {
+        if shape.len() != 4 {
+            return Err(format!("expected an NHWC tensor (rank 4), got shape {:?}", shape));
+        }
+        let (oh, pt) = window_dim(shape[1], kh, sh, padding)?;
+        let (ow, pl) = window_dim(shape[2], kw, sw, padding)?;
+        Ok(Window { n: shape[0], h: shape[1], w: shape[2], c: shape[3], oh, ow, kh, kw, sh, sw, pt, pl })
+    }
+
+    /// Kernel rows `[lo, hi)` that land inside the image for output row `oy`: the others
+    /// would read padding, which is zero for convolutions and ignored by pooling.
+    #[inline]
+    pub fn rows(&self, oy: usize) -> (usize, usize) {
+        range(oy * self.sh, self.pt, self.kh, self.h)
+    }
+
+    #[inline]
+    pub fn cols(&self, ox: usize) -> (usize, usize) {
+        range(ox * self.sw, self.pl, self.kw, self.w)
+    }
+}
+
+/// Taps `k` in `[0, kernel)` with `0 <= start + k - pad < size`.
+#[inline]
+fn range(start: usize, pad: usize, kernel: usize, size: usize) -> (usize, usize) {
+    let lo = if pad > start { pad - start } else { 0 };
+    let hi = (size + pad).saturating_sub(start).min(kernel);
+    (lo.min(hi), hi)
+}
+
+/// `Conv2D`: `w` is HWIO (`[kh, kw, cin, cout]`), `bias` has `cout` values.
+///
+/// For every output pixel: start from the bias, then for every tap inside the image add
+/// `x[pixel, ci] * w[tap, ci, :]` to the whole row of output channels.
+pub fn conv2d(x: &[f32], g: &Window, w: &[f32], cout: usize, bias: &[f32], act: Act, out: &mut [f32]) {
+    let cin = g.c;
+    for n in 0..g.n {
+        for oy in 0..g.oh {
+            let (ky0, ky1) = g.rows(oy);
+            for ox in 0..g.ow {
+                let (kx0, kx1) = g.cols(ox);
+                let o = ((n * g.oh + oy) * g.ow + ox) * cout;
+                let acc = &mut out[o..o + cout];
+                acc.copy_from_slice(bias);
+                for ky in ky0..ky1 {
+                    let iy = oy * g.sh + ky - g.pt;
+                    for kx in kx0..kx1 {
+                        let ix = ox * g.sw + kx - g.pl;
+                        let px = &x[((n * g.h + iy) * g.w + ix) * cin..][..cin];
+                        let taps = &w[(ky * g.kw + kx) * cin * cout..][..cin * cout];
+                        for (ci, &xv) in px.iter().enumerate() {
+                            let wrow = &taps[ci * cout..(ci + 1) * cout];
+                            for (a, &wv) in acc.iter_mut().zip(wrow) {
+                                *a += xv * wv;
+                            }
+                        }
+                    }
+                }
+                act.apply_all(acc);
+            }
+        }
+    }
+}
+
+/// `DepthwiseConv2dNative`: `w` is `[kh, kw, c, mult]`; output channel `c * mult + m`
+/// comes from input channel `c` alone.
+pub fn depthwise(x: &[f32], g: &Window, w: &[f32], mult: usize, bias: &[f32], act: Act, out: &mut [f32]) {
+    let c = g.c;
+    let cout = c * mult;
+    for n in 0..g.n {
+        for oy in 0..g.oh {
+            let (ky0, ky1) = g.rows(oy);
+            for ox in 0..g.ow {
+                let (kx0, kx1) = g.cols(ox);
+                let o = ((n * g.oh + oy) * g.ow + ox) * cout;
+                let acc = &mut out[o..o + cout];
+                acc.copy_from_slice(bias);
+                for ky in ky0..ky1 {
+                    let iy = oy * g.sh + ky - g.pt;
+                    for kx in kx0..kx1 {
+                        let ix = ox * g.sw + kx - g.pl;
+                        let px = &x[((n * g.h + iy) * g.w + ix) * c..][..c];
+                        let taps = &w[(ky * g.kw + kx) * cout..][..cout];
+                        if mult == 1 {
+                            for ((a, &xv), &wv) in acc.iter_mut().zip(px).zip(taps) {
+                                *a += xv * wv;
+                            }
+                        } else {
+                            for (ci, &xv) in px.iter().enumerate() {
+                                for m in 0..mult {
+                                    acc[ci * mult + m] += xv * taps[ci * mult + m];
+                                }
+                            }
+                        }
+                    }
+                }
+                act.apply_all(acc);
+            }
+        }
+    }
+}
+
+/// `MaxPool` / `AvgPool`. Padding cells never take part: the max is over real cells, and
+/// the average divides by the number of real cells under the window (TensorFlow's rule,
+/// which differs from dividing by `kh * kw` at the borders).
+pub fn pool(x: &[f32], g: &Window, max: bool, out: &mut [f32]) {
+    let c = g.c;
+    for n in 0..g.n {
+        for oy in 0..g.oh {
+            let (ky0, ky1) = g.rows(oy);
+            for ox in 0..g.ow {
+                let (kx0, kx1) = g.cols(ox);
+                let o = ((n * g.oh + oy) * g.ow + ox) * c;
+                let acc = &mut out[o..o + c];
+                acc.iter_mut().for_each(|a| *a = if max { f32::NEG_INFINITY } else { 0.0 });
+                for ky in ky0..ky1 {
+                    let iy = oy * g.sh + ky - g.pt;
+                    for kx in kx0..kx1 {
+                        let ix = ox * g.sw + kx - g.pl;
+                        let px = &x[((n * g.h + iy) * g.w + ix) * c..][..c];
+                        if max {
+                            acc.iter_mut().zip(px).for_each(|(a, &v)| *a = a.max(v));
+                        } else {
+                            acc.iter_mut().zip(px).for_each(|(a, &v)| *a += v);
+                        }
+                    }
+                }
+                if !max {
+                    let count = ((ky1 - ky0) * (kx1 - kx0)).max(1) as f32;
+                    acc.iter_mut().for_each(|a| *a /= count);
+                }
+            }
+        }
+    }
+}
+
+/// Per-channel `y = act(x * scale + shift)` over the last dimension: inference-mode batch
+/// normalisation (folded to one multiply-add), `BiasAdd`, a lone `Relu`/`Relu6`.
+pub fn channel_affine(x: &[f32], channels: usize, scale: Option<&[f32]>, shift: Option<&[f32]>, act: Act, out: &mut [f32]) {
+    for (xs, ys) in x.chunks_exact(channels).zip(out.chunks_exact_mut(channels)) {
+        for c in 0..channels {
+            let mut v = xs[c];
+            if let Some(s) = scale {
+                v *= s[c];
+            }
+            if let Some(t) = shift {
+                v += t[c];
+            }
+            ys[c] = act.apply(v);
+        }
+    }
+}
+
+/// Row-major strides of a shape.
+pub fn strides(shape: &[usize]) -> Vec<usize> {
+    let mut s = vec![1; shape.len()];
+    for i in (0..shape.len().saturating_sub(1)).rev() {
+        s[i] = s[i + 1] * shape[i + 1];
+    }
+    s
+}
+
+/// NumPy broadcasting: align shapes on the right; a dimension of 1 stretches.
+pub fn broadcast_shape(a: &[usize], b: &[usize]) -> Result<Vec<usize>, String> {
+    let rank = a.len().max(b.len());
+    let mut out = vec![0; rank];
+    for i in 0..rank {
+        let da = if i + a.len() >= rank { a[i + a.len() - rank] } else { 1 };
+        let db = if i + b.len() >= rank { b[i + b.len() - rank] } else { 1 };
+        out[i] = if da == db || db == 1 {
+            da
+        } else if da == 1 {
+            db
+        } else {
+            return Err(format!("shapes {:?} and {:?} do not broadcast", a, b));
+        };
+    }
+    Ok(out)
+}
+
+/// Strides of `shape` seen through the broadcast `out` shape (0 where it stretches).
+fn broadcast_strides(shape: &[usize], out: &[usize]) -> Vec<usize> {
+    let s = strides(shape);
+    let off = out.len() - shape.len();
+    (0..out.len())
+        .map(|i| if i < off || shape[i - off] == 1 { 0 } else { s[i - off] })
+        .collect()
+}
+
+/// `Add` / `AddV2` with broadcasting, then the fused activation.
+pub fn add(a: &[f32], ashape: &[usize], b: &[f32], bshape: &[usize], oshape: &[usize], act: Act, out: &mut [f32]) {
+    if ashape == bshape {
+        for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
+            *o = act.apply(x + y);
+        }
+        return;
+    }
+    let sa = broadcast_strides(ashape, oshape);
+    let sb = broadcast_strides(bshape, oshape);
+    let mut index = vec![0usize; oshape.len()];
+    let (mut ia, mut ib) = (0usize, 0usize);
+    for o in out.iter_mut() {
+        *o = act.apply(a[ia] + b[ib]);
+        // Odometer increment of the multi-index, keeping both input offsets in step.
+        for d in (0..oshape.len()).rev() {
+            index[d] += 1;
+            ia += sa[d];
+            ib += sb[d];
+            if index[d] < oshape[d] {
+                break;
+            }
+            ia -= sa[d] * oshape[d];
+            ib -= sb[d] * oshape[d];
+            index[d] = 0;
+        }
+    }
+}
+
+/// `Mean` over the dimensions flagged in `reduce` (accumulated in f64, as NumPy does).
+pub fn mean(x: &[f32], shape: &[usize], reduce: &[bool], out: &mut [f32]) {
+    let kept: Vec<usize> = shape.iter().zip(reduce).map(|(&d, &r)| if r { 1 } else { d }).collect();
+    let so = broadcast_strides(&kept, shape);
+    let mut acc = vec![0f64; out.len()];
+    let mut index = vec![0usize; shape.len()];
+    let mut io = 0usize;
+    for &v in x {
+        acc[io] += f64::from(v);
+        for d in (0..shape.len()).rev() {
+            index[d] += 1;
+            io += so[d];
+            if index[d] < shape[d] {
+                break;
+            }
+            io -= so[d] * shape[d];
+            index[d] = 0;
+        }
+    }
+    let count: usize = shape.iter().zip(reduce).filter(|(_, &r)| r).map(|(&d, _)| d).product();
+    for (o, a) in out.iter_mut().zip(acc) {
+        *o = (a / count.max(1) as f64) as f32;
+    }
+}
+
+/// `Softmax` over the last dimension, shifted by the row maximum so `exp` cannot overflow.
+pub fn softmax(x: &[f32], classes: usize, out: &mut [f32]) {
+    for (xs, ys) in x.chunks_exact(classes).zip(out.chunks_exact_mut(classes)) {
+        let max = xs.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+        let mut sum = 0f32;
+        for (y, &v) in ys.iter_mut().zip(xs) {
+            *y = (v - max).exp();
+            sum += *y;
+        }
+        ys.iter_mut().for_each(|y| *y /= sum);
+    }
+}
+
+/// `Pad` with zeros: `pads[d] = (before, after)`.
+pub fn pad(x: &[f32], shape: &[usize], pads: &[(usize, usize)], oshape: &[usize], out: &mut [f32]) {
+    out.iter_mut().for_each(|v| *v = 0.0);
+    let so = strides(oshape);
+    let base: usize = pads.iter().zip(&so).map(|(p, s)| p.0 * s).sum();
+    let mut index = vec![0usize; shape.len()];
+    let mut io = base;
+    for &v in x {
+        out[io] = v;
+        for d in (0..shape.len()).rev() {
+            index[d] += 1;
+            io += so[d];
+            if index[d] < shape[d] {
+                break;
+            }
+            io -= so[d] * shape[d];
+            index[d] = 0;
+        }
+    }
+}
+
+/// `MatMul`: `a` is `[m, k]`, `b` is `[k, n]` (transposes are resolved before), then bias
+/// and activation.
+pub fn matmul(a: &[f32], b: &[f32], m: usize, k: usize, n: usize, bias: &[f32], act: Act, out: &mut [f32]) {
+    for i in 0..m {
+        let row = &mut out[i * n..(i + 1) * n];
+        row.copy_from_slice(bias);
+        for (p, &av) in a[i * k..(i + 1) * k].iter().enumerate() {
+            for (o, &bv) in row.iter_mut().zip(&b[p * n..(p + 1) * n]) {
+                *o += av * bv;
+            }
+        }
+        act.apply_all(row);
+    }
+}
+
+/// Transpose a row-major `[rows, cols]` matrix.
+pub fn transpose(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut t = vec![0f32; rows * cols];
+    for r in 0..rows {
+        for c in 0..cols {
+            t[c * rows + r] = x[r * cols + c];
+        }
+    }
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_padding_is_asymmetric() {
+        // in 224, k 3, s 2 -> out 112, total 1: 0 before, 1 after.
+        assert_eq!(window_dim(224, 3, 2, Padding::Same).unwrap(), (112, 0));
+        // in 7, k 5, s 2 -> out 4, total 4: 2 before.
+        assert_eq!(window_dim(7, 5, 2, Padding::Same).unwrap(), (4, 2));
+        assert_eq!(window_dim(5, 3, 1, Padding::Same).unwrap(), (5, 1));
+        assert_eq!(window_dim(5, 3, 2, Padding::Valid).unwrap(), (2, 0));
+        assert!(window_dim(2, 3, 1, Padding::Valid).is_err());
+    }
+
+    #[test]
+    fn conv_same_3x3_by_hand() {
+        // 1x3x3x1 input 1..9, all-ones 3x3 kernel, SAME stride 1: sums of neighbourhoods.
+        let x: Vec<f32> = (1..=9).map(|v| v as f32).collect();
+        let g = Window::new(&[1, 3, 3, 1], 3, 3, 1, 1, Padding::Same).unwrap();
+        let mut out = vec![0.0; 9];
+        conv2d(&x, &g, &[1.0; 9], 1, &[0.0], Act::None, &mut out);
+        assert_eq!(out, vec![12., 21., 16., 27., 45., 33., 24., 39., 28.]);
+        // Stride 2 SAME on 3x3: out 2x2, total pad 2 -> 1 before.
+        let g = Window::new(&[1, 3, 3, 1], 3, 3, 2, 2, Padding::Same).unwrap();
+        let mut out = vec![0.0; 4];
+        conv2d(&x, &g, &[1.0; 9], 1, &[0.5], Act::None, &mut out);
+        assert_eq!(out, vec![12.5, 16.5, 24.5, 28.5]);
+    }
+
+    #[test]
+    fn conv_channels_and_relu6() {
+        // 1x1x1x2 input, 1x1 kernel 2->2.
+        let g = Window::new(&[1, 1, 1, 2], 1, 1, 1, 1, Padding::Valid).unwrap();
+        let mut out = vec![0.0; 2];
+        conv2d(&[1.0, 2.0], &g, &[1.0, -1.0, 3.0, 0.5], 2, &[0.0, 0.0], Act::Relu6, &mut out);
+        assert_eq!(out, vec![6.0, 0.0]); // [1+6, -1+1] -> relu6
+    }
+
+    #[test]
+    fn depthwise_by_hand() {
+        // 1x2x2x2, 2x2 kernel VALID, channel 0 weights 1, channel 1 weights 2.
+        let x = [1., 10., 2., 20., 3., 30., 4., 40.];
+        let g = Window::new(&[1, 2, 2, 2], 2, 2, 1, 1, Padding::Valid).unwrap();
+        let w = [1., 2., 1., 2., 1., 2., 1., 2.];
+        let mut out = vec![0.0; 2];
+        depthwise(&x, &g, &w, 1, &[0.0, 1.0], Act::None, &mut out);
+        assert_eq!(out, vec![10.0, 201.0]);
+        // multiplier 2 on one channel: outputs c*2+m.
+        let g = Window::new(&[1, 1, 1, 1], 1, 1, 1, 1, Padding::Valid).unwrap();
+        let mut out = vec![0.0; 2];
+        depthwise(&[3.0], &g, &[2.0, -1.0], 2, &[0.0, 0.0], Act::Relu, &mut out);
+        assert_eq!(out, vec![6.0, 0.0]);
+    }
+
+    #[test]
+    fn avg_pool_same_counts_valid_cells() {
+        let x: Vec<f32> = (1..=4).map(|v| v as f32).collect();
+        let g = Window::new(&[1, 2, 2, 1], 3, 3, 1, 1, Padding::Same).unwrap();
+        let mut out = vec![0.0; 4];
+        pool(&x, &g, false, &mut out);
+        assert_eq!(out, vec![2.5; 4]);
+        pool(&x, &g, true, &mut out);
+        assert_eq!(out, vec![4.0; 4]);
+        let x = [1.0, 5.0, 3.0];
+        let g = Window::new(&[1, 1, 3, 1], 1, 2, 1, 2, Padding::Same).unwrap();
+        let mut out = vec![0.0; 2];
+        pool(&x, &g, false, &mut out);
+        assert_eq!(out, vec![3.0, 3.0]); // (1+5)/2, 3/1
+    }
+
+    #[test]
+    fn add_mean_softmax_pad_matmul() {
+        let mut out = vec![0.0; 4];
+        add(&[1., 2., 3., 4.], &[2, 2], &[10., 20.], &[2], &[2, 2], Act::None, &mut out);
+        assert_eq!(out, vec![11., 22., 13., 24.]);
+        add(&[1., 2.], &[2, 1], &[10., 20.], &[1, 2], &[2, 2], Act::None, &mut out);
+        assert_eq!(out, vec![11., 21., 12., 22.]);
+        assert!(broadcast_shape(&[2, 3], &[2]).is_err());
+
+        let mut m = vec![0.0; 2];
+        mean(&[1., 2., 3., 4., 5., 6., 7., 8.], &[1, 2, 2, 2], &[false, true, true, false], &mut m);
+        assert_eq!(m, vec![4.0, 5.0]);
+
+        let mut s = vec![0.0; 3];
+        softmax(&[1.0, 2.0, 3.0], 3, &mut s);
+        let e: Vec<f32> = [1f32, 2., 3.].iter().map(|v| v.exp()).collect();
+        let t: f32 = e.iter().sum();
+        for (a, b) in s.iter().zip(e.iter().map(|v| v / t)) {
+            assert!((a - b).abs() < 1e-6);
+        }
+
+        let mut p = vec![9.0; 8];
+        pad(&[1., 2.], &[1, 2], &[(1, 0), (1, 1)], &[2, 4], &mut p);
+        assert_eq!(p, vec![0., 0., 0., 0., 0., 1., 2., 0.]);
+
+        let mut y = vec![0.0; 2];
+        matmul(&[1., 2.], &[1., 2., 3., 4.], 1, 2, 2, &[0.5, 0.0], Act::None, &mut y);
+        assert_eq!(y, vec![7.5, 10.0]);
+        assert_eq!(transpose(&[1., 2., 3., 4., 5., 6.], 2, 3), vec![1., 4., 2., 5., 3., 6.]);
+
+        let mut z = vec![0.0; 2];
+        channel_affine(&[1.0, -1.0], 2, Some(&[2.0, 3.0]), Some(&[1.0, 1.0]), Act::Relu, &mut z);
+        assert_eq!(z, vec![3.0, 0.0]);
+    }
+}
