@@ -156,6 +156,9 @@ def _extensions() -> list[Callable[[argparse._SubParsersAction], None]]:
     from wasi_lab.models.cli import add_images_parser, add_models_parser
 
     regs += [add_models_parser, add_images_parser]
+    from wasi_lab.server.cli import add_serve_parser
+
+    regs.append(add_serve_parser)
     return regs
 
 

@@ -308,6 +308,12 @@ class Guest:
         """Throw this instance away and start a fresh one (after a trap, or to start over)."""
         self._instantiate()
 
+    def set_deadline(self, ticks: int) -> None:
+        """Trap calls still running `ticks` epoch increments from now (server deadlines)."""
+        if not self.compiled.epochs:
+            raise RuntimeError("deadlines need a module compiled with epochs=True")
+        self.store.set_epoch_deadline(max(1, int(ticks)))
+
     # -- calls
 
     def has_export(self, name: str) -> bool:
