@@ -1,0 +1,339 @@
+"""The article's figures beside this machine's: one row per number or message it printed.
+
+Every "this machine" value is measured when the table is built: the rayon panic comes from a
+real `rayon-demo` guest build, timings from wasmtime-py and from the Node host, predictions
+from the guest. What cannot be measured here says so: the article's MobileNet V2 1.4 and its
+golden retriever / husky photos are not shipped (the model is a download away:
+`wasi-lab models fetch mobilenet-v2-1.4`), and those rows are marked "needs network" with an
+empty value rather than a plausible-looking one. Where the bundled EfficientNet-Lite0 can
+stand in, the row shows its answer and says it is a different model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+#: Row status values.
+MEASURED = "measured"
+STAND_IN = "stand-in"
+NEEDS_NETWORK = "needs network"
+UNAVAILABLE = "unavailable"
+
+ARTICLE_MODEL = "mobilenet-v2-1.4"
+BUNDLED_MODEL = "efficientnet-lite0"
+FETCH_HINT = "`wasi-lab models fetch mobilenet-v2-1.4`"
+#: The panic the article quotes (wasmtime run tf-example.wasm --dir=.).
+ARTICLE_PANIC = ("The global thread pool has not been initialized.: ThreadPoolBuildError { "
+                 "kind: IOError(Custom { error: \"operation not supported on this platform\" "
+                 "}) }")
+
+
+@dataclass
+class ArticleRow:
+    """One figure of the article and its counterpart on this machine.
+
+    `value` is the measured number (None when nothing was measured); `this_machine` is how
+    it reads. `status` is one of measured / stand-in / needs network / unavailable.
+    """
+
+    figure: str
+    article: str
+    article_value: float | None
+    this_machine: str | None
+    value: float | None
+    unit: str
+    how: str
+    status: str
+    note: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# --------------------------------------------------------------------------- measurements
+
+
+def mobilenet_present() -> bool:
+    """The article's model is on disk (never downloads)."""
+    from wasi_lab.models.registry import get_model
+
+    return get_model(ARTICLE_MODEL).path.is_file()
+
+
+def rayon_panic(build: bool = True) -> tuple[str | None, str]:
+    """(the guest's panic message, how it was obtained) or (None, why not).
+
+    Builds the guest with `--features rayon-demo` (cargo skips it when up to date), calls
+    `rayon_demo_global` under wasmtime-py and reads the panic from the guest's stderr.
+    """
+    import wasmtime
+
+    from wasi_lab.build import BuildError, build_guest, built_module
+    from wasi_lab.paths import GUEST_DIR
+    from wasi_lab.runtime import get_engine
+    from wasi_lab.toolchain import ToolchainError
+
+    if not (GUEST_DIR / "src" / "rayon_demo.rs").is_file():
+        return None, "guest/src/rayon_demo.rs is not in this checkout"
+    module = built_module(True, ("rayon-demo",))
+    if build:
+        try:
+            module = build_guest(release=True, features=("rayon-demo",), progress=False).module
+        except ToolchainError as exc:
+            if module is None:
+                return None, f"no Rust toolchain for wasm32-wasi: {exc}"
+        except BuildError as exc:
+            if module is None:
+                return None, f"the rayon-demo build failed: {str(exc).splitlines()[0]}"
+    if module is None:
+        return None, "no rayon-demo build: run `wasi-lab build --features rayon-demo`"
+    engine = get_engine()
+    with tempfile.TemporaryDirectory(prefix="wasi-lab-rayon-") as tmp:
+        err = Path(tmp) / "stderr"
+        wasi = wasmtime.WasiConfig()
+        wasi.stderr_file = str(err)
+        store = wasmtime.Store(engine)
+        store.set_wasi(wasi)
+        linker = wasmtime.Linker(engine)
+        linker.define_wasi()
+        instance = linker.instantiate(store, wasmtime.Module.from_file(engine, str(module)))
+        exports = instance.exports(store)
+        if "rayon_demo_global" not in exports:
+            return None, f"{module} has no rayon_demo_global export"
+        try:
+            exports["rayon_demo_global"](store)
+            return None, "rayon_demo_global returned instead of panicking"
+        except wasmtime.Trap:
+            pass
+        text = err.read_text(encoding="utf-8", errors="replace")
+    match = re.search(r"panicked at '(.*?)', ", text, re.S) or \
+        re.search(r"panicked at .*?:\n(.*)", text)
+    message = (match.group(1) if match else text).strip()
+    return message, (f"`wasi-lab build --features rayon-demo`, then rayon_demo_global() "
+                     f"under wasmtime-py; the trap's stderr ({Path(module).name})")
+
+
+# --------------------------------------------------------------------------- the table
+
+
+def _pct(p: float) -> str:
+    return f"{100 * p:.1f}%"
+
+
+def _prediction_row(figure: str, article_label: str, article_note: str,
+                    image: Path | None, fetch_note: str, have_mobilenet: bool) -> ArticleRow:
+    """A row for one of the article's photos: classify it when we have it."""
+    from wasi_lab.predict import Classifier
+
+    if image is None:
+        return ArticleRow(figure=figure, article=article_label, article_value=None,
+                          this_machine=None, value=None, unit="probability",
+                          how="classify the article's photo with MobileNet V2 1.4",
+                          status=NEEDS_NETWORK, note=f"{article_note}. {fetch_note}")
+    model = ARTICLE_MODEL if have_mobilenet else BUNDLED_MODEL
+    mode = "article" if have_mobilenet else "model"
+    pred = Classifier(model).classify(image, top=1, mode=mode)
+    top = pred.top[0]
+    status = MEASURED if have_mobilenet else STAND_IN
+    note = article_note if have_mobilenet else (
+        f"{article_note}. EfficientNet-Lite0 stands in for MobileNet V2 1.4 (a different "
+        f"model: compare the class, not the confidence); {FETCH_HINT} for the real one")
+    return ArticleRow(figure=figure, article=article_label, article_value=None,
+                      this_machine=f"{top.label} ({_pct(top.prob)})", value=top.prob,
+                      unit="probability",
+                      how=f"Classifier({model!r}).classify({Path(image).name}, mode={mode!r})",
+                      status=status, note=note)
+
+
+def article_table(golden_retriever: Path | str | None = None,
+                  husky: Path | str | None = None, repeat: int = 3,
+                  build_rayon: bool = True, node: bool = True,
+                  progress: bool = False) -> list[ArticleRow]:
+    """Measure everything the article printed, on this machine, and pair it up.
+
+    `golden_retriever` / `husky`: your own copies of the article's two photos (not shipped).
+    `repeat`: timing repetitions (medians are reported).
+    """
+    from tqdm.auto import tqdm
+
+    from wasi_lab.hosts import HostError, grace_hopper, run_node, wasmtime_timings
+    from wasi_lab.predict import Classifier
+
+    have_mobilenet = mobilenet_present()
+    model = ARTICLE_MODEL if have_mobilenet else BUNDLED_MODEL
+    model_note = ("same model as the article" if have_mobilenet else
+                  f"EfficientNet-Lite0 stands in for MobileNet V2 1.4 (not on disk: "
+                  f"{FETCH_HINT})")
+    timing_status = MEASURED if have_mobilenet else STAND_IN
+    gh = grace_hopper()
+    rows: list[ArticleRow] = []
+    bar = tqdm(total=6, desc="article table", disable=not progress, leave=False)
+
+    # 1. the rayon panic
+    message, how = rayon_panic(build=build_rayon)
+    rows.append(ArticleRow(
+        figure="image crate's rayon panic under `wasmtime run`", article=ARTICLE_PANIC,
+        article_value=None, this_machine=message, value=None, unit="text", how=how,
+        status=MEASURED if message else UNAVAILABLE,
+        note=("same cause: rayon-core cannot start its global pool on wasm32-wasi; newer "
+              "Rust spells the io error `Error { kind: Unsupported, .. }`") if message
+        else how))
+    bar.update()
+
+    # 2. result: Some((0.32560226, 654)), and 3. its label
+    if have_mobilenet:
+        pred = Classifier(ARTICLE_MODEL).classify(gh, top=1, mode="article")
+        top = pred.top[0]
+        rows.append(ArticleRow(
+            figure="`result:` of the file-reading guest on grace_hopper.jpg",
+            article="Some((0.32560226, 654))", article_value=0.32560226,
+            this_machine=f"Some(({top.prob:.8f}, {top.index}))", value=top.prob,
+            unit="probability",
+            how="Classifier('mobilenet-v2-1.4').classify(grace_hopper, mode='article')",
+            status=MEASURED,
+            note="article preprocessing (x/255, plain resize); index in the 1001-label file"))
+        rows.append(ArticleRow(
+            figure="class of grace_hopper.jpg", article="military uniform (32.6%)",
+            article_value=0.32560226, this_machine=f"{top.label} ({_pct(top.prob)})",
+            value=top.prob, unit="probability",
+            how="Classifier('mobilenet-v2-1.4').classify(grace_hopper, mode='article')",
+            status=MEASURED, note="same model, same preprocessing as the article"))
+    else:
+        rows.append(ArticleRow(
+            figure="`result:` of the file-reading guest on grace_hopper.jpg",
+            article="Some((0.32560226, 654))", article_value=0.32560226, this_machine=None,
+            value=None, unit="probability",
+            how="Classifier('mobilenet-v2-1.4').classify(grace_hopper, mode='article')",
+            status=NEEDS_NETWORK,
+            note=f"needs the article's MobileNet V2 1.4: {FETCH_HINT}, then rebuild the table"))
+        pred = Classifier(BUNDLED_MODEL).classify(gh, top=1)
+        top = pred.top[0]
+        rows.append(ArticleRow(
+            figure="class of grace_hopper.jpg", article="military uniform (32.6%)",
+            article_value=0.32560226, this_machine=f"{top.label} ({_pct(top.prob)})",
+            value=top.prob, unit="probability",
+            how="Classifier('efficientnet-lite0').classify(grace_hopper)", status=STAND_IN,
+            note="EfficientNet-Lite0, a different model: the class is comparable, the "
+                 f"confidence is not; {FETCH_HINT} for the article's"))
+    bar.update()
+
+    # 4, 5. the two photos of the Node run
+    photo_hint = ("the article's photo is not shipped: pass your own copy "
+                  "(`wasi-lab article --{flag} PATH`)")
+    rows.append(_prediction_row(
+        "class of golden-retriever.jpeg (Node host)", "golden retriever",
+        "the article's Node run", Path(golden_retriever) if golden_retriever else None,
+        photo_hint.format(flag="golden-retriever")
+        + ("" if have_mobilenet else f" and fetch the model: {FETCH_HINT}"), have_mobilenet))
+    rows.append(_prediction_row(
+        "class of husky.jpeg (Node host)", "Eskimo dog, husky", "the article's Node run",
+        Path(husky) if husky else None,
+        photo_hint.format(flag="husky")
+        + ("" if have_mobilenet else f" and fetch the model: {FETCH_HINT}"), have_mobilenet))
+    bar.update()
+
+    # 6. Node inference time
+    if node:
+        try:
+            res = run_node(gh, model)
+            t = res["timings_ms"]
+            request = t["write"] + t["load_model"] + t["decode"] + t["infer"]
+            rows.append(ArticleRow(
+                figure="Node inference time", article="832 ms / 541 ms",
+                article_value=832.0, this_machine=f"{request:.1f} ms", value=round(request, 3),
+                unit="ms",
+                how="hosts/node/classify.mjs on grace_hopper.jpg: write + load model + "
+                    "decode + forward pass (what the article's infer_from_ptrs did per call)",
+                status=timing_status,
+                note=f"{res['host']}; forward pass alone {t['infer']:.1f} ms, model parse "
+                     f"{t['load_model']:.1f} ms; the article timed golden retriever / husky "
+                     f"photos; {model_note}"))
+        except HostError as exc:
+            rows.append(ArticleRow(
+                figure="Node inference time", article="832 ms / 541 ms", article_value=832.0,
+                this_machine=None, value=None, unit="ms", how="hosts/node/classify.mjs",
+                status=UNAVAILABLE, note=str(exc).splitlines()[0]))
+    bar.update()
+
+    # 7, 8. the wasmtime API server's two lines
+    tm = wasmtime_timings(model, gh, repeat=repeat)
+    rows.append(ArticleRow(
+        figure="module instantiation time (wasmtime host)", article="774.715145ms",
+        article_value=774.715145, this_machine=f"{tm.instantiate_ms:.2f} ms",
+        value=tm.instantiate_ms, unit="ms",
+        how=f"Guest(compile_module()).instantiate_ms: InstancePre, WASI pre-linked "
+            f"(median of {repeat})",
+        status=MEASURED,
+        note=f"the article compiled the module on every request too: here a cold Cranelift "
+             f"compile is {tm.compile_cold_ms:.0f} ms and loading the cached .cwasm "
+             f"{tm.compile_cached_ms:.1f} ms"))
+    request = tm.write_ms + tm.load_model_ms + tm.decode_ms + tm.infer_ms
+    rows.append(ArticleRow(
+        figure="inference time (wasmtime host)", article="723.531083ms",
+        article_value=723.531083, this_machine=f"{request:.1f} ms", value=round(request, 3),
+        unit="ms",
+        how=f"wasmtime-py Classifier on grace_hopper.jpg: write + load model + decode + "
+            f"forward pass (median of {repeat})",
+        status=timing_status,
+        note=f"forward pass alone {tm.infer_ms:.1f} ms (the kit loads the model once, so a "
+             f"request pays only write + decode + infer = "
+             f"{tm.write_ms + tm.decode_ms + tm.infer_ms:.1f} ms); {model_note}"))
+    bar.update(2)
+    bar.close()
+    return rows
+
+
+# --------------------------------------------------------------------------- output
+
+
+def rows_to_json(rows: list[ArticleRow]) -> str:
+    return json.dumps([r.to_dict() for r in rows], indent=2)
+
+
+def _clip(text: str | None, width: int) -> str:
+    text = "—" if text is None else " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def format_table(rows: list[ArticleRow], width: int = 34) -> str:
+    """A plain-text table: figure, article, this machine, status; notes underneath."""
+    head = ("figure", "article", "this machine", "status")
+    widths = (44, width, width, 13)
+    line = "  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True))
+    out = [line, "-" * len(line)]
+    for i, r in enumerate(rows, 1):
+        cells = (f"{i}. {r.figure}", r.article, r.this_machine, r.status)
+        out.append("  ".join(_clip(c, w).ljust(w) for c, w in zip(cells, widths, strict=True)))
+    out.append("")
+    for i, r in enumerate(rows, 1):
+        out.append(f"{i}. how: {r.how}")
+        out.append(f"   note: {r.note}")
+    return "\n".join(out)
+
+
+def _cmd_article(args: argparse.Namespace) -> int:
+    rows = article_table(golden_retriever=args.golden_retriever, husky=args.husky,
+                         repeat=args.repeat, build_rayon=not args.no_build,
+                         progress=not args.json and sys.stderr.isatty())
+    print(rows_to_json(rows) if args.json else format_table(rows))
+    return 0
+
+
+def add_article_parser(subparsers: argparse._SubParsersAction) -> None:
+    """`wasi-lab article [--json]`: the article's figures beside this machine's."""
+    p = subparsers.add_parser("article",
+                              help="the article's figures beside this machine's (measured)")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--golden-retriever", metavar="PATH",
+                   help="your copy of the article's golden-retriever.jpeg")
+    p.add_argument("--husky", metavar="PATH", help="your copy of the article's husky.jpeg")
+    p.add_argument("--repeat", type=int, default=3, help="timing repetitions (median)")
+    p.add_argument("--no-build", action="store_true",
+                   help="do not run cargo for the rayon-demo guest (use an earlier build)")
+    p.set_defaults(func=_cmd_article)

@@ -1,0 +1,355 @@
+"""One .wasm, several hosts: Node's own WASI, wasmtime-py, and the command-style guest.
+
+The article ran its module twice: from Node (`node:wasi`, writing model and image into linear
+memory from JavaScript) and from wasmtime (first as a command with `--dir=.`, then through the
+embedding API). This module does the same from Python so a notebook can put the answers side
+by side:
+
+- `run_node` runs hosts/node/classify.mjs, the article's Node host with its two bugs fixed,
+  in a subprocess and returns its JSON;
+- `run_command_guest` runs the command-style guest (`_start`, reads files) under wasmtime-py,
+  with or without a preopened directory: WASI's capability model in one switch;
+- `wasmtime_timings` measures compile (cold and cached), instantiate (InstancePre), write,
+  decode and infer, the breakdown the article could only guess at.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import wasmtime
+
+from wasi_lab.build import PREBUILT_COMMAND, default_module
+from wasi_lab.images import SAMPLES, sample_source
+from wasi_lab.models.labels import labels_for
+from wasi_lab.models.registry import ModelSpec, ensure_model, get_model
+from wasi_lab.paths import IMAGES_DIR, REPO_ROOT
+
+#: The Node host script (ES module; needs Node 20+ for `node:wasi` with `version`).
+NODE_HOST = REPO_ROOT / "hosts" / "node" / "classify.mjs"
+#: Exit code of the Node host when the guest refused the call (e.g. the replayed bug).
+NODE_GUEST_REFUSED = 3
+
+
+class HostError(RuntimeError):
+    """A host could not run the guest at all (not: the guest refused an input)."""
+
+
+class NodeNotFoundError(HostError):
+    """No usable `node` binary."""
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def grace_hopper() -> Path:
+    """The article's test image: images/grace_hopper.jpg, or matplotlib's own copy."""
+    local = IMAGES_DIR / "grace_hopper.jpg"
+    if local.is_file():
+        return local
+    return sample_source(next(s for s in SAMPLES if s.file == "grace_hopper.jpg"))
+
+
+def find_node() -> Path:
+    """The `node` binary (Node 20+), or NodeNotFoundError saying how to get one."""
+    found = os.environ.get("WASI_LAB_NODE") or shutil.which("node")
+    if not found:
+        raise NodeNotFoundError(
+            "node not found on PATH: install Node.js 20 or newer (e.g. `apt-get install "
+            "nodejs`) or set WASI_LAB_NODE=/path/to/node")
+    try:
+        out = subprocess.run([found, "--version"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise NodeNotFoundError(f"{found} does not run: {exc}") from None
+    version = out.stdout.strip()
+    try:
+        major = int(version.lstrip("v").split(".")[0])
+    except ValueError:
+        raise NodeNotFoundError(f"{found} --version said {version!r}") from None
+    if major < 20:
+        raise NodeNotFoundError(f"{found} is Node {version}; node:wasi with "
+                                f"version 'preview1' needs Node 20 or newer")
+    return Path(found)
+
+
+def labels_file(kind: int) -> Path:
+    """The class names, one per line, for hosts that cannot import Python (Node)."""
+    path = Path(tempfile.gettempdir()) / f"wasi-lab-labels-{kind}.txt"
+    text = "\n".join(labels_for(kind)) + "\n"
+    if not path.exists() or path.read_text(encoding="utf-8") != text:
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    return path
+
+
+def _model_path(spec: ModelSpec) -> Path:
+    if spec.directory is None:
+        return ensure_model(spec.name, progress=False)
+    return spec.path
+
+
+def _mode_name(mode: str, spec: ModelSpec) -> str:
+    name = spec.preprocess if mode == "model" else mode
+    if name not in ("article", "efficientnet", "inception"):
+        raise ValueError(f"unknown mode {mode!r}: use 'model', 'article', 'efficientnet' "
+                         f"or 'inception'")
+    return name
+
+
+# --------------------------------------------------------------------------- Node
+
+
+def run_node(image: Path | str | None = None, model: str | Path = "efficientnet-lite0",
+             mode: str = "model", *, entry: str = "tensor", top: int = 5,
+             replay_article_bug: bool = False, wasm: Path | str | None = None,
+             timeout: float = 300.0) -> dict:
+    """Classify `image` with the guest under Node's WASI; returns the host's JSON.
+
+    `entry` picks the guest path: "tensor" (load the model once, decode, infer_tensor),
+    "classify" (the one-call export) or "article" (`infer_from_ptrs`, as in the article).
+    `replay_article_bug=True` passes the model's length as the image's, like the article's
+    `getPrediction`; the guest refuses it and the result has `ok: False` and an `error`
+    (code, name, the guest's message). Other failures raise HostError with Node's stderr.
+    """
+    node = find_node()
+    spec = get_model(str(model))
+    image = Path(image) if image is not None else grace_hopper()
+    cmd = [str(node), "--no-warnings", str(NODE_HOST),
+           "--wasm", str(Path(wasm) if wasm else default_module()),
+           "--model", str(_model_path(spec)), "--output-name", spec.output,
+           "--image", str(image), "--preprocess", _mode_name(mode, spec),
+           "--labels", str(labels_file(spec.labels)), "--entry", entry, "--top", str(top)]
+    if replay_article_bug:
+        cmd.append("--replay-article-bug")
+    start = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise HostError(f"the Node host did not finish within {timeout:.0f} s") from None
+    wall = (time.perf_counter() - start) * 1000
+    if proc.returncode not in (0, NODE_GUEST_REFUSED):
+        raise HostError(f"the Node host failed (exit {proc.returncode}): "
+                        f"{proc.stderr.strip()[-2000:]}")
+    try:
+        result = json.loads(proc.stdout.strip().splitlines()[-1])
+    except (IndexError, json.JSONDecodeError):
+        raise HostError(f"the Node host printed no JSON: {proc.stdout[-500:]!r} "
+                        f"{proc.stderr[-1000:]!r}") from None
+    result["wall_ms"] = round(wall, 3)
+    result["exit_code"] = proc.returncode
+    return result
+
+
+# --------------------------------------------------------------------------- command guest
+
+
+@dataclass
+class CommandRun:
+    """One run of the command-style guest: what it printed and how it exited."""
+
+    argv: list[str]
+    preopened: str | None
+    exit_code: int
+    stdout: str
+    stderr: str
+    ms: float
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+    @property
+    def result(self) -> tuple[float, int] | None:
+        """The guest's `result: Some((prob, class))` line, as the article printed it."""
+        m = re.search(r"result: Some\(\(([-0-9.eE]+), (\d+)\)\)", self.stdout)
+        return (float(m.group(1)), int(m.group(2))) if m else None
+
+    def label(self, kind: int = 1000) -> str | None:
+        """The best class's name: `class` is 1-based for 1000 labels, as in the article."""
+        if self.result is None:
+            return None
+        cls = self.result[1]
+        return labels_for(kind)[cls - 1 if kind == 1000 else cls]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def run_command_guest(model: str | Path = "efficientnet-lite0",
+                      image: Path | str | None = None, preopen: bool = True, *,
+                      mode: str = "model", top: int = 5,
+                      wasm: Path | str | None = None) -> CommandRun:
+    """Run wasi-lab-classify.wasm like `wasmtime run --dir=. ... --model M --image I`.
+
+    With `preopen=True` the folder holding the model and the image is granted to the guest
+    as "."; with `preopen=False` nothing is, and WASI gives the guest no way to open a file:
+    it exits with code 2 and a message telling you to pass --dir. Files are staged as hard
+    links (or copies) in a temporary folder, so the grant is exactly those two files.
+    """
+    spec = get_model(str(model))
+    model_path = _model_path(spec)
+    image = Path(image) if image is not None else grace_hopper()
+    wasm = Path(wasm) if wasm else PREBUILT_COMMAND
+    if not wasm.exists():
+        raise HostError(f"{wasm} not found: run `wasi-lab build` (or `make setup`)")
+    argv = ["wasi-lab-classify", "--model", model_path.name, "--image", image.name,
+            "--mode", _mode_name(mode, spec), "--top", str(top)]
+    from wasi_lab.runtime import get_engine
+
+    engine = get_engine()
+    module = _command_module(engine, wasm)
+    with tempfile.TemporaryDirectory(prefix="wasi-lab-cmd-") as tmp:
+        tmpdir = Path(tmp)
+        grant = tmpdir / "granted"
+        grant.mkdir()
+        for src in (model_path, image):
+            _stage(src, grant / src.name)
+        out, err = tmpdir / "stdout", tmpdir / "stderr"
+        wasi = wasmtime.WasiConfig()
+        wasi.argv = argv
+        wasi.stdout_file = str(out)
+        wasi.stderr_file = str(err)
+        if preopen:
+            wasi.preopen_dir(str(grant), ".")
+        store = wasmtime.Store(engine)
+        store.set_wasi(wasi)
+        linker = wasmtime.Linker(engine)
+        linker.define_wasi()
+        start = time.perf_counter()
+        code = 0
+        try:
+            instance = linker.instantiate(store, module)
+            instance.exports(store)["_start"](store)
+        except wasmtime.ExitTrap as exc:
+            code = exc.code
+        except wasmtime.Trap as exc:
+            code = -1
+            err.write_text((err.read_text() if err.exists() else "") + f"\ntrap: {exc}")
+        ms = (time.perf_counter() - start) * 1000
+        stdout = out.read_text(encoding="utf-8", errors="replace") if out.exists() else ""
+        stderr = err.read_text(encoding="utf-8", errors="replace") if err.exists() else ""
+    return CommandRun(argv=argv, preopened="." if preopen else None, exit_code=code,
+                      stdout=stdout, stderr=stderr, ms=round(ms, 3))
+
+
+_COMMAND_MODULES: dict[tuple, wasmtime.Module] = {}
+
+
+def _command_module(engine: wasmtime.Engine, wasm: Path) -> wasmtime.Module:
+    st = wasm.stat()
+    key = (str(wasm.resolve()), st.st_mtime_ns, st.st_size)
+    if key not in _COMMAND_MODULES:
+        _COMMAND_MODULES[key] = wasmtime.Module.from_file(engine, str(wasm))
+    return _COMMAND_MODULES[key]
+
+
+def _stage(src: Path, dst: Path) -> None:
+    """Hard-link when possible (no copy of a 20 MB model), copy otherwise."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
+
+
+# --------------------------------------------------------------------------- timings
+
+
+@dataclass
+class HostTimings:
+    """Where the time goes in wasmtime-py, in milliseconds (medians over `repeat` runs)."""
+
+    model: str
+    image: str
+    repeat: int
+    compile_cold_ms: float
+    compile_cached_ms: float
+    instantiate_ms: float
+    load_model_ms: float
+    write_ms: float
+    decode_ms: float
+    infer_ms: float
+    samples: dict[str, list[float]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def article_style_request_ms(self) -> float:
+        """What one request cost in the article: new instance, load model, classify."""
+        return (self.instantiate_ms + self.load_model_ms + self.write_ms + self.decode_ms
+                + self.infer_ms)
+
+
+def wasmtime_timings(model: str | Path = "efficientnet-lite0",
+                     image: Path | str | None = None, repeat: int = 3,
+                     wasm: Path | str | None = None, progress: bool = False) -> HostTimings:
+    """Measure compile (Cranelift, no cache), compile (from the .cwasm cache), instantiate
+    (InstancePre: WASI already linked), model load, write, decode and infer."""
+    from tqdm.auto import tqdm
+
+    from wasi_lab.predict import Classifier
+    from wasi_lab.runtime import Guest, compile_module
+
+    image = Path(image) if image is not None else grace_hopper()
+    wasm = Path(wasm) if wasm else default_module()
+    samples: dict[str, list[float]] = {k: [] for k in (
+        "compile_cold", "compile_cached", "instantiate", "load_model", "write", "decode",
+        "infer")}
+    compile_module(wasm)  # make sure the cache file exists before timing "cached"
+    for _ in tqdm(range(repeat), desc="compile", disable=not progress, leave=False):
+        samples["compile_cold"].append(compile_module(wasm, use_cache=False).compile_ms)
+        cached = compile_module(wasm, use_cache=True)
+        samples["compile_cached"].append(cached.compile_ms)
+        samples["instantiate"].append(Guest(cached).instantiate_ms)
+    clf = Classifier(model, module=cached)
+    data = image.read_bytes()
+    clf.scores(data)  # warm-up: first touches of fresh memory pages are slower
+    for _ in tqdm(range(repeat), desc="infer", disable=not progress, leave=False):
+        t = time.perf_counter()
+        handle = clf._load()
+        samples["load_model"].append((time.perf_counter() - t) * 1000)
+        if clf.guest.has_export("free_model"):
+            clf.guest.call("free_model", handle)  # keep memory flat across repetitions
+        _, timing, _ = clf.scores(data)
+        for k in ("write", "decode", "infer"):
+            samples[k].append(timing[k])
+    med = {k: round(statistics.median(v), 3) for k, v in samples.items()}
+    return HostTimings(model=clf.spec.name, image=image.name, repeat=repeat,
+                       compile_cold_ms=med["compile_cold"],
+                       compile_cached_ms=med["compile_cached"],
+                       instantiate_ms=med["instantiate"], load_model_ms=med["load_model"],
+                       write_ms=med["write"], decode_ms=med["decode"], infer_ms=med["infer"],
+                       samples={k: [round(x, 3) for x in v] for k, v in samples.items()})
+
+
+def compare_hosts(image: Path | str | None = None, model: str = "efficientnet-lite0",
+                  top: int = 5) -> dict:
+    """The same .wasm and the same image under Node and under wasmtime-py."""
+    from wasi_lab.predict import Classifier
+
+    image = Path(image) if image is not None else grace_hopper()
+    node = run_node(image, model, top=top)
+    pred = Classifier(model).classify(image, top=top)
+    return {
+        "node": {"label": node["label"], "index": node["index"], "prob": node["prob"],
+                 "timings_ms": node["timings_ms"], "host": node["host"]},
+        "wasmtime-py": {"label": pred.label, "index": pred.top[0].index,
+                        "prob": pred.top[0].prob, "timings_ms": pred.timings_ms,
+                        "host": f"wasmtime-py {wasmtime_version()}"},
+    }
+
+
+def wasmtime_version() -> str:
+    from wasi_lab.runtime import WASMTIME_VERSION
+
+    return WASMTIME_VERSION
