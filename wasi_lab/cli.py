@@ -159,6 +159,10 @@ def _extensions() -> list[Callable[[argparse._SubParsersAction], None]]:
     from wasi_lab.server.cli import add_serve_parser
 
     regs.append(add_serve_parser)
+    from wasi_lab.article import add_article_parser
+    from wasi_lab.figures import add_figures_parser
+
+    regs += [add_article_parser, add_figures_parser]
     return regs
 
 
