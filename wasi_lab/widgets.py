@@ -1,0 +1,300 @@
+"""Interactive pieces for the notebooks, as small classes with plain-Python callbacks.
+
+Each class builds its ipywidgets once and keeps the callback as a named method
+(`StageStepper.show`, `PageInspector.select`, `PredictionPanel.run`), so a test can set a
+widget's value from Python and check what changed, without a browser. Figures are rendered
+to PNG and put in `widgets.Image`, which works the same in JupyterLab, in nbclient and in
+tests (no Output-widget capture needed).
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+from pathlib import Path
+
+import ipywidgets as W
+
+from wasi_lab import memviz
+from wasi_lab.runtime import PAGE_SIZE, MemorySnapshot
+from wasi_lab.workshop import (
+    figure_png,
+    tensors_figure,
+    timings_figure,
+    top5_figure,
+)
+
+
+def _pre(text: str) -> str:
+    return (f"<pre style='font-size:13px; line-height:1.25; margin:0'>{html.escape(text)}"
+            f"</pre>")
+
+
+# --------------------------------------------------------------------------- notebook 03
+
+
+class StageStepper:
+    """Step through the article's stages; the page map and a one-line diff follow.
+
+    The slider and the toggle buttons are two views of the same stage index.
+    """
+
+    def __init__(self, snapshots: Sequence[MemorySnapshot], color_by: str = "region"):
+        if not snapshots:
+            raise ValueError("StageStepper needs at least one snapshot")
+        self.snapshots = list(snapshots)
+        self.index = -1
+        self._cache: dict[tuple[int, str], bytes] = {}
+        n = len(self.snapshots)
+        self.slider = W.IntSlider(value=0, min=0, max=n - 1, description="stage",
+                                  continuous_update=False,
+                                  layout=W.Layout(width="420px"))
+        self.slider.add_class("wasi-stage-slider")
+        self.buttons = W.ToggleButtons(options=[(s.label or str(i), i)
+                                                for i, s in enumerate(self.snapshots)],
+                                       value=0, style={"button_width": "auto"})
+        self.buttons.add_class("wasi-stage-buttons")
+        self.color = W.ToggleButtons(options=[("by region", "region"),
+                                              ("by content (entropy)", "entropy")],
+                                     value=color_by)
+        self.image = W.Image(format="png", layout=W.Layout(max_width="100%"))
+        self.image.add_class("wasi-pagemap")
+        self.caption = W.HTML()
+        self.caption.add_class("wasi-stage-caption")
+        self.slider.observe(lambda ch: self.show(ch["new"]), names="value")
+        self.buttons.observe(lambda ch: self.show(ch["new"]), names="value")
+        self.color.observe(lambda ch: self.show(self.index, force=True), names="value")
+        self.widget = W.VBox([W.HBox([self.slider, self.color]), self.buttons, self.caption,
+                              self.image])
+        self.show(0)
+
+    def diff(self, i: int) -> memviz.SnapshotDiff | None:
+        """Changes from stage i-1 to stage i (None for the first stage)."""
+        if i == 0:
+            return None
+        return memviz.diff_snapshots(self.snapshots[i - 1], self.snapshots[i])
+
+    def render(self, i: int) -> bytes:
+        key = (i, self.color.value)
+        if key not in self._cache:
+            d = self.diff(i)
+            fig = memviz.page_map_figure(self.snapshots[i], color_by=self.color.value,
+                                         changed_pages=d.changed_pages if d else ())
+            self._cache[key] = figure_png(fig)
+        return self._cache[key]
+
+    def show(self, i: int, force: bool = False) -> None:
+        """Show stage `i`: page map, and what changed since the stage before."""
+        i = int(i) % len(self.snapshots)
+        if i == self.index and not force:
+            return
+        self.index = i
+        if self.slider.value != i:
+            self.slider.value = i
+        if self.buttons.value != i:
+            self.buttons.value = i
+        snap = self.snapshots[i]
+        d = self.diff(i)
+        blocks = ", ".join(f"{a.label} {a.length:,} B at {a.ptr:#x}"
+                           for a in snap.allocations) or "no host-known blocks"
+        text = f"<b>{html.escape(snap.label)}</b>: {snap.pages} pages; {html.escape(blocks)}"
+        if d is not None:
+            text += f"<br>{html.escape(d.summary())}"
+        self.caption.value = text
+        self.image.value = self.render(i)
+
+
+class PageInspector:
+    """Pick a page (and two stages): hex dump with ASCII, and the diff between the stages."""
+
+    def __init__(self, snapshots: Sequence[MemorySnapshot], page: int | None = None,
+                 length: int = 256):
+        self.snapshots = list(snapshots)
+        self.length = length
+        labels = [(s.label or str(i), i) for i, s in enumerate(self.snapshots)]
+        last = len(self.snapshots) - 1
+        max_page = max(memviz.page_count(s) for s in self.snapshots) - 1
+        self.page = W.BoundedIntText(value=0, min=0, max=max_page, description="page",
+                                     layout=W.Layout(width="180px"))
+        self.stage_a = W.Dropdown(options=labels, value=max(0, last - 1),
+                                  description="from")
+        self.stage_b = W.Dropdown(options=labels, value=last, description="to")
+        self.info = W.HTML()
+        self.dump = W.HTML()
+        self.diff = W.HTML()
+        for w in (self.page, self.stage_a, self.stage_b):
+            w.observe(lambda ch: self.select(self.page.value), names="value")
+        self.widget = W.VBox([W.HBox([self.page, self.stage_a, self.stage_b]), self.info,
+                              W.HBox([W.VBox([W.HTML("<b>hex dump</b>"), self.dump]),
+                                      W.VBox([W.HTML("<b>diff</b>"), self.diff])])])
+        self.select(page if page is not None else self._interesting_page())
+
+    def _interesting_page(self) -> int:
+        """Start on the first page of the image block, if the host knows one."""
+        for s in reversed(self.snapshots):
+            for a in s.allocations:
+                if "image" in a.label:
+                    return a.ptr // PAGE_SIZE
+        return 0
+
+    @property
+    def text(self) -> str:
+        """The current hex dump as plain text (what the HTML shows)."""
+        return self._text
+
+    def select(self, page: int) -> str:
+        """Show one page of stage `to`, and its diff against stage `from`."""
+        page = int(page)
+        if self.page.value != page:
+            self.page.value = page  # re-enters select() through the observer
+            return self._text
+        a = self.snapshots[self.stage_a.value]
+        b = self.snapshots[self.stage_b.value]
+        if page >= memviz.page_count(b):
+            self._text = f"page {page} does not exist yet in {b.label!r} ({b.pages} pages)"
+            self.info.value = html.escape(self._text)
+            self.dump.value = ""
+            self.diff.value = ""
+            return self._text
+        region = memviz.page_regions(b)[page]
+        ent = memviz.page_entropy(
+            MemorySnapshot(b.data[page * PAGE_SIZE:(page + 1) * PAGE_SIZE], 1, 0, 0))[0]
+        # Start the dump at the first non-zero row, so a page that begins with padding
+        # still shows its content.
+        chunk = b.data[page * PAGE_SIZE:(page + 1) * PAGE_SIZE]
+        first = next((k for k, v in enumerate(chunk) if v), 0)
+        offset = min((first // 16) * 16, PAGE_SIZE - self.length)
+        self._text = memviz.page_hex(b, page, self.length, offset=offset)
+        self.info.value = (f"page {page}: addresses {page * PAGE_SIZE:#x}..."
+                           f"{(page + 1) * PAGE_SIZE - 1:#x}, region <b>{region}</b>, "
+                           f"entropy {ent:.2f} bits/byte, showing from offset {offset:#x}")
+        self.dump.value = _pre(self._text)
+        self.diff.value = _pre(memviz.hex_diff(a, b, page, length=128))
+        return self._text
+
+
+# --------------------------------------------------------------------------- notebook 04
+
+
+class PredictionPanel:
+    """Pick an image (sample, upload or URL), a model and a preprocessing mode; see the
+    top-5, the timing breakdown and the tensors each mode feeds the network."""
+
+    def __init__(self, images: Sequence[Path] | None = None, models: Sequence[str] | None = None,
+                 auto: bool = True):
+        from wasi_lab.images import list_images
+        from wasi_lab.workshop import available_models
+
+        found = [Path(p) for p in (images if images is not None else list_images())]
+        # The article's image first: it is the one everybody knows the answer for.
+        self.images = sorted(found, key=lambda p: (p.name != "grace_hopper.jpg", p.name))
+        model_names = list(models) if models is not None else available_models()
+        self._classifiers: dict = {}
+        self.last = None
+        self.source: bytes | str | None = str(self.images[0]) if self.images else None
+        self.source_name = self.images[0].name if self.images else ""
+        self.image_pick = W.Dropdown(options=[(p.name, str(p)) for p in self.images],
+                                     description="image")
+        self.image_pick.add_class("wasi-image-pick")
+        self.upload = W.FileUpload(accept="image/*", multiple=False, description="upload")
+        self.url = W.Text(placeholder="https://... (an image URL)", description="URL",
+                          layout=W.Layout(width="420px"))
+        self.fetch = W.Button(description="classify URL")
+        self.model_pick = W.Dropdown(options=model_names, description="model")
+        self.mode = W.ToggleButtons(options=[("model's own", "model"),
+                                             ("article's (/255)", "article")],
+                                    description="preprocess")
+        self.status = W.HTML()
+        self.status.add_class("wasi-status")
+        self.top5 = W.Image(format="png")
+        self.top5.add_class("wasi-top5")
+        self.timings = W.Image(format="png")
+        self.timings.add_class("wasi-timings")
+        self.tensors = W.Image(format="png")
+        self.auto = auto
+        self.image_pick.observe(self._on_pick, names="value")
+        self.upload.observe(self._on_upload, names="value")
+        self.fetch.on_click(lambda _: self.use_url(self.url.value))
+        self.model_pick.observe(lambda _: self._maybe_run(), names="value")
+        self.mode.observe(lambda _: self._maybe_run(), names="value")
+        self.widget = W.VBox([
+            W.HBox([self.image_pick, self.upload]), W.HBox([self.url, self.fetch]),
+            W.HBox([self.model_pick, self.mode]), self.status,
+            W.HBox([self.top5, self.timings]), self.tensors])
+        if auto and self.source is not None:
+            self.run()
+
+    # -- inputs
+
+    def _maybe_run(self) -> None:
+        if self.auto:
+            self.run()
+
+    def _on_pick(self, change) -> None:
+        self.use_path(change["new"])
+
+    def _on_upload(self, change) -> None:
+        files = change["new"]
+        if files:
+            f = files[0]
+            self.use_bytes(bytes(f["content"]), f.get("name", "upload"))
+
+    def use_path(self, path: str | Path) -> None:
+        self.source, self.source_name = str(path), Path(path).name
+        self._maybe_run()
+
+    def use_bytes(self, data: bytes, name: str = "upload") -> None:
+        self.source, self.source_name = data, name
+        self._maybe_run()
+
+    def use_url(self, url: str) -> None:
+        self.source, self.source_name = url.strip(), url.strip()
+        self._maybe_run()
+
+    # -- the callback
+
+    def classifier(self, name: str):
+        from wasi_lab.predict import Classifier
+
+        if name not in self._classifiers:
+            self._classifiers[name] = Classifier(name)
+        return self._classifiers[name]
+
+    def run(self):
+        """Classify the current source; update the status line and the three charts.
+
+        Errors (a URL that cannot be fetched, an upload that is not an image) are shown in
+        the status line and returned as None rather than raised, so the panel stays usable.
+        """
+        if self.source is None:
+            self.status.value = "pick an image first"
+            return None
+        from wasi_lab.runtime import GuestError, GuestTrap
+
+        self.status.value = f"classifying {html.escape(self.source_name)} ..."
+        try:
+            clf = self.classifier(self.model_pick.value)
+            pred = clf.classify(self.source, top=5, mode=self.mode.value)
+            tensors = {"model's own": clf.preprocess(self.source, "model"),
+                       "article's (/255)": clf.preprocess(self.source, "article")}
+        except GuestTrap as exc:
+            self._classifiers.pop(self.model_pick.value, None)
+            self.status.value = f"<b style='color:#c44e52'>guest trapped</b>: {exc}"
+            return None
+        except (GuestError, OSError, ValueError) as exc:
+            self.status.value = (f"<b style='color:#c44e52'>{type(exc).__name__}</b>: "
+                                 f"{html.escape(str(exc))}")
+            return None
+        pred.image = self.source_name
+        self.last = pred
+        best = pred.top[0]
+        self.status.value = (f"<b>{html.escape(self.source_name)}</b> → "
+                             f"<b>{html.escape(best.label)}</b> ({best.prob:.1%}) with "
+                             f"{pred.model}, {pred.mode} preprocessing; image "
+                             f"{pred.image_size[0]}x{pred.image_size[1]}, "
+                             f"{sum(pred.timings_ms[k] for k in ('write', 'decode', 'infer')):.0f}"
+                             f" ms per image")
+        self.top5.value = figure_png(top5_figure(pred))
+        self.timings.value = figure_png(timings_figure(pred))
+        self.tensors.value = figure_png(tensors_figure(tensors), dpi=70)
+        return pred
