@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import signal
 
-from wasi_lab.server.limits import MiB, Limits
+from wasi_lab.server.limits import Limits, MiB
 
 
 def add_serve_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -62,6 +63,9 @@ def run_serve(args: argparse.Namespace) -> int:
     configure_access_log(args.access_log)
     app = create_app(limits_from_args(args), default_model=args.model,
                      module_path=args.module)
+    # uvicorn drains in-flight requests on SIGTERM/SIGINT, then re-raises the signal with
+    # the handler it found; this one makes a graceful stop exit 0 instead of "killed".
+    signal.signal(signal.SIGTERM, lambda *_: None)
     print(f"Listening on http://{args.host}:{args.port}", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False,
                 timeout_graceful_shutdown=30)

@@ -1,0 +1,304 @@
+"""`wasi-lab serve` end to end: a real server on 127.0.0.1, real guests, real HTTP.
+
+Servers run in this process (uvicorn in a thread, ephemeral port); one test drives the
+CLI as a subprocess and checks the graceful drain on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import make_png
+from wasi_lab.paths import IMAGES_DIR
+from wasi_lab.predict import Classifier
+from wasi_lab.server.errors import ERROR_CODES
+from wasi_lab.server.harness import ImageServer, run_in_thread, start_server_process
+from wasi_lab.server.limits import Limits
+from wasi_lab.server.urlfetch import FetchPolicy, address_problem, fetch_image
+
+GRACE = IMAGES_DIR / "grace_hopper.jpg"
+MAX_BODY = 2 * 1024 * 1024
+
+
+def _code(r: httpx.Response) -> str:
+    body = r.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}
+    assert ERROR_CODES[body["error"]["code"]][0] == r.status_code
+    return body["error"]["code"]
+
+
+@pytest.fixture(scope="module")
+def grace() -> bytes:
+    return GRACE.read_bytes()
+
+
+@pytest.fixture(scope="module")
+def lab_server(tmp_path_factory: pytest.TempPathFactory):
+    """A lab server: private URLs allowed (for the loopback image server), test hooks on."""
+    log = tmp_path_factory.mktemp("log") / "access.jsonl"
+    limits = Limits(workers=2, max_body=MAX_BODY, allow_private_urls=True, test_hooks=True,
+                    fetch_timeout=1.0, max_download=1024 * 1024, max_redirects=2)
+    with run_in_thread(limits, access_log=str(log)) as server:
+        server.log = log  # type: ignore[attr-defined]
+        yield server
+
+
+@pytest.fixture(scope="module")
+def strict_server():
+    """Defaults: private URLs refused, no test hooks."""
+    with run_in_thread(Limits(workers=1), access_log=None) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def images(grace: bytes):
+    with ImageServer({"grace_hopper.jpg": grace,
+                      "big.png": b"\x89PNG\r\n\x1a\n" + bytes(2 * 1024 * 1024)}, drip_s=0.4) as srv:
+        yield srv
+
+
+# --------------------------------------------------------------------------- predict
+
+
+def test_predict_grace_hopper_matches_the_classifier(lab_server, grace: bytes) -> None:
+    r = httpx.post(f"{lab_server.url}/predict", content=grace,
+                   headers={"Content-Type": "image/jpeg"}, timeout=60)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["top"][0]["label"] == "military uniform"
+    assert len(body["top"]) == 5
+    for key in ("queue", "image_size", "write", "decode", "infer", "total"):
+        assert body["timings_ms"][key] >= 0
+    alone = Classifier("efficientnet-lite0").classify(grace).to_dict()
+    assert [t["index"] for t in body["top"]] == [t["index"] for t in alone["top"]]
+    assert body["top"][0]["prob"] == pytest.approx(alone["top"][0]["prob"], abs=1e-6)
+    assert body["mode"] == alone["mode"] == "efficientnet"
+
+
+def test_query_parameters(lab_server, grace: bytes) -> None:
+    r = httpx.post(f"{lab_server.url}/predict?top=1&mode=article", content=grace, timeout=60)
+    assert r.status_code == 200 and len(r.json()["top"]) == 1
+    assert r.json()["mode"] == "article"
+    for query, code in (("top=0", "bad_request"), ("top=abc", "bad_request"),
+                        ("mode=sepia", "bad_request"), ("model=resnet", "unknown_model"),
+                        ("model=/etc/passwd", "unknown_model")):
+        r = httpx.post(f"{lab_server.url}/predict?{query}", content=grace, timeout=60)
+        assert _code(r) == code, query
+
+
+@pytest.mark.parametrize(("name", "body", "code"), [
+    ("zero bytes", b"", "empty_body"),
+    ("text", b"hello, not an image", "bad_image"),
+    ("corrupt jpeg", b"\xff\xd8\xff\xe0" + bytes(range(256)) * 8, "bad_image"),
+    ("bomb", make_png(20000, 20000), "image_too_large"),
+    ("oversized body", b"\0" * (MAX_BODY + 1), "body_too_large"),
+])
+def test_bad_bodies_get_documented_errors(lab_server, name: str, body: bytes,
+                                          code: str) -> None:
+    r = httpx.post(f"{lab_server.url}/predict", content=body, timeout=60)
+    assert _code(r) == code, name
+
+
+def test_truncated_image(lab_server, grace: bytes) -> None:
+    r = httpx.post(f"{lab_server.url}/predict", content=grace[: len(grace) // 3], timeout=60)
+    assert _code(r) == "bad_image"
+
+
+def test_unknown_path_and_method(lab_server) -> None:
+    assert _code(httpx.get(f"{lab_server.url}/nope")) == "not_found"
+    assert _code(httpx.get(f"{lab_server.url}/predict")) == "method_not_allowed"
+
+
+def test_trap_hook_replaces_the_guest_and_keeps_serving(lab_server, grace: bytes) -> None:
+    before = httpx.get(f"{lab_server.url}/healthz").json()["pools"]["efficientnet-lite0"]
+    r = httpx.post(f"{lab_server.url}/predict", content=grace, headers={"X-Test-Trap": "1"},
+                   timeout=60)
+    assert _code(r) == "guest_trap"
+    for _ in range(3):  # every guest of the pool still answers right
+        r = httpx.post(f"{lab_server.url}/predict", content=grace, timeout=60)
+        assert r.json()["top"][0]["label"] == "military uniform"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        after = httpx.get(f"{lab_server.url}/healthz").json()["pools"]["efficientnet-lite0"]
+        if after["replaced"] > before["replaced"]:
+            break
+        time.sleep(0.1)
+    assert after["replaced"] == before["replaced"] + 1
+    assert after["idle"] == after["size"]
+
+
+def test_trap_header_is_ignored_without_test_hooks(strict_server, grace: bytes) -> None:
+    r = httpx.post(f"{strict_server.url}/predict", content=grace,
+                   headers={"X-Test-Trap": "1"}, timeout=60)
+    assert r.status_code == 200
+
+
+def test_deadline_interrupts_the_guest_and_it_is_replaced(grace: bytes) -> None:
+    limits = Limits(workers=1, deadline_ms=80, tick_ms=5)
+    with run_in_thread(limits) as server:
+        r = httpx.post(f"{server.url}/predict", content=grace, timeout=60)
+        assert _code(r) == "deadline_exceeded"
+        assert "interrupted" in r.json()["error"]["message"]
+        # the replacement is built off the request path (it parses the model again) ...
+        pool = {}
+        for _ in range(300):
+            pool = httpx.get(f"{server.url}/healthz").json()["pools"]["efficientnet-lite0"]
+            if pool["replaced"] == 1 and pool["idle"] == 1:
+                break
+            time.sleep(0.05)
+        assert pool["replaced"] == 1 and pool["idle"] == 1
+        # ... and then serves the next request (a cheap one, within the deadline)
+        r = httpx.post(f"{server.url}/predict", content=b"not an image", timeout=60)
+        assert _code(r) == "bad_image"
+
+
+def test_concurrent_requests_all_right(lab_server, grace: bytes) -> None:
+    coffee = (IMAGES_DIR / "coffee.png").read_bytes()
+    want = {}
+    for name, data in (("grace", grace), ("coffee", coffee)):
+        want[name] = httpx.post(f"{lab_server.url}/predict", content=data,
+                                timeout=60).json()["top"]
+    results: list[bool] = []
+
+    def client(name: str, data: bytes) -> None:
+        with httpx.Client(timeout=60) as c:
+            for _ in range(3):
+                results.append(c.post(f"{lab_server.url}/predict",
+                                      content=data).json()["top"] == want[name])
+
+    threads = [threading.Thread(target=client, args=pair)
+               for pair in (("grace", grace), ("coffee", coffee)) * 2]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [True] * 12
+
+
+# --------------------------------------------------------------------------- URL mode
+
+
+def test_article_url_endpoint(lab_server, images) -> None:
+    url = f"{images.url}/grace_hopper.jpg"
+    r = httpx.request("GET", lab_server.url, content=url,
+                      headers={"Content-Type": "text/plain"}, timeout=60)
+    assert r.status_code == 200 and r.text == "military uniform\n"
+    assert r.headers["content-type"].startswith("text/plain")
+    r = httpx.post(lab_server.url, content=f"{images.url}/redirect/2/grace_hopper.jpg",
+                   timeout=60)
+    assert r.text == "military uniform\n"
+
+
+@pytest.mark.parametrize(("path", "code"), [
+    ("/redirect/3/grace_hopper.jpg", "fetch_failed"),  # one hop more than allowed
+    ("/status/404", "fetch_failed"),
+    ("/missing.jpg", "fetch_failed"),
+    ("/slow/grace_hopper.jpg", "fetch_timeout"),
+    ("/big.png", "download_too_large"),
+])
+def test_url_faults(lab_server, images, path: str, code: str) -> None:
+    r = httpx.post(lab_server.url, content=f"{images.url}{path}", timeout=60)
+    assert _code(r) == code, path
+
+
+@pytest.mark.parametrize(("body", "code"), [
+    ("", "empty_body"),
+    ("ftp://example.org/x.jpg", "bad_url"),
+    ("not a url", "bad_url"),
+    ("http://169.254.169.254/latest/meta-data/", "forbidden_address"),
+])
+def test_url_body_refusals(lab_server, body: str, code: str) -> None:
+    assert _code(httpx.post(lab_server.url, content=body, timeout=60)) == code
+
+
+@pytest.mark.parametrize("target", [
+    "http://127.0.0.1:{port}/grace_hopper.jpg",
+    "http://localhost:{port}/grace_hopper.jpg",
+    "http://[::1]:{port}/grace_hopper.jpg",
+    "http://10.0.0.1/x.jpg",
+    "http://192.168.1.1/x.jpg",
+    "http://0.0.0.0:{port}/x.jpg",
+    "http://[::ffff:127.0.0.1]:{port}/x.jpg",
+])
+def test_private_addresses_refused_without_the_flag(strict_server, images,
+                                                    target: str) -> None:
+    port = images.url.rsplit(":", 1)[1]
+    r = httpx.request("GET", strict_server.url, content=target.format(port=port), timeout=30,
+                      headers={"Content-Type": "text/plain"})
+    assert _code(r) == "forbidden_address", target
+
+
+def test_redirect_to_a_private_address_is_checked_again(images) -> None:
+    """Each hop is re-resolved and re-checked: a public start cannot bounce inward."""
+    import ipaddress
+
+    assert address_problem(ipaddress.ip_address("8.8.8.8"), False) is None
+    assert address_problem(ipaddress.ip_address("127.0.0.1"), True) is None
+    assert address_problem(ipaddress.ip_address("169.254.169.254"), True)
+    assert address_problem(ipaddress.ip_address("100.64.1.1"), False)
+    assert address_problem(ipaddress.ip_address("fe80::1"), False)
+    # with the loopback image server, a strict policy refuses at the first hop
+    from wasi_lab.server.errors import ApiError
+
+    with pytest.raises(ApiError) as info:
+        fetch_image(f"{images.url}/redirect/1/grace_hopper.jpg", FetchPolicy())
+    assert info.value.code == "forbidden_address"
+    data = fetch_image(f"{images.url}/redirect/1/grace_hopper.jpg",
+                       FetchPolicy(allow_private=True))
+    assert data == GRACE.read_bytes()
+
+
+# --------------------------------------------------------------------------- metadata
+
+
+def test_healthz_models_openapi(lab_server) -> None:
+    h = httpx.get(f"{lab_server.url}/healthz").json()
+    assert h["status"] == "ok" and h["module"]["epochs"] is True
+    assert h["pools"]["efficientnet-lite0"]["size"] == 2
+    m = httpx.get(f"{lab_server.url}/models").json()
+    assert m["default"] == "efficientnet-lite0"
+    assert any(x["name"] == "efficientnet-lite0" and x["loaded"] for x in m["models"])
+    doc = httpx.get(f"{lab_server.url}/openapi.json").json()
+    assert doc["openapi"].startswith("3.")
+    assert {"/predict", "/", "/healthz", "/models"} <= set(doc["paths"])
+    codes = doc["components"]["schemas"]["Error"]["properties"]["error"]["properties"]
+    assert set(codes["code"]["enum"]) == set(ERROR_CODES)
+
+
+def test_access_log_has_timings(lab_server, grace: bytes) -> None:
+    httpx.post(f"{lab_server.url}/predict", content=grace, timeout=60)
+    lines = [json.loads(x) for x in Path(lab_server.log).read_text().splitlines()]
+    ok = [x for x in lines if x["path"] == "/predict" and x["status"] == 200]
+    assert ok, lines[-3:]
+    for key in ("queue", "write", "decode", "infer", "total_ms", "label"):
+        assert key in ok[-1]
+    errors = [x for x in lines if x.get("error")]
+    assert all(x["status"] >= 400 for x in errors)
+
+
+# --------------------------------------------------------------------------- the CLI
+
+
+def test_cli_serve_drains_in_flight_requests_on_sigterm(tmp_path: Path, grace: bytes) -> None:
+    server = start_server_process("--workers", "1", log_path=tmp_path / "serve.log")
+    try:
+        answers: list[httpx.Response] = []
+        t = threading.Thread(target=lambda: answers.append(
+            httpx.post(f"{server.url}/predict", content=grace, timeout=60)))
+        t.start()
+        time.sleep(0.1)  # the request is in flight (an inference takes ~300 ms)
+        code = server.stop()
+        t.join()
+    finally:
+        server.stop()
+    assert code == 0
+    assert answers and answers[0].status_code == 200
+    assert answers[0].json()["top"][0]["label"] == "military uniform"
+    logged = [json.loads(x) for x in server.log_lines() if x.startswith("{")]
+    assert any(x["path"] == "/predict" and x["status"] == 200 for x in logged)
