@@ -36,6 +36,7 @@ class Fault:
 class LoadResult:
     clients: int
     requests: int
+    good: int = 0
     ok: int = 0
     wrong: int = 0
     dropped: int = 0
@@ -151,15 +152,24 @@ def faults_for(max_body: int, image: bytes, slow_url: str | None = None,
 
 def run_load(url: str, images: dict[str, bytes], expected: dict[str, list], *,
              clients: int = 8, requests: int = 200, faults: list[Fault] | None = None,
-             single_ms: float = 0.0, cores: int = 1, timeout: float = 120,
+             url_requests: list[tuple[str, str]] | None = None, single_ms: float = 0.0,
+             cores: int = 1, timeout: float = 120,
              progress: Callable[[int], None] | None = None) -> LoadResult:
-    """`requests` requests from `clients` threads, images in turn, faults spread evenly."""
+    """`requests` requests from `clients` threads, images in turn, faults spread evenly.
+
+    `url_requests` are (image URL, expected label) pairs sent the article's way (`POST /`
+    with the URL as the body); they count as good requests.
+    """
     faults = faults or []
     names = list(images)
     plan: list[tuple[str, object]] = [("image", names[i % len(names)]) for i in range(requests)]
-    for k, fault in enumerate(faults):
-        plan.insert((k + 1) * len(plan) // (len(faults) + 1), ("fault", fault))
-    result = LoadResult(clients=clients, requests=len(plan), single_ms=single_ms, cores=cores)
+    extras: list[tuple[str, object]] = [("fault", f) for f in faults] + \
+        [("url", pair) for pair in url_requests or []]
+    for k, extra in enumerate(extras):
+        plan.insert((k + 1) * len(plan) // (len(extras) + 1), extra)
+    goods = sum(1 for kind, _ in plan if kind != "fault")
+    result = LoadResult(clients=clients, requests=len(plan), single_ms=single_ms, cores=cores,
+                        good=goods)
     lock = threading.Lock()
     cursor = iter(range(len(plan)))
 
@@ -187,6 +197,8 @@ def run_load(url: str, images: dict[str, bytes], expected: dict[str, list], *,
                 try:
                     if kind == "image":
                         r = client.post(f"{url}/predict", content=images[item])  # type: ignore[index]
+                    elif kind == "url":
+                        r = client.post(url, content=item[0])  # type: ignore[index]
                     else:
                         f: Fault = item  # type: ignore[assignment]
                         r = client.post(f"{url}{f.path}", content=f.body, headers=f.headers)
@@ -197,7 +209,16 @@ def run_load(url: str, images: dict[str, bytes], expected: dict[str, list], *,
                     continue
                 ms = (time.perf_counter() - t0) * 1000
                 with lock:
-                    if kind == "image":
+                    if kind == "url":
+                        label = item[1]  # type: ignore[index]
+                        if r.status_code == 200 and r.text.strip() == label:
+                            result.ok += 1
+                            result.latencies_ms.append(ms)
+                        else:
+                            result.wrong += 1
+                            result.problems.append(f"URL {item[0]}: HTTP {r.status_code} "  # type: ignore[index]
+                                                   f"{r.text[:200]!r}, expected {label!r}")
+                    elif kind == "image":
                         if check_good(item, r):  # type: ignore[arg-type]
                             result.ok += 1
                             result.latencies_ms.append(ms)
