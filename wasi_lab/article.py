@@ -66,11 +66,13 @@ def mobilenet_present() -> bool:
     return get_model(ARTICLE_MODEL).path.is_file()
 
 
-def rayon_panic(build: bool = True) -> tuple[str | None, str]:
+def rayon_panic(build: bool | None = None) -> tuple[str | None, str]:
     """(the guest's panic message, how it was obtained) or (None, why not).
 
-    Builds the guest with `--features rayon-demo` (cargo skips it when up to date), calls
-    `rayon_demo_global` under wasmtime-py and reads the panic from the guest's stderr.
+    Builds the guest with `--features rayon-demo`, calls `rayon_demo_global` under
+    wasmtime-py and reads the panic from the guest's stderr. `build=None` builds only when
+    no rayon-demo build exists yet (the panic does not depend on the rest of the guest, so
+    an older build shows the same thing); True always runs cargo; False never does.
     """
     import wasmtime
 
@@ -82,7 +84,7 @@ def rayon_panic(build: bool = True) -> tuple[str | None, str]:
     if not (GUEST_DIR / "src" / "rayon_demo.rs").is_file():
         return None, "guest/src/rayon_demo.rs is not in this checkout"
     module = built_module(True, ("rayon-demo",))
-    if build:
+    if build or (build is None and module is None):
         try:
             module = build_guest(release=True, features=("rayon-demo",), progress=False).module
         except ToolchainError as exc:
@@ -115,8 +117,12 @@ def rayon_panic(build: bool = True) -> tuple[str | None, str]:
     match = re.search(r"panicked at '(.*?)', ", text, re.S) or \
         re.search(r"panicked at .*?:\n(.*)", text)
     message = (match.group(1) if match else text).strip()
+    try:
+        shown = Path(module).resolve().relative_to(GUEST_DIR.parent)
+    except ValueError:
+        shown = Path(module)
     return message, (f"`wasi-lab build --features rayon-demo`, then rayon_demo_global() "
-                     f"under wasmtime-py; the trap's stderr ({Path(module).name})")
+                     f"under wasmtime-py; the panic from the guest's stderr ({shown})")
 
 
 # --------------------------------------------------------------------------- the table
@@ -153,12 +159,12 @@ def _prediction_row(figure: str, article_label: str, article_note: str,
 
 def article_table(golden_retriever: Path | str | None = None,
                   husky: Path | str | None = None, repeat: int = 3,
-                  build_rayon: bool = True, node: bool = True,
+                  build_rayon: bool | None = None, node: bool = True,
                   progress: bool = False) -> list[ArticleRow]:
     """Measure everything the article printed, on this machine, and pair it up.
 
     `golden_retriever` / `husky`: your own copies of the article's two photos (not shipped).
-    `repeat`: timing repetitions (medians are reported).
+    `repeat`: timing repetitions (medians are reported). `build_rayon`: see `rayon_panic`.
     """
     from tqdm.auto import tqdm
 
@@ -319,7 +325,8 @@ def format_table(rows: list[ArticleRow], width: int = 34) -> str:
 
 def _cmd_article(args: argparse.Namespace) -> int:
     rows = article_table(golden_retriever=args.golden_retriever, husky=args.husky,
-                         repeat=args.repeat, build_rayon=not args.no_build,
+                         repeat=args.repeat,
+                         build_rayon=False if args.no_build else (True if args.rebuild else None),
                          progress=not args.json and sys.stderr.isatty())
     print(rows_to_json(rows) if args.json else format_table(rows))
     return 0
@@ -335,5 +342,7 @@ def add_article_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--husky", metavar="PATH", help="your copy of the article's husky.jpeg")
     p.add_argument("--repeat", type=int, default=3, help="timing repetitions (median)")
     p.add_argument("--no-build", action="store_true",
-                   help="do not run cargo for the rayon-demo guest (use an earlier build)")
+                   help="never run cargo for the rayon-demo guest (use an earlier build)")
+    p.add_argument("--rebuild", action="store_true",
+                   help="run cargo for the rayon-demo guest even when a build exists")
     p.set_defaults(func=_cmd_article)

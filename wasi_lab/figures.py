@@ -167,7 +167,8 @@ def save(fig: Figure, path: Path) -> Path:
     return path
 
 
-def render_all(out_dir: Path | str = FIGURES_DIR, repeat: int = 3, build_rayon: bool = True,
+def render_all(out_dir: Path | str = FIGURES_DIR, repeat: int = 3,
+               build_rayon: bool | None = None,
                progress: bool = True) -> list[Path]:
     """Measure once and write every figure as PNG; returns the paths written."""
     from tqdm.auto import tqdm
@@ -215,7 +216,7 @@ def _cmd_figures(args: argparse.Namespace) -> int:
     import matplotlib.pyplot as plt
 
     plt.switch_backend("Agg")  # headless: `make figures` runs in CI
-    paths = render_all(args.out, repeat=args.repeat, build_rayon=not args.no_build,
+    paths = render_all(args.out, repeat=args.repeat, build_rayon=False if args.no_build else None,
                        progress=sys.stderr.isatty())
     for p in paths:
         try:
