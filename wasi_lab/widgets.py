@@ -137,6 +137,18 @@ class PageInspector:
                     return a.ptr // PAGE_SIZE
         return 0
 
+    @staticmethod
+    def start_offset(snap: MemorySnapshot, page: int) -> int:
+        """Where in the page the dump starts: at a host-known block that begins in this
+        page (the image's `ff d8 ff`), else at the first non-zero row."""
+        lo = page * PAGE_SIZE
+        for a in snap.allocations:
+            if lo <= a.ptr < lo + PAGE_SIZE:
+                return ((a.ptr - lo) // 16) * 16
+        chunk = snap.data[lo:lo + PAGE_SIZE]
+        stripped = chunk.lstrip(b"\0")
+        return ((len(chunk) - len(stripped)) // 16) * 16 if stripped else 0
+
     @property
     def text(self) -> str:
         """The current hex dump as plain text (what the HTML shows)."""
@@ -159,11 +171,7 @@ class PageInspector:
         region = memviz.page_regions(b)[page]
         ent = memviz.page_entropy(
             MemorySnapshot(b.data[page * PAGE_SIZE:(page + 1) * PAGE_SIZE], 1, 0, 0))[0]
-        # Start the dump at the first non-zero row, so a page that begins with padding
-        # still shows its content.
-        chunk = b.data[page * PAGE_SIZE:(page + 1) * PAGE_SIZE]
-        first = next((k for k, v in enumerate(chunk) if v), 0)
-        offset = min((first // 16) * 16, PAGE_SIZE - self.length)
+        offset = min(self.start_offset(b, page), PAGE_SIZE - self.length)
         self._text = memviz.page_hex(b, page, self.length, offset=offset)
         self.info.value = (f"page {page}: addresses {page * PAGE_SIZE:#x}..."
                            f"{(page + 1) * PAGE_SIZE - 1:#x}, region <b>{region}</b>, "
