@@ -158,33 +158,71 @@ def size_figure(sizes: dict[str, int], title: str = "Guest module size by build 
     return fig
 
 
+def dependency_crates(features: Sequence[str] = ()) -> list[str] | None:
+    """The crates (name version) the guest depends on for the wasm target with `features`,
+    from `cargo tree` (offline, well under a second); None without a toolchain."""
+    import subprocess
+
+    from wasi_lab.paths import GUEST_DIR
+
+    tc, _ = toolchain_or_none()
+    if tc is None:
+        return None
+    cmd = [str(tc.cargo), "tree", "--target", tc.target, *tc.cargo_config_args(),
+           "--manifest-path", str(GUEST_DIR / "Cargo.toml"), "-e", "normal",
+           "--prefix", "none"]
+    if features:
+        cmd += ["--features", ",".join(features)]
+    out = subprocess.run(cmd, env=tc.env(), capture_output=True, text=True, timeout=120,
+                         cwd=GUEST_DIR)
+    if out.returncode != 0:
+        return None
+    crates = {" ".join(line.split()[:2]) for line in out.stdout.splitlines() if line.strip()}
+    return sorted(c for c in crates if not c.startswith("wasi-lab-guest"))
+
+
 def feature_cost_figure(log: dict | None = None, base: str = "release",
                         other: str = f"release-{RAYON_FEATURE}") -> Figure:
-    """What the threads you cannot use still cost: module size and cold build time.
-
-    Uses the recorded cold builds; a variant never built cold shows no time bar.
-    """
+    """What the threads you cannot use still cost: module size, crates to compile, and
+    the cold build time when one was recorded on this machine."""
     log = _load_log() if log is None else log
     names = [n for n in (base, other) if n in log]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
+    feats = {base: (), other: (RAYON_FEATURE,)}
+    crates = {n: dependency_crates(feats.get(n, ())) for n in names}
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4), layout="constrained")
     colours = ["#4c72b0", "#c44e52"][:len(names)]
-    bars = ax1.bar(names, [log[n]["size"] / 1024 for n in names], color=colours)
-    _bar_labels(ax1, bars, "{:,.0f} KiB")
-    ax1.set_ylabel("module size (KiB)")
-    ax1.set_title("Module size", fontsize=13)
+    bars = axes[0].bar(names, [log[n]["size"] / 1024 for n in names], color=colours)
+    _bar_labels(axes[0], bars, "{:,.0f} KiB")
+    axes[0].set_ylabel("module size (KiB)")
+    axes[0].set_title("Module size", fontsize=13)
+    counts = [len(crates[n]) if crates[n] is not None else 0 for n in names]
+    bars = axes[1].bar(names, counts, color=colours)
+    _bar_labels(axes[1], bars, "{:.0f} crates")
+    axes[1].set_ylabel("crates in the build")
+    axes[1].set_title("Dependencies compiled (cargo tree)", fontsize=13)
     secs = [log[n].get("cold_seconds", 0.0) for n in names]
-    bars = ax2.bar(names, secs, color=colours)
+    bars = axes[2].bar(names, secs, color=colours)
     for b, n in zip(bars, names, strict=True):
-        crates = log[n].get("cold_crates")
-        text = f"{b.get_height():.0f} s\n{crates} crates" if crates else "not timed cold"
-        ax2.annotate(text, (b.get_x() + b.get_width() / 2, b.get_height()), ha="center",
-                     va="bottom", fontsize=11, xytext=(0, 3), textcoords="offset points")
-    ax2.set_ylabel("cold build time (s)")
-    ax2.set_title("Cold build time (2 cores)", fontsize=13)
-    for ax in (ax1, ax2):
+        text = (f"{b.get_height():.0f} s" if log[n].get("cold_seconds")
+                else "no cold build\nrecorded here")
+        axes[2].annotate(text, (b.get_x() + b.get_width() / 2, b.get_height()),
+                         ha="center", va="bottom", fontsize=11, xytext=(0, 3),
+                         textcoords="offset points")
+    axes[2].set_ylabel("seconds")
+    axes[2].set_title("Last cold build (2 cores)", fontsize=13)
+    for ax in axes:
         ax.margins(y=0.3)
+        ax.tick_params(axis="x", labelsize=10)
     fig.suptitle("The cost of a dependency you cannot use on wasm32-wasi (rayon)", fontsize=14)
     return fig
+
+
+def extra_crates(features: Sequence[str] = (RAYON_FEATURE,)) -> list[str]:
+    """Crates a feature adds to the default build (empty without a toolchain)."""
+    base, more = dependency_crates(()), dependency_crates(features)
+    if base is None or more is None:
+        return []
+    return sorted(set(more) - set(base))
 
 
 @contextlib.contextmanager
