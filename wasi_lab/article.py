@@ -141,14 +141,14 @@ def _prediction_row(figure: str, article_label: str, article_note: str,
         return ArticleRow(figure=figure, article=article_label, article_value=None,
                           this_machine=None, value=None, unit="probability",
                           how="classify the article's photo with MobileNet V2 1.4",
-                          status=NEEDS_NETWORK, note=f"{article_note}. {fetch_note}")
+                          status=NEEDS_NETWORK, note=f"{article_note}; {fetch_note}")
     model = ARTICLE_MODEL if have_mobilenet else BUNDLED_MODEL
     mode = "article" if have_mobilenet else "model"
     pred = Classifier(model).classify(image, top=1, mode=mode)
     top = pred.top[0]
     status = MEASURED if have_mobilenet else STAND_IN
     note = article_note if have_mobilenet else (
-        f"{article_note}. EfficientNet-Lite0 stands in for MobileNet V2 1.4 (a different "
+        f"{article_note}; EfficientNet-Lite0 stands in for MobileNet V2 1.4 (a different "
         f"model: compare the class, not the confidence); {FETCH_HINT} for the real one")
     return ArticleRow(figure=figure, article=article_label, article_value=None,
                       this_machine=f"{top.label} ({_pct(top.prob)})", value=top.prob,
@@ -230,15 +230,15 @@ def article_table(golden_retriever: Path | str | None = None,
     bar.update()
 
     # 4, 5. the two photos of the Node run
-    photo_hint = ("the article's photo is not shipped: pass your own copy "
+    photo_hint = ("its photo is not shipped: pass your own copy "
                   "(`wasi-lab article --{flag} PATH`)")
     rows.append(_prediction_row(
         "class of golden-retriever.jpeg (Node host)", "golden retriever",
-        "the article's Node run", Path(golden_retriever) if golden_retriever else None,
+        "from the article's Node run", Path(golden_retriever) if golden_retriever else None,
         photo_hint.format(flag="golden-retriever")
         + ("" if have_mobilenet else f" and fetch the model: {FETCH_HINT}"), have_mobilenet))
     rows.append(_prediction_row(
-        "class of husky.jpeg (Node host)", "Eskimo dog, husky", "the article's Node run",
+        "class of husky.jpeg (Node host)", "Eskimo dog, husky", "from the article's Node run",
         Path(husky) if husky else None,
         photo_hint.format(flag="husky")
         + ("" if have_mobilenet else f" and fetch the model: {FETCH_HINT}"), have_mobilenet))

@@ -353,3 +353,15 @@ def wasmtime_version() -> str:
     from wasi_lab.runtime import WASMTIME_VERSION
 
     return WASMTIME_VERSION
+
+
+def format_comparison(cmp: dict) -> str:
+    """`compare_hosts` as a small text table: answer, score and per-stage milliseconds."""
+    stages = ("compile", "instantiate", "load_model", "write", "decode", "infer")
+    head = f"{'host':<37}{'label':<18}{'prob':>8}" + "".join(f"{s:>12}" for s in stages)
+    lines = [head, "-" * len(head)]
+    for res in cmp.values():
+        t = res["timings_ms"]
+        cells = "".join(f"{t[s]:>12.1f}" if s in t else f"{'—':>12}" for s in stages)
+        lines.append(f"{res['host']:<37}{res['label']:<18}{res['prob']:>8.4f}{cells}")
+    return "\n".join(lines)
