@@ -48,8 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     grace = images["grace_hopper.jpg"]
     with ImageServer({"grace_hopper.jpg": grace}, drip_s=0.5) as img_srv, \
             start_server_process("--workers", str(args.workers), "--allow-private-urls",
-                                 "--test-hooks", "--max-body", str(MAX_BODY),
-                                 "--fetch-timeout", "1", "--access-log", "off") as server:
+                                 "--loopback-only-urls", "--test-hooks", "--max-body",
+                                 str(MAX_BODY), "--fetch-timeout", "1", "--access-log",
+                                 "off") as server:
         expected, single_ms = reference_answers(server.url, images)
         faults = [] if args.no_faults else faults_for(
             MAX_BODY, grace, slow_url=f"{img_srv.url}/slow/grace_hopper.jpg")

@@ -43,6 +43,7 @@ def lab_server(tmp_path_factory: pytest.TempPathFactory):
     """A lab server: private URLs allowed (for the loopback image server), test hooks on."""
     log = tmp_path_factory.mktemp("log") / "access.jsonl"
     limits = Limits(workers=2, max_body=MAX_BODY, allow_private_urls=True, test_hooks=True,
+                    loopback_only_urls=True,
                     fetch_timeout=1.0, max_download=1024 * 1024, max_redirects=2)
     with run_in_thread(limits, access_log=str(log)) as server:
         server.log = log  # type: ignore[attr-defined]
@@ -243,6 +244,9 @@ def test_redirect_to_a_private_address_is_checked_again(images) -> None:
     assert address_problem(ipaddress.ip_address("169.254.169.254"), True)
     assert address_problem(ipaddress.ip_address("100.64.1.1"), False)
     assert address_problem(ipaddress.ip_address("fe80::1"), False)
+    assert address_problem(ipaddress.ip_address("10.1.2.3"), True, loopback_only=True)
+    assert address_problem(ipaddress.ip_address("8.8.8.8"), True, loopback_only=True)
+    assert address_problem(ipaddress.ip_address("127.0.0.2"), True, loopback_only=True) is None
     # with the loopback image server, a strict policy refuses at the first hop
     from wasi_lab.server.errors import ApiError
 

@@ -24,7 +24,8 @@ def test_load_with_faults_every_answer_right(tmp_path) -> None:
     assert len(images) >= 3, "run `make setup` for the sample images"
     grace = images["grace_hopper.jpg"]
     with ImageServer({"grace_hopper.jpg": grace}, drip_s=0.5) as img_srv, \
-            start_server_process("--allow-private-urls", "--test-hooks",
+            start_server_process("--allow-private-urls", "--loopback-only-urls",
+                                 "--test-hooks",
                                  "--max-body", str(MAX_BODY), "--fetch-timeout", "1",
                                  log_path=tmp_path / "serve.log") as server:
         expected, single_ms = reference_answers(server.url, images, repeat=1)

@@ -172,7 +172,8 @@ async def classify_url(request: Request) -> Response:
     request.state.access["url"] = url[:500]
     policy = FetchPolicy(max_bytes=limits.max_download, timeout_s=limits.fetch_timeout,
                          max_redirects=limits.max_redirects,
-                         allow_private=limits.allow_private_urls)
+                         allow_private=limits.allow_private_urls,
+                         loopback_only=limits.loopback_only_urls)
     t0 = time.perf_counter()
     data = await anyio.to_thread.run_sync(fetch_image, url, policy)
     request.state.access["fetch"] = round((time.perf_counter() - t0) * 1000, 3)

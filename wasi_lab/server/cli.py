@@ -37,6 +37,8 @@ def add_serve_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-redirects", type=int, default=d.max_redirects)
     p.add_argument("--allow-private-urls", action="store_true",
                    help="URL mode: allow loopback/private addresses (labs and tests only)")
+    p.add_argument("--loopback-only-urls", action="store_true",
+                   help="URL mode: refuse every address but loopback (labs, load tests)")
     p.add_argument("--test-hooks", action="store_true",
                    help="honour X-Test-Trap: 1 (forces a guest trap; tests only)")
     p.add_argument("--access-log", default="-",
@@ -51,7 +53,8 @@ def limits_from_args(args: argparse.Namespace) -> Limits:
                   memory_limit=args.memory_limit_mb * MiB, workers=args.workers,
                   max_queue=args.max_queue, max_download=args.max_download,
                   fetch_timeout=args.fetch_timeout, max_redirects=args.max_redirects,
-                  allow_private_urls=args.allow_private_urls, test_hooks=args.test_hooks)
+                  allow_private_urls=args.allow_private_urls,
+                  loopback_only_urls=args.loopback_only_urls, test_hooks=args.test_hooks)
 
 
 def run_serve(args: argparse.Namespace) -> int:

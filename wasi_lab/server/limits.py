@@ -35,6 +35,7 @@ class Limits:
     fetch_timeout: float = 5.0            # URL mode: seconds for the whole download
     max_redirects: int = 3                # URL mode: redirects followed (each re-checked)
     allow_private_urls: bool = False      # URL mode: allow loopback/private targets
+    loopback_only_urls: bool = False      # URL mode: refuse everything but loopback
     test_hooks: bool = False              # X-Test-Trap header forces a guest trap
 
     def deadline_ticks(self, remaining_ms: float) -> int:

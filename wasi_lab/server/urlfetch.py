@@ -38,15 +38,19 @@ class FetchPolicy:
     timeout_s: float = 5.0
     max_redirects: int = 3
     allow_private: bool = False
+    loopback_only: bool = False  # labs and tests: nothing may leave the machine
 
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
-def address_problem(ip: IPAddress, allow_private: bool) -> str | None:
+def address_problem(ip: IPAddress, allow_private: bool, loopback_only: bool = False
+                    ) -> str | None:
     """Why this address may not be fetched, or None when it may."""
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return address_problem(ip.ipv4_mapped, allow_private)
+        return address_problem(ip.ipv4_mapped, allow_private, loopback_only)
+    if loopback_only and not ip.is_loopback:
+        return "not a loopback address (the server runs with --loopback-only-urls)"
     if ip in METADATA_ADDRESSES:
         return "a cloud metadata address"
     if ip.is_unspecified or ip.is_multicast:
@@ -60,7 +64,8 @@ def address_problem(ip: IPAddress, allow_private: bool) -> str | None:
     return f"{kind} address"
 
 
-def resolve_checked(host: str, port: int, allow_private: bool) -> IPAddress:
+def resolve_checked(host: str, port: int, allow_private: bool, loopback_only: bool = False
+                    ) -> IPAddress:
     """Resolve `host` and return an address to connect to, if all of them are allowed."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
@@ -70,7 +75,7 @@ def resolve_checked(host: str, port: int, allow_private: bool) -> IPAddress:
     if not addresses:
         raise ApiError("fetch_failed", f"{host!r} resolved to no address")
     for ip in addresses:
-        problem = address_problem(ip, allow_private)
+        problem = address_problem(ip, allow_private, loopback_only)
         if problem:
             raise ApiError("forbidden_address",
                            f"{host!r} resolves to {ip}, {problem}; the server refuses to "
@@ -120,7 +125,7 @@ def fetch_image(url: str, policy: FetchPolicy) -> bytes:
             port = parts.port or (443 if parts.scheme == "https" else 80)
         except ValueError:
             raise ApiError("bad_url", f"{current[:200]!r} has an invalid port") from None
-        ip = resolve_checked(parts.hostname, port, policy.allow_private)
+        ip = resolve_checked(parts.hostname, port, policy.allow_private, policy.loopback_only)
         cls = _PinnedHTTPS if parts.scheme == "https" else _PinnedHTTP
         conn = cls(parts.hostname, port, ip, timeout=_remaining(deadline, current))
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
