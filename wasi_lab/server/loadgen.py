@@ -115,7 +115,7 @@ def reference_answers(url: str, images: dict[str, bytes], repeat: int = 3
     return answers, times[len(times) // 2]
 
 
-def _bomb() -> bytes:
+def decompression_bomb() -> bytes:
     """A PNG whose header announces 20000x20000 pixels in a few KiB (tests.conftest's)."""
     import struct
     import zlib
@@ -137,7 +137,7 @@ def faults_for(max_body: int, image: bytes, slow_url: str | None = None,
         Fault("corrupt image", 422, "bad_image", corrupt),
         Fault("truncated image", 422, "bad_image", image[: len(image) // 8]),
         Fault("zero bytes", 400, "empty_body", b""),
-        Fault("decompression bomb", 413, "image_too_large", _bomb()),
+        Fault("decompression bomb", 413, "image_too_large", decompression_bomb()),
         Fault("oversized body", 413, "body_too_large", b"\0" * (max_body + 1)),
         Fault("metadata address URL", 403, "forbidden_address",
               b"http://169.254.169.254/latest/meta-data/", path="/"),
