@@ -92,37 +92,39 @@ def error_examples(server: ServerProcess, images: ImageServer) -> list[dict]:
     return rows
 
 
+def _measure(url: str, images: list[bytes], n: int, per_client: int) -> dict:
+    """`n` client threads, `per_client` requests each; latencies seen by the clients."""
+    latencies: list[float] = []
+    lock = threading.Lock()
+
+    def client(k: int) -> None:
+        with httpx.Client(timeout=120) as c:
+            for i in range(per_client):
+                t0 = time.perf_counter()
+                r = c.post(f"{url}/predict", content=images[(k + i) % len(images)])
+                r.raise_for_status()
+                with lock:
+                    latencies.append((time.perf_counter() - t0) * 1000)
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(n)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - start
+    latencies.sort()
+    return {"clients": n, "requests": len(latencies),
+            "median_ms": round(statistics.median(latencies), 1),
+            "max_ms": round(latencies[-1], 1),
+            "throughput_rps": round(len(latencies) / wall, 2)}
+
+
 def latency_under_load(server: ServerProcess, clients: tuple[int, ...] = (1, 2, 4),
                        requests_per_client: int = 3) -> list[dict]:
     """Client-side latency and throughput with 1, 2, 4 ... concurrent clients (bounded)."""
     images = [p.read_bytes() for p in sorted(IMAGES_DIR.glob("*.jpg"))][:2]
-    rows = []
-    for n in clients:
-        latencies: list[float] = []
-        lock = threading.Lock()
-
-        def client(k: int) -> None:
-            with httpx.Client(timeout=120) as c:
-                for i in range(requests_per_client):
-                    t0 = time.perf_counter()
-                    r = c.post(f"{server.url}/predict", content=images[(k + i) % len(images)])
-                    r.raise_for_status()
-                    with lock:
-                        latencies.append((time.perf_counter() - t0) * 1000)
-
-        threads = [threading.Thread(target=client, args=(k,)) for k in range(n)]
-        start = time.perf_counter()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        wall = time.perf_counter() - start
-        latencies.sort()
-        rows.append({"clients": n, "requests": len(latencies),
-                     "median_ms": round(statistics.median(latencies), 1),
-                     "max_ms": round(latencies[-1], 1),
-                     "throughput_rps": round(len(latencies) / wall, 2)})
-    return rows
+    return [_measure(server.url, images, n, requests_per_client) for n in clients]
 
 
 def latency_figure(rows: list[dict]):
