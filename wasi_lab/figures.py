@@ -99,8 +99,7 @@ def timing_figure(timings, node: dict | None = None) -> Figure:
             ms = parts.get(stage, 0.0)
             if ms <= 0:
                 continue
-            ax.barh(y, ms, left=left, color=STAGE_COLOURS[stage], edgecolor="white",
-                    label=None if stage in seen else stage.replace("_", " "))
+            ax.barh(y, ms, left=left, color=STAGE_COLOURS[stage], edgecolor="white")
             seen.add(stage)
             left += ms
         ax.text(left, y, f"  {left:.0f} ms", va="center", fontsize=9)
@@ -111,7 +110,12 @@ def timing_figure(timings, node: dict | None = None) -> Figure:
     ax.set_xlim(0, ax.get_xlim()[1] * 1.12)
     ax.set_title(f"Where one prediction's time goes ({timings.model}, {timings.image}, "
                  f"median of {timings.repeat})", fontsize=12, loc="left")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=9, frameon=False)
+    from matplotlib.patches import Patch
+
+    handles = [Patch(color=c, label=k.replace("_", " ")) for k, c in STAGE_COLOURS.items()
+               if k in seen]  # stage order, not order of first appearance
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=9,
+              frameon=False)
     return fig
 
 
