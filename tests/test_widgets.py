@@ -119,8 +119,9 @@ def test_prediction_panel_upload_widget() -> None:
     panel = PredictionPanel(images=[path], models=["efficientnet-lite0"], auto=False)
     assert panel.last is None
     panel.auto = True
-    panel.upload.value = ({"name": "upload.jpg", "type": "image/jpeg",
-                           "size": path.stat().st_size, "content": memoryview(
-                               Path(path).read_bytes()), "last_modified": datetime.datetime.now(datetime.timezone.utc)},)
+    data = Path(path).read_bytes()
+    panel.upload.value = ({"name": "upload.jpg", "type": "image/jpeg", "size": len(data),
+                           "content": memoryview(data),
+                           "last_modified": datetime.datetime.now(datetime.UTC)},)
     assert panel.last is not None and panel.last.image == "upload.jpg"
     assert panel.last.top[0].label == "military uniform"

@@ -214,11 +214,11 @@ class PredictionPanel:
                                     description="preprocess")
         self.status = W.HTML()
         self.status.add_class("wasi-status")
-        self.top5 = W.Image(format="png")
+        self.top5 = W.Image(format="png", layout=W.Layout(max_width="55%"))
         self.top5.add_class("wasi-top5")
-        self.timings = W.Image(format="png")
+        self.timings = W.Image(format="png", layout=W.Layout(max_width="44%"))
         self.timings.add_class("wasi-timings")
-        self.tensors = W.Image(format="png")
+        self.tensors = W.Image(format="png", layout=W.Layout(max_width="70%"))
         self.auto = auto
         self.image_pick.observe(self._on_pick, names="value")
         self.upload.observe(self._on_upload, names="value")
@@ -295,6 +295,11 @@ class PredictionPanel:
             return None
         pred.image = self.source_name
         self.last = pred
+        # charts first, status line last: a reader (or a test) that sees the new status
+        # also sees the new charts
+        self.top5.value = figure_png(top5_figure(pred))
+        self.timings.value = figure_png(timings_figure(pred))
+        self.tensors.value = figure_png(tensors_figure(tensors), dpi=70)
         best = pred.top[0]
         self.status.value = (f"<b>{html.escape(self.source_name)}</b> → "
                              f"<b>{html.escape(best.label)}</b> ({best.prob:.1%}) with "
@@ -302,7 +307,4 @@ class PredictionPanel:
                              f"{pred.image_size[0]}x{pred.image_size[1]}, "
                              f"{sum(pred.timings_ms[k] for k in ('write', 'decode', 'infer')):.0f}"
                              f" ms per image")
-        self.top5.value = figure_png(top5_figure(pred))
-        self.timings.value = figure_png(timings_figure(pred))
-        self.tensors.value = figure_png(tensors_figure(tensors), dpi=70)
         return pred
