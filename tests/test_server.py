@@ -159,6 +159,23 @@ def test_deadline_interrupts_the_guest_and_it_is_replaced(grace: bytes) -> None:
         assert _code(r) == "bad_image"
 
 
+def test_memory_cap_refuses_what_cannot_fit(grace: bytes) -> None:
+    """A 3000x3000 JPEG is fine for the pixel limit but not for a 120 MiB guest."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.random.default_rng(0).integers(0, 255, (3000, 3000, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="JPEG", quality=40)
+    with run_in_thread(Limits(workers=1, memory_limit=120 * 1024 * 1024)) as server:
+        r = httpx.post(f"{server.url}/predict", content=buf.getvalue(), timeout=60)
+        assert _code(r) == "guest_out_of_memory"
+        r = httpx.post(f"{server.url}/predict", content=grace, timeout=60)
+        assert r.json()["top"][0]["label"] == "military uniform"
+
+
 def test_concurrent_requests_all_right(lab_server, grace: bytes) -> None:
     coffee = (IMAGES_DIR / "coffee.png").read_bytes()
     want = {}

@@ -93,6 +93,25 @@ def _query_top(request: Request, labels: int) -> int:
     return top
 
 
+#: Bytes per pixel a decode may hold at once (RGBA buffer + RGB copy, rounded up).
+DECODE_BYTES_PER_PIXEL = 7
+
+
+def check_memory(worker: Worker, w: int, h: int, memory_limit: int) -> None:
+    """Refuse, before decoding, an image whose pixels cannot fit under the guest's cap.
+
+    Past the cap `memory.grow` fails and Rust aborts (a trap, then a rebuilt guest); the
+    header already tells us the size, so most such images get a clean 413 instead.
+    """
+    resident = worker.guest.pages * 65536
+    need = w * h * DECODE_BYTES_PER_PIXEL
+    if resident + need > memory_limit:
+        raise ApiError("guest_out_of_memory",
+                       f"decoding {w}x{h} needs about {need >> 20} MiB; the guest holds "
+                       f"{resident >> 20} MiB of its {memory_limit >> 20} MiB cap "
+                       f"(--memory-limit-mb)")
+
+
 def _predict_job(pool: GuestPool, data: bytes, top: int, mode: str, trap: bool,
                  timings: dict[str, float]):
     """Runs in a worker thread with the guest checked out (see GuestPool.run)."""
@@ -105,6 +124,7 @@ def _predict_job(pool: GuestPool, data: bytes, top: int, mode: str, trap: bool,
         if w * h > limits.max_pixels:
             raise ApiError("image_too_large", f"the image is {w}x{h} = {w * h} pixels; the "
                                               f"limit is {limits.max_pixels}")
+        check_memory(worker, w, h, limits.memory_limit)
         if trap:
             worker.guest.raw_call("trap_for_tests")
         if worker.classifier is None:
