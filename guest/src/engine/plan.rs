@@ -84,7 +84,8 @@ impl Kind {
 
     fn weight_count(&self) -> usize {
         match self {
-            Kind::Conv { w, bias, .. } | Kind::Depthwise { w, bias, .. } => w.len() + bias.len(),
+            Kind::Conv { w, bias, packed, .. } => w.len() + bias.len() + packed.as_ref().map_or(0, |p| p.weight_count()),
+            Kind::Depthwise { w, bias, .. } => w.len() + bias.len(),
             Kind::MatMul { w, bias, .. } => w.as_ref().map_or(0, |w| w.len()) + bias.len(),
             Kind::Affine { scale, shift, .. } => scale.as_ref().map_or(0, |s| s.len()) + shift.as_ref().map_or(0, |s| s.len()),
             _ => 0,
@@ -875,8 +876,11 @@ impl Model {
             for src in s.inputs.iter_mut() {
                 *src = remap(*src);
             }
-            if let Kind::Conv { win, w, cout, packed, .. } = &mut s.kind {
-                *packed = kernels::pack_conv(win, w, *cout);
+            if let Kind::Conv { win, w, cout, bias, packed, .. } = &mut s.kind {
+                *packed = kernels::pack_conv(win, w, *cout, bias);
+                if packed.is_some() {
+                    *w = Vec::new(); // the packed copy is the only one the kernel reads
+                }
             }
         }
         let mut slots = Vec::new();

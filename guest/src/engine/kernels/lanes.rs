@@ -1,0 +1,106 @@
+//! Four `f32` lanes: wasm SIMD128 when the build enables it, a plain array otherwise.
+//!
+//! The blocked kernels in [`super::gemm`] and [`super::depthwise`] are written once against
+//! this tiny type. Under `-C target-feature=+simd128` each method is one wasm instruction
+//! (`f32x4.add`, `v128.load` ...); on any other target (the host unit tests) it is four
+//! scalar operations, so the tests exercise exactly the same blocking, packing and tails.
+
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+mod imp {
+    use core::arch::wasm32::*;
+
+    #[derive(Clone, Copy)]
+    pub struct F32x4(v128);
+
+    impl F32x4 {
+        #[inline(always)]
+        pub fn splat(v: f32) -> F32x4 {
+            F32x4(f32x4_splat(v))
+        }
+        /// Load 4 floats from `p` (wasm loads need no alignment).
+        #[inline(always)]
+        pub unsafe fn load(p: *const f32) -> F32x4 {
+            F32x4(v128_load(p as *const v128))
+        }
+        #[inline(always)]
+        pub unsafe fn store(self, p: *mut f32) {
+            v128_store(p as *mut v128, self.0)
+        }
+        #[inline(always)]
+        pub fn add(self, o: F32x4) -> F32x4 {
+            F32x4(f32x4_add(self.0, o.0))
+        }
+        #[inline(always)]
+        pub fn mul(self, o: F32x4) -> F32x4 {
+            F32x4(f32x4_mul(self.0, o.0))
+        }
+        /// `self + a * b` (wasm SIMD128 has no fused multiply-add: two instructions).
+        #[inline(always)]
+        pub fn mul_add(self, a: F32x4, b: F32x4) -> F32x4 {
+            F32x4(f32x4_add(self.0, f32x4_mul(a.0, b.0)))
+        }
+        /// Lane-wise clamp to `[lo, hi]` (`pmax`/`pmin`: one instruction each).
+        #[inline(always)]
+        pub fn clamp(self, lo: F32x4, hi: F32x4) -> F32x4 {
+            F32x4(f32x4_pmin(f32x4_pmax(self.0, lo.0), hi.0))
+        }
+    }
+}
+
+#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+mod imp {
+    #[derive(Clone, Copy)]
+    pub struct F32x4([f32; 4]);
+
+    impl F32x4 {
+        #[inline(always)]
+        pub fn splat(v: f32) -> F32x4 {
+            F32x4([v; 4])
+        }
+        #[inline(always)]
+        pub unsafe fn load(p: *const f32) -> F32x4 {
+            F32x4([*p, *p.add(1), *p.add(2), *p.add(3)])
+        }
+        #[inline(always)]
+        pub unsafe fn store(self, p: *mut f32) {
+            for i in 0..4 {
+                *p.add(i) = self.0[i];
+            }
+        }
+        #[inline(always)]
+        pub fn add(self, o: F32x4) -> F32x4 {
+            F32x4([self.0[0] + o.0[0], self.0[1] + o.0[1], self.0[2] + o.0[2], self.0[3] + o.0[3]])
+        }
+        #[inline(always)]
+        pub fn mul(self, o: F32x4) -> F32x4 {
+            F32x4([self.0[0] * o.0[0], self.0[1] * o.0[1], self.0[2] * o.0[2], self.0[3] * o.0[3]])
+        }
+        #[inline(always)]
+        pub fn mul_add(self, a: F32x4, b: F32x4) -> F32x4 {
+            self.add(a.mul(b))
+        }
+        #[inline(always)]
+        pub fn clamp(self, lo: F32x4, hi: F32x4) -> F32x4 {
+            let mut r = self.0;
+            for i in 0..4 {
+                // Same as wasm pmax/pmin: NaN stays NaN-free only if the input is.
+                r[i] = if lo.0[i] > r[i] { lo.0[i] } else { r[i] };
+                r[i] = if r[i] > hi.0[i] { hi.0[i] } else { r[i] };
+            }
+            F32x4(r)
+        }
+    }
+}
+
+pub use imp::F32x4;
+
+/// Bounds for an activation as a clamp: `(lo, hi)` lanes.
+#[inline(always)]
+pub fn act_bounds(act: super::super::ops::Act) -> (F32x4, F32x4) {
+    use super::super::ops::Act;
+    match act {
+        Act::None => (F32x4::splat(f32::NEG_INFINITY), F32x4::splat(f32::INFINITY)),
+        Act::Relu => (F32x4::splat(0.0), F32x4::splat(f32::INFINITY)),
+        Act::Relu6 => (F32x4::splat(0.0), F32x4::splat(6.0)),
+    }
+}

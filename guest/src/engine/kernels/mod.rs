@@ -1,0 +1,148 @@
+//! Kernel selection: the hot convolutions, blocked and vectorised, or portable.
+//!
+//! - default build: 1x1 convolutions are a packed GEMM ([`gemm`]), other convolutions
+//!   (EfficientNet's 3x3 stride-2 stem) im2col + the same GEMM, depthwise convolutions a
+//!   channel-vectorised loop ([`depthwise`]). With `-C target-feature=+simd128` the 4-lane
+//!   type in [`lanes`] is wasm SIMD128; elsewhere (host tests) it is emulated.
+//! - feature `scalar`: the straightforward loops of [`crate::engine::ops`], kept as the
+//!   readable reference; both must agree to float rounding.
+//!
+//! Everything else (pooling, add, mean, softmax ...) is cheap and always runs `ops`.
+
+pub mod depthwise;
+pub mod gemm;
+pub mod lanes;
+
+use super::graphdef::element_count;
+use super::ops::{self, Act, Window};
+use std::cell::RefCell;
+
+/// Which kernels this build uses (reported by `model_info`).
+#[cfg(feature = "scalar")]
+pub const NAME: &str = "scalar";
+#[cfg(all(not(feature = "scalar"), target_arch = "wasm32", target_feature = "simd128"))]
+pub const NAME: &str = "simd128";
+#[cfg(all(not(feature = "scalar"), not(all(target_arch = "wasm32", target_feature = "simd128"))))]
+pub const NAME: &str = "blocked-portable";
+
+/// Convolution weights rearranged at load time for the GEMM kernel.
+pub type Packed = gemm::PackedB;
+
+/// Pack a convolution's HWIO weights and bias (after batch-norm folding) for the GEMM, or
+/// `None` to keep the direct loop (scalar build, or an im2col matrix too big to hold).
+pub fn pack_conv(win: &Window, w: &[f32], cout: usize, bias: &[f32]) -> Option<Packed> {
+    if cfg!(feature = "scalar") {
+        return None;
+    }
+    let k = win.kh * win.kw * win.c;
+    if !is_pointwise(win) && element_count(&[win.n * win.oh * win.ow, k]).is_none() {
+        return None;
+    }
+    Some(gemm::PackedB::new(w, k, cout, bias))
+}
+
+/// A 1x1, stride-1 convolution reads the input as the GEMM's left matrix directly.
+fn is_pointwise(win: &Window) -> bool {
+    win.kh == 1 && win.kw == 1 && win.sh == 1 && win.sw == 1
+}
+
+thread_local! {
+    /// im2col rows, reused from one convolution (and one inference) to the next.
+    static SCRATCH: RefCell<Vec<f32>> = RefCell::new(Vec::new());
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d(x: &[f32], win: &Window, w: &[f32], packed: Option<&Packed>, cout: usize, bias: &[f32], act: Act, out: &mut [f32]) {
+    let packed = match packed {
+        Some(p) => p,
+        None => return ops::conv2d(x, win, w, cout, bias, act, out),
+    };
+    let m = win.n * win.oh * win.ow;
+    if is_pointwise(win) {
+        return gemm::gemm(x, win.c, m, packed, act, out);
+    }
+    SCRATCH.with(|s| {
+        let mut s = s.borrow_mut();
+        let k = packed.k;
+        if s.len() < m * k {
+            s.resize(m * k, 0.0);
+        }
+        gemm::im2col(x, win, &mut s[..m * k]);
+        gemm::gemm(&s[..m * k], k, m, packed, act, out);
+    })
+}
+
+pub fn depthwise(x: &[f32], win: &Window, w: &[f32], mult: usize, bias: &[f32], act: Act, out: &mut [f32]) {
+    if cfg!(feature = "scalar") || mult != 1 {
+        ops::depthwise(x, win, w, mult, bias, act, out)
+    } else {
+        depthwise::depthwise(x, win, w, bias, act, out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::ops::Padding;
+
+    fn noise(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(0x9e3779b97f4a7c15) | 1;
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    fn close(a: &[f32], b: &[f32]) {
+        assert_eq!(a.len(), b.len());
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()), "{}: {} vs {}", i, x, y);
+        }
+    }
+
+    /// The packed GEMM (with row and column tails) and im2col agree with the plain loops.
+    #[test]
+    fn blocked_conv_matches_plain_loops() {
+        for &(h, w, cin, cout, k, s, pad) in &[
+            (5, 7, 3, 13, 1, 1, Padding::Same),
+            (9, 9, 16, 24, 1, 1, Padding::Valid),
+            (8, 9, 3, 32, 3, 2, Padding::Same),
+            (7, 6, 5, 9, 5, 2, Padding::Valid),
+            (3, 3, 2, 1, 3, 1, Padding::Same),
+            (6, 6, 4, 8, 1, 2, Padding::Same),
+        ] {
+            let win = Window::new(&[1, h, w, cin], k, k, s, s, pad).unwrap();
+            let x = noise(h * w * cin, 1);
+            let wt = noise(k * k * cin * cout, 2);
+            let bias = noise(cout, 3);
+            let n_out = win.oh * win.ow * cout;
+            for act in [Act::None, Act::Relu6] {
+                let mut want = vec![0.0; n_out];
+                ops::conv2d(&x, &win, &wt, cout, &bias, act, &mut want);
+                let packed = gemm::PackedB::new(&wt, k * k * cin, cout, &bias);
+                let mut got = vec![0.0; n_out];
+                conv2d(&x, &win, &[], Some(&packed), cout, &bias, act, &mut got);
+                close(&got, &want);
+            }
+        }
+    }
+
+    #[test]
+    fn vector_depthwise_matches_plain_loops() {
+        for &(h, w, c, k, s, pad) in &[(7, 8, 16, 3, 1, Padding::Same), (9, 7, 20, 5, 2, Padding::Same), (6, 6, 13, 3, 2, Padding::Valid)] {
+            let win = Window::new(&[1, h, w, c], k, k, s, s, pad).unwrap();
+            let x = noise(h * w * c, 4);
+            let wt = noise(k * k * c, 5);
+            let bias = noise(c, 6);
+            let mut want = vec![0.0; win.oh * win.ow * c];
+            ops::depthwise(&x, &win, &wt, 1, &bias, Act::Relu6, &mut want);
+            let mut got = vec![0.0; want.len()];
+            depthwise::depthwise(&x, &win, &wt, &bias, Act::Relu6, &mut got);
+            close(&got, &want);
+        }
+    }
+}
