@@ -116,9 +116,11 @@ class PageInspector:
         max_page = max(memviz.page_count(s) for s in self.snapshots) - 1
         self.page = W.BoundedIntText(value=0, min=0, max=max_page, description="page",
                                      layout=W.Layout(width="180px"))
-        self.stage_a = W.Dropdown(options=labels, value=max(0, last - 1),
-                                  description="from")
-        self.stage_b = W.Dropdown(options=labels, value=last, description="to")
+        # Default: the two stages before the last (for the article's replay, "alloc(image)"
+        # -> "image written"), where the image block is fresh and intact.
+        b = last - 1 if last >= 2 else last
+        self.stage_a = W.Dropdown(options=labels, value=max(0, b - 1), description="from")
+        self.stage_b = W.Dropdown(options=labels, value=b, description="to")
         self.info = W.HTML()
         self.dump = W.HTML()
         self.diff = W.HTML()
