@@ -160,11 +160,15 @@ def _prediction_row(figure: str, article_label: str, article_note: str,
 def article_table(golden_retriever: Path | str | None = None,
                   husky: Path | str | None = None, repeat: int = 3,
                   build_rayon: bool | None = None, node: bool = True,
-                  progress: bool = False) -> list[ArticleRow]:
+                  progress: bool = False, timings=None,
+                  node_result: dict | None = None) -> list[ArticleRow]:
     """Measure everything the article printed, on this machine, and pair it up.
 
     `golden_retriever` / `husky`: your own copies of the article's two photos (not shipped).
     `repeat`: timing repetitions (medians are reported). `build_rayon`: see `rayon_panic`.
+    `timings` / `node_result`: measurements already made for this model on grace_hopper
+    (`hosts.wasmtime_timings`, `hosts.run_node`), so a caller drawing charts too measures
+    once.
     """
     from tqdm.auto import tqdm
 
@@ -247,7 +251,11 @@ def article_table(golden_retriever: Path | str | None = None,
     # 6. Node inference time
     if node:
         try:
-            res = run_node(gh, model)
+            from wasi_lab.models.registry import get_model
+
+            same = node_result is not None and \
+                Path(node_result.get("model", "")).name == get_model(model).filename
+            res = node_result if same else run_node(gh, model)
             t = res["timings_ms"]
             request = t["write"] + t["load_model"] + t["decode"] + t["infer"]
             rows.append(ArticleRow(
@@ -268,13 +276,14 @@ def article_table(golden_retriever: Path | str | None = None,
     bar.update()
 
     # 7, 8. the wasmtime API server's two lines
-    tm = wasmtime_timings(model, gh, repeat=repeat)
+    tm = timings if timings is not None and timings.model == model else \
+        wasmtime_timings(model, gh, repeat=repeat)
     rows.append(ArticleRow(
         figure="module instantiation time (wasmtime host)", article="774.715145ms",
         article_value=774.715145, this_machine=f"{tm.instantiate_ms:.2f} ms",
         value=tm.instantiate_ms, unit="ms",
         how=f"Guest(compile_module()).instantiate_ms: InstancePre, WASI pre-linked "
-            f"(median of {repeat})",
+            f"(median of {tm.repeat})",
         status=MEASURED,
         note=f"the article compiled the module on every request too: here a cold Cranelift "
              f"compile is {tm.compile_cold_ms:.0f} ms and loading the cached .cwasm "
@@ -285,7 +294,7 @@ def article_table(golden_retriever: Path | str | None = None,
         article_value=723.531083, this_machine=f"{request:.1f} ms", value=round(request, 3),
         unit="ms",
         how=f"wasmtime-py Classifier on grace_hopper.jpg: write + load model + decode + "
-            f"forward pass (median of {repeat})",
+            f"forward pass (median of {tm.repeat})",
         status=timing_status,
         note=f"forward pass alone {tm.infer_ms:.1f} ms (the kit loads the model once, so a "
              f"request pays only write + decode + infer = "

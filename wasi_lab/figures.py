@@ -193,8 +193,9 @@ def render_all(out_dir: Path | str = FIGURES_DIR, repeat: int = 3,
     clf = Classifier()
     pred = clf.classify(gh)
     steps.append(("article-table.png",
-                  lambda: article_table_figure(article_table(repeat=repeat,
-                                                             build_rayon=build_rayon))))
+                  lambda: article_table_figure(article_table(
+                      repeat=repeat, build_rayon=build_rayon, timings=timings,
+                      node_result=node))))
     steps.append(("timing-breakdown.png", lambda: timing_figure(timings, node)))
     steps.append(("cold-vs-cached.png", lambda: cold_cached_figure(timings)))
     steps.append(("top5-grace-hopper.png", lambda: top5_figure(pred)))
