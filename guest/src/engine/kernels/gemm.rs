@@ -5,17 +5,18 @@
 //! output pixel's receptive field (`kh * kw * cin` values, zeros where it hangs over the
 //! border) is copied into a row, and HWIO weights flattened to `[kh*kw*cin, cout]` are `W`.
 //!
-//! The multiplication is blocked so the inner loop keeps `MR x NR = 4 x 8` outputs in eight
-//! 4-lane registers: per step of `k` it loads 8 weights (two vectors), broadcasts 4 inputs,
-//! and does 8 vector multiply-adds, 32 multiply-adds for 6 loads. The weights are **packed**
+//! The multiplication is blocked so the inner loop keeps `MR x NR = 6 x 8` outputs in twelve
+//! 4-lane registers: per step of `k` it loads 8 weights (two vectors), broadcasts 6 inputs,
+//! and does 12 vector multiply-adds, 48 multiply-adds for 8 loads. The weights are **packed**
 //! at load time into panels of 8 columns, `[cout/8][k][8]`, so those loads are contiguous.
 //! Bias and activation are applied while the tile is still in registers.
 
 use super::lanes::{act_bounds, F32x4};
 use crate::engine::ops::Act;
 
-/// Rows (pixels) per tile.
-pub const MR: usize = 4;
+/// Rows (pixels) per tile: 6 x 2 accumulators + 2 weight vectors + 1 broadcast = 15 of
+/// the 16 vector registers an x86-64 host gives the wasm compiler.
+pub const MR: usize = 6;
 /// Columns (output channels) per tile and per packed panel.
 pub const NR: usize = 8;
 
@@ -78,7 +79,7 @@ pub fn gemm(a: &[f32], lda: usize, m: usize, b: &PackedB, act: Act, c: &mut [f32
                     let biasp = b.bias.as_ptr().add(j * NR);
                     let cp = c.as_mut_ptr().add(i * n + j * NR);
                     if rows == MR {
-                        tile_4x8(ap, lda, bp, k, biasp, cp, n, cols, lo, hi);
+                        tile_6x8(ap, lda, bp, k, biasp, cp, n, cols, lo, hi);
                     } else {
                         for r in 0..rows {
                             tile_1x8(ap.add(r * lda), bp, k, biasp, cp.add(r * n), cols, lo, hi);
@@ -109,6 +110,27 @@ unsafe fn store8(v0: F32x4, v1: F32x4, c: *mut f32, cols: usize) {
     }
 }
 
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_6x8(a: *const f32, lda: usize, b: *const f32, k: usize, bias: *const f32, c: *mut f32, ldc: usize, cols: usize, lo: F32x4, hi: F32x4) {
+    let (b0, b1) = (F32x4::load(bias), F32x4::load(bias.add(4)));
+    let mut acc = [[b0, b1]; 6];
+    let rows = [a, a.add(lda), a.add(2 * lda), a.add(3 * lda), a.add(4 * lda), a.add(5 * lda)];
+    for p in 0..k {
+        let w0 = F32x4::load(b.add(p * NR));
+        let w1 = F32x4::load(b.add(p * NR + 4));
+        for r in 0..6 {
+            let x = F32x4::splat(*rows[r].add(p));
+            acc[r][0] = acc[r][0].mul_add(x, w0);
+            acc[r][1] = acc[r][1].mul_add(x, w1);
+        }
+    }
+    for r in 0..6 {
+        store8(acc[r][0].clamp(lo, hi), acc[r][1].clamp(lo, hi), c.add(r * ldc), cols);
+    }
+}
+
+#[allow(dead_code)]
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 unsafe fn tile_4x8(a: *const f32, lda: usize, b: *const f32, k: usize, bias: *const f32, c: *mut f32, ldc: usize, cols: usize, lo: F32x4, hi: F32x4) {
