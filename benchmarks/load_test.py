@@ -49,8 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     with ImageServer({"grace_hopper.jpg": grace}, drip_s=0.5) as img_srv, \
             start_server_process("--workers", str(args.workers), "--allow-private-urls",
                                  "--loopback-only-urls", "--test-hooks", "--max-body",
-                                 str(MAX_BODY), "--fetch-timeout", "1", "--access-log",
-                                 "off") as server:
+                                 str(MAX_BODY), "--fetch-timeout", "1",
+                                 "--deadline-ms", "60000", "--access-log", "off") as server:
         expected, single_ms = reference_answers(server.url, images)
         faults = [] if args.no_faults else faults_for(
             MAX_BODY, grace, slow_url=f"{img_srv.url}/slow/grace_hopper.jpg")

@@ -25,8 +25,8 @@ def test_load_with_faults_every_answer_right(tmp_path) -> None:
     grace = images["grace_hopper.jpg"]
     with ImageServer({"grace_hopper.jpg": grace}, drip_s=0.5) as img_srv, \
             start_server_process("--allow-private-urls", "--loopback-only-urls",
-                                 "--test-hooks",
-                                 "--max-body", str(MAX_BODY), "--fetch-timeout", "1",
+                                 "--test-hooks", "--max-body", str(MAX_BODY),
+                                 "--fetch-timeout", "1", "--deadline-ms", "60000",
                                  log_path=tmp_path / "serve.log") as server:
         expected, single_ms = reference_answers(server.url, images, repeat=1)
         faults = faults_for(MAX_BODY, grace, slow_url=f"{img_srv.url}/slow/grace_hopper.jpg")

@@ -130,7 +130,7 @@ def decompression_bomb() -> bytes:
 
 
 def faults_for(max_body: int, image: bytes, slow_url: str | None = None,
-               test_hooks: bool = True) -> list[Fault]:
+               test_hooks: bool = True, loopback_only: bool = True) -> list[Fault]:
     """The faults of the brief: broken images, a bomb, a big body, bad URLs, a trap."""
     corrupt = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 8
     faults = [
@@ -142,6 +142,9 @@ def faults_for(max_body: int, image: bytes, slow_url: str | None = None,
         Fault("metadata address URL", 403, "forbidden_address",
               b"http://169.254.169.254/latest/meta-data/", path="/"),
     ]
+    if loopback_only:  # refused by the check itself: no packet leaves the machine
+        faults.append(Fault("private address URL", 403, "forbidden_address",
+                            b"http://10.0.0.1/cat.jpg", path="/"))
     if slow_url:
         faults.append(Fault("slow URL", 504, "fetch_timeout", slow_url.encode(), path="/"))
     if test_hooks:
