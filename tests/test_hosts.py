@@ -74,9 +74,13 @@ def test_node_replayed_article_bug_is_refused():
 
 
 @needs_node
-def test_node_buffer_pool_is_why_the_article_copy_was_wrong():
-    demo = run_node(top=1)["buffer_pool_demo"]
+def test_node_buffer_pool_is_why_the_article_copy_was_wrong_and_repeats_are_timed():
+    res = run_node(top=1, repeat=3)
+    demo = res["buffer_pool_demo"]
     assert demo["article_copy_bytes"] > demo["bytes"]
+    runs = res["timings_ms"]["infer_runs"]
+    assert len(runs) == 3 and all(r > 0 for r in runs)
+    assert runs[0] == res["timings_ms"]["infer"]
 
 
 def test_missing_node_is_a_clear_error(monkeypatch, tmp_path):
@@ -107,9 +111,11 @@ def test_command_guest_without_preopen_fails_cleanly():
 def test_wasmtime_timings_are_measured():
     t = wasmtime_timings(repeat=2)
     for name in ("compile_cold_ms", "compile_cached_ms", "instantiate_ms", "load_model_ms",
-                 "write_ms", "decode_ms", "infer_ms"):
+                 "fresh_write_ms", "fresh_decode_ms", "fresh_infer_ms", "write_ms",
+                 "decode_ms", "infer_ms"):
         v = getattr(t, name)
         assert isinstance(v, float) and math.isfinite(v) and v > 0, name
     assert len(t.samples["infer"]) == 2
     # Loading the serialized module skips Cranelift entirely.
     assert t.compile_cached_ms < t.compile_cold_ms
+    assert t.article_style_request_ms > t.kit_request_ms  # parsing the model is not free
