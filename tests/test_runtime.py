@@ -161,3 +161,19 @@ def test_corrupt_cache_file_is_replaced(module_path, tmp_path) -> None:
     again = compile_module(copy)
     assert not again.from_cache
     Guest(again).alloc(16)
+
+
+def test_a_length_that_wraps_around_memory_is_refused(guest: Guest, small_png: bytes) -> None:
+    ptr = guest.write_bytes(small_png)
+    out = guest.alloc(guest.call("decoded_len"))
+    # -16 is 0xFFFFFFF0 as the guest's usize: ptr + len wraps to just below ptr.
+    with pytest.raises(LengthMismatchError):
+        guest.call("decode_image", ptr, -16, 0, out)
+    guest.call("decode_image", ptr, len(small_png), 0, out)
+
+
+def test_command_guest_gets_its_argv(tmp_path) -> None:
+    from wasi_lab.build import PREBUILT_COMMAND
+
+    g = Guest(PREBUILT_COMMAND, argv=["wasi-lab-classify", "--help"])
+    assert g.argv == ["wasi-lab-classify", "--help"]

@@ -14,7 +14,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
 
     try:
         res = build_guest(release=not args.debug, features=args.features or (),
-                          update_prebuilt=args.update_prebuilt,
+                          update_prebuilt=args.update_prebuilt, progress=sys.stderr.isatty(),
                           echo=(lambda line: print(line, file=sys.stderr)) if args.verbose
                           else None)
     except (ToolchainError, BuildError) as exc:

@@ -285,7 +285,7 @@ class Guest:
         wasi = wasmtime.WasiConfig()
         wasi.inherit_stderr()
         if self.argv is not None:
-            wasi.argv(self.argv)
+            wasi.argv = self.argv
         if self.preopen is not None:
             wasi.preopen_dir(str(self.preopen), ".")
         store.set_wasi(wasi)

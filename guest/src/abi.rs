@@ -156,7 +156,8 @@ pub fn check_within(ptr: usize, len: usize) -> GuestResult<()> {
         // The block that starts at or before ptr, if any.
         match table.range(..=ptr).next_back() {
             Some((&start, &size)) if ptr < start + size => {
-                if ptr + len <= start + size {
+                // checked_add: in wasm32 a huge `len` would otherwise wrap around and pass.
+                if ptr.checked_add(len).map_or(false, |end| end <= start + size) {
                     Ok(())
                 } else {
                     Err((
