@@ -144,8 +144,9 @@ def test_notebook_04_prediction_panel(lab: str, browser) -> None:
         select = page.locator(".wasi-image-pick select").first
         select.select_option(label="chelsea.png")
         _wait_src_change(page, "img.wasi-top5", before)
+        # the status line is written last, once the result is in ("name → label")
         page.wait_for_function(
-            "() => document.querySelector('.wasi-status').innerText.includes('chelsea')",
+            "() => document.querySelector('.wasi-status').innerText.includes('chelsea.png →')",
             timeout=60_000)
         assert "cat" in page.locator(".wasi-status").first.inner_text()
         page.locator("img.wasi-top5").first.scroll_into_view_if_needed()
