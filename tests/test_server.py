@@ -323,3 +323,29 @@ def test_cli_serve_drains_in_flight_requests_on_sigterm(tmp_path: Path, grace: b
     assert answers[0].json()["top"][0]["label"] == "military uniform"
     logged = [json.loads(x) for x in server.log_lines() if x.startswith("{")]
     assert any(x["path"] == "/predict" and x["status"] == 200 for x in logged)
+
+
+def test_pool_refuses_before_starting_when_time_is_short() -> None:
+    """Not enough deadline left for a typical request: refuse early, keep the guest."""
+    import asyncio
+
+    from wasi_lab.runtime import shared_module
+    from wasi_lab.server.errors import ApiError
+    from wasi_lab.server.pool import GuestPool
+
+    pool = GuestPool(shared_module(epochs=True), None, Limits(workers=1, deadline_ms=1000))
+    try:
+        timings: dict[str, float] = {}
+        size = asyncio.run(pool.run(lambda w: w.guest.image_size(make_png(8, 6)),
+                                    time.perf_counter(), timings))
+        assert size == (8, 6) and timings["queue"] >= 0
+        pool.typical_ms = 5000.0
+        with pytest.raises(ApiError) as info:
+            asyncio.run(pool.run(lambda w: w.guest.image_size(make_png(8, 6)),
+                                 time.perf_counter(), {}))
+        assert info.value.code == "deadline_exceeded"
+        assert "left after queueing" in info.value.message
+        snap = pool.snapshot()
+        assert snap["replaced"] == 0 and snap["idle"] == 1
+    finally:
+        pool.close()

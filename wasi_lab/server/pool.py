@@ -121,6 +121,10 @@ class GuestPool:
         self.size = max(1, limits.workers)
         self.stats = PoolStats()
         self.model_error: str | None = None
+        #: Moving average of a successful job's duration: a request with less time left
+        #: than this is refused *before* it starts, instead of being interrupted halfway
+        #: (which would also cost a guest rebuild).
+        self.typical_ms = 0.0
         self._idle: queue.Queue[Worker] = queue.Queue()
         self._lock = threading.Lock()
         self._executor = ThreadPoolExecutor(max_workers=self.size,
@@ -200,12 +204,21 @@ class GuestPool:
         keep = True
         try:
             left_ms = (deadline - time.perf_counter()) * 1000
+            if left_ms < self.typical_ms:
+                raise ApiError("deadline_exceeded",
+                               f"{left_ms:.0f} ms of the {self.limits.deadline_ms} ms deadline "
+                               f"are left after queueing; a request takes about "
+                               f"{self.typical_ms:.0f} ms")
             if self.compiled.epochs:
                 worker.guest.set_deadline(self.limits.deadline_ticks(left_ms))
             worker.uses += 1
+            started = time.perf_counter()
             result = job(worker)
+            took = (time.perf_counter() - started) * 1000
             with self._lock:
                 self.stats.served += 1
+                self.typical_ms = took if self.typical_ms == 0 else \
+                    0.9 * self.typical_ms + 0.1 * took
             return result
         except GuestTrap as trap:
             keep = False
@@ -243,6 +256,7 @@ class GuestPool:
                     "waiting": self.stats.waiting, "replacing": self.stats.replacing,
                     "served": self.stats.served, "failed": self.stats.failed,
                     "replaced": self.stats.replaced, "ready": self.model_error is None,
+                    "typical_ms": round(self.typical_ms, 1),
                     "error": self.model_error}
 
     def close(self) -> None:
