@@ -9,10 +9,23 @@ import pytest
 import wasmtime
 
 from wasi_lab.build import PREBUILT_COMMAND
-from wasi_lab.models.graphdef import Graph, GraphBuilder, Node, TensorShape, encode_graph, parse_graphdef
+from wasi_lab.models.graphdef import (
+    Graph,
+    GraphBuilder,
+    Node,
+    TensorShape,
+    encode_graph,
+    parse_graphdef,
+)
 from wasi_lab.models.reference import run_graph
-from wasi_lab.runtime import (BadArgumentError, BadHandleError, BadModelError, BadPointerError,
-                              Guest, LengthMismatchError)
+from wasi_lab.runtime import (
+    BadArgumentError,
+    BadHandleError,
+    BadModelError,
+    BadPointerError,
+    Guest,
+    LengthMismatchError,
+)
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
 EFFICIENTNET = MODELS / "efficientnet-lite0.pb"

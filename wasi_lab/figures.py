@@ -143,24 +143,6 @@ def cold_cached_figure(timings) -> Figure:
     return fig
 
 
-def top5_figure(prediction) -> Figure:
-    """The five most probable classes for one image."""
-    import matplotlib.pyplot as plt
-
-    top = prediction.top[:5]
-    fig, ax = plt.subplots(figsize=(8, 3.2), layout="constrained")
-    ax.barh([t.label for t in top], [t.prob for t in top], color="#4c72b0")
-    for y, t in enumerate(top):
-        ax.text(t.prob, y, f"  {100 * t.prob:.1f}%", va="center", fontsize=9)
-    ax.invert_yaxis()
-    ax.set_xlim(0, max(t.prob for t in top) * 1.25)
-    ax.set_xlabel("probability")
-    name = Path(prediction.image).name
-    ax.set_title(f"Top 5 for {name} ({prediction.model}, {prediction.mode} preprocessing)",
-                 fontsize=12, loc="left")
-    return fig
-
-
 def save(fig: Figure, path: Path) -> Path:
     """Write a PNG and close the figure (a batch run would otherwise keep them all)."""
     import matplotlib.pyplot as plt
@@ -180,6 +162,7 @@ def render_all(out_dir: Path | str = FIGURES_DIR, repeat: int = 3,
     from wasi_lab.article import article_table
     from wasi_lab.hosts import HostError, grace_hopper, run_node, wasmtime_timings
     from wasi_lab.predict import Classifier
+    from wasi_lab.workshop import top5_figure
 
     out = Path(out_dir)
     gh = grace_hopper()
