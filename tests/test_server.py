@@ -256,6 +256,8 @@ def test_redirect_to_a_private_address_is_checked_again(images) -> None:
     """Each hop is re-resolved and re-checked: a public start cannot bounce inward."""
     import ipaddress
 
+    from wasi_lab.server.errors import ApiError
+
     assert address_problem(ipaddress.ip_address("8.8.8.8"), False) is None
     assert address_problem(ipaddress.ip_address("127.0.0.1"), True) is None
     assert address_problem(ipaddress.ip_address("169.254.169.254"), True)
@@ -264,9 +266,10 @@ def test_redirect_to_a_private_address_is_checked_again(images) -> None:
     assert address_problem(ipaddress.ip_address("10.1.2.3"), True, loopback_only=True)
     assert address_problem(ipaddress.ip_address("8.8.8.8"), True, loopback_only=True)
     assert address_problem(ipaddress.ip_address("127.0.0.2"), True, loopback_only=True) is None
+    with pytest.raises(ApiError) as info:  # no DNS query for names in loopback-only mode
+        fetch_image("http://images.example/x.jpg", FetchPolicy(loopback_only=True))
+    assert info.value.code == "forbidden_address"
     # with the loopback image server, a strict policy refuses at the first hop
-    from wasi_lab.server.errors import ApiError
-
     with pytest.raises(ApiError) as info:
         fetch_image(f"{images.url}/redirect/1/grace_hopper.jpg", FetchPolicy())
     assert info.value.code == "forbidden_address"

@@ -67,6 +67,13 @@ def address_problem(ip: IPAddress, allow_private: bool, loopback_only: bool = Fa
 def resolve_checked(host: str, port: int, allow_private: bool, loopback_only: bool = False
                     ) -> IPAddress:
     """Resolve `host` and return an address to connect to, if all of them are allowed."""
+    if loopback_only and host.lower().rstrip(".") != "localhost":
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:  # a name: do not even ask DNS (the query itself leaves the box)
+            raise ApiError("forbidden_address",
+                           f"{host!r} is not localhost or an IP literal (the server runs "
+                           f"with --loopback-only-urls)") from None
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:
