@@ -5,18 +5,20 @@
 //! output pixel's receptive field (`kh * kw * cin` values, zeros where it hangs over the
 //! border) is copied into a row, and HWIO weights flattened to `[kh*kw*cin, cout]` are `W`.
 //!
-//! The multiplication is blocked so the inner loop keeps `MR x NR = 6 x 8` outputs in twelve
-//! 4-lane registers: per step of `k` it loads 8 weights (two vectors), broadcasts 6 inputs,
-//! and does 12 vector multiply-adds, 48 multiply-adds for 8 loads. The weights are **packed**
-//! at load time into panels of 8 columns, `[cout/8][k][8]`, so those loads are contiguous.
-//! Bias and activation are applied while the tile is still in registers.
+//! The multiplication is blocked so the inner loop keeps `MR x NR = 4 x 8` outputs in eight
+//! 4-lane registers: per step of `k` it loads 8 weights (two vectors), broadcasts 4 inputs,
+//! and does 8 vector multiply-adds, 32 multiply-adds for 6 loads. The weights are **packed**
+//! at load time into panels of 8 columns, `[cout/8][k][8]`, so those loads are contiguous;
+//! each block of rows of A is packed once per GEMM into tiles `[k][4]`, so the 4 inputs
+//! of one step sit side by side. Bias and activation are applied while the tile is still in
+//! registers. (Measured on Cranelift/x86-64: 4 x 8 beats 5 x 8 and 6 x 8, which run out of
+//! the 16 vector registers and spill.)
 
 use super::lanes::{act_bounds, F32x4};
 use crate::engine::ops::Act;
 
-/// Rows (pixels) per tile: 6 x 2 accumulators + 2 weight vectors + 1 broadcast = 15 of
-/// the 16 vector registers an x86-64 host gives the wasm compiler.
-pub const MR: usize = 6;
+/// Rows (pixels) per tile: see [`kernel`] for the register budget.
+pub const MR: usize = 4;
 /// Columns (output channels) per tile and per packed panel.
 pub const NR: usize = 8;
 
@@ -58,118 +60,134 @@ impl PackedB {
 pub fn gemm(a: &[f32], lda: usize, m: usize, b: &PackedB, act: Act, c: &mut [f32]) {
     let (k, n) = (b.k, b.n);
     assert!(lda >= k && (m == 0 || a.len() >= (m - 1) * lda + k) && c.len() >= m * n);
+    if m == 0 || n == 0 {
+        return;
+    }
     let np = (n + NR - 1) / NR;
     let (lo, hi) = act_bounds(act);
-    // Cache blocking: a block of `mc` rows of A (about 128 KiB) is reused for every panel
-    // of W, and each panel (k x 8) is reused for every tile of the block while in L1.
+    // Cache blocking: a block of `mc` rows of A (about 128 KiB) is packed once and reused
+    // for every panel of W; each panel (k x 8) is reused for every tile of the block.
     let mc = ((A_BLOCK_FLOATS / k.max(1)) / MR * MR).max(MR);
-    let mut i0 = 0;
-    while i0 < m {
-        let i1 = (i0 + mc).min(m);
-        for j in 0..np {
-            let cols = (n - j * NR).min(NR);
-            let mut i = i0;
-            while i < i1 {
-                let rows = (i1 - i).min(MR);
-                // SAFETY: rows i..i+rows of A hold k values each (asserted above); panel j
-                // holds k * NR values and the bias NR; the tile writes rows x cols inside C.
-                unsafe {
-                    let ap = a.as_ptr().add(i * lda);
-                    let bp = b.panels.as_ptr().add(j * k * NR);
-                    let biasp = b.bias.as_ptr().add(j * NR);
-                    let cp = c.as_mut_ptr().add(i * n + j * NR);
-                    if rows == MR {
-                        tile_6x8(ap, lda, bp, k, biasp, cp, n, cols, lo, hi);
-                    } else {
-                        for r in 0..rows {
-                            tile_1x8(ap.add(r * lda), bp, k, biasp, cp.add(r * n), cols, lo, hi);
+    PACKED_A.with(|buf| {
+        let mut buf = buf.borrow_mut();
+        let need = round_up(mc.min(m), MR) * k;
+        if buf.len() < need {
+            buf.resize(need, 0.0);
+        }
+        let mut i0 = 0;
+        while i0 < m {
+            let i1 = (i0 + mc).min(m);
+            let tiles = (i1 - i0 + MR - 1) / MR;
+            let pa = &mut buf[..tiles * MR * k];
+            pack_a(&a[i0 * lda..], lda, i1 - i0, k, pa);
+            for j in 0..np {
+                let cols = (n - j * NR).min(NR);
+                for t in 0..tiles {
+                    let i = i0 + t * MR;
+                    let rows = (i1 - i).min(MR);
+                    // SAFETY: tile t of the packed block holds k * MR values; panel j holds
+                    // k * NR values and the bias NR; the tile writes rows x cols inside C.
+                    unsafe {
+                        let ap = pa.as_ptr().add(t * MR * k);
+                        let bp = b.panels.as_ptr().add(j * k * NR);
+                        let biasp = b.bias.as_ptr().add(j * NR);
+                        let cp = c.as_mut_ptr().add(i * n + j * NR);
+                        match rows {
+                            MR => kernel::<MR>(ap, bp, k, biasp, cp, n, cols, lo, hi),
+                            1 => kernel::<1>(ap, bp, k, biasp, cp, n, cols, lo, hi),
+                            2 => kernel::<2>(ap, bp, k, biasp, cp, n, cols, lo, hi),
+                            3 => kernel::<3>(ap, bp, k, biasp, cp, n, cols, lo, hi),
+                            4 => kernel::<4>(ap, bp, k, biasp, cp, n, cols, lo, hi),
+                            _ => kernel::<5>(ap, bp, k, biasp, cp, n, cols, lo, hi),
                         }
                     }
                 }
-                i += rows;
             }
+            i0 = i1;
         }
-        i0 = i1;
-    }
+    })
+}
+
+fn round_up(v: usize, to: usize) -> usize {
+    (v + to - 1) / to * to
+}
+
+thread_local! {
+    /// The packed row block of A, reused from one GEMM (and one inference) to the next.
+    static PACKED_A: std::cell::RefCell<Vec<f32>> = std::cell::RefCell::new(Vec::new());
 }
 
 /// Floats of A kept hot per row block (128 KiB: fits a typical L2 with room for W).
 const A_BLOCK_FLOATS: usize = 32 * 1024;
 
-/// Store 8 lanes, or only the first `cols` when the panel is the padded last one.
-#[inline(always)]
-unsafe fn store8(v0: F32x4, v1: F32x4, c: *mut f32, cols: usize) {
-    if cols == NR {
-        v0.store(c);
-        v1.store(c.add(4));
-    } else {
-        let mut tmp = [0f32; NR];
-        v0.store(tmp.as_mut_ptr());
-        v1.store(tmp.as_mut_ptr().add(4));
-        std::ptr::copy_nonoverlapping(tmp.as_ptr(), c, cols);
-    }
-}
-
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-unsafe fn tile_6x8(a: *const f32, lda: usize, b: *const f32, k: usize, bias: *const f32, c: *mut f32, ldc: usize, cols: usize, lo: F32x4, hi: F32x4) {
-    let (b0, b1) = (F32x4::load(bias), F32x4::load(bias.add(4)));
-    let mut acc = [[b0, b1]; 6];
-    let rows = [a, a.add(lda), a.add(2 * lda), a.add(3 * lda), a.add(4 * lda), a.add(5 * lda)];
-    for p in 0..k {
-        let w0 = F32x4::load(b.add(p * NR));
-        let w1 = F32x4::load(b.add(p * NR + 4));
-        for r in 0..6 {
-            let x = F32x4::splat(*rows[r].add(p));
-            acc[r][0] = acc[r][0].mul_add(x, w0);
-            acc[r][1] = acc[r][1].mul_add(x, w1);
+/// Interleave `rows` rows of A into tiles of `MR` rows, `[tile][k][MR]` (zeros past the
+/// last row), so the micro-kernel reads its `MR` inputs for one `k` from one place.
+fn pack_a(a: &[f32], lda: usize, rows: usize, k: usize, out: &mut [f32]) {
+    let tiles = (rows + MR - 1) / MR;
+    assert!(out.len() >= tiles * MR * k && (rows == 0 || a.len() >= (rows - 1) * lda + k));
+    for t in 0..tiles {
+        let dst = &mut out[t * MR * k..(t + 1) * MR * k];
+        for r in 0..MR {
+            let row = t * MR + r;
+            if row < rows {
+                let src = &a[row * lda..row * lda + k];
+                // SAFETY: p < k and r < MR, inside `dst` (k * MR values).
+                for (p, &v) in src.iter().enumerate() {
+                    unsafe { *dst.get_unchecked_mut(p * MR + r) = v };
+                }
+            } else {
+                for p in 0..k {
+                    dst[p * MR + r] = 0.0;
+                }
+            }
         }
     }
-    for r in 0..6 {
-        store8(acc[r][0].clamp(lo, hi), acc[r][1].clamp(lo, hi), c.add(r * ldc), cols);
-    }
 }
 
-#[allow(dead_code)]
-#[inline(always)]
+/// The micro-kernel: `R` rows (`R <= MR`) x 8 columns in `2 R` accumulators. Per step of
+/// `k`: two weight vectors, `R` broadcast loads from the packed A tile, `2 R` multiply-adds.
+/// With `R = MR = 4` that is 8 + 2 + 1 + 1 (the product) = 12 vector registers, so
+/// Cranelift keeps everything in registers (6 x 8 needed all 16 and spilled 10 accumulators
+/// to the stack on every step).
+#[inline(never)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn tile_4x8(a: *const f32, lda: usize, b: *const f32, k: usize, bias: *const f32, c: *mut f32, ldc: usize, cols: usize, lo: F32x4, hi: F32x4) {
+unsafe fn kernel<const R: usize>(a: *const f32, b: *const f32, k: usize, bias: *const f32, c: *mut f32, ldc: usize, cols: usize, lo: F32x4, hi: F32x4) {
+    debug_assert!(R <= MR && R <= 8);
     let (b0, b1) = (F32x4::load(bias), F32x4::load(bias.add(4)));
-    let (mut c00, mut c01, mut c10, mut c11) = (b0, b1, b0, b1);
-    let (mut c20, mut c21, mut c30, mut c31) = (b0, b1, b0, b1);
-    let (a0, a1, a2, a3) = (a, a.add(lda), a.add(2 * lda), a.add(3 * lda));
-    for p in 0..k {
-        let w0 = F32x4::load(b.add(p * NR));
-        let w1 = F32x4::load(b.add(p * NR + 4));
-        let x = F32x4::splat(*a0.add(p));
-        c00 = c00.mul_add(x, w0);
-        c01 = c01.mul_add(x, w1);
-        let x = F32x4::splat(*a1.add(p));
-        c10 = c10.mul_add(x, w0);
-        c11 = c11.mul_add(x, w1);
-        let x = F32x4::splat(*a2.add(p));
-        c20 = c20.mul_add(x, w0);
-        c21 = c21.mul_add(x, w1);
-        let x = F32x4::splat(*a3.add(p));
-        c30 = c30.mul_add(x, w0);
-        c31 = c31.mul_add(x, w1);
+    let mut acc = [[b0, b1]; R];
+    let (mut a, mut b) = (a, b);
+    for _ in 0..k {
+        let w0 = F32x4::load(b);
+        let w1 = F32x4::load(b.add(4));
+        for (r, acc) in acc.iter_mut().enumerate() {
+            let x = F32x4::load_splat(a.add(r));
+            acc[0] = acc[0].mul_add(x, w0);
+            acc[1] = acc[1].mul_add(x, w1);
+        }
+        a = a.add(MR);
+        b = b.add(NR);
     }
-    store8(c00.clamp(lo, hi), c01.clamp(lo, hi), c, cols);
-    store8(c10.clamp(lo, hi), c11.clamp(lo, hi), c.add(ldc), cols);
-    store8(c20.clamp(lo, hi), c21.clamp(lo, hi), c.add(2 * ldc), cols);
-    store8(c30.clamp(lo, hi), c31.clamp(lo, hi), c.add(3 * ldc), cols);
-}
-
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-unsafe fn tile_1x8(a: *const f32, b: *const f32, k: usize, bias: *const f32, c: *mut f32, cols: usize, lo: F32x4, hi: F32x4) {
-    let (mut c0, mut c1) = (F32x4::load(bias), F32x4::load(bias.add(4)));
-    for p in 0..k {
-        let x = F32x4::splat(*a.add(p));
-        c0 = c0.mul_add(x, F32x4::load(b.add(p * NR)));
-        c1 = c1.mul_add(x, F32x4::load(b.add(p * NR + 4)));
+    if cols == NR {
+        for (r, acc) in acc.iter().enumerate() {
+            acc[0].clamp(lo, hi).store(c.add(r * ldc));
+            acc[1].clamp(lo, hi).store(c.add(r * ldc + 4));
+        }
+    } else {
+        // The padded last panel: all accumulators go to a buffer *before* the copies. A
+        // copy (or zeroing the buffer) may be a call to `memcpy`/`memset`, and every vector
+        // register is caller-saved: an accumulator live across a call makes Cranelift keep
+        // it on the stack for the whole loop above (a store and a reload per step of k).
+        // Hence an uninitialised buffer, fully written before it is read.
+        let mut tmp = std::mem::MaybeUninit::<[f32; 8 * NR]>::uninit();
+        let t = tmp.as_mut_ptr() as *mut f32;
+        for (r, acc) in acc.iter().enumerate() {
+            acc[0].clamp(lo, hi).store(t.add(r * NR));
+            acc[1].clamp(lo, hi).store(t.add(r * NR + 4));
+        }
+        for r in 0..R {
+            std::ptr::copy_nonoverlapping(t.add(r * NR), c.add(r * ldc), cols);
+        }
     }
-    store8(c0.clamp(lo, hi), c1.clamp(lo, hi), c, cols);
 }
 
 /// Copy each output pixel's receptive field into a row of `cols = kh * kw * c` values

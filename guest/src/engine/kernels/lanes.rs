@@ -22,6 +22,13 @@ mod imp {
         pub unsafe fn load(p: *const f32) -> F32x4 {
             F32x4(v128_load(p as *const v128))
         }
+        /// One float from `p` in all 4 lanes: `v128.load32_splat`, which Cranelift turns
+        /// into a single `vbroadcastss` from memory instead of a scalar load into a
+        /// general register, a move and a shuffle.
+        #[inline(always)]
+        pub unsafe fn load_splat(p: *const f32) -> F32x4 {
+            F32x4(v128_load32_splat(p as *const u32))
+        }
         #[inline(always)]
         pub unsafe fn store(self, p: *mut f32) {
             v128_store(p as *mut v128, self.0)
@@ -60,6 +67,10 @@ mod imp {
         #[inline(always)]
         pub unsafe fn load(p: *const f32) -> F32x4 {
             F32x4([*p, *p.add(1), *p.add(2), *p.add(3)])
+        }
+        #[inline(always)]
+        pub unsafe fn load_splat(p: *const f32) -> F32x4 {
+            F32x4([*p; 4])
         }
         #[inline(always)]
         pub unsafe fn store(self, p: *mut f32) {
