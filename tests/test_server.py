@@ -352,3 +352,28 @@ def test_pool_refuses_before_starting_when_time_is_short() -> None:
         assert snap["replaced"] == 0 and snap["idle"] == 1
     finally:
         pool.close()
+
+
+def test_overload_is_a_503_with_retry_after(grace: bytes) -> None:
+    """More waiting requests than --max-queue: refused at once, the rest still right."""
+    with run_in_thread(Limits(workers=1, max_queue=1)) as server:
+        answers: list[httpx.Response] = []
+        lock = threading.Lock()
+
+        def send() -> None:
+            r = httpx.post(f"{server.url}/predict", content=grace, timeout=60)
+            with lock:
+                answers.append(r)
+
+        threads = [threading.Thread(target=send) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    statuses = sorted(r.status_code for r in answers)
+    assert 200 in statuses and 503 in statuses, statuses
+    for r in answers:
+        if r.status_code == 503:
+            assert _code(r) == "overloaded" and r.headers["retry-after"] == "1"
+        else:
+            assert r.json()["top"][0]["label"] == "military uniform"

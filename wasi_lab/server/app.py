@@ -129,7 +129,11 @@ def _predict_job(pool: GuestPool, data: bytes, top: int, mode: str, trap: bool,
             worker.guest.raw_call("trap_for_tests")
         if worker.classifier is None:
             raise ApiError("model_unavailable", pool.model_error or "no model loaded")
-        return worker.classifier.classify(data, top=top, mode=mode)
+        pred = worker.classifier.classify(data, top=top, mode=mode)
+        # setup costs of *this* guest (paid once, when the pool built it), not of the request
+        timings["compile"] = round(pool.compiled.compile_ms, 3)
+        timings["instantiate"] = round(worker.guest.instantiate_ms, 3)
+        return pred
 
     return job
 
