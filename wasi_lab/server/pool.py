@@ -85,6 +85,7 @@ class PoolStats:
     waiting: int = 0
     busy: int = 0
     replacing: int = 0
+    lost: int = 0
     build_ms: list[float] = field(default_factory=list)
 
 
@@ -121,6 +122,7 @@ class GuestPool:
         self.size = max(1, limits.workers)
         self.stats = PoolStats()
         self.model_error: str | None = None
+        self.replace_error: str | None = None
         #: Moving average of a successful job's duration: a request with less time left
         #: than this is refused *before* it starts, instead of being interrupted halfway
         #: (which would also cost a guest rebuild).
@@ -149,15 +151,24 @@ class GuestPool:
         return Worker(wid, guest, classifier, generation=generation)
 
     def _replace(self, worker: Worker) -> None:
-        try:
-            fresh = self._new_worker(worker.id, worker.generation + 1)
-        except Exception:  # noqa: BLE001 - keep the pool at size, try the plain reset
-            worker.guest.reset()
-            fresh = Worker(worker.id, worker.guest, None, generation=worker.generation + 1)
+        """Build the successor (a few tries); if that keeps failing the pool shrinks, and
+        /healthz says so, rather than handing out a guest in an unknown state."""
+        fresh = None
+        for attempt in range(3):
+            try:
+                fresh = self._new_worker(worker.id, worker.generation + 1)
+                break
+            except Exception as exc:  # noqa: BLE001 - reported in /healthz, retried
+                self.replace_error = f"rebuilding guest {worker.id}: {exc}"
+                time.sleep(0.2 * (attempt + 1))
         with self._lock:
-            self.stats.replaced += 1
             self.stats.replacing -= 1
-        self._idle.put(fresh)
+            if fresh is None:
+                self.stats.lost += 1
+            else:
+                self.stats.replaced += 1
+        if fresh is not None:
+            self._idle.put(fresh)
 
     def discard(self, worker: Worker) -> None:
         """Never reuse this guest: build its successor off the request path."""
@@ -256,7 +267,8 @@ class GuestPool:
                     "waiting": self.stats.waiting, "replacing": self.stats.replacing,
                     "served": self.stats.served, "failed": self.stats.failed,
                     "replaced": self.stats.replaced, "ready": self.model_error is None,
-                    "typical_ms": round(self.typical_ms, 1),
+                    "typical_ms": round(self.typical_ms, 1), "lost": self.stats.lost,
+                    "replace_error": self.replace_error,
                     "error": self.model_error}
 
     def close(self) -> None:
