@@ -24,6 +24,35 @@ pub fn depthwise(x: &[f32], g: &Window, w: &[f32], bias: &[f32], act: Act, out: 
                 // SAFETY: every (iy, ix) below is inside the image (`rows`/`cols` clip the
                 // taps), channel offsets stay below `c`, and the lengths were asserted.
                 unsafe {
+                    // 16 channels at a time: four accumulators share each tap's address
+                    // arithmetic and loop overhead (EfficientNet's widths are multiples of 16).
+                    while cb + 16 <= c {
+                        let bp = bias.as_ptr().add(cb);
+                        let mut a0 = F32x4::load(bp);
+                        let mut a1 = F32x4::load(bp.add(4));
+                        let mut a2 = F32x4::load(bp.add(8));
+                        let mut a3 = F32x4::load(bp.add(12));
+                        for ky in ky0..ky1 {
+                            let iy = oy * g.sh + ky - g.pt;
+                            let xrow = x.as_ptr().add((n * g.h + iy) * g.w * c + cb);
+                            let wrow = w.as_ptr().add(ky * g.kw * c + cb);
+                            for kx in kx0..kx1 {
+                                let ix = ox * g.sw + kx - g.pl;
+                                let xp = xrow.add(ix * c);
+                                let wp = wrow.add(kx * c);
+                                a0 = a0.mul_add(F32x4::load(xp), F32x4::load(wp));
+                                a1 = a1.mul_add(F32x4::load(xp.add(4)), F32x4::load(wp.add(4)));
+                                a2 = a2.mul_add(F32x4::load(xp.add(8)), F32x4::load(wp.add(8)));
+                                a3 = a3.mul_add(F32x4::load(xp.add(12)), F32x4::load(wp.add(12)));
+                            }
+                        }
+                        let op = out.as_mut_ptr().add(o + cb);
+                        a0.clamp(lo, hi).store(op);
+                        a1.clamp(lo, hi).store(op.add(4));
+                        a2.clamp(lo, hi).store(op.add(8));
+                        a3.clamp(lo, hi).store(op.add(12));
+                        cb += 16;
+                    }
                     while cb + 8 <= c {
                         let mut a0 = F32x4::load(bias.as_ptr().add(cb));
                         let mut a1 = F32x4::load(bias.as_ptr().add(cb + 4));
