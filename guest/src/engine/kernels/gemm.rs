@@ -6,8 +6,9 @@
 //! border) is copied into a row, and HWIO weights flattened to `[kh*kw*cin, cout]` are `W`.
 //!
 //! The multiplication is blocked so the inner loop keeps `MR x NR = 4 x 8` outputs in eight
-//! 4-lane registers: per step of `k` it loads 8 weights (two vectors), broadcasts 4 inputs,
-//! and does 8 vector multiply-adds, 32 multiply-adds for 6 loads. The weights are **packed**
+//! 4-lane registers: per step of `k` it loads 8 weights (two vectors) and 4 inputs (one
+//! vector, each lane broadcast by a shuffle), and does 8 vector multiply-adds: 32
+//! multiply-adds for 3 loads. The weights are **packed**
 //! at load time into panels of 8 columns, `[cout/8][k][8]`, so those loads are contiguous;
 //! each block of rows of A is packed once per GEMM into tiles `[k][4]`, so the 4 inputs
 //! of one step sit side by side. Bias and activation are applied while the tile is still in
@@ -19,6 +20,7 @@ use crate::engine::ops::Act;
 
 /// Rows (pixels) per tile: see [`kernel`] for the register budget.
 pub const MR: usize = 4;
+const _: () = assert!(MR == 4, "the kernel reads one tile row of A as one 4-lane vector");
 /// Columns (output channels) per tile and per packed panel.
 pub const NR: usize = 8;
 
@@ -93,12 +95,10 @@ pub fn gemm(a: &[f32], lda: usize, m: usize, b: &PackedB, act: Act, c: &mut [f32
                         let biasp = b.bias.as_ptr().add(j * NR);
                         let cp = c.as_mut_ptr().add(i * n + j * NR);
                         match rows {
-                            MR => kernel::<MR>(ap, bp, k, biasp, cp, n, cols, lo, hi),
                             1 => kernel::<1>(ap, bp, k, biasp, cp, n, cols, lo, hi),
                             2 => kernel::<2>(ap, bp, k, biasp, cp, n, cols, lo, hi),
                             3 => kernel::<3>(ap, bp, k, biasp, cp, n, cols, lo, hi),
-                            4 => kernel::<4>(ap, bp, k, biasp, cp, n, cols, lo, hi),
-                            _ => kernel::<5>(ap, bp, k, biasp, cp, n, cols, lo, hi),
+                            _ => kernel::<MR>(ap, bp, k, biasp, cp, n, cols, lo, hi),
                         }
                     }
                 }
@@ -145,22 +145,26 @@ fn pack_a(a: &[f32], lda: usize, rows: usize, k: usize, out: &mut [f32]) {
 }
 
 /// The micro-kernel: `R` rows (`R <= MR`) x 8 columns in `2 R` accumulators. Per step of
-/// `k`: two weight vectors, `R` broadcast loads from the packed A tile, `2 R` multiply-adds.
-/// With `R = MR = 4` that is 8 + 2 + 1 + 1 (the product) = 12 vector registers, so
-/// Cranelift keeps everything in registers (6 x 8 needed all 16 and spilled 10 accumulators
-/// to the stack on every step).
+/// `k`: two weight vectors, one vector of the packed A tile whose lanes are broadcast by
+/// shuffles, `2 R` multiply-adds. With `R = MR = 4` that is 8 + 2 + 1 + 1 (the broadcast)
+/// + 1 (the product) = 13 vector registers, so Cranelift keeps everything in registers
+/// (6 x 8 needs all 16 and spilled; so does any call while the accumulators are live).
+/// Not inlined: in a small function the register allocator sees only this loop.
 #[inline(never)]
 #[allow(clippy::too_many_arguments)]
 unsafe fn kernel<const R: usize>(a: *const f32, b: *const f32, k: usize, bias: *const f32, c: *mut f32, ldc: usize, cols: usize, lo: F32x4, hi: F32x4) {
-    debug_assert!(R <= MR && R <= 8);
+    debug_assert!(R <= MR);
     let (b0, b1) = (F32x4::load(bias), F32x4::load(bias.add(4)));
     let mut acc = [[b0, b1]; R];
     let (mut a, mut b) = (a, b);
     for _ in 0..k {
         let w0 = F32x4::load(b);
         let w1 = F32x4::load(b.add(4));
+        // The tile's 4 inputs for this k in one load, each lane broadcast by a shuffle
+        // (`R < MR` tiles read the zero padding of the packed tile in the other lanes).
+        let xs = F32x4::load(a);
         for (r, acc) in acc.iter_mut().enumerate() {
-            let x = F32x4::load_splat(a.add(r));
+            let x = xs.lane_splat(r);
             acc[0] = acc[0].mul_add(x, w0);
             acc[1] = acc[1].mul_add(x, w1);
         }
@@ -178,7 +182,7 @@ unsafe fn kernel<const R: usize>(a: *const f32, b: *const f32, k: usize, bias: *
         // register is caller-saved: an accumulator live across a call makes Cranelift keep
         // it on the stack for the whole loop above (a store and a reload per step of k).
         // Hence an uninitialised buffer, fully written before it is read.
-        let mut tmp = std::mem::MaybeUninit::<[f32; 8 * NR]>::uninit();
+        let mut tmp = std::mem::MaybeUninit::<[f32; MR * NR]>::uninit();
         let t = tmp.as_mut_ptr() as *mut f32;
         for (r, acc) in acc.iter().enumerate() {
             acc[0].clamp(lo, hi).store(t.add(r * NR));

@@ -22,16 +22,21 @@ mod imp {
         pub unsafe fn load(p: *const f32) -> F32x4 {
             F32x4(v128_load(p as *const v128))
         }
-        /// One float from `p` in all 4 lanes: `v128.load32_splat`, which Cranelift turns
-        /// into a single `vbroadcastss` from memory instead of a scalar load into a
-        /// general register, a move and a shuffle.
-        #[inline(always)]
-        pub unsafe fn load_splat(p: *const f32) -> F32x4 {
-            F32x4(v128_load32_splat(p as *const u32))
-        }
         #[inline(always)]
         pub unsafe fn store(self, p: *mut f32) {
             v128_store(p as *mut v128, self.0)
+        }
+        /// Lane `l` (0..4) in all 4 lanes: one `i32x4.shuffle`, which Cranelift emits as a
+        /// single `pshufd`; a `v128.load32_splat` costs it a scalar load, a move into a
+        /// vector register and a broadcast.
+        #[inline(always)]
+        pub fn lane_splat(self, l: usize) -> F32x4 {
+            F32x4(match l {
+                0 => i32x4_shuffle::<0, 0, 0, 0>(self.0, self.0),
+                1 => i32x4_shuffle::<1, 1, 1, 1>(self.0, self.0),
+                2 => i32x4_shuffle::<2, 2, 2, 2>(self.0, self.0),
+                _ => i32x4_shuffle::<3, 3, 3, 3>(self.0, self.0),
+            })
         }
         #[inline(always)]
         pub fn add(self, o: F32x4) -> F32x4 {
@@ -69,8 +74,8 @@ mod imp {
             F32x4([*p, *p.add(1), *p.add(2), *p.add(3)])
         }
         #[inline(always)]
-        pub unsafe fn load_splat(p: *const f32) -> F32x4 {
-            F32x4([*p; 4])
+        pub fn lane_splat(self, l: usize) -> F32x4 {
+            F32x4([self.0[l & 3]; 4])
         }
         #[inline(always)]
         pub unsafe fn store(self, p: *mut f32) {
