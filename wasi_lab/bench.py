@@ -199,3 +199,32 @@ def format_table(res: BenchResult) -> str:
 
 def bench_json(res: BenchResult) -> str:
     return json.dumps(res.to_dict(), indent=2)
+
+
+def bench_figure(res: BenchResult):
+    """Median (bar) and p90 (whisker) per engine, with the guest's ratio to each peer."""
+    import matplotlib.pyplot as plt
+
+    rows = [("guest (wasm)", res.guest_ms, res.guest_p90_ms),
+            ("tract native", res.tract_ms, res.peers_p90_ms.get("tract")),
+            ("ONNX Runtime 1 thread", res.ort_1t_ms, res.peers_p90_ms.get("ort_1t")),
+            ("ONNX Runtime default", res.ort_ms, res.peers_p90_ms.get("ort"))]
+    rows = [r for r in rows if r[1] is not None]
+    names = [r[0] for r in rows][::-1]
+    med = [r[1] for r in rows][::-1]
+    err = [max(0.0, (r[2] or r[1]) - r[1]) for r in rows][::-1]
+    fig, ax = plt.subplots(figsize=(8, 3.2), layout="constrained")
+    colours = ["#4c72b0" if n.startswith("guest") else "#999999" for n in names]
+    bars = ax.barh(names, med, xerr=[[0] * len(err), err], color=colours, capsize=4)
+    for b, name in zip(bars, names, strict=True):
+        note = f"{b.get_width():.1f} ms"
+        if not name.startswith("guest") and b.get_width() > 0:
+            note += f"  (guest is {res.guest_ms / b.get_width():.2f}x)"
+        ax.annotate(note, (b.get_width(), b.get_y() + b.get_height() / 2), va="center",
+                    xytext=(6, 0), textcoords="offset points", fontsize=10)
+    ax.margins(x=0.45)
+    ax.set_xlabel("milliseconds per inference (median; whisker: p90)")
+    ax.set_title(f"{res.model}: same tensor, same run (max abs diff "
+                 f"{res.max_abs_diff:.1e})" if res.max_abs_diff is not None else res.model,
+                 fontsize=12, loc="left")
+    return fig

@@ -160,6 +160,7 @@ def render_all(out_dir: Path | str = FIGURES_DIR, repeat: int = 3,
     from tqdm.auto import tqdm
 
     from wasi_lab.article import article_table
+    from wasi_lab.bench import bench_figure, run_bench
     from wasi_lab.hosts import HostError, grace_hopper, run_node, wasmtime_timings
     from wasi_lab.predict import Classifier
     from wasi_lab.workshop import top5_figure
@@ -183,6 +184,8 @@ def render_all(out_dir: Path | str = FIGURES_DIR, repeat: int = 3,
     steps.append(("cold-vs-cached.png", lambda: cold_cached_figure(timings)))
     steps.append(("top5-grace-hopper.png", lambda: top5_figure(pred)))
     steps.append(("page-map.png", lambda: _page_map(clf)))
+    steps.append(("bench.png", lambda: bench_figure(run_bench(repeat=max(10, repeat),
+                                                              progress=False))))
     for name, make in tqdm(steps, desc="figures", disable=not progress, leave=False):
         fig = make()
         if fig is not None:
