@@ -16,7 +16,7 @@
 //! the 16 vector registers and spill.)
 
 use super::lanes::{act_bounds, F32x4};
-use crate::engine::ops::Act;
+use crate::engine::ops::{Act, Window};
 
 /// Rows (pixels) per tile: see [`kernel`] for the register budget.
 pub const MR: usize = 4;
@@ -60,8 +60,23 @@ impl PackedB {
 
 /// `C[m, n] = act(A @ W + bias)`; `A` rows are `lda` apart (`lda >= k`), `C` rows `n` apart.
 pub fn gemm(a: &[f32], lda: usize, m: usize, b: &PackedB, act: Act, c: &mut [f32]) {
+    let k = b.k;
+    assert!(lda >= k && (m == 0 || a.len() >= (m - 1) * lda + k));
+    gemm_with(m, b, act, c, |i0, rows, out| pack_a(&a[i0 * lda..], lda, rows, k, out))
+}
+
+/// A convolution with any window: `C = act(im2col(x) @ W + bias)`, with the receptive
+/// fields copied straight into packed tiles (no im2col matrix, no second copy).
+pub fn conv_im2col(x: &[f32], g: &Window, b: &PackedB, act: Act, c: &mut [f32]) {
+    assert!(b.k == g.kh * g.kw * g.c && x.len() >= g.n * g.h * g.w * g.c);
+    gemm_with(g.n * g.oh * g.ow, b, act, c, |i0, rows, out| pack_im2col(x, g, i0, rows, out))
+}
+
+/// The blocked GEMM; `pack(i0, rows, out)` writes rows `i0..i0 + rows` of A as packed
+/// tiles (`[tile][k][MR]`, zero-padded) into `out`.
+fn gemm_with(m: usize, b: &PackedB, act: Act, c: &mut [f32], pack: impl Fn(usize, usize, &mut [f32])) {
     let (k, n) = (b.k, b.n);
-    assert!(lda >= k && (m == 0 || a.len() >= (m - 1) * lda + k) && c.len() >= m * n);
+    assert!(c.len() >= m * n);
     if m == 0 || n == 0 {
         return;
     }
@@ -81,7 +96,7 @@ pub fn gemm(a: &[f32], lda: usize, m: usize, b: &PackedB, act: Act, c: &mut [f32
             let i1 = (i0 + mc).min(m);
             let tiles = (i1 - i0 + MR - 1) / MR;
             let pa = &mut buf[..tiles * MR * k];
-            pack_a(&a[i0 * lda..], lda, i1 - i0, k, pa);
+            pack(i0, i1 - i0, pa);
             for j in 0..np {
                 let cols = (n - j * NR).min(NR);
                 for t in 0..tiles {
@@ -194,31 +209,33 @@ unsafe fn kernel<const R: usize>(a: *const f32, b: *const f32, k: usize, bias: *
     }
 }
 
-/// Copy each output pixel's receptive field into a row of `cols = kh * kw * c` values
-/// (zeros for taps in the padding), in the HWIO weights' `(ky, kx, ci)` order.
-pub fn im2col(x: &[f32], g: &crate::engine::ops::Window, out: &mut [f32]) {
+/// Pack rows `i0..i0 + rows` of the im2col matrix of `x` (one row per output pixel: its
+/// receptive field in the HWIO weights' `(ky, kx, ci)` order, zeros for taps in the padding)
+/// as `[tile][k][MR]` tiles, like [`pack_a`].
+fn pack_im2col(x: &[f32], g: &Window, i0: usize, rows: usize, out: &mut [f32]) {
     let c = g.c;
-    let cols = g.kh * g.kw * c;
-    let mut row = 0;
-    for n in 0..g.n {
-        for oy in 0..g.oh {
-            let (ky0, ky1) = g.rows(oy);
-            for ox in 0..g.ow {
-                let (kx0, kx1) = g.cols(ox);
-                let dst = &mut out[row * cols..(row + 1) * cols];
-                for ky in 0..g.kh {
-                    for kx in 0..g.kw {
-                        let d = &mut dst[(ky * g.kw + kx) * c..][..c];
-                        if ky < ky0 || ky >= ky1 || kx < kx0 || kx >= kx1 {
-                            d.iter_mut().for_each(|v| *v = 0.0);
-                        } else {
-                            let iy = oy * g.sh + ky - g.pt;
-                            let ix = ox * g.sw + kx - g.pl;
-                            d.copy_from_slice(&x[((n * g.h + iy) * g.w + ix) * c..][..c]);
-                        }
-                    }
+    let k = g.kh * g.kw * c;
+    let tiles = (rows + MR - 1) / MR;
+    let dst = &mut out[..tiles * MR * k];
+    // Padding taps (and rows past the end) stay zero.
+    dst.iter_mut().for_each(|v| *v = 0.0);
+    for r in 0..rows {
+        let pix = i0 + r;
+        let (n, rem) = (pix / (g.oh * g.ow), pix % (g.oh * g.ow));
+        let (oy, ox) = (rem / g.ow, rem % g.ow);
+        let (ky0, ky1) = g.rows(oy);
+        let (kx0, kx1) = g.cols(ox);
+        let tile = &mut dst[(r / MR) * MR * k..(r / MR + 1) * MR * k];
+        let lane = r % MR;
+        for ky in ky0..ky1 {
+            let iy = oy * g.sh + ky - g.pt;
+            for kx in kx0..kx1 {
+                let ix = ox * g.sw + kx - g.pl;
+                let src = &x[((n * g.h + iy) * g.w + ix) * c..][..c];
+                let p0 = (ky * g.kw + kx) * c;
+                for (ci, &v) in src.iter().enumerate() {
+                    tile[(p0 + ci) * MR + lane] = v;
                 }
-                row += 1;
             }
         }
     }

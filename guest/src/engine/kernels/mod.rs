@@ -1,7 +1,8 @@
 //! Kernel selection: the hot convolutions, blocked and vectorised, or portable.
 //!
 //! - default build: 1x1 convolutions are a packed GEMM ([`gemm`]), other convolutions
-//!   (EfficientNet's 3x3 stride-2 stem) im2col + the same GEMM, depthwise convolutions a
+//!   (EfficientNet's 3x3 stride-2 stem) the same GEMM on receptive fields packed straight
+//!   from the image (im2col without the matrix), depthwise convolutions a
 //!   channel-vectorised loop ([`depthwise`]). With `-C target-feature=+simd128` the 4-lane
 //!   type in [`lanes`] is wasm SIMD128; elsewhere (host tests) it is emulated.
 //! - feature `scalar`: the straightforward loops of [`crate::engine::ops`], kept as the
@@ -15,7 +16,6 @@ pub mod lanes;
 
 use super::graphdef::element_count;
 use super::ops::{self, Act, Window};
-use std::cell::RefCell;
 
 /// Which kernels this build uses (reported by `model_info`).
 #[cfg(feature = "scalar")]
@@ -46,11 +46,6 @@ fn is_pointwise(win: &Window) -> bool {
     win.kh == 1 && win.kw == 1 && win.sh == 1 && win.sw == 1
 }
 
-thread_local! {
-    /// im2col rows, reused from one convolution (and one inference) to the next.
-    static SCRATCH: RefCell<Vec<f32>> = RefCell::new(Vec::new());
-}
-
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d(x: &[f32], win: &Window, w: &[f32], packed: Option<&Packed>, cout: usize, bias: &[f32], act: Act, out: &mut [f32]) {
     let packed = match packed {
@@ -61,15 +56,7 @@ pub fn conv2d(x: &[f32], win: &Window, w: &[f32], packed: Option<&Packed>, cout:
     if is_pointwise(win) {
         return gemm::gemm(x, win.c, m, packed, act, out);
     }
-    SCRATCH.with(|s| {
-        let mut s = s.borrow_mut();
-        let k = packed.k;
-        if s.len() < m * k {
-            s.resize(m * k, 0.0);
-        }
-        gemm::im2col(x, win, &mut s[..m * k]);
-        gemm::gemm(&s[..m * k], k, m, packed, act, out);
-    })
+    gemm::conv_im2col(x, win, packed, act, out)
 }
 
 pub fn depthwise(x: &[f32], win: &Window, w: &[f32], mult: usize, bias: &[f32], act: Act, out: &mut [f32]) {
@@ -114,6 +101,8 @@ mod tests {
             (7, 6, 5, 9, 5, 2, Padding::Valid),
             (3, 3, 2, 1, 3, 1, Padding::Same),
             (6, 6, 4, 8, 1, 2, Padding::Same),
+            // A long k with row (30 = 7 x 4 + 2) and column (40 = 5 x 8) tails.
+            (6, 5, 160, 40, 1, 1, Padding::Valid),
         ] {
             let win = Window::new(&[1, h, w, cin], k, k, s, s, pad).unwrap();
             let x = noise(h * w * cin, 1);
