@@ -47,9 +47,20 @@ mod imp {
             F32x4(f32x4_mul(self.0, o.0))
         }
         /// `self + a * b` (wasm SIMD128 has no fused multiply-add: two instructions).
+        #[cfg(not(target_feature = "relaxed-simd"))]
         #[inline(always)]
         pub fn mul_add(self, a: F32x4, b: F32x4) -> F32x4 {
             F32x4(f32x4_add(self.0, f32x4_mul(a.0, b.0)))
+        }
+        /// `self + a * b` as one relaxed-SIMD multiply-add (an FMA on hosts that have one).
+        /// Only for toolchains that know the feature (Rust 1.82+), built with
+        /// `-C target-feature=+simd128,+relaxed-simd`, and a host engine with relaxed SIMD
+        /// enabled; results then differ from the two-instruction form by rounding only.
+        /// Untested here: Debian's rustc 1.63 has neither the feature nor the intrinsic.
+        #[cfg(target_feature = "relaxed-simd")]
+        #[inline(always)]
+        pub fn mul_add(self, a: F32x4, b: F32x4) -> F32x4 {
+            F32x4(f32x4_relaxed_madd(a.0, b.0, self.0))
         }
         /// Lane-wise clamp to `[lo, hi]` (`pmax`/`pmin`: one instruction each).
         #[inline(always)]
