@@ -62,7 +62,8 @@ pub enum Src {
 /// What a step computes. Weights live here, already in the layout the kernel wants.
 #[derive(Debug)]
 pub enum Kind {
-    Conv { win: Window, w: Vec<f32>, cout: usize, bias: Vec<f32>, act: Act, packed: Option<kernels::Packed> },
+    /// `residual`: a skip connection's `Add` fused in; the step's input 1 is the skip tensor.
+    Conv { win: Window, w: Vec<f32>, cout: usize, bias: Vec<f32>, act: Act, packed: Option<kernels::Packed>, residual: bool },
     Depthwise { win: Window, w: Vec<f32>, mult: usize, bias: Vec<f32>, act: Act },
     Pool { win: Window, max: bool },
     Affine { channels: usize, scale: Option<Vec<f32>>, shift: Option<Vec<f32>>, act: Act },
@@ -424,7 +425,8 @@ impl<'g> Builder<'g> {
         }
         if let Some(step) = self.fusable(x_name, x) {
             let folded = match &mut step.kind {
-                Kind::Conv { w, bias, act: Act::None, .. } | Kind::Depthwise { w, bias, act: Act::None, .. } => {
+                // Not after a fused residual: (conv + r) * s + t is not a folded conv + r.
+                Kind::Conv { w, bias, act: Act::None, residual: false, .. } | Kind::Depthwise { w, bias, act: Act::None, .. } => {
                     // Output channel = innermost index of the weights in both layouts.
                     if let Some(s) = &scale {
                         for (i, v) in w.iter_mut().enumerate() {
@@ -466,6 +468,37 @@ impl<'g> Builder<'g> {
         }
         let kind = Kind::Affine { channels, scale, shift: Some(shift), act: Act::None };
         self.push_step(node, kind, &[x], x.shape().to_vec())
+    }
+
+    /// `Add(conv, skip)` of two same-shaped tensors where `conv` is the last step's output,
+    /// read by nothing else: the convolution adds `skip` itself (one pass over memory
+    /// instead of three). `None` when the pattern does not apply.
+    fn fuse_residual(&mut self, node: &NodeDef, names: &[&str], ins: &[Val], out: &[usize]) -> GuestResult<Option<Val>> {
+        if ins.len() != 2 || ins[0].shape() != out || ins[1].shape() != out {
+            return Ok(None);
+        }
+        for (x, skip) in [(0, 1), (1, 0)] {
+            let skip_buf = match &ins[skip] {
+                Val::Dyn { buf, .. } => *buf,
+                _ => continue,
+            };
+            let skip_len = self.buf_len[skip_buf];
+            if let Some(step) = self.fusable(names[x], &ins[x]) {
+                if step.out == skip_buf {
+                    continue;
+                }
+                if let Kind::Conv { act: Act::None, residual, .. } = &mut step.kind {
+                    if !*residual {
+                        *residual = true;
+                        step.inputs.push(Src::Buf(skip_buf));
+                        step.in_lens.push(skip_len);
+                        step.node = node.name.clone();
+                        return Ok(Some(ins[x].clone()));
+                    }
+                }
+            }
+        }
+        Ok(None)
     }
 
     fn activation(&mut self, node: &NodeDef, x_name: &str, x: &Val, a: Act) -> GuestResult<Val> {
@@ -593,7 +626,7 @@ impl<'g> Builder<'g> {
                 let shape_out;
                 let kind = if node.op == "Conv2D" {
                     shape_out = vec![win.n, win.oh, win.ow, f[3]];
-                    Kind::Conv { win, w, cout: f[3], bias: vec![0.0; f[3]], act: Act::None, packed: None }
+                    Kind::Conv { win, w, cout: f[3], bias: vec![0.0; f[3]], act: Act::None, packed: None, residual: false }
                 } else {
                     shape_out = vec![win.n, win.oh, win.ow, f[2] * f[3]];
                     Kind::Depthwise { win, w, mult: f[3], bias: vec![0.0; f[2] * f[3]], act: Act::None }
@@ -653,6 +686,8 @@ impl<'g> Builder<'g> {
                 } else if per_channel(&ins[0], &ins[1]) {
                     let b = bias_of(node, &ins[0], &ins[1])?;
                     self.affine(node, names[1], &ins[1], None, b)?
+                } else if let Some(v) = self.fuse_residual(node, &names, &ins, &out)? {
+                    v
                 } else {
                     let kind = Kind::Add { a: ins[0].shape().to_vec(), b: ins[1].shape().to_vec(), out: out.clone(), act: Act::None };
                     self.push_step(node, kind, &[&ins[0], &ins[1]], out)?
@@ -961,7 +996,10 @@ impl Model {
 /// Run one step. Shapes were checked when the plan was built.
 fn exec(kind: &Kind, ins: &[&[f32]], out: &mut [f32]) {
     match kind {
-        Kind::Conv { win, w, cout, bias, act, packed } => kernels::conv2d(ins[0], win, w, packed.as_ref(), *cout, bias, *act, out),
+        Kind::Conv { win, w, cout, bias, act, packed, residual } => {
+            let r = if *residual { Some(ins[1]) } else { None };
+            kernels::conv2d(ins[0], win, w, packed.as_ref(), *cout, bias, *act, r, out)
+        }
         Kind::Depthwise { win, w, mult, bias, act } => kernels::depthwise(ins[0], win, w, *mult, bias, *act, out),
         Kind::Pool { win, max } => ops::pool(ins[0], win, *max, out),
         Kind::Affine { channels, scale, shift, act } => ops::channel_affine(ins[0], *channels, scale.as_deref(), shift.as_deref(), *act, out),

@@ -59,24 +59,27 @@ impl PackedB {
 }
 
 /// `C[m, n] = act(A @ W + bias)`; `A` rows are `lda` apart (`lda >= k`), `C` rows `n` apart.
-pub fn gemm(a: &[f32], lda: usize, m: usize, b: &PackedB, act: Act, c: &mut [f32]) {
+///
+/// `residual` (`[m, n]`, like `C`) is added before the activation: a skip connection's
+/// `Add` fused into the convolution that ends the block.
+pub fn gemm(a: &[f32], lda: usize, m: usize, b: &PackedB, act: Act, residual: Option<&[f32]>, c: &mut [f32]) {
     let k = b.k;
     assert!(lda >= k && (m == 0 || a.len() >= (m - 1) * lda + k));
-    gemm_with(m, b, act, c, |i0, rows, out| pack_a(&a[i0 * lda..], lda, rows, k, out))
+    gemm_with(m, b, act, residual, c, |i0, rows, out| pack_a(&a[i0 * lda..], lda, rows, k, out))
 }
 
 /// A convolution with any window: `C = act(im2col(x) @ W + bias)`, with the receptive
 /// fields copied straight into packed tiles (no im2col matrix, no second copy).
-pub fn conv_im2col(x: &[f32], g: &Window, b: &PackedB, act: Act, c: &mut [f32]) {
+pub fn conv_im2col(x: &[f32], g: &Window, b: &PackedB, act: Act, residual: Option<&[f32]>, c: &mut [f32]) {
     assert!(b.k == g.kh * g.kw * g.c && x.len() >= g.n * g.h * g.w * g.c);
-    gemm_with(g.n * g.oh * g.ow, b, act, c, |i0, rows, out| pack_im2col(x, g, i0, rows, out))
+    gemm_with(g.n * g.oh * g.ow, b, act, residual, c, |i0, rows, out| pack_im2col(x, g, i0, rows, out))
 }
 
 /// The blocked GEMM; `pack(i0, rows, out)` writes rows `i0..i0 + rows` of A as packed
 /// tiles (`[tile][k][MR]`, zero-padded) into `out`.
-fn gemm_with(m: usize, b: &PackedB, act: Act, c: &mut [f32], pack: impl Fn(usize, usize, &mut [f32])) {
+fn gemm_with(m: usize, b: &PackedB, act: Act, residual: Option<&[f32]>, c: &mut [f32], pack: impl Fn(usize, usize, &mut [f32])) {
     let (k, n) = (b.k, b.n);
-    assert!(c.len() >= m * n);
+    assert!(c.len() >= m * n && residual.map_or(true, |r| r.len() >= m * n));
     if m == 0 || n == 0 {
         return;
     }
@@ -109,11 +112,12 @@ fn gemm_with(m: usize, b: &PackedB, act: Act, c: &mut [f32], pack: impl Fn(usize
                         let bp = b.panels.as_ptr().add(j * k * NR);
                         let biasp = b.bias.as_ptr().add(j * NR);
                         let cp = c.as_mut_ptr().add(i * n + j * NR);
+                        let rp = residual.map_or(std::ptr::null(), |r| r.as_ptr().add(i * n + j * NR));
                         match rows {
-                            1 => kernel::<1>(ap, bp, k, biasp, cp, n, cols, lo, hi),
-                            2 => kernel::<2>(ap, bp, k, biasp, cp, n, cols, lo, hi),
-                            3 => kernel::<3>(ap, bp, k, biasp, cp, n, cols, lo, hi),
-                            _ => kernel::<MR>(ap, bp, k, biasp, cp, n, cols, lo, hi),
+                            1 => kernel::<1>(ap, bp, k, biasp, rp, cp, n, cols, lo, hi),
+                            2 => kernel::<2>(ap, bp, k, biasp, rp, cp, n, cols, lo, hi),
+                            3 => kernel::<3>(ap, bp, k, biasp, rp, cp, n, cols, lo, hi),
+                            _ => kernel::<MR>(ap, bp, k, biasp, rp, cp, n, cols, lo, hi),
                         }
                     }
                 }
@@ -167,7 +171,7 @@ fn pack_a(a: &[f32], lda: usize, rows: usize, k: usize, out: &mut [f32]) {
 /// Not inlined: in a small function the register allocator sees only this loop.
 #[inline(never)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn kernel<const R: usize>(a: *const f32, b: *const f32, k: usize, bias: *const f32, c: *mut f32, ldc: usize, cols: usize, lo: F32x4, hi: F32x4) {
+unsafe fn kernel<const R: usize>(a: *const f32, b: *const f32, k: usize, bias: *const f32, res: *const f32, c: *mut f32, ldc: usize, cols: usize, lo: F32x4, hi: F32x4) {
     debug_assert!(R <= MR);
     let (b0, b1) = (F32x4::load(bias), F32x4::load(bias.add(4)));
     let mut acc = [[b0, b1]; R];
@@ -188,8 +192,13 @@ unsafe fn kernel<const R: usize>(a: *const f32, b: *const f32, k: usize, bias: *
     }
     if cols == NR {
         for (r, acc) in acc.iter().enumerate() {
-            acc[0].clamp(lo, hi).store(c.add(r * ldc));
-            acc[1].clamp(lo, hi).store(c.add(r * ldc + 4));
+            let (mut v0, mut v1) = (acc[0], acc[1]);
+            if !res.is_null() {
+                v0 = v0.add(F32x4::load(res.add(r * ldc)));
+                v1 = v1.add(F32x4::load(res.add(r * ldc + 4)));
+            }
+            v0.clamp(lo, hi).store(c.add(r * ldc));
+            v1.clamp(lo, hi).store(c.add(r * ldc + 4));
         }
     } else {
         // The padded last panel: all accumulators go to a buffer *before* the copies. A
@@ -200,11 +209,19 @@ unsafe fn kernel<const R: usize>(a: *const f32, b: *const f32, k: usize, bias: *
         let mut tmp = std::mem::MaybeUninit::<[f32; MR * NR]>::uninit();
         let t = tmp.as_mut_ptr() as *mut f32;
         for (r, acc) in acc.iter().enumerate() {
-            acc[0].clamp(lo, hi).store(t.add(r * NR));
-            acc[1].clamp(lo, hi).store(t.add(r * NR + 4));
+            acc[0].store(t.add(r * NR));
+            acc[1].store(t.add(r * NR + 4));
         }
         for r in 0..R {
-            std::ptr::copy_nonoverlapping(t.add(r * NR), c.add(r * ldc), cols);
+            let row = t.add(r * NR);
+            if !res.is_null() {
+                for j in 0..cols {
+                    *row.add(j) += *res.add(r * ldc + j);
+                }
+            }
+            F32x4::load(row).clamp(lo, hi).store(row);
+            F32x4::load(row.add(4)).clamp(lo, hi).store(row.add(4));
+            std::ptr::copy_nonoverlapping(row, c.add(r * ldc), cols);
         }
     }
 }

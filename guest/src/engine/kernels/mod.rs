@@ -46,17 +46,29 @@ fn is_pointwise(win: &Window) -> bool {
     win.kh == 1 && win.kw == 1 && win.sh == 1 && win.sw == 1
 }
 
+/// `act(conv(x) + bias [+ residual])`: `residual` is a skip connection's `Add` fused into
+/// the convolution (same shape as `out`), added before the activation.
 #[allow(clippy::too_many_arguments)]
-pub fn conv2d(x: &[f32], win: &Window, w: &[f32], packed: Option<&Packed>, cout: usize, bias: &[f32], act: Act, out: &mut [f32]) {
+pub fn conv2d(x: &[f32], win: &Window, w: &[f32], packed: Option<&Packed>, cout: usize, bias: &[f32], act: Act, residual: Option<&[f32]>, out: &mut [f32]) {
     let packed = match packed {
         Some(p) => p,
-        None => return ops::conv2d(x, win, w, cout, bias, act, out),
+        None => {
+            return match residual {
+                None => ops::conv2d(x, win, w, cout, bias, act, out),
+                Some(r) => {
+                    ops::conv2d(x, win, w, cout, bias, Act::None, out);
+                    for (o, &v) in out.iter_mut().zip(r) {
+                        *o = act.apply(*o + v);
+                    }
+                }
+            };
+        }
     };
     let m = win.n * win.oh * win.ow;
     if is_pointwise(win) {
-        return gemm::gemm(x, win.c, m, packed, act, out);
+        return gemm::gemm(x, win.c, m, packed, act, residual, out);
     }
-    gemm::conv_im2col(x, win, packed, act, out)
+    gemm::conv_im2col(x, win, packed, act, residual, out)
 }
 
 pub fn depthwise(x: &[f32], win: &Window, w: &[f32], mult: usize, bias: &[f32], act: Act, out: &mut [f32]) {
@@ -114,7 +126,16 @@ mod tests {
                 ops::conv2d(&x, &win, &wt, cout, &bias, act, &mut want);
                 let packed = gemm::PackedB::new(&wt, k * k * cin, cout, &bias);
                 let mut got = vec![0.0; n_out];
-                conv2d(&x, &win, &[], Some(&packed), cout, &bias, act, &mut got);
+                conv2d(&x, &win, &[], Some(&packed), cout, &bias, act, None, &mut got);
+                close(&got, &want);
+                // With a fused residual: act(conv + bias + r), packed and plain alike.
+                let r = noise(n_out, 10);
+                let mut plain = vec![0.0; n_out];
+                ops::conv2d(&x, &win, &wt, cout, &bias, Act::None, &mut plain);
+                let want: Vec<f32> = plain.iter().zip(&r).map(|(a, b)| act.apply(a + b)).collect();
+                conv2d(&x, &win, &[], Some(&packed), cout, &bias, act, Some(&r), &mut got);
+                close(&got, &want);
+                conv2d(&x, &win, &wt, None, cout, &bias, act, Some(&r), &mut got);
                 close(&got, &want);
             }
         }
