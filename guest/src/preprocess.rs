@@ -100,6 +100,24 @@ pub fn decode_rgb(bytes: &[u8]) -> GuestResult<RgbImage> {
     if w == 0 || h == 0 {
         return Err((ErrorCode::BadImage, format!("image has no pixels ({}x{})", w, h)));
     }
+    // Probe for the memory decoding will need (decoder planes + output + RGB copy, ~8 bytes
+    // a pixel) before the decoder asks for it: when the host caps memory (a store limit), an
+    // allocation failure inside the decoder would abort the whole instance, while a failed
+    // `try_reserve` is a clean OutOfMemory. The probe is freed at once; the decoder reuses it.
+    let need = (pixels as usize).saturating_mul(8);
+    let mut probe: Vec<u8> = Vec::new();
+    if probe.try_reserve_exact(need).is_err() {
+        return Err((
+            ErrorCode::OutOfMemory,
+            format!(
+                "decoding a {}x{} image needs about {} MiB, more than this guest may use",
+                w,
+                h,
+                need >> 20
+            ),
+        ));
+    }
+    drop(probe);
     let image = reader(bytes)?
         .decode()
         .map_err(|e| (ErrorCode::BadImage, format!("cannot decode image: {}", e)))?;
