@@ -13,9 +13,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import make_png
 from wasi_lab.models.graphdef import GraphBuilder
 from wasi_lab.paths import IMAGES_DIR
+from wasi_lab.pngs import make_png
 from wasi_lab.runtime import BadArgumentError, Guest, GuestError
 
 FUZZ = settings(max_examples=200, derandomize=True, deadline=None, database=None,

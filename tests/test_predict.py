@@ -9,8 +9,8 @@ import sys
 import numpy as np
 import pytest
 
-from tests.conftest import make_png
 from wasi_lab.models.reference import run_graph
+from wasi_lab.pngs import make_png
 from wasi_lab.predict import Classifier
 from wasi_lab.runtime import BadImageError, GuestTrap
 

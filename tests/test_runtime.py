@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.conftest import make_png
+from wasi_lab.pngs import make_png
 from wasi_lab.runtime import (
     BadArgumentError,
     BadImageError,

@@ -14,8 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import make_png
 from wasi_lab.paths import IMAGES_DIR
+from wasi_lab.pngs import make_png
 from wasi_lab.predict import Classifier
 from wasi_lab.server.errors import ERROR_CODES
 from wasi_lab.server.harness import ImageServer, run_in_thread, start_server_process

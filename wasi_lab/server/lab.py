@@ -72,7 +72,7 @@ def curl_commands(server: ServerProcess, image_url: str) -> str:
 
 def error_examples(server: ServerProcess, images: ImageServer) -> list[dict]:
     """A few requests that must fail, and what the server answered."""
-    from wasi_lab.server.loadgen import decompression_bomb
+    from wasi_lab.pngs import decompression_bomb
 
     grace = (IMAGES_DIR / "grace_hopper.jpg").read_bytes()
     cases = [("not an image", "/predict", b"hello", {}),

@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 
 from wasi_lab.paths import IMAGES_DIR
+from wasi_lab.pngs import decompression_bomb
 
 
 @dataclass
@@ -113,20 +114,6 @@ def reference_answers(url: str, images: dict[str, bytes], repeat: int = 3
                 answers[name] = r.json()["top"]
     times.sort()
     return answers, times[len(times) // 2]
-
-
-def decompression_bomb() -> bytes:
-    """A PNG whose header announces 20000x20000 pixels in a few KiB (tests.conftest's)."""
-    import struct
-    import zlib
-
-    def chunk(kind: bytes, payload: bytes) -> bytes:
-        return (struct.pack(">I", len(payload)) + kind + payload
-                + struct.pack(">I", zlib.crc32(kind + payload) & 0xFFFFFFFF))
-
-    ihdr = chunk(b"IHDR", struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0))
-    return (b"\x89PNG\r\n\x1a\n" + ihdr + chunk(b"IDAT", zlib.compress(bytes(65536)))
-            + chunk(b"IEND", b""))
 
 
 def faults_for(max_body: int, image: bytes, slow_url: str | None = None,
