@@ -428,12 +428,8 @@ class Guest:
         return self.memory.size(self.store)
 
     def global_value(self, name: str) -> int | None:
-        g = self.exports.get(name) if hasattr(self.exports, "get") else None
-        if g is None:
-            try:
-                g = self.exports[name]
-            except KeyError:
-                return None
+        """An exported global's value (`__heap_base`, `__data_end`), or None."""
+        g = self.exports[name] if self.has_export(name) else None
         return g.value(self.store) if isinstance(g, wasmtime.Global) else None
 
     def snapshot(self, label: str = "") -> MemorySnapshot:
