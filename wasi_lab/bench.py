@@ -89,6 +89,9 @@ def _ort_runner(onnx_path: Path, threads: int | None) -> Callable[[np.ndarray], 
     import onnxruntime as ort
 
     so = ort.SessionOptions()
+    # No spin-waiting pool threads between runs: they would steal the core the next
+    # engine in the round runs on.
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads:
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
@@ -104,6 +107,29 @@ def _tract_runner(onnx_path: Path) -> Callable[[np.ndarray], np.ndarray]:
     model.set_input_fact(0, "1,224,224,3,f32")
     runnable = model.into_model().into_runnable()
     return lambda x: runnable.run([x])[0].to_numpy()
+
+
+def _interleaved(runners: dict[str, Callable[[np.ndarray], np.ndarray]], x: np.ndarray,
+                 repeat: int, progress: bool, block: int = 5
+                 ) -> tuple[dict[str, list[float]], dict[str, np.ndarray]]:
+    """Time the engines in turns: `block` timed calls each per turn, after one untimed call.
+
+    On a shared machine noise comes in bursts; timing the engines one after the other
+    would let a burst land on one engine only. Taking turns spreads it over all of them,
+    and the untimed call at the start of each turn lets an engine bring its weights back
+    into the caches the others just used, so no engine pays for its neighbours.
+    """
+    outputs = {name: np.asarray(run(x)).reshape(-1) for name, run in runners.items()}
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    turns = max(1, -(-repeat // block))
+    for _ in tqdm(range(turns), desc="inference turns", leave=False, disable=not progress):
+        for name, run in runners.items():
+            run(x)
+            for _ in range(block):
+                t = time.perf_counter()
+                run(x)
+                times[name].append((time.perf_counter() - t) * 1000)
+    return {name: t[:max(repeat, 1)] for name, t in times.items()}, outputs
 
 
 def run_bench(model: str = "efficientnet-lite0", repeat: int = 20, module: Path | None = None,
@@ -134,24 +160,21 @@ def run_bench(model: str = "efficientnet-lite0", repeat: int = 20, module: Path 
     decode, tensor = _timed(lambda: clf.guest.decode_image(image, 1)[2], few,
                             desc="decode", progress=progress)
     x = np.ascontiguousarray(tensor, dtype=np.float32)
-    guest_t, guest_out = _timed(lambda: clf.infer_tensor(x), repeat, warmup=2,
-                                desc="guest infer", progress=progress)
-    guest_out = np.asarray(guest_out).reshape(-1)
 
-    results: dict[str, tuple[list[float], np.ndarray]] = {}
+    runners: dict[str, Callable[[np.ndarray], np.ndarray]] = {"guest": clf.infer_tensor}
     skipped: list[str] = []
     onnx_path = spec.onnx_path
     for peer in peers:
         try:
             if onnx_path is None or not onnx_path.exists():
                 raise FileNotFoundError(f"no ONNX export for {spec.name}")
-            runner = (_tract_runner(onnx_path) if peer == "tract"
-                      else _ort_runner(onnx_path, 1 if peer == "ort_1t" else None))
+            runners[peer] = (_tract_runner(onnx_path) if peer == "tract"
+                             else _ort_runner(onnx_path, 1 if peer == "ort_1t" else None))
         except (ImportError, FileNotFoundError, OSError) as exc:
             skipped.append(f"{peer}: {exc}")
-            continue
-        t, out = _timed(lambda r=runner: r(x), repeat, warmup=2, desc=peer, progress=progress)
-        results[peer] = (t, np.asarray(out).reshape(-1))
+    times, outputs = _interleaved(runners, x, repeat, progress)
+    guest_t, guest_out = times.pop("guest"), outputs.pop("guest")
+    results = {p: (times[p], outputs[p]) for p in times}
 
     diffs = {p: float(np.abs(out - guest_out).max()) for p, (_, out) in results.items()}
     return BenchResult(
