@@ -17,8 +17,11 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 	$(PY) -m wasi_lab setup
 
+# JupyterLab refuses to run as root unless told; containers and CI machines often are root.
+ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
+
 lab: setup
-	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks $(ALLOW_ROOT)
 
 test: setup
 	$(PY) -m wasi_lab setup --test-deps
