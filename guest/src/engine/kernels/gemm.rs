@@ -247,25 +247,43 @@ fn pack_im2col(x: &[f32], g: &Window, i0: usize, rows: usize, out: &mut [f32]) {
     let c = g.c;
     let k = g.kh * g.kw * c;
     let tiles = (rows + MR - 1) / MR;
-    let dst = &mut out[..tiles * MR * k];
-    // Padding taps (and rows past the end) stay zero.
-    dst.iter_mut().for_each(|v| *v = 0.0);
+    assert!(out.len() >= tiles * MR * k && x.len() >= g.n * g.h * g.w * c);
+    assert!(rows == 0 || i0 + rows <= g.n * g.oh * g.ow);
+    let dst = out.as_mut_ptr();
+    // Rows past the end of the last tile are zero.
+    for r in rows..tiles * MR {
+        let tile = (r / MR) * MR * k;
+        for p in 0..k {
+            out[tile + p * MR + r % MR] = 0.0;
+        }
+    }
     for r in 0..rows {
         let pix = i0 + r;
         let (n, rem) = (pix / (g.oh * g.ow), pix % (g.oh * g.ow));
         let (oy, ox) = (rem / g.ow, rem % g.ow);
         let (ky0, ky1) = g.rows(oy);
         let (kx0, kx1) = g.cols(ox);
-        let tile = &mut dst[(r / MR) * MR * k..(r / MR + 1) * MR * k];
-        let lane = r % MR;
+        let lane = (r / MR) * MR * k + r % MR;
+        // Only a window hanging over the border has padding taps to zero (the stem's
+        // 12544 pixels are nearly all inside: zeroing every tile first doubled the writes).
+        if ky0 != 0 || kx0 != 0 || ky1 != g.kh || kx1 != g.kw {
+            for p in 0..k {
+                out[lane + p * MR] = 0.0;
+            }
+        }
         for ky in ky0..ky1 {
             let iy = oy * g.sh + ky - g.pt;
-            for kx in kx0..kx1 {
-                let ix = ox * g.sw + kx - g.pl;
-                let src = &x[((n * g.h + iy) * g.w + ix) * c..][..c];
-                let p0 = (ky * g.kw + kx) * c;
-                for (ci, &v) in src.iter().enumerate() {
-                    tile[(p0 + ci) * MR + lane] = v;
+            let ix0 = ox * g.sw + kx0 - g.pl;
+            // Taps kx0..kx1 of one row are contiguous in x: (kx1 - kx0) * c values.
+            let len = (kx1 - kx0) * c;
+            let src = &x[((n * g.h + iy) * g.w + ix0) * c..][..len];
+            let p0 = (ky * g.kw + kx0) * c;
+            // SAFETY: p0 + len <= k, so every index is inside this row's lane of the tile
+            // (`lane + (k - 1) * MR < tiles * MR * k`, asserted above).
+            unsafe {
+                let d = dst.add(lane + p0 * MR);
+                for (q, &v) in src.iter().enumerate() {
+                    *d.add(q * MR) = v;
                 }
             }
         }
