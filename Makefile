@@ -25,11 +25,11 @@ lab: setup
 
 test: setup
 	$(PY) -m wasi_lab setup --test-deps
-	$(VENV)/bin/ruff check wasi_lab tests benchmarks
+	$(VENV)/bin/ruff check wasi_lab tests benchmarks notebooks
 	$(VENV)/bin/pytest -q
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check wasi_lab tests benchmarks
+	$(VENV)/bin/ruff check wasi_lab tests benchmarks notebooks
 
 figures: setup
 	$(PY) -m wasi_lab figures

@@ -14,11 +14,15 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tqdm.auto import tqdm
 
 from wasi_lab.paths import GUEST_DIR
 from wasi_lab.toolchain import Toolchain, find_toolchain
+
+if TYPE_CHECKING:
+    from wasi_lab.relaxed import FuseReport
 
 PREBUILT_DIR = GUEST_DIR / "prebuilt"
 LIB_NAME = "wasi_lab_guest.wasm"
@@ -27,6 +31,9 @@ PREBUILT_MODULE = PREBUILT_DIR / LIB_NAME
 PREBUILT_COMMAND = PREBUILT_DIR / CLI_NAME
 #: Wasm SIMD128: 4 f32 lanes per instruction for the engine's kernels.
 SIMD_FLAGS = "-C target-feature=+simd128"
+#: The cargo feature whose multiply-add marker calls become `f32x4.relaxed_madd` after
+#: linking (see `wasi_lab.relaxed`).
+FMA_FEATURE = "relaxed-fma"
 
 
 class BuildError(RuntimeError):
@@ -42,6 +49,8 @@ class BuildResult:
     profile: str
     features: tuple[str, ...]
     compiled: list[str]
+    #: What the relaxed-SIMD rewrite did to the library module (`relaxed-fma` builds only).
+    fused: FuseReport | None = None
 
     @property
     def up_to_date(self) -> bool:
@@ -72,8 +81,11 @@ def build_guest(
     `echo` receives cargo's output line by line (the notebook shows it live); a tqdm bar
     counts crates compiled.
     """
-    tc = toolchain or find_toolchain()
     features = tuple(features)
+    if FMA_FEATURE in features and "scalar" in features:
+        raise BuildError(f"`{FMA_FEATURE}` rewrites SIMD multiply-adds; the `scalar` build "
+                         "has none: choose one of the two")
+    tc = toolchain or find_toolchain()
     target_dir = GUEST_DIR / "target" / variant_name(release, features)
     cmd = [str(tc.cargo), "build", "--target", tc.target, *tc.cargo_config_args(),
            "--manifest-path", str(GUEST_DIR / "Cargo.toml")]
@@ -114,10 +126,17 @@ def build_guest(
     out = target_dir / tc.target / ("release" if release else "debug")
     module = out / LIB_NAME
     command = out / CLI_NAME
+    fused = None
+    if FMA_FEATURE in features:
+        from wasi_lab.relaxed import fuse_file  # late: via inspect and runtime it imports us
+
+        fused = fuse_file(module)
+        if command.exists():
+            fuse_file(command)
     result = BuildResult(module=module, command=command if command.exists() else None,
                          seconds=seconds, toolchain=tc,
                          profile="release" if release else "debug", features=features,
-                         compiled=compiled)
+                         compiled=compiled, fused=fused)
     if update_prebuilt:
         if not release or features:
             raise BuildError("only the default release build may replace guest/prebuilt")

@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 def _cmd_build(args: argparse.Namespace) -> int:
     from wasi_lab.build import BuildError, build_guest
+    from wasi_lab.inspect import WasmFormatError
     from wasi_lab.toolchain import ToolchainError
 
     try:
@@ -17,11 +18,14 @@ def _cmd_build(args: argparse.Namespace) -> int:
                           update_prebuilt=args.update_prebuilt, progress=sys.stderr.isatty(),
                           echo=(lambda line: print(line, file=sys.stderr)) if args.verbose
                           else None)
-    except (ToolchainError, BuildError) as exc:
+    except (ToolchainError, BuildError, WasmFormatError) as exc:
         print(f"wasi-lab build: {exc}", file=sys.stderr)
         return 1
     print(f"built {res.module} ({res.size:,} bytes, {res.profile}) in {res.seconds:.1f} s "
           f"with {res.toolchain.version} for {res.toolchain.target}")
+    if res.fused:
+        print(f"relaxed SIMD: {res.fused.rewritten} multiply-add calls became "
+              f"f32x4.relaxed_madd in {res.fused.functions_touched} functions")
     if args.update_prebuilt:
         print("updated guest/prebuilt/")
     return 0
@@ -91,6 +95,13 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from wasi_lab.bench import bench_json, format_table, run_bench
 
+    if args.layers:
+        from wasi_lab.layers import format_layers, layers_json, profile_layers
+
+        prof = profile_layers(model=args.model, repeat=args.repeat, module=args.module,
+                              progress=not args.json)
+        print(layers_json(prof) if args.json else format_layers(prof))
+        return 0
     res = run_bench(model=args.model, repeat=args.repeat, module=args.module,
                     progress=not args.json)
     print(bench_json(res) if args.json else format_table(res))
@@ -105,7 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("build", help="compile the guest with cargo for wasm32-wasi(p1)")
     p.add_argument("--debug", action="store_true", help="debug profile instead of release")
-    p.add_argument("--features", nargs="*", help="cargo features (e.g. scalar, rayon-demo)")
+    p.add_argument("--features", nargs="*",
+                   help="cargo features (e.g. scalar, rayon-demo, relaxed-fma)")
     p.add_argument("--update-prebuilt", action="store_true",
                    help="copy the release module over guest/prebuilt/")
     p.add_argument("-v", "--verbose", action="store_true", help="show cargo's output")
@@ -142,6 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="efficientnet-lite0")
     p.add_argument("--repeat", type=int, default=20, help="timed runs per engine")
     p.add_argument("--module", help="guest module to measure (default: the kit's)")
+    p.add_argument("--layers", action="store_true",
+                   help="time each step of the guest's plan instead (where the time goes)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_bench)
 

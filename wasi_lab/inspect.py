@@ -170,26 +170,8 @@ def exported_globals(data: bytes, sections: list[Section]) -> dict[str, int]:
     by_id = {s.id: s for s in sections}
     if 6 not in by_id or 7 not in by_id:
         return {}
-    n_imported = 0
-    if 2 in by_id:  # imported globals come first in the global index space
-        r = Reader(data, by_id[2].offset, by_id[2].offset + by_id[2].size)
-        for _ in range(r.u32()):
-            r.name()
-            r.name()
-            kind = r.byte()
-            if kind == 0:
-                r.u32()
-            elif kind == 1:
-                r.byte()
-                _limits(r)
-            elif kind == 2:
-                _limits(r)
-            elif kind == 3:
-                r.byte()
-                r.byte()
-                n_imported += 1
-            else:
-                return {}
+    # Imported globals come first in the global index space.
+    n_imported = sum(1 for kind, _ in import_kinds(data, sections) if kind == 3)
     values: list[int | None] = []
     r = Reader(data, by_id[6].offset, by_id[6].offset + by_id[6].size)
     for _ in range(r.u32()):
@@ -213,6 +195,35 @@ def exported_globals(data: bytes, sections: list[Section]) -> dict[str, int]:
             v = values[index - n_imported]
             if v is not None:
                 out[name] = v & 0xFFFFFFFF
+    return out
+
+
+def import_kinds(data: bytes, sections: list[Section]) -> list[tuple[int, int]]:
+    """Each import's kind (0 func, 1 table, 2 memory, 3 global) and, for a function, its
+    type index: imports come first in their index spaces, so both readers need them."""
+    sec = next((s for s in sections if s.id == 2), None)
+    if sec is None:
+        return []
+    out = []
+    r = Reader(data, sec.offset, sec.offset + sec.size)
+    for _ in range(r.u32()):
+        r.name()
+        r.name()
+        kind = r.byte()
+        type_index = 0
+        if kind == 0:
+            type_index = r.u32()
+        elif kind == 1:
+            r.byte()
+            _limits(r)
+        elif kind == 2:
+            _limits(r)
+        elif kind == 3:
+            r.byte()
+            r.byte()
+        else:
+            raise WasmFormatError(f"unsupported import kind {kind}")
+        out.append((kind, type_index))
     return out
 
 

@@ -8,6 +8,7 @@ visible (notebook 04 charts it).
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -140,6 +141,26 @@ class Classifier:
         finally:
             g.dealloc(ptr, arr.nbytes)
             g.dealloc(out, 4 * self.output_len)
+
+    def profile(self, tensor: np.ndarray) -> list[dict]:
+        """One timed inference: per step of the guest's plan, its node, op, multiply-adds
+        and nanoseconds (the guest reads the WASI clock around each step)."""
+        g = self.guest
+        arr = np.ascontiguousarray(tensor, dtype="<f4")
+        ptr = g.write_bytes(arr, "tensor")
+        cap = 64 * 1024
+        try:
+            while True:
+                out = g.alloc(cap, "profile")
+                try:
+                    n = g.call("profile_tensor", self.handle, ptr, out, cap)
+                    if n <= cap:
+                        return json.loads(g.read_bytes(out, n))
+                finally:
+                    g.dealloc(out, cap)
+                cap = n  # too short: ask again with room for the whole profile
+        finally:
+            g.dealloc(ptr, arr.nbytes)
 
     # -- the whole prediction
 

@@ -8,6 +8,7 @@
 use crate::abi::{self, finish, input_slice, output_slice, write_f32s, ErrorCode, GuestResult};
 use crate::engine::Model;
 use crate::preprocess::{self, Mode, TENSOR_LEN};
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
@@ -110,6 +111,27 @@ pub extern "C" fn model_info(handle: i32, out_ptr: *mut u8, cap: usize) -> i32 {
     })())
 }
 
+/// Run one timed inference on a preprocessed tensor (like `infer_tensor`) and write the
+/// per-step profile as JSON (`[{"node","op","macs","ns"}, ...]`) to `out_ptr`: at most `cap`
+/// bytes, like `model_info`. Returns the profile's full length; a host whose buffer was too
+/// short asks again with a bigger one (and gets a fresh measurement).
+#[no_mangle]
+pub extern "C" fn profile_tensor(handle: i32, tensor_ptr: *const u8, out_ptr: *mut u8, cap: usize) -> i32 {
+    finish((|| {
+        let raw = input_slice(tensor_ptr, TENSOR_LEN * 4, "profile_tensor input")?;
+        with_model(handle, |model| {
+            check_image_input(model)?;
+            let steps = model.run_timed(&read_f32s(raw))?;
+            let json = format!("[{}]", steps.iter().map(|s| s.to_json()).collect::<Vec<_>>().join(","));
+            let n = json.len().min(cap);
+            if n > 0 {
+                output_slice(out_ptr, n, "profile_tensor output")?.copy_from_slice(&json.as_bytes()[..n]);
+            }
+            Ok(json.len() as i32)
+        })
+    })())
+}
+
 /// The `k` largest probabilities, best first, as (index, probability).
 fn top_k(probs: &[f32], k: usize) -> Vec<(usize, f32)> {
     let mut order: Vec<(usize, f32)> = probs.iter().cloned().enumerate().collect();
@@ -150,8 +172,17 @@ pub extern "C" fn classify(handle: i32, img_ptr: *const u8, img_len: usize, mode
     })())
 }
 
-fn read_f32s(bytes: &[u8]) -> Vec<f32> {
-    bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+fn read_f32s(bytes: &[u8]) -> Cow<'_, [f32]> {
+    // wasm is little-endian, so aligned bytes already are the floats: borrow them (the
+    // host's blocks from `alloc` are 8-aligned) instead of converting 150k values.
+    if cfg!(target_endian = "little") {
+        // SAFETY: every bit pattern is a valid f32; `align_to` only returns an aligned middle.
+        let (head, floats, tail) = unsafe { bytes.align_to::<f32>() };
+        if head.is_empty() && tail.is_empty() {
+            return Cow::Borrowed(floats);
+        }
+    }
+    Cow::Owned(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
 }
 
 /// Run the model on a preprocessed tensor: `tensor_ptr` holds 1x224x224x3 f32 (LE, NHWC,

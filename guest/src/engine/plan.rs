@@ -83,6 +83,36 @@ impl Kind {
         }
     }
 
+    /// A short name for profiles: the kernel shape, e.g. `Conv 1x1`, `Depthwise 5x5/2`.
+    fn label(&self) -> String {
+        fn window(name: &str, w: &Window) -> String {
+            let stride = if w.sh == 1 && w.sw == 1 { String::new() } else { format!("/{}", w.sh) };
+            format!("{} {}x{}{}", name, w.kh, w.kw, stride)
+        }
+        match self {
+            Kind::Conv { win, .. } => window("Conv", win),
+            Kind::Depthwise { win, .. } => window("Depthwise", win),
+            Kind::Pool { win, max } => window(if *max { "MaxPool" } else { "AvgPool" }, win),
+            Kind::Affine { .. } => "Affine".into(),
+            Kind::Add { .. } => "Add".into(),
+            Kind::MatMul { .. } => "MatMul".into(),
+            Kind::Mean { .. } => "Mean".into(),
+            Kind::Softmax { .. } => "Softmax".into(),
+            Kind::Pad { .. } => "Pad".into(),
+        }
+    }
+
+    /// Multiply-adds per run: what a kernel's speed is measured against.
+    fn macs(&self) -> u64 {
+        let m = |v: usize| v as u64;
+        match self {
+            Kind::Conv { win, cout, .. } => m(win.n * win.oh * win.ow) * m(win.kh * win.kw * win.c) * m(*cout),
+            Kind::Depthwise { win, mult, .. } => m(win.n * win.oh * win.ow * win.c * mult) * m(win.kh * win.kw),
+            Kind::MatMul { m: rows, k, n, .. } => m(*rows) * m(*k) * m(*n),
+            _ => 0,
+        }
+    }
+
     fn weight_count(&self) -> usize {
         match self {
             Kind::Conv { w, bias, packed, .. } => w.len() + bias.len() + packed.as_ref().map_or(0, |p| p.weight_count()),
@@ -960,6 +990,20 @@ impl Model {
 
     /// Run the plan on one input tensor (NHWC, `input_len()` values) and borrow the output.
     pub fn run(&mut self, input: &[f32]) -> GuestResult<&[f32]> {
+        self.run_with(input, None)?;
+        Ok(self.output())
+    }
+
+    /// Like [`Model::run`], and time every step: what `profile_tensor` reports, so the
+    /// workshop can show where an inference spends its time. Timing is a WASI clock call
+    /// (`clock_time_get`) before and after each step, so plain runs leave it out.
+    pub fn run_timed(&mut self, input: &[f32]) -> GuestResult<Vec<StepTime>> {
+        let mut ns = Vec::with_capacity(self.steps.len());
+        self.run_with(input, Some(&mut ns))?;
+        Ok(self.steps.iter().zip(ns).map(|(s, ns)| StepTime { node: s.node.clone(), op: s.kind.label(), macs: s.kind.macs(), ns }).collect())
+    }
+
+    fn run_with(&mut self, input: &[f32], mut clock: Option<&mut Vec<u64>>) -> GuestResult<()> {
         if input.len() != self.input_len {
             return Err((
                 ErrorCode::BadArgument,
@@ -968,6 +1012,7 @@ impl Model {
         }
         self.slots[self.input_slot][..self.input_len].copy_from_slice(input);
         for step in &self.steps {
+            let start = clock.as_ref().map(|_| std::time::Instant::now());
             // Move the output slot out so it can be written while the inputs are borrowed.
             let mut out = std::mem::take(&mut self.slots[step.out]);
             {
@@ -985,11 +1030,34 @@ impl Model {
                 exec(&step.kind, &ins, &mut out[..step.out_len]);
             }
             self.slots[step.out] = out;
+            if let (Some(ns), Some(start)) = (clock.as_mut(), start) {
+                ns.push(start.elapsed().as_nanos() as u64);
+            }
         }
-        Ok(match self.output {
+        Ok(())
+    }
+
+    fn output(&self) -> &[f32] {
+        match self.output {
             Src::Const(i) => &self.consts[i][..self.output_len],
             Src::Buf(s) => &self.slots[s][..self.output_len],
-        })
+        }
+    }
+}
+
+/// One step's share of a timed inference.
+#[derive(Clone, Debug)]
+pub struct StepTime {
+    pub node: String,
+    pub op: String,
+    /// Multiply-adds the step does (0 for steps that only move or normalise values).
+    pub macs: u64,
+    pub ns: u64,
+}
+
+impl StepTime {
+    pub fn to_json(&self) -> String {
+        format!("{{\"node\":{},\"op\":{},\"macs\":{},\"ns\":{}}}", json_string(&self.node), json_string(&self.op), self.macs, self.ns)
     }
 }
 

@@ -9,6 +9,21 @@
 mod imp {
     use core::arch::wasm32::*;
 
+    /// The multiply-add marker: `a * b + c`, with the signature and operand order of
+    /// relaxed SIMD's `f32x4.relaxed_madd` (`v128 v128 v128 -> v128`).
+    ///
+    /// Why a function: Debian's rustc 1.63 cannot emit relaxed-SIMD instructions (the
+    /// intrinsic arrived in Rust 1.82), but a call to this function leaves exactly the same
+    /// three operands on the wasm stack as the instruction would take. So the build keeps it
+    /// out of line, and `wasi_lab.relaxed` rewrites every `call` to it into one
+    /// `f32x4.relaxed_madd` after linking, on any toolchain. Left unrewritten, the module is
+    /// still correct, only slow (a call per multiply-add).
+    #[cfg(feature = "relaxed-fma")]
+    #[inline(never)]
+    pub extern "C" fn __wasi_lab_relaxed_madd(a: v128, b: v128, c: v128) -> v128 {
+        f32x4_add(f32x4_mul(a, b), c)
+    }
+
     #[derive(Clone, Copy)]
     pub struct F32x4(v128);
 
@@ -47,20 +62,17 @@ mod imp {
             F32x4(f32x4_mul(self.0, o.0))
         }
         /// `self + a * b` (wasm SIMD128 has no fused multiply-add: two instructions).
-        #[cfg(not(target_feature = "relaxed-simd"))]
+        #[cfg(not(feature = "relaxed-fma"))]
         #[inline(always)]
         pub fn mul_add(self, a: F32x4, b: F32x4) -> F32x4 {
             F32x4(f32x4_add(self.0, f32x4_mul(a.0, b.0)))
         }
-        /// `self + a * b` as one relaxed-SIMD multiply-add (an FMA on hosts that have one).
-        /// Only for toolchains that know the feature (Rust 1.82+), built with
-        /// `-C target-feature=+simd128,+relaxed-simd`, and a host engine with relaxed SIMD
-        /// enabled; results then differ from the two-instruction form by rounding only.
-        /// Untested here: Debian's rustc 1.63 has neither the feature nor the intrinsic.
-        #[cfg(target_feature = "relaxed-simd")]
+        /// `self + a * b` through the multiply-add marker [`__wasi_lab_relaxed_madd`]:
+        /// after the post-link pass it is one `f32x4.relaxed_madd`, an FMA on hosts with one.
+        #[cfg(feature = "relaxed-fma")]
         #[inline(always)]
         pub fn mul_add(self, a: F32x4, b: F32x4) -> F32x4 {
-            F32x4(f32x4_relaxed_madd(a.0, b.0, self.0))
+            F32x4(__wasi_lab_relaxed_madd(a.0, b.0, self.0))
         }
         /// Lane-wise clamp to `[lo, hi]` (`pmax`/`pmin`: one instruction each).
         #[inline(always)]

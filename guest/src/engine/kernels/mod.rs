@@ -143,7 +143,19 @@ mod tests {
 
     #[test]
     fn vector_depthwise_matches_plain_loops() {
-        for &(h, w, c, k, s, pad) in &[(7, 8, 16, 3, 1, Padding::Same), (9, 7, 20, 5, 2, Padding::Same), (6, 6, 13, 3, 2, Padding::Valid)] {
+        // The first six take the unrolled interior loops (3x3 and 5x5, stride 1 and 2, channels
+        // a multiple of 16) plus the clipped border; the last three the general loop only.
+        for &(h, w, c, k, s, pad) in &[
+            (7, 8, 16, 3, 1, Padding::Same),
+            (9, 10, 32, 3, 2, Padding::Same),
+            (11, 9, 48, 5, 1, Padding::Same),
+            (12, 13, 16, 5, 2, Padding::Same),
+            (8, 9, 32, 3, 1, Padding::Valid),
+            (4, 4, 16, 5, 1, Padding::Same),
+            (9, 7, 20, 5, 2, Padding::Same),
+            (6, 6, 13, 3, 2, Padding::Valid),
+            (7, 7, 16, 7, 1, Padding::Same),
+        ] {
             let win = Window::new(&[1, h, w, c], k, k, s, s, pad).unwrap();
             let x = noise(h * w * c, 4);
             let wt = noise(k * k * c, 5);

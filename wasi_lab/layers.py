@@ -1,0 +1,136 @@
+"""Where one inference spends its time: the guest times every step of its plan.
+
+`wasi-lab bench` says how fast the guest is; this says why. The guest's `profile_tensor`
+export runs one inference and reads the WASI clock around each step (a convolution with
+its fused batch norm, activation and skip connection is one step), so the host gets, per
+step, the graph node, the op, its multiply-adds and nanoseconds. Medians over a few runs
+go into a table (`wasi-lab bench --layers`) and a chart (notebook 05): milliseconds per
+kind of op and the rate each kind reaches, in G multiply-adds per second.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from wasi_lab.build import default_module
+from wasi_lab.models.registry import ensure_model, get_model
+from wasi_lab.predict import Classifier
+
+
+@dataclass
+class StepTime:
+    node: str
+    op: str
+    macs: int
+    ms: float  # median over the runs
+
+
+@dataclass
+class OpTotal:
+    op: str
+    steps: int
+    macs: int
+    ms: float
+    share: float  # of the whole inference
+
+    @property
+    def gmacs(self) -> float | None:
+        """G multiply-adds per second (None for ops that only move values)."""
+        return self.macs / self.ms / 1e6 if self.macs and self.ms > 0 else None
+
+
+@dataclass
+class LayerProfile:
+    model: str
+    module: str
+    repeat: int
+    steps: list[StepTime]
+
+    @property
+    def total_ms(self) -> float:
+        return sum(s.ms for s in self.steps)
+
+    def by_op(self) -> list[OpTotal]:
+        """Steps grouped by op (e.g. `Conv 1x1`, `Depthwise 5x5/2`), slowest first."""
+        groups: dict[str, list[StepTime]] = {}
+        for s in self.steps:
+            groups.setdefault(s.op, []).append(s)
+        total = self.total_ms or 1.0
+        rows = [OpTotal(op, len(ss), sum(s.macs for s in ss), sum(s.ms for s in ss),
+                        sum(s.ms for s in ss) / total) for op, ss in groups.items()]
+        return sorted(rows, key=lambda r: -r.ms)
+
+    def to_dict(self) -> dict:
+        return {"model": self.model, "module": self.module, "repeat": self.repeat,
+                "total_ms": round(self.total_ms, 3),
+                "by_op": [dict(asdict(r), gmacs=r.gmacs) for r in self.by_op()],
+                "steps": [asdict(s) for s in self.steps]}
+
+
+def profile_layers(model: str = "efficientnet-lite0", repeat: int = 10,
+                   module: Path | None = None, image: bytes | None = None,
+                   progress: bool = True) -> LayerProfile:
+    """Per-step medians of `repeat` timed inferences (after one untimed warm-up run)."""
+    spec = get_model(model)
+    ensure_model(spec.name, progress=False)
+    path = Path(module) if module else default_module()
+    clf = Classifier(spec.name, module=path)
+    if image is None:
+        import matplotlib.cbook as cbook
+
+        image = Path(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)).read_bytes()
+    x = clf.preprocess(image)
+    clf.profile(x)
+    runs = [clf.profile(x) for _ in tqdm(range(max(1, repeat)), desc="timed inferences",
+                                         leave=False, disable=not progress)]
+    steps = [StepTime(node=s["node"], op=s["op"], macs=int(s["macs"]),
+                      ms=statistics.median(r[i]["ns"] for r in runs) / 1e6)
+             for i, s in enumerate(runs[0])]
+    return LayerProfile(model=spec.name, module=str(path),
+                        repeat=repeat, steps=steps)
+
+
+def format_layers(prof: LayerProfile, slowest: int = 8) -> str:
+    """The table `wasi-lab bench --layers` prints: per op, then the slowest steps."""
+    lines = [f"model {prof.model}, {len(prof.steps)} steps, median of {prof.repeat} runs: "
+             f"{prof.total_ms:.2f} ms in the guest's steps", "",
+             f"{'op':<18}{'steps':>6}{'ms':>9}{'share':>8}{'M MACs':>10}{'G MAC/s':>9}"]
+    for r in prof.by_op():
+        rate = f"{r.gmacs:9.2f}" if r.gmacs else f"{'':>9}"
+        lines.append(f"{r.op:<18}{r.steps:>6}{r.ms:9.2f}{r.share:8.1%}{r.macs / 1e6:10.1f}"
+                     f"{rate}")
+    lines += ["", f"slowest {slowest} steps:"]
+    for s in sorted(prof.steps, key=lambda s: -s.ms)[:slowest]:
+        rate = f"{s.macs / s.ms / 1e6:6.2f} G MAC/s" if s.macs and s.ms > 0 else ""
+        lines.append(f"  {s.ms:6.2f} ms  {s.op:<16} {rate:>15}  {s.node}")
+    return "\n".join(lines)
+
+
+def layers_json(prof: LayerProfile) -> str:
+    return json.dumps(prof.to_dict(), indent=2)
+
+
+def layers_figure(prof: LayerProfile):
+    """Milliseconds per kind of op (bars) and the rate each reaches (labels)."""
+    import matplotlib.pyplot as plt
+
+    rows = prof.by_op()[::-1]
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.2), layout="constrained")
+    bars = ax.barh([f"{r.op} (x{r.steps})" for r in rows], [r.ms for r in rows],
+                   color=["#4c72b0" if r.macs else "#999999" for r in rows])
+    for b, r in zip(bars, rows, strict=True):
+        note = f"{r.ms:.2f} ms, {r.share:.0%}"
+        if r.gmacs:
+            note += f", {r.gmacs:.1f} G MAC/s"
+        ax.annotate(note, (b.get_width(), b.get_y() + b.get_height() / 2), va="center",
+                    xytext=(6, 0), textcoords="offset points", fontsize=9)
+    ax.margins(x=0.5)
+    ax.set_xlabel("milliseconds per inference (median per step, summed by op)")
+    ax.set_title(f"{prof.model}: where {prof.total_ms:.1f} ms go", fontsize=12, loc="left")
+    return fig
+
