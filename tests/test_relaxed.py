@@ -1,22 +1,20 @@
 """The relaxed-SIMD rewrite: marker calls become `f32x4.relaxed_madd`, and nothing else moves.
 
-The modules are small WAT programs assembled with wabt's `wat2wasm` (installed by setup's
-test dependencies), plus the kit's real guest for the decoder's walk over every instruction
-LLVM emits.
+The modules are small WAT programs assembled by wasmtime's own `wat2wasm` (which writes a
+`name` section for `$names`), plus the kit's real guest for the decoder's walk over every
+instruction LLVM emits.
 """
 
 from __future__ import annotations
 
-import shutil
 import struct
-import subprocess
 from pathlib import Path
 
 import pytest
 import wasmtime
 
 from wasi_lab.build import PREBUILT_MODULE, BuildError, build_guest
-from wasi_lab.inspect import WasmFormatError
+from wasi_lab.inspect import WasmFormatError, read_sections
 from wasi_lab.relaxed import (
     MARKER,
     RELAXED_MADD,
@@ -26,8 +24,6 @@ from wasi_lab.relaxed import (
     rewrite_calls,
 )
 from wasi_lab.runtime import get_engine
-
-pytestmark = pytest.mark.skipif(shutil.which("wat2wasm") is None, reason="needs wabt's wat2wasm")
 
 # a = b = 1 + 2^-12: a*b = 1 + 2^-11 + 2^-24 exactly, which f32 rounds to 1 + 2^-11. With
 # c = -(1 + 2^-11), multiply-then-add gives 0 and a fused multiply-add gives 2^-24.
@@ -59,12 +55,23 @@ MODULE = f"""
 """
 
 
-def assemble(tmp_path: Path, text: str, names: bool = True) -> bytes:
-    src, out = tmp_path / "m.wat", tmp_path / "m.wasm"
-    src.write_text(text)
-    cmd = ["wat2wasm", str(src), "-o", str(out)] + (["--debug-names"] if names else [])
-    subprocess.run(cmd, check=True, capture_output=True)
-    return out.read_bytes()
+def assemble(text: str, names: bool = True) -> bytes:
+    """The module's bytes; without `names`, its `name` section cut out."""
+    wasm = bytes(wasmtime.wat2wasm(text))
+    if names:
+        return wasm
+    name = next(s for s in read_sections(wasm) if s.custom_name == "name")
+    start = name.offset - 1 - len(_uleb(name.size))
+    return wasm[:start] + wasm[name.offset + name.size:]
+
+
+def _uleb(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        out.append((n & 0x7F) | (0x80 if n >> 7 else 0))
+        n >>= 7
+        if not n:
+            return bytes(out)
 
 
 def run_madd(wasm: bytes) -> tuple[float, float]:
@@ -85,8 +92,8 @@ def host_has_fma() -> bool:
         return False
 
 
-def test_marker_calls_become_relaxed_madd(tmp_path: Path) -> None:
-    wasm = assemble(tmp_path, MODULE)
+def test_marker_calls_become_relaxed_madd() -> None:
+    wasm = assemble(MODULE)
     fused, report = fuse_multiply_adds(wasm)
     assert report.rewritten == 2 and report.functions_touched == 1
     assert fused.count(RELAXED_MADD) == 2
@@ -105,7 +112,7 @@ def test_marker_calls_become_relaxed_madd(tmp_path: Path) -> None:
 
 def test_fuse_file_rewrites_in_place(tmp_path: Path) -> None:
     path = tmp_path / "guest.wasm"
-    path.write_bytes(assemble(tmp_path, MODULE))
+    path.write_bytes(assemble(MODULE))
     assert fuse_file(path).rewritten == 2
     assert path.read_bytes().count(RELAXED_MADD) == 2
     assert not list(tmp_path.glob("*.tmp"))
@@ -119,9 +126,9 @@ def test_decoder_walks_every_instruction_of_the_guest() -> None:
     assert out == data
 
 
-def test_errors_say_what_is_missing(tmp_path: Path) -> None:
+def test_errors_say_what_is_missing() -> None:
     with pytest.raises(WasmFormatError, match="no `name` section"):
-        find_marker(assemble(tmp_path, MODULE, names=False))
+        find_marker(assemble(MODULE, names=False))
     with pytest.raises(WasmFormatError, match="relaxed-fma"):
         find_marker(PREBUILT_MODULE.read_bytes())
     wrong = MODULE.replace("(param v128 v128 v128) (result v128)",
@@ -131,7 +138,7 @@ def test_errors_say_what_is_missing(tmp_path: Path) -> None:
     wrong = wrong.replace("(f32x4.add (f32x4.mul (local.get 0) (local.get 1)) (local.get 2))",
                           "(f32x4.mul (local.get 0) (local.get 1))")
     with pytest.raises(WasmFormatError, match="not \\(v128, v128, v128\\) -> v128"):
-        fuse_multiply_adds(assemble(tmp_path, wrong))
+        fuse_multiply_adds(assemble(wrong))
     with pytest.raises(WasmFormatError, match="past the end"):
         fuse_multiply_adds(PREBUILT_MODULE.read_bytes()[:5000])
 

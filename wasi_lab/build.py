@@ -147,6 +147,28 @@ def build_guest(
     return result
 
 
+def run_guest_unit_tests(toolchain: Toolchain | None = None, timeout: float = 1200
+                         ) -> subprocess.CompletedProcess[str]:
+    """`cargo test --lib` for the host: the engine's own unit tests (protobuf reader, graph
+    planner, kernels with their row, column and border tails against the plain loops).
+
+    They run natively, where the 4-lane type is emulated with arrays (`lanes.rs`), so they
+    check the blocking and tail logic the SIMD build shares; the wasm build itself is tested
+    from Python against the NumPy reference.
+    """
+    tc = toolchain or find_toolchain()
+    env = tc.env()
+    env["CARGO_TARGET_DIR"] = str(GUEST_DIR / "target" / "host-tests")
+    env["CARGO_TERM_COLOR"] = "never"
+    lock = GUEST_DIR / "Cargo.lock"
+    if lock.exists():
+        lock.unlink()
+    cmd = [str(tc.cargo), "test", "--lib", *tc.cargo_config_args(),
+           "--manifest-path", str(GUEST_DIR / "Cargo.toml")]
+    return subprocess.run(cmd, env=env, cwd=GUEST_DIR, capture_output=True, text=True,
+                          timeout=timeout)
+
+
 def built_module(release: bool = True, features: Sequence[str] = ()) -> Path | None:
     """The module a previous build left in guest/target, if any."""
     base = GUEST_DIR / "target" / variant_name(release, features)
