@@ -36,7 +36,7 @@ def test_guest_output_matches_the_numpy_reference(clf: Classifier, grace_hopper_
 
     tensor = clf.preprocess(grace_hopper_bytes)
     ours = clf.infer_tensor(tensor)
-    graph = parse_graphdef(clf.model_bytes)
+    graph = parse_graphdef(clf.model_path.read_bytes())
     (ref,) = run_graph(graph, {clf.spec.input: tensor}, [clf.spec.output])
     assert np.abs(ours - ref.reshape(-1)).max() <= 1e-4
 

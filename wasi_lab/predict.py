@@ -90,8 +90,10 @@ class Classifier:
         self.guest = guest or Guest(compiled)
         t2 = time.perf_counter()
         self.labels = labels_for(self.spec.labels)
-        self.model_bytes = ensure_model(self.spec.name, progress=False).read_bytes() \
-            if self.spec.directory is None else self.spec.path.read_bytes()
+        # Only the path is kept: the guest parses the model into its own weights, and a
+        # server holds one Classifier per core (the raw .pb is ~19 MB each time).
+        self.model_path = ensure_model(self.spec.name, progress=False) \
+            if self.spec.directory is None else self.spec.path
         self.handle = self._load()
         t3 = time.perf_counter()
         self.output_len = self.guest.call("model_output_len", self.handle)
@@ -105,17 +107,17 @@ class Classifier:
     def _load(self) -> int:
         """Write the model, let the guest parse it once, and free the raw bytes."""
         g = self.guest
-        ptr = g.write_bytes(self.model_bytes, "model")
+        model = self.model_path.read_bytes()
+        ptr = g.write_bytes(model, "model")
         try:
             out = self.spec.output.encode()
             name = g.write_bytes(out, "output name")
             try:
-                return g.call("load_model_with_output", ptr, len(self.model_bytes), name,
-                              len(out))
+                return g.call("load_model_with_output", ptr, len(model), name, len(out))
             finally:
                 g.dealloc(name, len(out))
         finally:
-            g.dealloc(ptr, len(self.model_bytes))
+            g.dealloc(ptr, len(model))
 
     def reset(self) -> None:
         """A fresh instance after a trap, with the model loaded again."""
