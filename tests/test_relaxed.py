@@ -22,6 +22,7 @@ from wasi_lab.relaxed import (
     fuse_file,
     fuse_multiply_adds,
     rewrite_calls,
+    uleb128,
 )
 from wasi_lab.runtime import get_engine
 
@@ -61,17 +62,8 @@ def assemble(text: str, names: bool = True) -> bytes:
     if names:
         return wasm
     name = next(s for s in read_sections(wasm) if s.custom_name == "name")
-    start = name.offset - 1 - len(_uleb(name.size))
+    start = name.offset - 1 - len(uleb128(name.size))
     return wasm[:start] + wasm[name.offset + name.size:]
-
-
-def _uleb(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        out.append((n & 0x7F) | (0x80 if n >> 7 else 0))
-        n >>= 7
-        if not n:
-            return bytes(out)
 
 
 def run_madd(wasm: bytes) -> tuple[float, float]:

@@ -26,6 +26,9 @@ from pathlib import Path
 
 from wasi_lab.inspect import Reader, WasmFormatError, import_kinds, read_sections
 
+# Protobuf's varint is unsigned LEB128, the same encoding wasm uses for sizes and indices.
+from wasi_lab.models.graphdef import encode_varint as uleb128
+
 #: The marker's name as the `name` section spells it (a substring: Rust may mangle it).
 MARKER = "__wasi_lab_relaxed_madd"
 #: `f32x4.relaxed_madd`: the 0xFD (SIMD) prefix and sub-opcode 0x105 as LEB128.
@@ -42,18 +45,6 @@ class FuseReport:
     functions_touched: int
     size_before: int
     size_after: int
-
-
-def _uleb(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
 
 
 def _memarg(r: Reader) -> None:
@@ -271,19 +262,19 @@ def rewrite_calls(data: bytes, marker: int) -> tuple[bytes, FuseReport]:
     r = Reader(data, code.offset, code.offset + code.size)
     new_code = bytearray()
     n_bodies = r.u32()
-    new_code += _uleb(n_bodies)
+    new_code += uleb128(n_bodies)
     total = touched = 0
     for _ in range(n_bodies):
         size = r.u32()
         body, count = _rewrite_body(data, r.pos, r.pos + size, marker)
         r.pos += size
-        new_code += _uleb(len(body)) + body
+        new_code += uleb128(len(body)) + body
         total += count
         touched += bool(count)
     # No calls left is not an error: the module was fused already (cargo found nothing to
     # rebuild, so the file on disk is the rewritten one).
     start = _section_start(data, code.offset)
-    out = (data[:start] + b"\x0a" + _uleb(len(new_code)) + bytes(new_code)
+    out = (data[:start] + b"\x0a" + uleb128(len(new_code)) + bytes(new_code)
            + data[code.offset + code.size:])
     return out, FuseReport(marker, total, touched, len(data), len(out))
 
