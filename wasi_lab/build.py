@@ -68,6 +68,18 @@ def variant_name(release: bool, features: Sequence[str]) -> str:
     return "-".join(parts)
 
 
+def _cargo_env(tc: Toolchain, target_dir: Path) -> dict[str, str]:
+    """cargo's environment for one target directory, with a fresh lock file: rustup
+    toolchains must not pick up the Debian registry's Cargo.lock and vice versa."""
+    env = tc.env()
+    env["CARGO_TARGET_DIR"] = str(target_dir)
+    env["CARGO_TERM_COLOR"] = "never"
+    lock = GUEST_DIR / "Cargo.lock"
+    if lock.exists():
+        lock.unlink()
+    return env
+
+
 def build_guest(
     release: bool = True,
     features: Sequence[str] = (),
@@ -93,15 +105,9 @@ def build_guest(
         cmd.append("--release")
     if features:
         cmd += ["--features", ",".join(features)]
-    env = tc.env()
-    env["CARGO_TARGET_DIR"] = str(target_dir)
-    env["CARGO_TERM_COLOR"] = "never"
+    env = _cargo_env(tc, target_dir)
     if "scalar" not in features:
         env["RUSTFLAGS"] = (env.get("RUSTFLAGS", "") + " " + SIMD_FLAGS).strip()
-    # rustup toolchains must not pick up the Debian registry's Cargo.lock and vice versa.
-    lock = GUEST_DIR / "Cargo.lock"
-    if lock.exists():
-        lock.unlink()
     start = time.perf_counter()
     lines: list[str] = []
     compiled: list[str] = []
@@ -157,12 +163,7 @@ def run_guest_unit_tests(toolchain: Toolchain | None = None, timeout: float = 12
     from Python against the NumPy reference.
     """
     tc = toolchain or find_toolchain()
-    env = tc.env()
-    env["CARGO_TARGET_DIR"] = str(GUEST_DIR / "target" / "host-tests")
-    env["CARGO_TERM_COLOR"] = "never"
-    lock = GUEST_DIR / "Cargo.lock"
-    if lock.exists():
-        lock.unlink()
+    env = _cargo_env(tc, GUEST_DIR / "target" / "host-tests")
     cmd = [str(tc.cargo), "test", "--lib", *tc.cargo_config_args(),
            "--manifest-path", str(GUEST_DIR / "Cargo.toml")]
     return subprocess.run(cmd, env=env, cwd=GUEST_DIR, capture_output=True, text=True,

@@ -194,6 +194,17 @@ pub fn output_slice<'a>(ptr: *mut u8, len: usize, what: &str) -> GuestResult<&'a
     Ok(unsafe { std::slice::from_raw_parts_mut(ptr, len) })
 }
 
+/// Copy at most `cap` bytes of `text` to `ptr` (a live block) and return `text`'s full
+/// length: the protocol of the JSON reports (`model_info`, `profile_tensor`), so a host
+/// whose buffer was too short can ask again with a bigger one.
+pub fn write_truncated(ptr: *mut u8, cap: usize, text: &str, what: &str) -> GuestResult<i32> {
+    let n = text.len().min(cap);
+    if n > 0 {
+        output_slice(ptr, n, what)?.copy_from_slice(&text.as_bytes()[..n]);
+    }
+    Ok(text.len() as i32)
+}
+
 /// Write little-endian f32 values into an output buffer (alignment is not assumed).
 pub fn write_f32s(out: &mut [u8], values: &[f32]) {
     for (chunk, v) in out.chunks_exact_mut(4).zip(values) {

@@ -5,7 +5,7 @@
 //! handle, and then call `classify` or `infer_tensor` with it. Every function returns a
 //! negative [`ErrorCode`] on failure (message in `last_error`) and never traps on bad input.
 
-use crate::abi::{self, finish, input_slice, output_slice, write_f32s, ErrorCode, GuestResult};
+use crate::abi::{self, finish, input_slice, output_slice, write_f32s, write_truncated, ErrorCode, GuestResult};
 use crate::engine::Model;
 use crate::preprocess::{self, Mode, TENSOR_LEN};
 use std::borrow::Cow;
@@ -103,11 +103,7 @@ pub extern "C" fn model_input_len(handle: i32) -> i32 {
 pub extern "C" fn model_info(handle: i32, out_ptr: *mut u8, cap: usize) -> i32 {
     finish((|| {
         let json = with_model(handle, |m| Ok(m.info.to_json()))?;
-        let n = json.len().min(cap);
-        if n > 0 {
-            output_slice(out_ptr, n, "model_info output")?.copy_from_slice(&json.as_bytes()[..n]);
-        }
-        Ok(json.len() as i32)
+        write_truncated(out_ptr, cap, &json, "model_info output")
     })())
 }
 
@@ -123,11 +119,7 @@ pub extern "C" fn profile_tensor(handle: i32, tensor_ptr: *const u8, out_ptr: *m
             check_image_input(model)?;
             let steps = model.run_timed(&read_f32s(raw))?;
             let json = format!("[{}]", steps.iter().map(|s| s.to_json()).collect::<Vec<_>>().join(","));
-            let n = json.len().min(cap);
-            if n > 0 {
-                output_slice(out_ptr, n, "profile_tensor output")?.copy_from_slice(&json.as_bytes()[..n]);
-            }
-            Ok(json.len() as i32)
+            write_truncated(out_ptr, cap, &json, "profile_tensor output")
         })
     })())
 }
