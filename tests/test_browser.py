@@ -110,8 +110,21 @@ def _open_and_run_all(browser, base: str, name: str):
                            "[data-status='idle']", timeout=90_000)
     page.click(".jp-NotebookPanel .jp-Notebook")
     page.keyboard.press("Escape")
-    page.click(".lm-MenuBar-itemLabel:text-is('Run')", timeout=10_000)
-    page.click(".lm-Menu-itemLabel:text-is('Run All Cells')", timeout=10_000)
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    # A menu click that lands while JupyterLab is still settling can be lost (seen once in
+    # a loaded CI run: nothing ran for 180 s). Run All again if no cell has started.
+    for attempt in range(2):
+        page.click(".lm-MenuBar-itemLabel:text-is('Run')", timeout=10_000)
+        page.click(".lm-Menu-itemLabel:text-is('Run All Cells')", timeout=10_000)
+        try:
+            page.wait_for_function(
+                "() => [...document.querySelectorAll('.jp-InputArea-prompt')]"
+                ".some(p => /\\[(\\*|\\d+)\\]/.test(p.innerText))", timeout=30_000)
+            break
+        except PlaywrightTimeout:
+            if attempt:
+                raise
     return page
 
 

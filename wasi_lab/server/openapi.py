@@ -16,6 +16,16 @@ from wasi_lab.server.limits import Limits
 _ERROR_REF = {"$ref": "#/components/schemas/Error"}
 
 
+def _url_operation(summary: str, operation_id: str, image_errors: tuple[str, ...]) -> dict:
+    """`GET /` and `POST /` are the same operation: a URL as text in, the top label out."""
+    text = {"text/plain": {"schema": {"type": "string"}}}
+    return {"summary": summary, "operationId": operation_id,
+            "requestBody": {"required": True, "content": text},
+            "responses": {"200": {"description": "the top label", "content": text},
+                          **_errors(*image_errors, "bad_url", "forbidden_address",
+                                    "download_too_large", "fetch_failed", "fetch_timeout")}}
+
+
 def _errors(*codes: str) -> dict[str, Any]:
     """Responses for these error codes, grouped by status."""
     by_status: dict[int, list[str]] = {}
@@ -63,27 +73,9 @@ def build_openapi(limits: Limits) -> dict[str, Any]:
                                           "schema": {"$ref": "#/components/schemas/"
                                                              "Prediction"}}}},
                               **_errors(*image_errors)}}},
-            "/": {
-                "get": {"summary": "The article's endpoint: an image URL in, a label out",
-                        "operationId": "classifyUrlGet",
-                        "requestBody": {"required": True, "content": {
-                            "text/plain": {"schema": {"type": "string"}}}},
-                        "responses": {"200": {"description": "the top label",
-                                              "content": {"text/plain": {
-                                                  "schema": {"type": "string"}}}},
-                                      **_errors(*image_errors, "bad_url",
-                                                "forbidden_address", "download_too_large",
-                                                "fetch_failed", "fetch_timeout")}},
-                "post": {"summary": "Same as GET /",
-                         "operationId": "classifyUrlPost",
-                         "requestBody": {"required": True, "content": {
-                             "text/plain": {"schema": {"type": "string"}}}},
-                         "responses": {"200": {"description": "the top label",
-                                               "content": {"text/plain": {
-                                                   "schema": {"type": "string"}}}},
-                                       **_errors(*image_errors, "bad_url",
-                                                 "forbidden_address", "download_too_large",
-                                                 "fetch_failed", "fetch_timeout")}}},
+            "/": {"get": _url_operation("The article's endpoint: an image URL in, a label out",
+                                        "classifyUrlGet", image_errors),
+                  "post": _url_operation("Same as GET /", "classifyUrlPost", image_errors)},
             "/healthz": {"get": {"summary": "Liveness, pool state and limits",
                                  "operationId": "healthz",
                                  "responses": {"200": {"description": "serving",
