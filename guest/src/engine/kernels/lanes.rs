@@ -79,6 +79,21 @@ mod imp {
         pub fn clamp(self, lo: F32x4, hi: F32x4) -> F32x4 {
             F32x4(f32x4_pmin(f32x4_pmax(self.0, lo.0), hi.0))
         }
+        /// The 4x4 transpose of four rows: lane `j` of row `i` becomes lane `i` of row `j`.
+        /// Eight shuffles, each one `unpck`/`movlhps`-style instruction under Cranelift.
+        #[inline(always)]
+        pub fn transpose(r: [F32x4; 4]) -> [F32x4; 4] {
+            let lo01 = i32x4_shuffle::<0, 4, 1, 5>(r[0].0, r[1].0);
+            let lo23 = i32x4_shuffle::<0, 4, 1, 5>(r[2].0, r[3].0);
+            let hi01 = i32x4_shuffle::<2, 6, 3, 7>(r[0].0, r[1].0);
+            let hi23 = i32x4_shuffle::<2, 6, 3, 7>(r[2].0, r[3].0);
+            [
+                F32x4(i64x2_shuffle::<0, 2>(lo01, lo23)),
+                F32x4(i64x2_shuffle::<1, 3>(lo01, lo23)),
+                F32x4(i64x2_shuffle::<0, 2>(hi01, hi23)),
+                F32x4(i64x2_shuffle::<1, 3>(hi01, hi23)),
+            ]
+        }
     }
 }
 
@@ -127,6 +142,16 @@ mod imp {
                 r[i] = if r[i] > hi.0[i] { hi.0[i] } else { r[i] };
             }
             F32x4(r)
+        }
+        #[inline(always)]
+        pub fn transpose(r: [F32x4; 4]) -> [F32x4; 4] {
+            let mut t = [[0.0; 4]; 4];
+            for (i, row) in r.iter().enumerate() {
+                for (j, v) in row.0.iter().enumerate() {
+                    t[j][i] = *v;
+                }
+            }
+            t.map(F32x4)
         }
     }
 }

@@ -115,6 +115,9 @@ mod tests {
             (6, 6, 4, 8, 1, 2, Padding::Same),
             // A long k with row (30 = 7 x 4 + 2) and column (40 = 5 x 8) tails.
             (6, 5, 160, 40, 1, 1, Padding::Valid),
+            // The stem's shape, smaller: tiles of 4 windows inside the image (packed 4x4
+            // at a time) next to tiles that touch the border or wrap to the next row.
+            (15, 13, 3, 16, 3, 2, Padding::Same),
         ] {
             let win = Window::new(&[1, h, w, cin], k, k, s, s, pad).unwrap();
             let x = noise(h * w * cin, 1);
