@@ -15,6 +15,7 @@ import wasmtime
 
 from wasi_lab.build import PREBUILT_MODULE, BuildError, build_guest
 from wasi_lab.inspect import WasmFormatError, read_sections
+from wasi_lab.postlink import uleb128
 from wasi_lab.relaxed import (
     MARKER,
     RELAXED_MADD,
@@ -22,7 +23,6 @@ from wasi_lab.relaxed import (
     fuse_file,
     fuse_multiply_adds,
     rewrite_calls,
-    uleb128,
 )
 from wasi_lab.runtime import get_engine
 

@@ -49,6 +49,9 @@ class BuildResult:
     profile: str
     features: tuple[str, ...]
     compiled: list[str]
+    #: Address adds folded into load offsets in the library module (`wasi_lab.postlink`;
+    #: 0 when cargo rebuilt nothing, as the file on disk was folded already).
+    folded: int = 0
     #: What the relaxed-SIMD rewrite did to the library module (`relaxed-fma` builds only).
     fused: FuseReport | None = None
 
@@ -132,9 +135,15 @@ def build_guest(
     out = target_dir / tc.target / ("release" if release else "debug")
     module = out / LIB_NAME
     command = out / CLI_NAME
+    # Post-link passes (late imports: via inspect and runtime they import us).
+    from wasi_lab.postlink import fold_file
+
+    folded = fold_file(module)
+    if command.exists():
+        fold_file(command)
     fused = None
     if FMA_FEATURE in features:
-        from wasi_lab.relaxed import fuse_file  # late: via inspect and runtime it imports us
+        from wasi_lab.relaxed import fuse_file
 
         fused = fuse_file(module)
         if command.exists():
@@ -142,7 +151,7 @@ def build_guest(
     result = BuildResult(module=module, command=command if command.exists() else None,
                          seconds=seconds, toolchain=tc,
                          profile="release" if release else "debug", features=features,
-                         compiled=compiled, fused=fused)
+                         compiled=compiled, folded=folded, fused=fused)
     if update_prebuilt:
         if not release or features:
             raise BuildError("only the default release build may replace guest/prebuilt")

@@ -23,6 +23,8 @@ def _cmd_build(args: argparse.Namespace) -> int:
         return 1
     print(f"built {res.module} ({res.size:,} bytes, {res.profile}) in {res.seconds:.1f} s "
           f"with {res.toolchain.version} for {res.toolchain.target}")
+    if res.folded:
+        print(f"post-link: {res.folded} address adds folded into load offsets")
     if res.fused:
         print(f"relaxed SIMD: {res.fused.rewritten} multiply-add calls became "
               f"f32x4.relaxed_madd in {res.fused.functions_touched} functions")

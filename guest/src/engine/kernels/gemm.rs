@@ -83,7 +83,6 @@ fn gemm_with(m: usize, b: &PackedB, act: Act, residual: Option<&[f32]>, c: &mut 
     if m == 0 || n == 0 {
         return;
     }
-    let np = (n + NR - 1) / NR;
     let (lo, hi) = act_bounds(act);
     // Cache blocking: a block of `mc` rows of A (about 128 KiB) is packed once and reused
     // for every panel of W; each panel (k x 8) is reused for every tile of the block.
@@ -94,65 +93,77 @@ fn gemm_with(m: usize, b: &PackedB, act: Act, residual: Option<&[f32]>, c: &mut 
         if buf.len() < need {
             buf.resize(need, 0.0);
         }
-        let mut i0 = 0;
-        while i0 < m {
-            let i1 = (i0 + mc).min(m);
-            let tiles = (i1 - i0 + MR - 1) / MR;
-            let pa = &mut buf[..tiles * MR * k];
-            pack(i0, i1 - i0, pa);
-            // Short k and small W (the 16 -> 96 expand at 112x112): the kernel does little
-            // arithmetic per tile, so writing C dominates. All of W stays in L1, so finish
-            // each tile's rows of C across every panel before moving on: C is written row
-            // after row, instead of one 32-byte strip per panel of a block too big to stay
-            // cached (every line of C fetched again for each strip). Measured: 2.28 -> 2.06
-            // ms for that layer; for k = 24 (-> 144) it did not help, so only short k.
-            let tiles_outer = k <= SHORT_K && k * np * NR <= SMALL_W_FLOATS;
-            let full_tiles = (i1 - i0) / MR;
-            let full_panels = n / NR;
-            // SAFETY: tile t of the packed block holds k * MR values; panel j holds k * NR
-            // values and the bias NR; each tile writes its rows x cols inside C (and reads
-            // the same part of the residual): `tile` is only called for t < tiles, j < np.
-            let cbase = c.as_mut_ptr();
-            let tile = |t: usize, j: usize| unsafe {
-                let i = i0 + t * MR;
-                Run {
-                    a: pa.as_ptr().add(t * MR * k),
-                    b: b.panels.as_ptr().add(j * k * NR),
-                    bias: b.bias.as_ptr().add(j * NR),
-                    res: residual.map_or(std::ptr::null(), |r| r.as_ptr().add(i * n + j * NR)),
-                    c: cbase.add(i * n + j * NR),
-                    rows: (i1 - i).min(MR),
-                    cols: (n - j * NR).min(NR),
-                    count: 1,
-                    steps: (0, 0, 0),
+        gemm_blocks(&mut buf, m, mc, b, (lo, hi), residual, c, pack)
+    })
+}
+
+/// The blocks of [`gemm_with`]: pack `mc` rows of A into `buf`, run the kernel over them.
+/// Kept out of line (not inlined into the thread-local's closure, or further into the
+/// plan's step loop) so the hot loops sit in a function of this module, which the
+/// post-link pass `wasi_lab.postlink.fold_offsets` optimises.
+#[inline(never)]
+#[allow(clippy::too_many_arguments)]
+fn gemm_blocks(buf: &mut [f32], m: usize, mc: usize, b: &PackedB, (lo, hi): (F32x4, F32x4), residual: Option<&[f32]>, c: &mut [f32], pack: impl Fn(usize, usize, &mut [f32])) {
+    let (k, n) = (b.k, b.n);
+    let np = (n + NR - 1) / NR;
+    let mut i0 = 0;
+    while i0 < m {
+        let i1 = (i0 + mc).min(m);
+        let tiles = (i1 - i0 + MR - 1) / MR;
+        let pa = &mut buf[..tiles * MR * k];
+        pack(i0, i1 - i0, pa);
+        // Short k and small W (the 16 -> 96 expand at 112x112): the kernel does little
+        // arithmetic per tile, so writing C dominates. All of W stays in L1, so finish
+        // each tile's rows of C across every panel before moving on: C is written row
+        // after row, instead of one 32-byte strip per panel of a block too big to stay
+        // cached (every line of C fetched again for each strip). Measured: 2.28 -> 2.06
+        // ms for that layer; for k = 24 (-> 144) it did not help, so only short k.
+        let tiles_outer = k <= SHORT_K && k * np * NR <= SMALL_W_FLOATS;
+        let full_tiles = (i1 - i0) / MR;
+        let full_panels = n / NR;
+        // SAFETY: tile t of the packed block holds k * MR values; panel j holds k * NR
+        // values and the bias NR; each tile writes its rows x cols inside C (and reads
+        // the same part of the residual): `tile` is only called for t < tiles, j < np.
+        let cbase = c.as_mut_ptr();
+        let tile = |t: usize, j: usize| unsafe {
+            let i = i0 + t * MR;
+            Run {
+                a: pa.as_ptr().add(t * MR * k),
+                b: b.panels.as_ptr().add(j * k * NR),
+                bias: b.bias.as_ptr().add(j * NR),
+                res: residual.map_or(std::ptr::null(), |r| r.as_ptr().add(i * n + j * NR)),
+                c: cbase.add(i * n + j * NR),
+                rows: (i1 - i).min(MR),
+                cols: (n - j * NR).min(NR),
+                count: 1,
+                steps: (0, 0, 0),
+            }
+        };
+        // SAFETY (the calls below): the runs stay inside the block's tiles and W's panels.
+        // Runs of full tiles go to one kernel call each (the kernel loops over them:
+        // no call, prologue and argument set-up per tile); the partial last tile and
+        // the partial last panel get calls of their own.
+        if tiles_outer {
+            for t in 0..tiles {
+                if full_panels > 0 {
+                    unsafe { run_kernel(Run { count: full_panels, steps: (0, k * NR, NR), ..tile(t, 0) }, k, n, lo, hi) };
                 }
-            };
-            // SAFETY (the calls below): the runs stay inside the block's tiles and W's panels.
-            // Runs of full tiles go to one kernel call each (the kernel loops over them:
-            // no call, prologue and argument set-up per tile); the partial last tile and
-            // the partial last panel get calls of their own.
-            if tiles_outer {
-                for t in 0..tiles {
-                    if full_panels > 0 {
-                        unsafe { run_kernel(Run { count: full_panels, steps: (0, k * NR, NR), ..tile(t, 0) }, k, n, lo, hi) };
-                    }
-                    if full_panels < np {
-                        unsafe { run_kernel(tile(t, full_panels), k, n, lo, hi) };
-                    }
-                }
-            } else {
-                for j in 0..np {
-                    if full_tiles > 0 {
-                        unsafe { run_kernel(Run { count: full_tiles, steps: (MR * k, 0, MR * n), ..tile(0, j) }, k, n, lo, hi) };
-                    }
-                    if full_tiles < tiles {
-                        unsafe { run_kernel(tile(full_tiles, j), k, n, lo, hi) };
-                    }
+                if full_panels < np {
+                    unsafe { run_kernel(tile(t, full_panels), k, n, lo, hi) };
                 }
             }
-            i0 = i1;
+        } else {
+            for j in 0..np {
+                if full_tiles > 0 {
+                    unsafe { run_kernel(Run { count: full_tiles, steps: (MR * k, 0, MR * n), ..tile(0, j) }, k, n, lo, hi) };
+                }
+                if full_tiles < tiles {
+                    unsafe { run_kernel(tile(full_tiles, j), k, n, lo, hi) };
+                }
+            }
         }
-    })
+        i0 = i1;
+    }
 }
 
 fn round_up(v: usize, to: usize) -> usize {
