@@ -307,6 +307,31 @@ pub fn add(a: &[f32], ashape: &[usize], b: &[f32], bshape: &[usize], oshape: &[u
 
 /// `Mean` over the dimensions flagged in `reduce` (accumulated in f64, as NumPy does).
 pub fn mean(x: &[f32], shape: &[usize], reduce: &[bool], out: &mut [f32]) {
+    // One run of reduced axes (a global average pool is H and W of NHWC): `x` is
+    // [outer, reduced, inner] and each row of `inner` values adds straight into the sums,
+    // a loop LLVM vectorises, instead of walking an index per element.
+    let first = reduce.iter().position(|&r| r);
+    let last = reduce.iter().rposition(|&r| r);
+    if let (Some(a), Some(b)) = (first, last) {
+        if reduce[a..=b].iter().all(|&r| r) {
+            let outer: usize = shape[..a].iter().product();
+            let red: usize = shape[a..=b].iter().product();
+            let inner: usize = shape[b + 1..].iter().product();
+            let mut acc = vec![0f64; inner];
+            for o in 0..outer {
+                acc.iter_mut().for_each(|v| *v = 0.0);
+                for row in x[o * red * inner..(o + 1) * red * inner].chunks_exact(inner.max(1)) {
+                    for (s, &v) in acc.iter_mut().zip(row) {
+                        *s += f64::from(v);
+                    }
+                }
+                for (y, s) in out[o * inner..(o + 1) * inner].iter_mut().zip(&acc) {
+                    *y = (s / red.max(1) as f64) as f32;
+                }
+            }
+            return;
+        }
+    }
     let kept: Vec<usize> = shape.iter().zip(reduce).map(|(&d, &r)| if r { 1 } else { d }).collect();
     let so = broadcast_strides(&kept, shape);
     let mut acc = vec![0f64; out.len()];
@@ -473,6 +498,25 @@ mod tests {
         let mut m = vec![0.0; 2];
         mean(&[1., 2., 3., 4., 5., 6., 7., 8.], &[1, 2, 2, 2], &[false, true, true, false], &mut m);
         assert_eq!(m, vec![4.0, 5.0]);
+        // Every reduction of a 2x3x2 tensor against brute force: one run of axes takes
+        // the row loop, [true, false, true] the general index walk.
+        let x: Vec<f32> = (0..12).map(|v| v as f32 * 0.5 - 1.0).collect();
+        for bits in 1..8u32 {
+            let reduce: Vec<bool> = (0..3).map(|d| bits >> d & 1 == 1).collect();
+            let kept: Vec<usize> = [2, 3, 2].iter().zip(&reduce).map(|(&d, &r)| if r { 1 } else { d }).collect();
+            let mut want = vec![0f32; kept.iter().product()];
+            let count = [2, 3, 2].iter().zip(&reduce).filter(|(_, &r)| r).map(|(&d, _)| d).product::<usize>() as f32;
+            for (i, &v) in x.iter().enumerate() {
+                let idx = [i / 6, i / 2 % 3, i % 2];
+                let o = (0..3).fold(0, |o, d| o * kept[d] + if reduce[d] { 0 } else { idx[d] });
+                want[o] += v / count;
+            }
+            let mut got = vec![0f32; want.len()];
+            mean(&x, &[2, 3, 2], &reduce, &mut got);
+            for (g, w) in got.iter().zip(&want) {
+                assert!((g - w).abs() < 1e-6, "{:?}: {:?} vs {:?}", reduce, got, want);
+            }
+        }
 
         let mut s = vec![0.0; 3];
         softmax(&[1.0, 2.0, 3.0], 3, &mut s);
