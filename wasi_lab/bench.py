@@ -241,11 +241,12 @@ def bench_figure(res: BenchResult):
     fig, ax = plt.subplots(figsize=(8, 3.2), layout="constrained")
     colours = ["#4c72b0" if n.startswith("guest") else "#999999" for n in names]
     bars = ax.barh(names, med, xerr=[[0] * len(err), err], color=colours, capsize=4)
-    for b, name in zip(bars, names, strict=True):
+    for b, name, e in zip(bars, names, err, strict=True):
         note = f"{b.get_width():.1f} ms"
         if not name.startswith("guest") and b.get_width() > 0:
             note += f"  (guest is {res.guest_ms / b.get_width():.2f}x)"
-        ax.annotate(note, (b.get_width(), b.get_y() + b.get_height() / 2), va="center",
+        # Past the whisker, so a long p90 does not run through the text.
+        ax.annotate(note, (b.get_width() + e, b.get_y() + b.get_height() / 2), va="center",
                     xytext=(6, 0), textcoords="offset points", fontsize=10)
     ax.margins(x=0.45)
     ax.set_xlabel("milliseconds per inference (median; whisker: p90)")
