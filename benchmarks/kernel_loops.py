@@ -50,36 +50,30 @@ def _madd(acc: int, a: str, b: str, fma: bool = False) -> str:
     return f"local.get {acc} {a} {b} f32x4.mul f32x4.add local.set {acc}"
 
 
-def shuffle_4x8(fma: bool = False) -> list[str]:
-    """The guest's kernel: 4 rows x 8 columns; A's 4 values in one load, lanes broadcast."""
-    w0, xs, x = V + 8, V + 10, V + 11  # w1 = w0 + 1
-    body = _loads(2, w0, 2) + _loads(1, xs, 1)
-    for r in range(4):
+def shuffles(rows: int, vecs: int, fma: bool = False) -> list[str]:
+    """`rows` x `4 vecs` outputs, A's `rows` values in one load and its lanes broadcast by
+    shuffles. `shuffles(4, 2)` is the guest's kernel; `fma` uses `f32x4.relaxed_madd`."""
+    w0 = V + rows * vecs  # after the accumulators: the weight vectors, A, the broadcast
+    xs, x = w0 + vecs, w0 + vecs + 1
+    body = _loads(2, w0, vecs) + _loads(1, xs, 1)
+    for r in range(rows):
         body.append(f"{_splat_lane(xs, r)} local.set {x}")
-        for h in range(2):
-            body.append(_madd(V + 2 * r + h, f"local.get {x}", f"local.get {w0 + h}", fma))
+        for h in range(vecs):
+            body.append(_madd(V + vecs * r + h, f"local.get {x}", f"local.get {w0 + h}", fma))
     return body
 
 
-def presplat_a_4x8() -> list[str]:
-    """4x8 with A broadcast when packing: four 16-byte loads instead of shuffles."""
-    w0, x = V + 8, V + 10  # w1 = w0 + 1
-    body = _loads(2, w0, 2)
+def broadcast_in_memory(vectors: int, broadcasts: int) -> list[str]:
+    """4 x 8 outputs from 2 vectors (local `vectors` points at them) and 4 values stored
+    already broadcast (local `broadcasts`): four 16-byte loads instead of shuffles. With
+    A broadcast when packing, the vectors are W's; with W broadcast at load time (4 output
+    channels x 8 pixels), they are A's."""
+    v0, x = V + 8, V + 10  # the second vector is v0 + 1
+    body = _loads(vectors, v0, 2)
     for r in range(4):
-        body.append(f"local.get 1 v128.load offset={16 * r} local.set {x}")
+        body.append(f"local.get {broadcasts} v128.load offset={16 * r} local.set {x}")
         for h in range(2):
-            body.append(_madd(V + 2 * r + h, f"local.get {x}", f"local.get {w0 + h}"))
-    return body
-
-
-def presplat_w_4x8() -> list[str]:
-    """4 output channels x 8 pixels: W broadcast at load time, A as vectors of pixels."""
-    a0, w = V + 8, V + 10  # a1 = a0 + 1
-    body = _loads(1, a0, 2)
-    for c in range(4):
-        body.append(f"local.get 2 v128.load offset={16 * c} local.set {w}")
-        for h in range(2):
-            body.append(_madd(V + 2 * c + h, f"local.get {w}", f"local.get {a0 + h}"))
+            body.append(_madd(V + 2 * r + h, f"local.get {x}", f"local.get {v0 + h}"))
     return body
 
 
@@ -89,17 +83,6 @@ def presplat_w_8x4() -> list[str]:
     body = _loads(1, a, 1)
     for c in range(8):
         body.append(_madd(V + c, f"local.get {a}", f"local.get 2 v128.load offset={16 * c}"))
-    return body
-
-
-def shuffle_3x12() -> list[str]:
-    """3 rows x 12 columns: 9 accumulators, 3 weight vectors, fewer shuffles per product."""
-    w, xs, x = V + 9, V + 12, V + 13
-    body = _loads(2, w, 3) + _loads(1, xs, 1)
-    for r in range(3):
-        body.append(f"{_splat_lane(xs, r)} local.set {x}")
-        for h in range(3):
-            body.append(_madd(V + 3 * r + h, f"local.get {x}", f"local.get {w + h}"))
     return body
 
 
@@ -115,12 +98,12 @@ def registers_only() -> list[str]:
 
 #: name -> (loop body, A bytes per step, W bytes per step, multiply-adds per step)
 VARIANTS: dict[str, tuple[Callable[[], list[str]], int, int, int]] = {
-    "4x8 shuffles (guest)": (shuffle_4x8, 16, 32, 32),
-    "4x8 A broadcast at pack": (presplat_a_4x8, 64, 32, 32),
-    "4ch x 8px W broadcast": (presplat_w_4x8, 32, 64, 32),
+    "4x8 shuffles (guest)": (lambda: shuffles(4, 2), 16, 32, 32),
+    "4x8 A broadcast at pack": (lambda: broadcast_in_memory(vectors=2, broadcasts=1), 64, 32, 32),
+    "4ch x 8px W broadcast": (lambda: broadcast_in_memory(vectors=1, broadcasts=2), 32, 64, 32),
     "8ch x 4px W operand": (presplat_w_8x4, 16, 128, 32),
-    "3x12 shuffles": (shuffle_3x12, 16, 48, 36),
-    "4x8 FMA (relaxed_madd)": (lambda: shuffle_4x8(fma=True), 16, 32, 32),
+    "3x12 shuffles": (lambda: shuffles(3, 3), 16, 48, 36),
+    "4x8 FMA (relaxed_madd)": (lambda: shuffles(4, 2, fma=True), 16, 32, 32),
     "floor: A in registers": (registers_only, 16, 32, 32),
 }
 
