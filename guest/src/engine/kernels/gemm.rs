@@ -136,7 +136,7 @@ fn gemm_blocks(buf: &mut [f32], m: usize, mc: usize, b: &PackedB, (lo, hi): (F32
                 rows: (i1 - i).min(MR),
                 cols: (n - j * NR).min(NR),
                 count: 1,
-                steps: (0, 0, 0),
+                steps: (0, 0, 0, 0),
             }
         };
         // SAFETY (the calls below): the runs stay inside the block's tiles and W's panels.
@@ -146,7 +146,7 @@ fn gemm_blocks(buf: &mut [f32], m: usize, mc: usize, b: &PackedB, (lo, hi): (F32
         if tiles_outer {
             for t in 0..tiles {
                 if full_panels > 0 {
-                    unsafe { run_kernel(Run { count: full_panels, steps: (0, k * NR, NR), ..tile(t, 0) }, k, n, lo, hi) };
+                    unsafe { run_kernel(Run { count: full_panels, steps: (0, k * NR, NR, NR), ..tile(t, 0) }, k, n, lo, hi) };
                 }
                 if full_panels < np {
                     unsafe { run_kernel(tile(t, full_panels), k, n, lo, hi) };
@@ -155,7 +155,7 @@ fn gemm_blocks(buf: &mut [f32], m: usize, mc: usize, b: &PackedB, (lo, hi): (F32
         } else {
             for j in 0..np {
                 if full_tiles > 0 {
-                    unsafe { run_kernel(Run { count: full_tiles, steps: (MR * k, 0, MR * n), ..tile(0, j) }, k, n, lo, hi) };
+                    unsafe { run_kernel(Run { count: full_tiles, steps: (MR * k, 0, 0, MR * n), ..tile(0, j) }, k, n, lo, hi) };
                 }
                 if full_tiles < tiles {
                     unsafe { run_kernel(tile(full_tiles, j), k, n, lo, hi) };
@@ -235,9 +235,9 @@ fn pack_a(a: &[f32], lda: usize, rows: usize, k: usize, out: &mut [f32]) {
     }
 }
 
-/// A run of `count` tiles for one kernel call: where the first starts, and how far A, W
-/// and C (with the residual) move from one tile to the next (`steps`, in floats). All
-/// tiles of a run have the same `rows` (<= MR) and `cols` (<= NR).
+/// A run of `count` tiles for one kernel call: where the first starts, and how far A, W,
+/// the bias and C (with the residual) move from one tile to the next (`steps`, in floats).
+/// All tiles of a run have the same `rows` (<= MR) and `cols` (<= NR).
 struct Run {
     a: *const f32,
     b: *const f32,
@@ -247,7 +247,7 @@ struct Run {
     rows: usize,
     cols: usize,
     count: usize,
-    steps: (usize, usize, usize),
+    steps: (usize, usize, usize, usize),
 }
 
 /// Call the kernel instance for the run's row count.
@@ -274,15 +274,14 @@ unsafe fn run_kernel(run: Run, k: usize, ldc: usize, lo: F32x4, hi: F32x4) {
 #[inline(never)]
 unsafe fn kernel<const R: usize>(run: &Run, k: usize, ldc: usize, lo: F32x4, hi: F32x4) {
     debug_assert!(R <= MR && run.rows == R);
-    let (da, db, dc) = run.steps;
+    let (da, db, dbias, dc) = run.steps;
     let cols = run.cols;
     let (mut a0, mut b0, mut bias, mut res, mut c) = (run.a, run.b, run.bias, run.res, run.c);
     for _ in 0..run.count {
         tile_kernel::<R>(a0, b0, k, bias, res, c, ldc, cols, lo, hi);
         a0 = a0.add(da);
         b0 = b0.add(db);
-        // Along a row of panels the bias moves with W, 8 values per panel.
-        bias = bias.add(if db == 0 { 0 } else { NR });
+        bias = bias.add(dbias);
         if !res.is_null() {
             res = res.add(dc);
         }
