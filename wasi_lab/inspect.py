@@ -152,17 +152,21 @@ def read_producers(data: bytes, sec: Section) -> dict[str, list[str]]:
     return out
 
 
-def count_function_names(data: bytes, sec: Section) -> int:
-    """How many functions the `name` section names (subsection 1)."""
-    r = Reader(data, sec.offset, sec.offset + sec.size)
-    r.name()
-    while r.pos < r.end:
-        sub_id = r.byte()
-        size = r.u32()
-        if sub_id == 1:
-            return Reader(data, r.pos, r.pos + size).u32()
-        r.pos += size
-    return 0
+def function_names(data: bytes, sections: list[Section] | None = None) -> dict[int, str]:
+    """Function index -> name, from the `name` custom section (subsection 1); empty when
+    the module has none (stripped)."""
+    for s in sections if sections is not None else read_sections(data):
+        if s.custom_name != "name":
+            continue
+        r = Reader(data, s.offset, s.offset + s.size)
+        r.name()
+        while r.pos < r.end:
+            sub_id, size = r.byte(), r.u32()
+            if sub_id == 1:
+                sub = Reader(data, r.pos, r.pos + size)
+                return {sub.u32(): sub.name() for _ in range(sub.u32())}
+            r.pos += size
+    return {}
 
 
 def exported_globals(data: bytes, sections: list[Section]) -> dict[str, int]:
@@ -274,16 +278,13 @@ def inspect_module(path: Path | str | bytes) -> ModuleReport:
             memory = {"name": exp.name, "min_pages": lim.min, "max_pages": lim.max,
                       "min_bytes": lim.min * PAGE_SIZE}
     producers: dict[str, list[str]] = {}
-    n_names = 0
     for s in sections:
         if s.custom_name == "producers":
             producers = read_producers(data, s)
-        elif s.custom_name == "name":
-            n_names = count_function_names(data, s)
     return ModuleReport(
         path=name, size=len(data), sections=sections, imports=imports, exports=exports,
         memory=memory, globals=exported_globals(data, sections), producers=producers,
-        function_names=n_names,
+        function_names=len(function_names(data, sections)),
         custom_sections=[s.custom_name for s in sections if s.custom_name])
 
 

@@ -21,12 +21,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from wasi_lab.inspect import Reader, WasmFormatError, import_kinds, read_sections
+from wasi_lab.inspect import (
+    Reader,
+    WasmFormatError,
+    function_names,
+    import_kinds,
+    read_sections,
+)
 
 # Protobuf's varint is unsigned LEB128, the same encoding wasm uses for sizes and indices.
 from wasi_lab.models.graphdef import encode_varint as uleb128
 
-__all__ = ["CALL", "FOLD_SCOPE", "fold_file", "fold_offsets", "function_names", "instructions",
+__all__ = ["CALL", "FOLD_SCOPE", "fold_file", "fold_offsets", "instructions",
            "next_instruction", "rewrite_code", "rewrite_file", "uleb128"]
 
 T = TypeVar("T")
@@ -152,22 +158,6 @@ def next_instruction(r: Reader) -> int:
 def _s64(r: Reader) -> None:
     while r.byte() & 0x80:
         pass
-
-
-def function_names(data: bytes) -> dict[int, str]:
-    """Function index -> name, from the `name` custom section (subsection 1)."""
-    for s in read_sections(data):
-        if s.custom_name != "name":
-            continue
-        r = Reader(data, s.offset, s.offset + s.size)
-        r.name()
-        while r.pos < r.end:
-            sub_id, size = r.byte(), r.u32()
-            if sub_id == 1:
-                sub = Reader(data, r.pos, r.pos + size)
-                return {sub.u32(): sub.name() for _ in range(sub.u32())}
-            r.pos += size
-    return {}
 
 
 def instructions(data: bytes, start: int, end: int) -> tuple[int, list[tuple[int, int, int]]]:

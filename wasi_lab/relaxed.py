@@ -24,8 +24,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from wasi_lab.inspect import Reader, WasmFormatError, import_kinds, read_sections
-from wasi_lab.postlink import CALL, function_names, instructions, rewrite_code, rewrite_file
+from wasi_lab.inspect import Reader, WasmFormatError, function_names, import_kinds, read_sections
+from wasi_lab.postlink import CALL, instructions, rewrite_code, rewrite_file
 
 #: The marker's name as the `name` section spells it (a substring: Rust may mangle it).
 MARKER = "__wasi_lab_relaxed_madd"
