@@ -49,8 +49,9 @@ class BuildResult:
     profile: str
     features: tuple[str, ...]
     compiled: list[str]
-    #: Address adds folded into load offsets in the library module (`wasi_lab.postlink`;
-    #: 0 when cargo rebuilt nothing, as the file on disk was folded already).
+    #: Address adds folded into load offsets in the library module (`wasi_lab.postlink`).
+    #: Counted on every build: even when cargo compiles nothing it may copy the unfolded
+    #: artifact back into place, and the pass folds it again.
     folded: int = 0
     #: What the relaxed-SIMD rewrite did to the library module (`relaxed-fma` builds only).
     fused: FuseReport | None = None
