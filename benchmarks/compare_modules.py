@@ -8,6 +8,7 @@ plan) and once through `infer_tensor` (wall time, as `wasi-lab bench` measures i
 burst of noise on a shared machine lands on all of them. Prints, per op, the sum of each
 step's minimum over the turns, then the wall median and minimum, and the largest output
 difference from the first module (a faster module must still give the same answer).
+The input is the photo `wasi-lab bench` uses; `--steps` also prints every step.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tqdm import tqdm  # noqa: E402
 
+from wasi_lab.bench import sample_image  # noqa: E402
 from wasi_lab.predict import Classifier  # noqa: E402
 from wasi_lab.runtime import compile_module  # noqa: E402
 
@@ -33,9 +35,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("modules", nargs="+", type=Path)
     ap.add_argument("--turns", type=int, default=40)
     ap.add_argument("--model", default="efficientnet-lite0")
+    ap.add_argument("--steps", action="store_true", help="also print each step's minimum")
     args = ap.parse_args(argv)
     clfs = [Classifier(args.model, module=compile_module(m)) for m in args.modules]
-    x = np.random.default_rng(0).random((1, 224, 224, 3), dtype=np.float32)
+    x = np.ascontiguousarray(clfs[0].guest.decode_image(sample_image(), 1)[2], dtype=np.float32)
     outs = [c.infer_tensor(x) for c in clfs]
     profiles: list[list[list[dict]]] = [[] for _ in clfs]
     walls: list[list[float]] = [[] for _ in clfs]
@@ -52,6 +55,11 @@ def main(argv: list[str] | None = None) -> int:
             ops[step["op"]] += min(r[j]["ns"] for r in runs) / 1e6
         by_op.append(ops)
     names = [m.stem[-16:] for m in args.modules]
+    if args.steps:
+        print(f"{'step':40s}" + "".join(f"{n:>18s}" for n in names))
+        for j, step in enumerate(profiles[0][0]):
+            mins = [min(r[j]["ns"] for r in runs) / 1e6 for runs in profiles]
+            print(f"{step['node'][-40:]:40s}" + "".join(f"{v:18.3f}" for v in mins))
     print(f"{args.turns} turns; ms, sum of per-step minima by op")
     print(f"{'op':22s}" + "".join(f"{n:>18s}" for n in names))
     for op in sorted(by_op[0], key=lambda o: -by_op[0][o]):

@@ -65,19 +65,22 @@ impl PackedB {
 pub fn gemm(a: &[f32], lda: usize, m: usize, b: &PackedB, act: Act, residual: Option<&[f32]>, c: &mut [f32]) {
     let k = b.k;
     assert!(lda >= k && (m == 0 || a.len() >= (m - 1) * lda + k));
-    gemm_with(m, b, act, residual, c, |i0, rows, out| pack_a(&a[i0 * lda..], lda, rows, k, out))
+    gemm_with(m, b, act, residual, c, true, |i0, rows, out| pack_a(&a[i0 * lda..], lda, rows, k, out))
 }
 
 /// A convolution with any window: `C = act(im2col(x) @ W + bias)`, with the receptive
 /// fields copied straight into packed tiles (no im2col matrix, no second copy).
 pub fn conv_im2col(x: &[f32], g: &Window, b: &PackedB, act: Act, residual: Option<&[f32]>, c: &mut [f32]) {
     assert!(b.k == g.kh * g.kw * g.c && x.len() >= g.n * g.h * g.w * g.c);
-    gemm_with(g.n * g.oh * g.ow, b, act, residual, c, |i0, rows, out| pack_im2col(x, g, i0, rows, out))
+    // An image's receptive fields are almost never all zero: no zero-step index.
+    gemm_with(g.n * g.oh * g.ow, b, act, residual, c, false, |i0, rows, out| pack_im2col(x, g, i0, rows, out))
 }
 
 /// The blocked GEMM; `pack(i0, rows, out)` writes rows `i0..i0 + rows` of A as packed
-/// tiles (`[tile][k][MR]`, zero-padded) into `out`.
-fn gemm_with(m: usize, b: &PackedB, act: Act, residual: Option<&[f32]>, c: &mut [f32], pack: impl Fn(usize, usize, &mut [f32])) {
+/// tiles (`[tile][k][MR]`, zero-padded) into `out`. With `skip_zeros`, steps of k at which
+/// a whole tile of A is zero are skipped when there are enough of them (see
+/// [`compact_nonzero_steps`]).
+fn gemm_with(m: usize, b: &PackedB, act: Act, residual: Option<&[f32]>, c: &mut [f32], skip_zeros: bool, pack: impl Fn(usize, usize, &mut [f32])) {
     let (k, n) = (b.k, b.n);
     assert!(c.len() >= m * n && residual.map_or(true, |r| r.len() >= m * n));
     if m == 0 || n == 0 {
@@ -88,22 +91,29 @@ fn gemm_with(m: usize, b: &PackedB, act: Act, residual: Option<&[f32]>, c: &mut 
     // for every panel of W; each panel (k x 8) is reused for every tile of the block.
     let mc = ((A_BLOCK_FLOATS / k.max(1)) / MR * MR).max(MR);
     PACKED_A.with(|buf| {
-        let mut buf = buf.borrow_mut();
-        let need = round_up(mc.min(m), MR) * k;
-        if buf.len() < need {
-            buf.resize(need, 0.0);
-        }
-        gemm_blocks(&mut buf, m, mc, b, (lo, hi), residual, c, pack)
+        STEP_INDEX.with(|idx| {
+            let (mut buf, mut idx) = (buf.borrow_mut(), idx.borrow_mut());
+            let tiles = round_up(mc.min(m), MR) / MR;
+            if buf.len() < tiles * MR * k {
+                buf.resize(tiles * MR * k, 0.0);
+            }
+            let idx_len = if skip_zeros { tiles * (k + 1) } else { 0 };
+            if idx.len() < idx_len {
+                idx.resize(idx_len, 0);
+            }
+            gemm_blocks(&mut buf, &mut idx[..idx_len], m, mc, b, (lo, hi), residual, c, pack)
+        })
     })
 }
 
-/// The blocks of [`gemm_with`]: pack `mc` rows of A into `buf`, run the kernel over them.
+/// The blocks of [`gemm_with`]: pack `mc` rows of A into `buf`, run the kernel over them
+/// (skipping all-zero steps of k, listed in `idx`, unless `idx` is empty).
 /// Kept out of line (not inlined into the thread-local's closure, or further into the
 /// plan's step loop) so the hot loops sit in a function of this module, which the
 /// post-link pass `wasi_lab.postlink.fold_offsets` optimises.
 #[inline(never)]
 #[allow(clippy::too_many_arguments)]
-fn gemm_blocks(buf: &mut [f32], m: usize, mc: usize, b: &PackedB, (lo, hi): (F32x4, F32x4), residual: Option<&[f32]>, c: &mut [f32], pack: impl Fn(usize, usize, &mut [f32])) {
+fn gemm_blocks(buf: &mut [f32], idx: &mut [u32], m: usize, mc: usize, b: &PackedB, (lo, hi): (F32x4, F32x4), residual: Option<&[f32]>, c: &mut [f32], pack: impl Fn(usize, usize, &mut [f32])) {
     let (k, n) = (b.k, b.n);
     let np = (n + NR - 1) / NR;
     let mut i0 = 0;
@@ -112,6 +122,14 @@ fn gemm_blocks(buf: &mut [f32], m: usize, mc: usize, b: &PackedB, (lo, hi): (F32
         let tiles = (i1 - i0 + MR - 1) / MR;
         let pa = &mut buf[..tiles * MR * k];
         pack(i0, i1 - i0, pa);
+        // After a ReLU, many steps of k have a zero input in all of a tile's rows (19 % of
+        // EfficientNet-Lite0's 1x1 multiply-adds on a photo): the sparse kernel skips them,
+        // at the cost of reading each step's W offset from a list and of one more pass over
+        // the block, so only with enough panels to share that pass and enough steps to skip.
+        let sparse = !idx.is_empty() && np >= SPARSE_MIN_PANELS && mostly_zero_steps(pa, tiles, k);
+        if sparse {
+            compact_nonzero_steps(pa, tiles, k, idx);
+        }
         // Short k and small W (the 16 -> 96 expand at 112x112): the kernel does little
         // arithmetic per tile, so writing C dominates. All of W stays in L1, so finish
         // each tile's rows of C across every panel before moving on: C is written row
@@ -133,10 +151,11 @@ fn gemm_blocks(buf: &mut [f32], m: usize, mc: usize, b: &PackedB, (lo, hi): (F32
                 bias: b.bias.as_ptr().add(j * NR),
                 res: residual.map_or(std::ptr::null(), |r| r.as_ptr().add(i * n + j * NR)),
                 c: cbase.add(i * n + j * NR),
+                idx: if sparse { idx.as_ptr().add(t * (k + 1)) } else { std::ptr::null() },
                 rows: (i1 - i).min(MR),
                 cols: (n - j * NR).min(NR),
                 count: 1,
-                steps: (0, 0, 0, 0),
+                steps: (0, 0, 0, 0, 0),
             }
         };
         // SAFETY (the calls below): the runs stay inside the block's tiles and W's panels.
@@ -146,7 +165,7 @@ fn gemm_blocks(buf: &mut [f32], m: usize, mc: usize, b: &PackedB, (lo, hi): (F32
         if tiles_outer {
             for t in 0..tiles {
                 if full_panels > 0 {
-                    unsafe { run_kernel(Run { count: full_panels, steps: (0, k * NR, NR, NR), ..tile(t, 0) }, k, n, lo, hi) };
+                    unsafe { run_kernel(Run { count: full_panels, steps: (0, k * NR, NR, NR, 0), ..tile(t, 0) }, k, n, lo, hi) };
                 }
                 if full_panels < np {
                     unsafe { run_kernel(tile(t, full_panels), k, n, lo, hi) };
@@ -155,7 +174,7 @@ fn gemm_blocks(buf: &mut [f32], m: usize, mc: usize, b: &PackedB, (lo, hi): (F32
         } else {
             for j in 0..np {
                 if full_tiles > 0 {
-                    unsafe { run_kernel(Run { count: full_tiles, steps: (MR * k, 0, 0, MR * n), ..tile(0, j) }, k, n, lo, hi) };
+                    unsafe { run_kernel(Run { count: full_tiles, steps: (MR * k, 0, 0, MR * n, k + 1), ..tile(0, j) }, k, n, lo, hi) };
                 }
                 if full_tiles < tiles {
                     unsafe { run_kernel(tile(full_tiles, j), k, n, lo, hi) };
@@ -173,6 +192,58 @@ fn round_up(v: usize, to: usize) -> usize {
 thread_local! {
     /// The packed row block of A, reused from one GEMM (and one inference) to the next.
     static PACKED_A: std::cell::RefCell<Vec<f32>> = std::cell::RefCell::new(Vec::new());
+    /// Its index of non-zero steps (`k + 1` entries per tile), reused the same way.
+    static STEP_INDEX: std::cell::RefCell<Vec<u32>> = std::cell::RefCell::new(Vec::new());
+}
+
+/// The sparse kernel runs when at most `.0 / .1` of the steps are kept (measured: one of
+/// its steps, which reads the W offset from the list, costs about 1.25x a dense one) ...
+const SPARSE_BELOW: (usize, usize) = (3, 4);
+/// ... and when W has at least this many panels to share the cost of compacting A.
+const SPARSE_MIN_PANELS: usize = 4;
+/// Tiles of a block sampled to decide, spread over it.
+const SAMPLE_TILES: usize = 8;
+
+/// Whether a packed block has few enough kept steps (some row non-zero) for the sparse
+/// kernel, judged on a sample of its tiles, so that dense inputs (the expand convolutions
+/// read the linear bottleneck) pay for the sample only.
+fn mostly_zero_steps(pa: &[f32], tiles: usize, k: usize) -> bool {
+    assert!(pa.len() >= tiles * MR * k);
+    let (mut kept, mut seen) = (0, 0);
+    for t in (0..tiles).step_by((tiles + SAMPLE_TILES - 1) / SAMPLE_TILES) {
+        let tile = pa[t * MR * k..][..MR * k].as_ptr();
+        // SAFETY: p < k: step p of the tile is inside it.
+        kept += (0..k).map(|p| unsafe { F32x4::load(tile.add(p * MR)) }.any_nonzero() as usize).sum::<usize>();
+        seen += k;
+    }
+    kept * SPARSE_BELOW.1 <= seen * SPARSE_BELOW.0
+}
+
+/// Move each packed tile's kept steps (some row non-zero: `-0.0` and NaN are kept, so
+/// only products that are exactly zero are skipped) to the front of the tile, in order,
+/// and list them in `idx` as byte offsets into a W panel: `idx[t * (k + 1)]` holds tile
+/// t's count, its offsets follow. Branch-free: every step is written (in place: slot
+/// `kept <= p`), and the cursor moves past it only if it is kept.
+fn compact_nonzero_steps(pa: &mut [f32], tiles: usize, k: usize, idx: &mut [u32]) {
+    assert!(pa.len() >= tiles * k * MR && idx.len() >= tiles * (k + 1));
+    assert!(k * NR * 4 <= u32::MAX as usize);
+    for t in 0..tiles {
+        let tile = pa[t * k * MR..][..k * MR].as_mut_ptr();
+        let list = idx[t * (k + 1)..][..k + 1].as_mut_ptr();
+        let mut kept = 0;
+        for p in 0..k {
+            // SAFETY: kept <= p < k: both steps lie in the tile (read p, then write slot
+            // kept), and list slot kept + 1 <= k in the tile's list.
+            unsafe {
+                let xs = F32x4::load(tile.add(p * MR));
+                xs.store(tile.add(kept * MR));
+                *list.add(kept + 1) = (p * NR * 4) as u32;
+                kept += xs.any_nonzero() as usize;
+            }
+        }
+        // SAFETY: slot 0 of the list.
+        unsafe { *list = kept as u32 };
+    }
 }
 
 /// Largest packed W (floats, 32 KiB) for which tiles, not panels, are the outer loop.
@@ -236,30 +307,37 @@ fn pack_a(a: &[f32], lda: usize, rows: usize, k: usize, out: &mut [f32]) {
 }
 
 /// A run of `count` tiles for one kernel call: where the first starts, and how far A, W,
-/// the bias and C (with the residual) move from one tile to the next (`steps`, in floats).
-/// All tiles of a run have the same `rows` (<= MR) and `cols` (<= NR).
+/// the bias, C (with the residual) and the step index move from one tile to the next
+/// (`steps`, in elements). All tiles of a run have the same `rows` (<= MR) and `cols`
+/// (<= NR). `idx` is the first tile's list of kept steps, or null for every step of k.
 struct Run {
     a: *const f32,
     b: *const f32,
     bias: *const f32,
     res: *const f32,
     c: *mut f32,
+    idx: *const u32,
     rows: usize,
     cols: usize,
     count: usize,
-    steps: (usize, usize, usize, usize),
+    steps: (usize, usize, usize, usize, usize),
 }
 
-/// Call the kernel instance for the run's row count.
+/// Call the kernel instance for the run's row count, dense or sparse.
 ///
 /// # Safety
-/// Every tile of the run must lie inside the packed A block, W's panels and C.
+/// Every tile of the run must lie inside the packed A block, W's panels and C, and its
+/// step list (if any) inside the index.
 unsafe fn run_kernel(run: Run, k: usize, ldc: usize, lo: F32x4, hi: F32x4) {
-    match run.rows {
-        1 => kernel::<1>(&run, k, ldc, lo, hi),
-        2 => kernel::<2>(&run, k, ldc, lo, hi),
-        3 => kernel::<3>(&run, k, ldc, lo, hi),
-        _ => kernel::<MR>(&run, k, ldc, lo, hi),
+    match (run.rows, run.idx.is_null()) {
+        (1, true) => kernel::<1, false>(&run, k, ldc, lo, hi),
+        (2, true) => kernel::<2, false>(&run, k, ldc, lo, hi),
+        (3, true) => kernel::<3, false>(&run, k, ldc, lo, hi),
+        (_, true) => kernel::<MR, false>(&run, k, ldc, lo, hi),
+        (1, false) => kernel::<1, true>(&run, k, ldc, lo, hi),
+        (2, false) => kernel::<2, true>(&run, k, ldc, lo, hi),
+        (3, false) => kernel::<3, true>(&run, k, ldc, lo, hi),
+        (_, false) => kernel::<MR, true>(&run, k, ldc, lo, hi),
     }
 }
 
@@ -271,14 +349,20 @@ unsafe fn run_kernel(run: Run, k: usize, ldc: usize, lo: F32x4, hi: F32x4) {
 /// Not inlined: in a small function the register allocator sees only this loop. It walks
 /// a whole [`Run`] of tiles, so the call and its set-up are paid once per run, not per
 /// tile (measured: conv 1x1 25.5 -> 24.4 ms, most of it in the short-k early layers).
+/// `SPARSE` tiles walk only their listed steps of k (`run.idx`).
 #[inline(never)]
-unsafe fn kernel<const R: usize>(run: &Run, k: usize, ldc: usize, lo: F32x4, hi: F32x4) {
-    debug_assert!(R <= MR && run.rows == R);
-    let (da, db, dbias, dc) = run.steps;
+unsafe fn kernel<const R: usize, const SPARSE: bool>(run: &Run, k: usize, ldc: usize, lo: F32x4, hi: F32x4) {
+    debug_assert!(R <= MR && run.rows == R && SPARSE != run.idx.is_null());
+    let (da, db, dbias, dc, di) = run.steps;
     let cols = run.cols;
-    let (mut a0, mut b0, mut bias, mut res, mut c) = (run.a, run.b, run.bias, run.res, run.c);
+    let (mut a0, mut b0, mut bias, mut res, mut c, mut idx) = (run.a, run.b, run.bias, run.res, run.c, run.idx);
     for _ in 0..run.count {
-        tile_kernel::<R>(a0, b0, k, bias, res, c, ldc, cols, lo, hi);
+        if SPARSE {
+            sparse_tile::<R>(a0, b0, idx, k, bias, res, c, ldc, cols, lo, hi);
+            idx = idx.add(di);
+        } else {
+            tile_kernel::<R, false>(a0, b0, idx, k, bias, res, c, ldc, cols, lo, hi);
+        }
         a0 = a0.add(da);
         b0 = b0.add(db);
         bias = bias.add(dbias);
@@ -289,16 +373,33 @@ unsafe fn kernel<const R: usize>(run: &Run, k: usize, ldc: usize, lo: F32x4, hi:
     }
 }
 
-/// One tile of [`kernel`], inlined into its loop.
+/// A sparse tile, out of line: inlined into [`kernel`]'s loop over the run, it left too
+/// few registers and W's base was reloaded from the stack at every step.
+#[inline(never)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn sparse_tile<const R: usize>(a: *const f32, b: *const f32, idx: *const u32, k: usize, bias: *const f32, res: *const f32, c: *mut f32, ldc: usize, cols: usize, lo: F32x4, hi: F32x4) {
+    tile_kernel::<R, true>(a, b, idx, k, bias, res, c, ldc, cols, lo, hi)
+}
+
+/// One tile of [`kernel`], inlined into its loop. Sparse: `idx` is `[count, offsets...]`
+/// (bytes into the panel `b`), and A holds only the listed steps, one after the other.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn tile_kernel<const R: usize>(a: *const f32, b: *const f32, k: usize, bias: *const f32, res: *const f32, c: *mut f32, ldc: usize, cols: usize, lo: F32x4, hi: F32x4) {
+unsafe fn tile_kernel<const R: usize, const SPARSE: bool>(a: *const f32, b: *const f32, idx: *const u32, k: usize, bias: *const f32, res: *const f32, c: *mut f32, ldc: usize, cols: usize, lo: F32x4, hi: F32x4) {
     let (b0, b1) = (F32x4::load(bias), F32x4::load(bias.add(4)));
     let mut acc = [[b0, b1]; R];
+    let (steps, mut next) = if SPARSE { (*idx as usize, idx.add(1)) } else { (k, idx) };
     let (mut a, mut b) = (a, b);
-    for _ in 0..k {
-        let w0 = F32x4::load(b);
-        let w1 = F32x4::load(b.add(4));
+    for _ in 0..steps {
+        let w = if SPARSE {
+            let w = (b as *const u8).add(*next as usize) as *const f32;
+            next = next.add(1);
+            w
+        } else {
+            b
+        };
+        let w0 = F32x4::load(w);
+        let w1 = F32x4::load(w.add(4));
         // The tile's 4 inputs for this k in one load, each lane broadcast by a shuffle
         // (`R < MR` tiles read the zero padding of the packed tile in the other lanes).
         let xs = F32x4::load(a);
@@ -308,7 +409,9 @@ unsafe fn tile_kernel<const R: usize>(a: *const f32, b: *const f32, k: usize, bi
             acc[1] = acc[1].mul_add(x, w1);
         }
         a = a.add(MR);
-        b = b.add(NR);
+        if !SPARSE {
+            b = b.add(NR);
+        }
     }
     if cols == NR {
         for (r, acc) in acc.iter().enumerate() {
@@ -416,5 +519,31 @@ fn pack_im2col(x: &[f32], g: &Window, i0: usize, rows: usize, out: &mut [f32]) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two tiles of k = 5: the kept steps (any non-zero row, or -0.0) move to the front
+    /// of their tile in order, listed as W byte offsets; the sample sees 3 kept of 10.
+    #[test]
+    fn zero_steps_are_compacted_and_indexed() {
+        let k = 5;
+        let mut pa = vec![0.0f32; 2 * k * MR];
+        pa[MR + 2] = 1.0; // tile 0, step 1
+        pa[3 * MR] = -0.0; // tile 0, step 3: a set sign bit is kept
+        pa[k * MR + 4 * MR + 3] = 2.0; // tile 1, step 4
+        assert!(mostly_zero_steps(&pa, 2, k));
+        assert!(!mostly_zero_steps(&[1.0; 2 * 5 * MR], 2, k));
+        let mut idx = vec![99; 2 * (k + 1)];
+        compact_nonzero_steps(&mut pa, 2, k, &mut idx);
+        let step = (NR * 4) as u32;
+        assert_eq!(&idx[..3], &[2, step, 3 * step]);
+        assert_eq!(&idx[k + 1..k + 3], &[1, 4 * step]);
+        assert_eq!(&pa[..MR], &[0.0, 0.0, 1.0, 0.0]);
+        assert!(pa[MR].is_sign_negative());
+        assert_eq!(&pa[k * MR..k * MR + MR], &[0.0, 0.0, 0.0, 2.0]);
     }
 }

@@ -53,6 +53,11 @@ mod imp {
                 _ => i32x4_shuffle::<3, 3, 3, 3>(self.0, self.0),
             })
         }
+        /// Whether any lane has a bit set (`-0.0` and NaN count as non-zero).
+        #[inline(always)]
+        pub fn any_nonzero(self) -> bool {
+            v128_any_true(self.0)
+        }
         #[inline(always)]
         pub fn add(self, o: F32x4) -> F32x4 {
             F32x4(f32x4_add(self.0, o.0))
@@ -120,6 +125,10 @@ mod imp {
             for i in 0..4 {
                 *p.add(i) = self.0[i];
             }
+        }
+        #[inline(always)]
+        pub fn any_nonzero(self) -> bool {
+            self.0.iter().any(|v| v.to_bits() != 0)
         }
         #[inline(always)]
         pub fn add(self, o: F32x4) -> F32x4 {

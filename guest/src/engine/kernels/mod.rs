@@ -144,6 +144,32 @@ mod tests {
         }
     }
 
+    /// After a ReLU: inputs with whole channels zero (so most steps of k are zero in every
+    /// row of a tile, and the sparse kernel runs) and scattered zeros, with row and column
+    /// tails and a residual, agree with the plain loops.
+    #[test]
+    fn sparse_inputs_match_plain_loops() {
+        // cout >= 32: the sparse kernel needs 4 panels of W to share the compaction.
+        for &(h, w, cin, cout) in &[(6, 5, 40, 40), (7, 3, 19, 35), (1, 1, 64, 32)] {
+            let win = Window::new(&[1, h, w, cin], 1, 1, 1, 1, Padding::Valid).unwrap();
+            let x: Vec<f32> = noise(h * w * cin, 7)
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| if (i % cin) % 3 == 0 { 0.0 } else { v.max(0.0) })
+                .collect();
+            let wt = noise(cin * cout, 8);
+            let bias = noise(cout, 9);
+            let r = noise(h * w * cout, 11);
+            let packed = gemm::PackedB::new(&wt, cin, cout, &bias);
+            let mut plain = vec![0.0; h * w * cout];
+            ops::conv2d(&x, &win, &wt, cout, &bias, Act::None, &mut plain);
+            let want: Vec<f32> = plain.iter().zip(&r).map(|(a, b)| Act::Relu6.apply(a + b)).collect();
+            let mut got = vec![0.0; want.len()];
+            conv2d(&x, &win, &[], Some(&packed), cout, &bias, Act::Relu6, Some(&r), &mut got);
+            close(&got, &want);
+        }
+    }
+
     #[test]
     fn vector_depthwise_matches_plain_loops() {
         // The first six take the unrolled interior loops (3x3 and 5x5, stride 1 and 2, channels
