@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tqdm import tqdm  # noqa: E402
 
-from wasi_lab.bench import sample_image  # noqa: E402
+from wasi_lab.hosts import grace_hopper  # noqa: E402
 from wasi_lab.predict import Classifier  # noqa: E402
 from wasi_lab.runtime import compile_module  # noqa: E402
 
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", action="store_true", help="also print each step's minimum")
     args = ap.parse_args(argv)
     clfs = [Classifier(args.model, module=compile_module(m)) for m in args.modules]
-    x = np.ascontiguousarray(clfs[0].guest.decode_image(sample_image(), 1)[2], dtype=np.float32)
+    x = np.ascontiguousarray(clfs[0].preprocess(grace_hopper()), dtype=np.float32)
     outs = [c.infer_tensor(x) for c in clfs]
     profiles: list[list[list[dict]]] = [[] for _ in clfs]
     walls: list[list[float]] = [[] for _ in clfs]

@@ -38,6 +38,13 @@ def test_profile_covers_every_step_and_leaves_the_answer_alone(clf: Classifier,
     assert head["macs"] == 1280 * 1000
     total = sum(s["macs"] for s in steps)
     assert 380e6 < total < 395e6  # ~0.39 G multiply-adds, as benchmarks/README.md says
+    # Multiply-adds by zero are skipped only where a ReLU6 feeds a 1x1 convolution (the
+    # project steps, after a depthwise one), never in the stem or an expand step, whose
+    # inputs are the image and the linear bottleneck.
+    assert all(0 <= s["skipped"] <= s["macs"] for s in steps)
+    assert stem["skipped"] == 0 and head["skipped"] == 0
+    assert all(s["skipped"] == 0 for s in steps if "expand" in s["node"])
+    assert 0.05 * total < sum(s["skipped"] for s in steps) < 0.3 * total
     # A timed run computes the same thing as a plain one.
     np.testing.assert_array_equal(clf.infer_tensor(x), clf.infer_tensor(x))
     assert int(np.argmax(clf.infer_tensor(x))) == 652
@@ -66,8 +73,10 @@ def test_profile_layers_groups_by_op() -> None:
     assert abs(sum(r.share for r in rows) - 1.0) < 1e-9
     assert sum(r.ms for r in rows) == pytest.approx(prof.total_ms)
     assert all(r.gmacs is None or r.gmacs > 0 for r in rows)
+    conv = rows[0]
+    assert 0 < conv.skipped_share < 0.5
     text = format_layers(prof)
-    assert "Conv 1x1" in text and "slowest" in text
+    assert "Conv 1x1" in text and "slowest" in text and "skipped:" in text
     fig = layers_figure(prof)
     assert fig.axes[0].get_title(loc="left").startswith("efficientnet-lite0: where")
 

@@ -19,6 +19,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from wasi_lab.build import default_module
+from wasi_lab.hosts import grace_hopper
 from wasi_lab.models.registry import ensure_model, get_model
 from wasi_lab.predict import Classifier
 from wasi_lab.runtime import Guest, compile_module, shared_module
@@ -132,18 +133,6 @@ def _interleaved(runners: dict[str, Callable[[np.ndarray], np.ndarray]], x: np.n
     return {name: t[:max(repeat, 1)] for name, t in times.items()}, outputs
 
 
-def sample_image() -> bytes:
-    """The benchmark's photo (Grace Hopper, shipped with matplotlib).
-
-    A real photo, not noise: after each ReLU a photo leaves many inputs of the next 1x1
-    convolution at zero, and the guest skips those multiply-adds, so noise would time a
-    different amount of work.
-    """
-    import matplotlib.cbook as cbook
-
-    return Path(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)).read_bytes()
-
-
 def run_bench(model: str = "efficientnet-lite0", repeat: int = 20, module: Path | None = None,
               image: bytes | None = None, progress: bool = True,
               peers: tuple[str, ...] = ("tract", "ort_1t", "ort")) -> BenchResult:
@@ -165,7 +154,9 @@ def run_bench(model: str = "efficientnet-lite0", repeat: int = 20, module: Path 
     clf = Classifier(spec.name, module=compiled)
     loads, _ = _timed(lambda: Classifier(spec.name, module=compiled), few, warmup=0,
                       desc="load model", progress=progress)
-    image = sample_image() if image is None else image
+    # A photo, not noise: after each ReLU a photo leaves many inputs of the next 1x1
+    # convolution at zero, and the guest skips those multiply-adds.
+    image = grace_hopper().read_bytes() if image is None else image
     decode, tensor = _timed(lambda: clf.guest.decode_image(image, 1)[2], few,
                             desc="decode", progress=progress)
     x = np.ascontiguousarray(tensor, dtype=np.float32)

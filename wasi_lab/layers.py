@@ -6,6 +6,11 @@ its fused batch norm, activation and skip connection is one step), so the host g
 step, the graph node, the op, its multiply-adds and nanoseconds. Medians over a few runs
 go into a table (`wasi-lab bench --layers`) and a chart (notebook 05): milliseconds per
 kind of op and the rate each kind reaches, in G multiply-adds per second.
+
+Each step also reports the multiply-adds by zero its kernel skipped: after a ReLU6 many
+inputs of the next 1x1 convolution are zero, and the guest does not multiply by them. The
+rate counts the network's multiply-adds, so where some were skipped it can beat what the
+arithmetic alone allows; the share skipped says by how much.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from wasi_lab.build import default_module
+from wasi_lab.hosts import grace_hopper
 from wasi_lab.models.registry import ensure_model, get_model
 from wasi_lab.predict import Classifier
 
@@ -28,6 +34,7 @@ class StepTime:
     op: str
     macs: int
     ms: float  # median over the runs
+    skipped: int = 0  # multiply-adds by zero not done (of `macs`)
 
 
 @dataclass
@@ -37,11 +44,17 @@ class OpTotal:
     macs: int
     ms: float
     share: float  # of the whole inference
+    skipped: int = 0
 
     @property
     def gmacs(self) -> float | None:
         """G multiply-adds per second (None for ops that only move values)."""
         return self.macs / self.ms / 1e6 if self.macs and self.ms > 0 else None
+
+    @property
+    def skipped_share(self) -> float:
+        """The share of the multiply-adds that were by zero and skipped."""
+        return self.skipped / self.macs if self.macs else 0.0
 
 
 @dataclass
@@ -62,13 +75,15 @@ class LayerProfile:
             groups.setdefault(s.op, []).append(s)
         total = self.total_ms or 1.0
         rows = [OpTotal(op, len(ss), sum(s.macs for s in ss), sum(s.ms for s in ss),
-                        sum(s.ms for s in ss) / total) for op, ss in groups.items()]
+                        sum(s.ms for s in ss) / total, sum(s.skipped for s in ss))
+                for op, ss in groups.items()]
         return sorted(rows, key=lambda r: -r.ms)
 
     def to_dict(self) -> dict:
         return {"model": self.model, "module": self.module, "repeat": self.repeat,
                 "total_ms": round(self.total_ms, 3),
-                "by_op": [dict(asdict(r), gmacs=r.gmacs) for r in self.by_op()],
+                "by_op": [dict(asdict(r), gmacs=r.gmacs, skipped_share=r.skipped_share)
+                          for r in self.by_op()],
                 "steps": [asdict(s) for s in self.steps]}
 
 
@@ -80,16 +95,13 @@ def profile_layers(model: str = "efficientnet-lite0", repeat: int = 10,
     ensure_model(spec.name, progress=False)
     path = Path(module) if module else default_module()
     clf = Classifier(spec.name, module=path)
-    if image is None:
-        import matplotlib.cbook as cbook
-
-        image = Path(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)).read_bytes()
-    x = clf.preprocess(image)
+    x = clf.preprocess(grace_hopper() if image is None else image)
     clf.profile(x)
     runs = [clf.profile(x) for _ in tqdm(range(max(1, repeat)), desc="timed inferences",
                                          leave=False, disable=not progress)]
     steps = [StepTime(node=s["node"], op=s["op"], macs=int(s["macs"]),
-                      ms=statistics.median(r[i]["ns"] for r in runs) / 1e6)
+                      ms=statistics.median(r[i]["ns"] for r in runs) / 1e6,
+                      skipped=int(s["skipped"]))
              for i, s in enumerate(runs[0])]
     return LayerProfile(model=spec.name, module=str(path),
                         repeat=repeat, steps=steps)
@@ -99,15 +111,22 @@ def format_layers(prof: LayerProfile, slowest: int = 8) -> str:
     """The table `wasi-lab bench --layers` prints: per op, then the slowest steps."""
     lines = [f"model {prof.model}, {len(prof.steps)} steps, median of {prof.repeat} runs: "
              f"{prof.total_ms:.2f} ms in the guest's steps", "",
-             f"{'op':<18}{'steps':>6}{'ms':>9}{'share':>8}{'M MACs':>10}{'G MAC/s':>9}"]
+             f"{'op':<18}{'steps':>6}{'ms':>9}{'share':>8}{'M MACs':>10}{'G MAC/s':>9}"
+             f"{'skipped':>9}"]
     for r in prof.by_op():
         rate = f"{r.gmacs:9.2f}" if r.gmacs else f"{'':>9}"
+        skipped = f"{r.skipped_share:9.1%}" if r.macs else ""
         lines.append(f"{r.op:<18}{r.steps:>6}{r.ms:9.2f}{r.share:8.1%}{r.macs / 1e6:10.1f}"
-                     f"{rate}")
+                     f"{rate}{skipped}")
+    skipped = sum(s.skipped for s in prof.steps)
+    if skipped:
+        lines += ["", f"skipped: {skipped / 1e6:.1f} M multiply-adds by zero (inputs a ReLU6 "
+                  "zeroed in all 4 pixels of a tile); G MAC/s counts them as done"]
     lines += ["", f"slowest {slowest} steps:"]
     for s in sorted(prof.steps, key=lambda s: -s.ms)[:slowest]:
         rate = f"{s.macs / s.ms / 1e6:6.2f} G MAC/s" if s.macs and s.ms > 0 else ""
-        lines.append(f"  {s.ms:6.2f} ms  {s.op:<16} {rate:>15}  {s.node}")
+        skip = f"{s.skipped / s.macs:4.0%} skipped" if s.skipped else ""
+        lines.append(f"  {s.ms:6.2f} ms  {s.op:<16} {rate:>15} {skip:>12}  {s.node}")
     return "\n".join(lines)
 
 
@@ -127,6 +146,8 @@ def layers_figure(prof: LayerProfile):
         note = f"{r.ms:.2f} ms, {r.share:.0%}"
         if r.gmacs:
             note += f", {r.gmacs:.1f} G MAC/s"
+        if r.skipped:
+            note += f" ({r.skipped_share:.0%} skipped)"
         ax.annotate(note, (b.get_width(), b.get_y() + b.get_height() / 2), va="center",
                     xytext=(6, 0), textcoords="offset points", fontsize=9)
     ax.margins(x=0.5)

@@ -998,12 +998,18 @@ impl Model {
     /// workshop can show where an inference spends its time. Timing is a WASI clock call
     /// (`clock_time_get`) before and after each step, so plain runs leave it out.
     pub fn run_timed(&mut self, input: &[f32]) -> GuestResult<Vec<StepTime>> {
-        let mut ns = Vec::with_capacity(self.steps.len());
-        self.run_with(input, Some(&mut ns))?;
-        Ok(self.steps.iter().zip(ns).map(|(s, ns)| StepTime { node: s.node.clone(), op: s.kind.label(), macs: s.kind.macs(), ns }).collect())
+        let mut times = Vec::with_capacity(self.steps.len());
+        self.run_with(input, Some(&mut times))?;
+        Ok(self
+            .steps
+            .iter()
+            .zip(times)
+            .map(|(s, (ns, skipped))| StepTime { node: s.node.clone(), op: s.kind.label(), macs: s.kind.macs(), skipped, ns })
+            .collect())
     }
 
-    fn run_with(&mut self, input: &[f32], mut clock: Option<&mut Vec<u64>>) -> GuestResult<()> {
+    /// With `clock`, push each step's (nanoseconds, multiply-adds skipped) to it.
+    fn run_with(&mut self, input: &[f32], mut clock: Option<&mut Vec<(u64, u64)>>) -> GuestResult<()> {
         if input.len() != self.input_len {
             return Err((
                 ErrorCode::BadArgument,
@@ -1011,6 +1017,7 @@ impl Model {
             ));
         }
         self.slots[self.input_slot][..self.input_len].copy_from_slice(input);
+        kernels::gemm::take_skipped_macs();
         for step in &self.steps {
             let start = clock.as_ref().map(|_| std::time::Instant::now());
             // Move the output slot out so it can be written while the inputs are borrowed.
@@ -1030,8 +1037,8 @@ impl Model {
                 exec(&step.kind, &ins, &mut out[..step.out_len]);
             }
             self.slots[step.out] = out;
-            if let (Some(ns), Some(start)) = (clock.as_mut(), start) {
-                ns.push(start.elapsed().as_nanos() as u64);
+            if let (Some(times), Some(start)) = (clock.as_mut(), start) {
+                times.push((start.elapsed().as_nanos() as u64, kernels::gemm::take_skipped_macs()));
             }
         }
         Ok(())
@@ -1052,12 +1059,21 @@ pub struct StepTime {
     pub op: String,
     /// Multiply-adds the step does (0 for steps that only move or normalise values).
     pub macs: u64,
+    /// Of those, the ones by zero the kernel skipped (see `kernels::gemm`).
+    pub skipped: u64,
     pub ns: u64,
 }
 
 impl StepTime {
     pub fn to_json(&self) -> String {
-        format!("{{\"node\":{},\"op\":{},\"macs\":{},\"ns\":{}}}", json_string(&self.node), json_string(&self.op), self.macs, self.ns)
+        format!(
+            "{{\"node\":{},\"op\":{},\"macs\":{},\"skipped\":{},\"ns\":{}}}",
+            json_string(&self.node),
+            json_string(&self.op),
+            self.macs,
+            self.skipped,
+            self.ns
+        )
     }
 }
 

@@ -129,6 +129,8 @@ fn gemm_blocks(buf: &mut [f32], idx: &mut [u32], m: usize, mc: usize, b: &Packed
         let sparse = !idx.is_empty() && np >= SPARSE_MIN_PANELS && mostly_zero_steps(pa, tiles, k);
         if sparse {
             compact_nonzero_steps(pa, tiles, k, idx);
+            let skipped: usize = (0..tiles).map(|t| (k - idx[t * (k + 1)] as usize) * (i1 - i0 - t * MR).min(MR)).sum();
+            SKIPPED_MACS.with(|s| s.set(s.get() + (skipped * n) as u64));
         }
         // Short k and small W (the 16 -> 96 expand at 112x112): the kernel does little
         // arithmetic per tile, so writing C dominates. All of W stays in L1, so finish
@@ -194,6 +196,14 @@ thread_local! {
     static PACKED_A: std::cell::RefCell<Vec<f32>> = std::cell::RefCell::new(Vec::new());
     /// Its index of non-zero steps (`k + 1` entries per tile), reused the same way.
     static STEP_INDEX: std::cell::RefCell<Vec<u32>> = std::cell::RefCell::new(Vec::new());
+    /// Multiply-adds by zero skipped so far, for the per-step profile.
+    static SKIPPED_MACS: std::cell::Cell<u64> = std::cell::Cell::new(0);
+}
+
+/// Multiply-adds the sparse kernel skipped since the last call: the profile reports them
+/// per step, so a learner sees why a step's rate beats what the arithmetic allows.
+pub fn take_skipped_macs() -> u64 {
+    SKIPPED_MACS.with(|s| s.replace(0))
 }
 
 /// The sparse kernel runs when at most `.0 / .1` of the steps are kept (measured: one of
