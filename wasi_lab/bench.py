@@ -111,14 +111,17 @@ def _tract_runner(onnx_path: Path) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def _interleaved(runners: dict[str, Callable[[np.ndarray], np.ndarray]], x: np.ndarray,
-                 repeat: int, progress: bool, block: int = 5
+                 repeat: int, progress: bool, block: int = 2
                  ) -> tuple[dict[str, list[float]], dict[str, np.ndarray]]:
     """Time the engines in turns: `block` timed calls each per turn, after one untimed call.
 
     On a shared machine noise comes in bursts; timing the engines one after the other
     would let a burst land on one engine only. Taking turns spreads it over all of them,
     and the untimed call at the start of each turn lets an engine bring its weights back
-    into the caches the others just used, so no engine pays for its neighbours.
+    into the caches the others just used, so no engine pays for its neighbours. Turns are
+    short (a quarter of a second here) because this machine's slow phases last seconds:
+    with 5 calls per turn, one run in ten caught the guest in a slow phase that the
+    peers, timed a second later, escaped (guest/tract 1.11 where it is otherwise 0.70-0.97).
     """
     outputs = {name: np.asarray(run(x)).reshape(-1) for name, run in runners.items()}
     times: dict[str, list[float]] = {name: [] for name in runners}
