@@ -150,7 +150,7 @@ def layers_figure(prof: LayerProfile):
             note += f" ({r.skipped_share:.0%} skipped)"
         ax.annotate(note, (b.get_width(), b.get_y() + b.get_height() / 2), va="center",
                     xytext=(6, 0), textcoords="offset points", fontsize=9)
-    ax.margins(x=0.5)
+    ax.margins(x=0.7)  # room for the labels past the longest bar
     ax.set_xlabel("milliseconds per inference (median per step, summed by op)")
     ax.set_title(f"{prof.model}: where {prof.total_ms:.1f} ms go", fontsize=12, loc="left")
     return fig
