@@ -166,3 +166,90 @@ def test_node_bug_replay_is_refused(model_bytes: bytes, grace_hopper_bytes: byte
     labels = [t.get_text() for t in
               memviz.node_bug_figure(bug).axes[0].get_legend().get_texts()]
     assert any(t.startswith("read range") for t in labels)
+
+
+# --------------------------------------------------------------------------- page-map labels
+# Which page gets which label, pinned page by page: a block on the page wins (the block with
+# the most bytes there), then "below __heap_base", then non-zero vs zero.
+
+
+def pages_of(ptr: int, length: int) -> range:
+    return range(ptr // PAGE_SIZE, (ptr + length - 1) // PAGE_SIZE + 1)
+
+
+def test_page_labels_at_every_article_stage(replay: memviz.StageReplay) -> None:
+    s = replay.snapshots
+    heap_base = s[0].heap_base
+    model = pages_of(replay.model_ptr, replay.model_len)
+    image = pages_of(replay.img_ptr, replay.img_len)
+    data = ["data + stack"] * model.start
+    assert all(p * PAGE_SIZE < heap_base for p in range(model.start))
+
+    # fresh instance: every page starts below __heap_base (the last one holds it)
+    assert s[0].pages == -(-heap_base // PAGE_SIZE)
+    assert memviz.page_regions(s[0]) == ["data + stack"] * s[0].pages
+
+    # alloc(model) and model written: the model's first page also holds __heap_base (static
+    # data ends there), and the block wins it; memory ends with the block
+    assert model.start * PAGE_SIZE < heap_base, "the model is the first block on the heap"
+    only_model = data + ["model"] * len(model)
+    for st in (s[1], s[2]):
+        assert st.pages == model.stop
+        assert memviz.page_regions(st) == only_model
+
+    # alloc(image) and image written: the image starts on the model's last page; that shared
+    # page goes to whichever block has more bytes on it
+    shared = model[-1]
+    assert image.start == shared, "the image block follows the model block on its last page"
+    model_bytes = replay.model_ptr + replay.model_len - shared * PAGE_SIZE
+    image_bytes = (shared + 1) * PAGE_SIZE - replay.img_ptr
+    winner = "model" if model_bytes >= image_bytes else "image"
+    both = data + ["model"] * (len(model) - 1) + [winner] + ["image"] * (len(image) - 1)
+    assert winner == "model"  # 43 KiB of model against 22 KiB of image in today's layout
+    for st in (s[3], s[4]):
+        assert st.pages == image.stop
+        assert memviz.page_regions(st) == both
+
+    # after inference: both blocks freed (kept on the map), the guest's weights and
+    # activations above them are its own heap
+    regions = memviz.page_regions(s[5])
+    assert regions[:image.stop] == data + ["freed block"] * (image.stop - model.start)
+    nonzero = memviz.page_nonzero_fraction(s[5]) > 0
+    rest = ["heap (guest)" if nz else "untouched (zero)" for nz in nonzero[image.stop:]]
+    assert regions[image.stop:] == rest
+    assert rest.count("heap (guest)") > 0.9 * len(rest) > 500
+
+
+def test_a_shared_page_goes_to_the_block_with_more_bytes_on_it() -> None:
+    # page 1: 0x4000 bytes of model, 0xC000 of image -> image; page 3: model 0xC000, image
+    # 0x4000 -> model (whatever the order of the blocks in the list)
+    blocks = [Allocation(PAGE_SIZE + 0x4000, PAGE_SIZE, "image"),
+              Allocation(0, PAGE_SIZE + 0x4000, "model"),
+              Allocation(2 * PAGE_SIZE, PAGE_SIZE + 0xC000, "model"),
+              Allocation(3 * PAGE_SIZE + 0xC000, 0x4000, "image")]
+    for order in (blocks, blocks[::-1]):
+        s = snap(5, heap_base=0, allocations=order)
+        assert memviz.page_regions(s) == ["model", "image", "model", "model",
+                                          "untouched (zero)"]
+
+
+def test_heap_base_page_blocks_and_other_labels() -> None:
+    # __heap_base in the middle of page 1: page 1 is still data + stack; page 2 starts at
+    # a page boundary above it, so it is heap (non-zero) or untouched (zero)
+    s = snap(6, heap_base=PAGE_SIZE + 1, fill={2 * PAGE_SIZE + 7: b"x"},
+             allocations=[Allocation(4 * PAGE_SIZE, 0, "model"),  # empty: owns nothing
+                          Allocation(5 * PAGE_SIZE + 1, 10, "output")])
+    assert memviz.page_regions(s) == ["data + stack", "data + stack", "heap (guest)",
+                                      "untouched (zero)", "untouched (zero)", "other block"]
+    exact = snap(2, heap_base=PAGE_SIZE, fill={PAGE_SIZE: b"y"})
+    assert memviz.page_regions(exact) == ["data + stack", "heap (guest)"]
+    # a block below __heap_base still wins its page; "freed" beats the block's kind
+    low = snap(3, heap_base=2 * PAGE_SIZE,
+               allocations=[Allocation(PAGE_SIZE, 8, "image (freed)")])
+    assert memviz.page_regions(low) == ["data + stack", "freed block", "untouched (zero)"]
+
+
+def test_a_block_past_the_end_of_memory_labels_only_the_pages_that_exist() -> None:
+    s = snap(3, heap_base=PAGE_SIZE, allocations=[Allocation(2 * PAGE_SIZE, 5 * PAGE_SIZE,
+                                                             "image")])
+    assert memviz.page_regions(s) == ["data + stack", "untouched (zero)", "image"]
