@@ -21,7 +21,8 @@ def test_inspect_json_lists_the_abi() -> None:
 
 def test_inspect_of_a_missing_file_is_a_clear_error(tmp_path) -> None:
     out = run("inspect", str(tmp_path / "nope.wasm"))
-    assert out.returncode == 1 and "No such file" in out.stderr
+    assert out.returncode == 1 and "nope.wasm: not found" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and "Errno" not in out.stderr
 
 
 def test_doctor_explains_its_choice() -> None:

@@ -6,6 +6,49 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
+from pathlib import Path
+
+from wasi_lab.user_errors import network_reason, os_error_line
+
+
+def user_error_line(exc: BaseException) -> str | None:
+    """One line for an error a user's input can cause, or None for a bug (keep the traceback).
+
+    The subcommands catch what they expect; this is the net under all of them, so a wrong
+    path or a broken file never ends in a traceback whichever subcommand met it.
+    """
+    import wasmtime
+
+    from wasi_lab.build import BuildError
+    from wasi_lab.hosts import HostError
+    from wasi_lab.images import ImageError
+    from wasi_lab.inspect import WasmFormatError
+    from wasi_lab.models.fetch import ModelError
+    from wasi_lab.runtime import GuestError, GuestTrap
+    from wasi_lab.toolchain import ToolchainError
+
+    if isinstance(exc, OSError):
+        return os_error_line(exc)
+    if isinstance(exc, GuestError):
+        return exc.message
+    if isinstance(exc, wasmtime.WasmtimeError):
+        first = next((line for line in str(exc).splitlines() if line.strip()), "")
+        return f"not a valid WebAssembly module ({first.strip()})"
+    if isinstance(exc, ModelError | ImageError | WasmFormatError | GuestTrap | BuildError
+                  | ToolchainError | HostError):
+        return next((line for line in str(exc).splitlines() if line.strip()), repr(exc))
+    return None
+
+
+def positive_int(text: str) -> int:
+    """argparse type for counts (``--top``, ``--repeat``): a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, not {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
@@ -37,11 +80,19 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     from wasi_lab.build import default_module
     from wasi_lab.inspect import WasmFormatError, format_report, inspect_module
 
-    path = args.wasm or default_module()
+    path = Path(args.wasm) if args.wasm else default_module()
+    if not path.is_file():
+        problem = "is a directory" if path.is_dir() else "not found"
+        print(f"wasi-lab inspect: {path}: {problem} (give a .wasm file, or no argument for "
+              "the kit's guest)", file=sys.stderr)
+        return 1
     try:
         rep = inspect_module(path)
-    except (OSError, WasmFormatError) as exc:
-        print(f"wasi-lab inspect: {exc}", file=sys.stderr)
+    except OSError as exc:
+        print(f"wasi-lab inspect: {os_error_line(exc)}", file=sys.stderr)
+        return 1
+    except WasmFormatError as exc:
+        print(f"wasi-lab inspect: {path}: {exc}", file=sys.stderr)
         return 1
     print(json.dumps(rep.to_dict(), indent=2) if args.json else format_report(rep))
     return 0
@@ -61,25 +112,84 @@ def _cmd_setup(args: argparse.Namespace) -> int:
     return ensure_test_deps() if args.test_deps else run_setup()
 
 
+def _predict_sources(sources: list[str]) -> tuple[list[str], list[str], list[str]]:
+    """Each argument as images to classify: a directory stands for its JPEG and PNG files.
+
+    Returns the images, one error per argument that yields none, and notes about image
+    files in a directory that the guest cannot decode (skipped).
+    """
+    from wasi_lab.images import IMAGE_SUFFIXES
+    from wasi_lab.predict import GUEST_IMAGE_SUFFIXES, images_in
+
+    images: list[str] = []
+    problems: list[str] = []
+    notes: list[str] = []
+    for src in sources:
+        if src.startswith(("http://", "https://")) or not Path(src).is_dir():
+            images.append(src)
+            continue
+        try:
+            found = images_in(src)
+            other = sorted(p.name for p in Path(src).iterdir() if p.is_file()
+                           and p.suffix.lower() in set(IMAGE_SUFFIXES) - set(GUEST_IMAGE_SUFFIXES))
+        except OSError as exc:
+            problems.append(f"{src}: cannot list the directory: {os_error_line(exc)}")
+            continue
+        skipped = f"skipped {', '.join(other)}: " if other else ""
+        if not found:
+            problems.append(f"{src}: no {', '.join(GUEST_IMAGE_SUFFIXES)} files in this "
+                            f"directory ({skipped}the guest decodes JPEG and PNG)")
+        elif other:
+            notes.append(f"{src}: {skipped}the guest decodes JPEG and PNG")
+        images += [str(p) for p in found]
+    return images, problems, notes
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
+    from wasi_lab.images import ImageError
     from wasi_lab.models.fetch import ModelError
     from wasi_lab.predict import Classifier
     from wasi_lab.runtime import GuestError, GuestTrap
 
+    images, problems, notes = _predict_sources(args.images)
+    for line in notes + problems:
+        print(f"wasi-lab predict: {line}", file=sys.stderr)
+    if not images:
+        return 1
     try:
         clf = Classifier(args.model)
-    except (ModelError, GuestError, OSError, ValueError) as exc:
-        print(f"wasi-lab predict: cannot load model {args.model!r}: {exc}", file=sys.stderr)
+    except OSError as exc:
+        print(f"wasi-lab predict: --model {args.model}: {os_error_line(exc)}", file=sys.stderr)
         return 1
-    results, failed = [], 0
-    for image in args.images:
+    except (ModelError, GuestError, GuestTrap, ValueError) as exc:
+        print(f"wasi-lab predict: cannot load --model {args.model}: {exc}", file=sys.stderr)
+        return 1
+    if args.top > clf.output_len:
+        print(f"wasi-lab predict: --top {args.top} is more than the {clf.output_len} classes "
+              f"of {clf.spec.name}", file=sys.stderr)
+        return 2
+    results, failed = [], len(problems)
+    for image in images:
         try:
             pred = clf.classify(image, top=args.top, mode=args.mode)
-        except (GuestError, GuestTrap, OSError, ValueError) as exc:
+        except GuestError as exc:
+            print(f"wasi-lab predict: {image}: {exc.message}", file=sys.stderr)
+            failed += 1
+            continue
+        except GuestTrap as exc:
             print(f"wasi-lab predict: {image}: {exc}", file=sys.stderr)
             failed += 1
-            if isinstance(exc, GuestTrap):
-                clf.reset()
+            clf.reset()
+            continue
+        except OSError as exc:
+            print(f"wasi-lab predict: {os_error_line(exc)}", file=sys.stderr)
+            failed += 1
+            continue
+        except ImageError as exc:
+            cause = exc.__cause__
+            line = f"cannot fetch {image}: {network_reason(cause)}" if cause else str(exc)
+            print(f"wasi-lab predict: {line}", file=sys.stderr)
+            failed += 1
             continue
         results.append(pred)
         if not args.json:
@@ -142,10 +252,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_setup)
 
     p = sub.add_parser("predict", help="classify images with the wasm guest")
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="file path or http(s) URL")
+    p.add_argument("images", nargs="+", metavar="IMAGE",
+                   help="image file, directory of images, or http(s) URL")
     p.add_argument("--model", default="efficientnet-lite0",
                    help="efficientnet-lite0 (default), mobilenet-v2-1.4, or a .pb path")
-    p.add_argument("--top", type=int, default=5)
+    p.add_argument("--top", type=positive_int, default=5, help="classes to show (default 5)")
     p.add_argument("--mode", default="model",
                    choices=["model", "article", "efficientnet", "inception"],
                    help="preprocessing: the model's own (default) or the article's")
@@ -154,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="guest inference against tract and ONNX Runtime")
     p.add_argument("--model", default="efficientnet-lite0")
-    p.add_argument("--repeat", type=int, default=20, help="timed runs per engine")
+    p.add_argument("--repeat", type=positive_int, default=20, help="timed runs per engine")
     p.add_argument("--module", help="guest module to measure (default: the kit's)")
     p.add_argument("--layers", action="store_true",
                    help="time each step of the guest's plan instead (where the time goes)")
@@ -183,7 +294,14 @@ def _extensions() -> list[Callable[[argparse._SubParsersAction], None]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    # subcommands registered elsewhere (article, figures) take --repeat as a plain int
+    repeat = getattr(args, "repeat", None)
+    if isinstance(repeat, int) and repeat < 1:
+        print(f"wasi-lab {args.command}: error: argument --repeat: must be at least 1, "
+              f"not {repeat}", file=sys.stderr)
+        return 2
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
@@ -193,3 +311,9 @@ def main(argv: list[str] | None = None) -> int:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except Exception as exc:
+        line = user_error_line(exc)
+        if line is None:
+            raise
+        print(f"wasi-lab {args.command}: {line}", file=sys.stderr)
+        return 1

@@ -21,6 +21,8 @@ from wasi_lab.runtime import CompiledModule, Guest, shared_module
 
 #: Preprocessing modes as the guest numbers them (guest/src/preprocess.rs).
 MODE_IDS = {"article": 0, "efficientnet": 1, "inception": 2}
+#: File name endings of the formats the guest decodes (JPEG and PNG), for directories.
+GUEST_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
 def resolve_mode(mode: str, spec: ModelSpec) -> str:
@@ -67,9 +69,20 @@ def image_bytes(source: bytes | bytearray | str | Path) -> tuple[bytes, str]:
 
         return load_image_bytes(text), text
     path = Path(text)
+    if path.is_dir():
+        raise IsADirectoryError(f"{text} is a directory, not an image: pass one of its files "
+                                f"(`wasi-lab predict {text}` classifies each image in it)")
     if not path.is_file():
-        raise FileNotFoundError(f"image {text!r} not found")
+        raise FileNotFoundError(f"{text}: not found (pass an image file, a directory of "
+                                "images, or an http(s) URL)")
     return path.read_bytes(), text
+
+
+def images_in(directory: str | Path) -> list[Path]:
+    """The JPEG and PNG files directly in ``directory``, by name (hidden files skipped)."""
+    return sorted(p for p in Path(directory).iterdir()
+                  if p.is_file() and not p.name.startswith(".")
+                  and p.suffix.lower() in GUEST_IMAGE_SUFFIXES)
 
 
 class Classifier:

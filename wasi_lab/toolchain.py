@@ -177,16 +177,48 @@ def apt_usable() -> bool:
     return os.geteuid() == 0 and shutil.which("apt-get") is not None
 
 
-def missing_toolchain_advice(cands: list[Candidate] | None = None) -> str:
+def debian_like(os_release: Path = Path("/etc/os-release")) -> bool:
+    """Is this Debian, Ubuntu or a derivative (``ID``/``ID_LIKE`` in os-release)?"""
+    try:
+        text = os_release.read_text(errors="replace")
+    except OSError:
+        return False
+    ids: set[str] = set()
+    for line in text.splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() in ("ID", "ID_LIKE"):
+            ids.update(value.strip().strip("\"'").lower().split())
+    return bool(ids & {"debian", "ubuntu"})
+
+
+def missing_toolchain_advice(cands: list[Candidate] | None = None, *,
+                             rustup: bool | None = None, debian: bool | None = None,
+                             root: bool | None = None) -> str:
+    """What to do without a wasm-capable toolchain, for *this* machine.
+
+    A learner without rustup is not told to run rustup; apt-get is offered on Debian/Ubuntu
+    only, with ``sudo`` when we are not root. The keyword arguments override what is
+    detected (for tests and for explaining another machine).
+    """
     cands = candidates() if cands is None else cands
+    rustup = shutil.which("rustup") is not None if rustup is None else rustup
+    debian = (debian_like() and shutil.which("apt-get") is not None) if debian is None \
+        else debian
+    root = os.geteuid() == 0 if root is None else root
     seen = "; ".join(f"{c.origin}: {c.version or 'unknown'}" for c in cands) or "no rustc found"
-    return (
-        "No Rust toolchain with a wasm32-wasip1/wasm32-wasi std was found "
-        f"({seen}).\n"
-        f"  With rustup:  {RUSTUP_HINT}\n"
-        f"  On Debian/Ubuntu (offline-friendly):  apt-get install {' '.join(APT_PACKAGES)}\n"
-        "Until then the kit uses the prebuilt guest in guest/prebuilt/."
-    )
+    lines = [f"No Rust toolchain with a wasm32-wasip1/wasm32-wasi std was found ({seen}).",
+             "The kit uses the prebuilt guest in guest/prebuilt/: every notebook works "
+             "without Rust. To rebuild the guest yourself:"]
+    if rustup:
+        lines.append(f"  {RUSTUP_HINT}")
+    else:
+        lines.append(f"  install Rust from https://rustup.rs, then run `{RUSTUP_HINT}`")
+    if debian:
+        sudo = "" if root else "sudo "
+        lines.append(f"  or, offline-friendly on Debian/Ubuntu: "
+                     f"{sudo}apt-get install {' '.join(APT_PACKAGES)}")
+    lines.append("then run `wasi-lab build`.")
+    return "\n".join(lines)
 
 
 def install_with_apt() -> bool:

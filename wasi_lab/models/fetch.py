@@ -2,8 +2,9 @@
 
 Three things can go wrong with a download, and each gets a deliberate answer:
 
-* the network breaks half-way → we keep the bytes in a ``.part`` file and resume
-  with an HTTP ``Range`` request (or start over if the server ignores ranges);
+* the network breaks half-way → we keep the bytes in a ``.part`` file (the error says
+  how many) and the next call resumes with an HTTP ``Range`` request (or starts over if
+  the server ignores ranges);
 * the bytes are not the ones we expect → the SHA-256 is checked before anything
   is extracted, and a mismatching archive is deleted;
 * the archive is hostile → members with absolute paths, ``..`` components, or
@@ -23,6 +24,7 @@ import httpx
 from tqdm.auto import tqdm
 
 from wasi_lab.paths import MODELS_DIR
+from wasi_lab.user_errors import network_reason
 
 MOBILENET_URL = "https://storage.googleapis.com/mobilenet_v2/checkpoints/mobilenet_v2_1.4_224.tgz"
 MOBILENET_SHA256 = "a20d0c8d698502dc6a620528871c97a588885df7737556243a3412b39fce85e0"
@@ -41,6 +43,10 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+class _FatalError(ModelError):
+    """An error status, or a .part we cannot write: retrying will not help."""
+
+
 def _download_once(client: httpx.Client, url: str, part: Path, progress: bool) -> None:
     """One attempt: continue ``part`` from its current size if the server allows."""
     have = part.stat().st_size if part.exists() else 0
@@ -49,17 +55,28 @@ def _download_once(client: httpx.Client, url: str, part: Path, progress: bool) -
         if resp.status_code == 416:  # nothing left to send: the .part is already complete
             return
         if resp.status_code not in (200, 206):
-            raise ModelError(f"download failed: HTTP {resp.status_code} for {url}")
+            raise _FatalError(f"download failed: HTTP {resp.status_code} for {url}")
         if resp.status_code == 200:
             have = 0  # server ignored the Range header: start over
+        elif not resp.headers.get("Content-Range", "").startswith(f"bytes {have}-"):
+            # a resume from any other offset would splice the file: drop it and start over
+            part.unlink(missing_ok=True)
+            raise ModelError(f"the server resumed at the wrong offset "
+                             f"({resp.headers.get('Content-Range')!r}); starting over")
         length = resp.headers.get("Content-Length")
-        total = have + int(length) if length is not None else None
+        total = have + int(length) if length is not None and length.isdigit() else None
         mode = "ab" if have else "wb"
-        with open(part, mode) as fh, tqdm(total=total, initial=have, unit="B", unit_scale=True,
-                                          desc=PurePosixPath(url).name,
-                                          disable=not progress) as bar:
+        try:
+            fh = open(part, mode)  # closed by the with below
+        except OSError as exc:
+            raise _FatalError(f"cannot write {part}: {exc.strerror}") from exc
+        with fh, tqdm(total=total, initial=have, unit="B", unit_scale=True,
+                      desc=PurePosixPath(url).name, disable=not progress) as bar:
             for chunk in resp.iter_raw():  # raw: byte offsets must match for Range resumes
-                fh.write(chunk)
+                try:
+                    fh.write(chunk)
+                except OSError as exc:  # disk full: retrying will not help either
+                    raise _FatalError(f"cannot write {part}: {exc.strerror}") from exc
                 bar.update(len(chunk))
         got = part.stat().st_size
         if total is not None and got != total:
@@ -68,10 +85,18 @@ def _download_once(client: httpx.Client, url: str, part: Path, progress: bool) -
 
 def download(url: str, dest: Path, sha256: str, progress: bool = True, retries: int = 3,
              timeout: float = 30.0) -> Path:
-    """Download ``url`` to ``dest`` (via ``dest.part``), resuming, and verify its SHA-256."""
+    """Download ``url`` to ``dest`` (via ``dest.part``), resuming, and verify its SHA-256.
+
+    A failed download keeps what arrived in ``dest.part`` and says so; the next call sends
+    a ``Range`` request for the rest.
+    """
     if dest.exists() and sha256_file(dest) == sha256:
         return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ModelError(f"cannot create the models directory {dest.parent}: "
+                         f"{exc.strerror}") from exc
     part = dest.with_name(dest.name + ".part")
     last_error: Exception | None = None
     with httpx.Client(timeout=timeout, follow_redirects=True) as client:
@@ -80,14 +105,19 @@ def download(url: str, dest: Path, sha256: str, progress: bool = True, retries: 
                 _download_once(client, url, part, progress)
                 last_error = None
                 break
+            except _FatalError:
+                raise
             except (httpx.HTTPError, ModelError, OSError) as exc:
-                if isinstance(exc, ModelError) and "HTTP" in str(exc):
-                    raise
                 last_error = exc
     if last_error is not None:
+        kept = part.stat().st_size if part.exists() else 0
+        if kept:
+            what = (f"{kept:,} bytes kept in {part}: run the same command again to resume "
+                    "from there")
+        else:
+            what = "nothing was downloaded: check the connection and run the command again"
         raise ModelError(f"network failure downloading {url} after {retries} attempts "
-                         f"({last_error}); partial data kept in {part} for resuming"
-                         ) from last_error
+                         f"({network_reason(last_error)}); {what}") from last_error
     actual = sha256_file(part)
     if actual != sha256:
         part.unlink(missing_ok=True)
@@ -150,6 +180,9 @@ def fetch_mobilenet(url: str = MOBILENET_URL, dest: Path = MODELS_DIR, progress:
     ``dest`` so a second call does not hit the network.
     """
     dest = Path(dest)
-    archive = dest / PurePosixPath(httpx.URL(url).path).name
+    name = PurePosixPath(httpx.URL(url).path).name
+    if name in ("", ".", ".."):  # a mirror URL without a file name: use the usual one
+        name = PurePosixPath(MOBILENET_URL).name
+    archive = dest / name
     download(url, archive, sha256, progress=progress, retries=retries)
     return extract_member(archive, member, dest / member)
