@@ -172,6 +172,7 @@ class Origin:
     """A loopback server for the archive: truncates it, or honours Range requests."""
 
     truncate_at: int | None = None
+    resume_from_zero: bool = False  # answer a Range request with the whole file as 206
     requests: list[str | None] = field(default_factory=list)
     url: str = ""
 
@@ -196,6 +197,8 @@ def origin() -> Iterator[Origin]:
                 self.connection.shutdown(socket.SHUT_RDWR)
                 return
             start = int(rng.removeprefix("bytes=").split("-")[0]) if rng else 0
+            if state.resume_from_zero:
+                start = 0
             self.send_response(206 if rng else 200)
             if rng:
                 self.send_header("Content-Range", f"bytes {start}-{len(BLOB) - 1}/{len(BLOB)}")
@@ -227,21 +230,35 @@ def test_fetch_offline_says_nothing_was_kept(tmp_path: Path) -> None:
     assert list((tmp_path / "models").iterdir()) == []
 
 
+@pytest.mark.parametrize("path", ["/mobilenet_v2_1.4_224.tgz", "/"])
 def test_fetch_cut_off_keeps_the_part_it_names_and_resumes_from_it(
-        origin: Origin, tmp_path: Path) -> None:
+        origin: Origin, tmp_path: Path, path: str) -> None:
+    url = origin.url.rsplit("/", 1)[0] + path  # a mirror URL may have no file name
     dest = tmp_path / "models"
     part = dest / "mobilenet_v2_1.4_224.tgz.part"
     origin.truncate_at = 40_000
-    line = error_line(fetch(origin.url, dest, tmp_path))
+    line = error_line(fetch(url, dest, tmp_path))
     assert f"40,000 bytes kept in {part}" in line and "run the same command again" in line
     assert part.read_bytes() == BLOB[:40_000], "the message names a file that exists"
     # the origin recovers: the next run asks only for the rest, then checks the hash
     origin.truncate_at = None
     origin.requests.clear()
-    line = error_line(fetch(origin.url, dest, tmp_path))
+    line = error_line(fetch(url, dest, tmp_path))
     assert origin.requests == ["bytes=40000-"]
     assert "hash mismatch" in line and "deleted" in line
     assert not part.exists(), "the message says the corrupt download was deleted"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["models"]
+
+
+def test_fetch_drops_a_resume_from_the_wrong_offset(origin: Origin, tmp_path: Path) -> None:
+    """A 206 that starts anywhere but where the .part ends would splice the archive."""
+    dest = tmp_path / "models"
+    dest.mkdir()
+    (dest / "mobilenet_v2_1.4_224.tgz.part").write_bytes(BLOB[:40_000])
+    origin.resume_from_zero = True
+    line = error_line(fetch(origin.url, dest, tmp_path))
+    assert origin.requests == ["bytes=40000-", None], "the second attempt starts over"
+    assert "hash mismatch" in line
 
 
 # --------------------------------------------------------------------------- advice, packaging

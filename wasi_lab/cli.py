@@ -185,8 +185,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             print(f"wasi-lab predict: {os_error_line(exc)}", file=sys.stderr)
             failed += 1
             continue
-        except ImageError as exc:
-            cause = exc.__cause__
+        except ValueError as exc:  # ImageError (a URL that failed, a file too big) and kin
+            cause = exc.__cause__ if isinstance(exc, ImageError) else None
             line = f"cannot fetch {image}: {network_reason(cause)}" if cause else str(exc)
             print(f"wasi-lab predict: {line}", file=sys.stderr)
             failed += 1
