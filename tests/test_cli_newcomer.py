@@ -20,11 +20,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import pytest
 
 from wasi_lab.paths import IMAGES_DIR, REPO_ROOT
 from wasi_lab.pngs import make_png
 from wasi_lab.toolchain import APT_PACKAGES, RUSTUP_HINT, debian_like, missing_toolchain_advice
+from wasi_lab.user_errors import network_reason
 
 
 def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -304,3 +306,16 @@ def test_pyproject_licence_is_an_spdx_string_with_its_file() -> None:
     for name in project["license-files"]:
         text = (REPO_ROOT / name).read_text()
         assert text.startswith("MIT License") and "Copyright (c) the wasi-lab authors" in text
+
+
+@pytest.mark.parametrize(("exc", "expected"), [
+    (httpx.ConnectError("[Errno -3] Temporary failure in name resolution"),
+     "cannot resolve the host name (Temporary failure in name resolution): are you offline?"),
+    (httpx.ConnectError("[Errno -2] Name or service not known"),
+     "cannot resolve the host name (Name or service not known): are you offline?"),
+    (httpx.ConnectError("[Errno 111] Connection refused"), "cannot connect (connection refused)"),
+    (httpx.ConnectTimeout("timed out"), "the connection timed out"),
+    (httpx.RemoteProtocolError("peer closed connection"), "peer closed connection"),
+])
+def test_network_reasons_are_words_not_errno_numbers(exc: Exception, expected: str) -> None:
+    assert network_reason(exc) == expected
