@@ -67,6 +67,12 @@ class VariantRecord:
     cargo_lines: list[str]       # Compiling ... / Finished ... lines, as cargo printed them
     crates: list[str] = field(default_factory=list)  # `cargo tree`: every crate in the build
     module: str = ""             # where the module landed (relative to the repo)
+    sections: dict[str, int] = field(default_factory=dict)  # bytes per kind of section
+
+    @property
+    def debug_info_bytes(self) -> int:
+        """Bytes in DWARF `.debug_*` custom sections (0 when stripped)."""
+        return self.sections.get("debug info", 0)
 
     @property
     def cold(self) -> bool:
@@ -210,6 +216,28 @@ def dependency_crates(features: Sequence[str] = (), manifest: Path = GUEST_DIR /
     return sorted(c for c in crates if not c.startswith(own + " "))
 
 
+def scrub(line: str) -> str:
+    """cargo names the guest's folder by its absolute path; the record says `<repo>` instead,
+    so it holds nothing of the machine it was made on."""
+    return line.replace(str(REPO_ROOT), "<repo>")
+
+
+def _registry_roots() -> list[Path]:
+    """Where crate sources live: Debian's registry, then cargo's own download folders."""
+    from wasi_lab.toolchain import DEBIAN_REGISTRY
+
+    home = Path(os.environ.get("CARGO_HOME", Path.home() / ".cargo")) / "registry" / "src"
+    return [DEBIAN_REGISTRY, *sorted(home.glob("*"))]
+
+
+def find_crate_file(relative: str) -> Path | None:
+    """`relative` ("crate-1.2.3/src/x.rs") in the first crate source folder that has it."""
+    for root in _registry_roots():
+        if (root / relative).is_file():
+            return root / relative
+    return None
+
+
 def _relative(path: Path) -> str:
     try:
         return str(Path(path).resolve().relative_to(REPO_ROOT))
@@ -239,7 +267,7 @@ def build_variant(name: str, cold: bool = False, progress: bool = True,
                disable=not progress, leave=True)
 
     def on_line(line: str) -> None:
-        text = line.strip()
+        text = scrub(line.strip())
         if text.startswith(CARGO_PREFIXES):
             kept.append(text)
             if echo:
@@ -250,12 +278,29 @@ def build_variant(name: str, cold: bool = False, progress: bool = True,
 
     try:
         res = build_guest(release=release, features=features, progress=False, echo=on_line)
+        if not res.compiled:
+            bar.set_description_str(f"cargo build {name} (cached: nothing to compile)")
+        bar.total = bar.n  # done: a full bar, whatever the estimate was
+        bar.refresh()
     finally:
         bar.close()
     return VariantRecord(name=name, release=release, features=list(features),
                          seconds=round(res.seconds, 1), size=res.size, compiled=res.compiled,
                          cargo_lines=kept, crates=dependency_crates(features) or [],
-                         module=_relative(res.module))
+                         module=_relative(res.module), sections=section_sizes(res.module))
+
+
+def section_sizes(module: Path | str) -> dict[str, int]:
+    """Bytes per kind of section: code, data, debug info (`.debug_*`), names, the rest."""
+    from wasi_lab.inspect import inspect_module
+
+    out = {"code": 0, "data": 0, "debug info": 0, "names": 0, "other": 0}
+    for sec in inspect_module(Path(module)).sections:
+        custom = sec.custom_name or ""
+        key = ("debug info" if custom.startswith(".debug") else "names" if custom == "name"
+               else sec.name if sec.name in ("code", "data") else "other")
+        out[key] += sec.size
+    return out
 
 
 # --------------------------------------------------------------------------- rayon demo
@@ -362,7 +407,7 @@ def image_crate_facts(tc, manifest: Path) -> dict:
         "image_version": image["version"],
         "image_default_features": image["features"].get("default", []),
         "image_features_using_rayon": {k: v for k, v in image["features"].items()
-                                       if any("rayon" in x for x in v)},
+                                       if k != "default" and any("rayon" in x for x in v)},
         "image_enabled": enabled.get("image", []),
     }
     if jpeg is not None:
@@ -372,7 +417,6 @@ def image_crate_facts(tc, manifest: Path) -> dict:
             "jpeg_decoder_version": jpeg["version"],
             "jpeg_decoder_enabled": enabled.get("jpeg-decoder", []),
             "jpeg_worker_file": f"jpeg-decoder-{jpeg['version']}/src/worker/mod.rs",
-            "jpeg_worker_path": str(worker),
             "jpeg_worker_cfg": _cfg_lines(lines),
         })
     return facts
@@ -394,19 +438,23 @@ def jpeg_worker_listing(probe: dict):
     when it is there, else the lines the record kept (with the file they came from)."""
     from wasi_lab import listings
 
-    path = Path(probe.get("jpeg_worker_path", ""))
     title = probe.get("jpeg_worker_file", "jpeg-decoder src/worker/mod.rs")
-    if path.is_file():
+    path = find_crate_file(title) if "jpeg_worker_file" in probe else None
+    if path is not None:
         return listings.lines_matching(path, _CFG.pattern, context=_CFG_CONTEXT,
                                        title=f"{title} (this machine's copy)")
     return listings.Listing(f"{title} (kept in the build record)",
                             "\n".join(probe.get("jpeg_worker_cfg", [])), "rust")
 
 
-def image_probe(progress: bool = False) -> dict:
+def image_probe(cold: bool = True, previous: dict | None = None) -> dict:
     """Build a tiny program with `image = "0.24"` (default features) for the wasm target, run
     it on the article's photo under wasmtime-py, and say whether rayon was compiled and
-    whether it panicked. The article's 2020 `image` did; this records what today's does."""
+    whether it panicked. The article's 2020 `image` did; this records what today's does.
+
+    `cold=False` with the `previous` probe reuses its build (the build facts are then the
+    previous cold build's) and only runs the module again.
+    """
     import wasmtime
 
     from wasi_lab.hosts import grace_hopper
@@ -415,30 +463,36 @@ def image_probe(progress: bool = False) -> dict:
     tc = _toolchain()
     if tc is None:
         return {}
-    shutil.rmtree(PROBE_DIR, ignore_errors=True)
-    (PROBE_DIR / "src").mkdir(parents=True)
-    (PROBE_DIR / "Cargo.toml").write_text(PROBE_MANIFEST)
-    (PROBE_DIR / "src" / "main.rs").write_text(PROBE_MAIN)
-    env = tc.env()
-    env["CARGO_TARGET_DIR"] = str(PROBE_DIR / "target")
-    env["CARGO_TERM_COLOR"] = "never"
-    cmd = [str(tc.cargo), "build", "--release", "--target", tc.target,
-           *tc.cargo_config_args(), "--manifest-path", str(PROBE_DIR / "Cargo.toml")]
-    start = time.perf_counter()
-    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800,
-                         cwd=PROBE_DIR)
-    seconds = time.perf_counter() - start
-    compiled = [line.split()[1] for line in out.stderr.splitlines()
-                if line.strip().startswith("Compiling")]
-    result = {"manifest": PROBE_MANIFEST, "main": PROBE_MAIN, "build_ok": out.returncode == 0,
-              "seconds": round(seconds, 1), "compiled": compiled,
-              "rayon_compiled": any(c.startswith("rayon") for c in compiled)}
-    result.update(image_crate_facts(tc, PROBE_DIR / "Cargo.toml"))
-    if out.returncode != 0:
-        result["build_error"] = out.stderr[-2000:]
-        return result
     wasm = PROBE_DIR / "target" / tc.target / "release" / "image-defaults-probe.wasm"
-    photo = grace_hopper()
+    build_keys = ("manifest", "main", "build_ok", "seconds", "compiled", "rayon_compiled")
+    if not cold and previous and wasm.exists() and all(k in previous for k in build_keys):
+        result = {k: previous[k] for k in build_keys}
+    else:
+        shutil.rmtree(PROBE_DIR, ignore_errors=True)
+        (PROBE_DIR / "src").mkdir(parents=True)
+        (PROBE_DIR / "Cargo.toml").write_text(PROBE_MANIFEST)
+        (PROBE_DIR / "src" / "main.rs").write_text(PROBE_MAIN)
+        env = tc.env()
+        env["CARGO_TARGET_DIR"] = str(PROBE_DIR / "target")
+        env["CARGO_TERM_COLOR"] = "never"
+        cmd = [str(tc.cargo), "build", "--release", "--target", tc.target,
+               *tc.cargo_config_args(), "--manifest-path", str(PROBE_DIR / "Cargo.toml")]
+        start = time.perf_counter()
+        out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800,
+                             cwd=PROBE_DIR)
+        seconds = time.perf_counter() - start
+        compiled = [line.split()[1] for line in out.stderr.splitlines()
+                    if line.strip().startswith("Compiling")]
+        result = {"manifest": PROBE_MANIFEST, "main": PROBE_MAIN,
+                  "build_ok": out.returncode == 0, "seconds": round(seconds, 1),
+                  "compiled": compiled,
+                  "rayon_compiled": any(c.startswith("rayon") for c in compiled)}
+        if out.returncode != 0:
+            result["build_error"] = out.stderr[-2000:]
+            return result
+    result.update(image_crate_facts(tc, PROBE_DIR / "Cargo.toml"))
+    # resolve(): WASI will not follow a symlink that leads out of the granted directory
+    photo = grace_hopper().resolve()
     engine = get_engine()
     with tempfile.TemporaryDirectory(prefix="wasi-lab-probe-") as tmp:
         so, se = Path(tmp) / "out", Path(tmp) / "err"
@@ -577,21 +631,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="Record notebook 01's build results (real, cold "
                                             "cargo builds: several minutes).")
     p.add_argument("--out", type=Path, default=RECORD_PATH)
-    p.add_argument("--warm", action="store_true", help="keep target directories (not cold)")
+    p.add_argument("--warm", action="store_true",
+                   help="keep target directories (not cold); with --only-probe: reuse the "
+                        "probe's earlier build and only run it again")
     p.add_argument("--no-probe", action="store_true", help="skip the image-defaults probe")
     p.add_argument("--only-probe", action="store_true",
                    help="run the image-defaults probe again and update the stored record")
     p.add_argument("--only-rayon", action="store_true",
                    help="call the existing rayon-demo build again and update the record")
+    p.add_argument("--only-sections", action="store_true",
+                   help="read the section sizes of the recorded modules (still in guest/target, "
+                        "same size) into the record")
     args = p.parse_args(argv)
-    if args.only_probe or args.only_rayon:
+    if args.only_probe or args.only_rayon or args.only_sections:
         rec = load(args.out)
+        for v in rec.variants.values() if args.only_sections else ():
+            path = REPO_ROOT / v.module
+            if not path.is_file() or path.stat().st_size != v.size:
+                raise RecordError(f"{v.module} is not the recorded build any more: record again")
+            v.sections = section_sizes(path)
+            print(v.name, v.sections)
         if args.only_rayon:
             rec.rayon_demo = rayon_demo_outcome(
                 REPO_ROOT / rec.variants[f"release-{RAYON_FEATURE}"].module)
             print(format_rayon(rec.rayon_demo))
         if args.only_probe:
-            rec.image_probe = image_probe()
+            rec.image_probe = image_probe(cold=not args.warm, previous=rec.image_probe)
             print(format_probe(rec.image_probe))
         print(f"wrote {save(rec, args.out)}")
         return 0

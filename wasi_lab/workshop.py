@@ -78,6 +78,7 @@ def feature_cost_figure(builds: BuildRecord, base: str = "release",
         ([len(v.crates) for v in runs], "{:.0f} crates", "crates in the build",
          "Dependencies (cargo tree)"),
         ([v.seconds for v in runs], "{:.0f} s", "seconds",
+         "Cold build time" if all(v.cold for v in runs) else
          "Build time (" + ", ".join("cold" if v.cold else "cached" for v in runs) + ")"),
     ]
     for ax, (values, fmt, ylabel, title) in zip(axes, panels, strict=True):
