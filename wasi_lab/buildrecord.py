@@ -85,7 +85,8 @@ class BuildRecord:
     """Everything notebook 01 shows about building, from one recording session."""
 
     recorded: str                # UTC date and time
-    source: str                  # "stored" (from the file) or "live" (built in this kernel)
+    source: str                  # "stored" (the file), "live" (built in this kernel), or
+    #                              "fallback" (a live build was asked for, but no Rust here)
     toolchain: str
     target: str
     cpu_count: int | None
@@ -125,8 +126,11 @@ class BuildRecord:
         load = f", load {self.load_average:.1f}" if self.load_average is not None else ""
         if short:
             return f"stored record: {self.recorded}, {cores}{load}"
-        return (f"Stored results, recorded {self.recorded} on a {cores}{load} "
-                f"({self.toolchain}); this notebook runs the prebuilt modules in "
+        stored = f"recorded {self.recorded} on a {cores}{load} ({self.toolchain})"
+        if self.source == "fallback":
+            return (f"No wasm-capable Rust here, so nothing was built: stored results, {stored}; "
+                    f"the notebook runs the prebuilt modules in guest/prebuilt/.")
+        return (f"Stored results, {stored}; this notebook runs the prebuilt modules in "
                 f"guest/prebuilt/. Set LIVE_BUILD = True to build here.")
 
 
@@ -550,15 +554,14 @@ def results(live: bool = False, progress: bool = True) -> BuildRecord:
 
     Live builds reuse the variants' target directories (cold the first time, seconds after);
     the rayon demo is run on the fresh module and the image probe is taken from the store.
-    Without a toolchain a live request says so in one line and falls back to the record.
+    Without a toolchain a live request falls back to the record, and `where()` says so.
     """
     stored = load()
     if not live:
         return stored
     tc = _toolchain()
     if tc is None:
-        print("No Rust toolchain for wasm here: showing the stored build record; the notebook "
-              "runs the prebuilt modules in guest/prebuilt/.")
+        stored.source = "fallback"  # where() says so, in the one line the notebook prints
         return stored
     built = {}
     for name in VARIANTS:
