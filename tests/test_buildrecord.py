@@ -145,3 +145,15 @@ def test_record_holds_no_path_of_the_machine_it_was_made_on() -> None:
     assert str(REPO_ROOT) not in text and "/home/" not in text and "/root/" not in text
     assert buildrecord.scrub(f"Compiling x v0.1.0 ({REPO_ROOT}/guest)") == \
         "Compiling x v0.1.0 (<repo>/guest)"
+
+
+def test_jpeg_worker_listing_live_or_stored(record: buildrecord.BuildRecord) -> None:
+    probe = record.image_probe
+    listing = buildrecord.jpeg_worker_listing(probe)
+    assert "wasm32" in listing.text
+    if buildrecord.find_crate_file(probe["jpeg_worker_file"]) is not None:
+        assert listing.text.splitlines() == probe["jpeg_worker_cfg"]  # same lines, same source
+    stored = buildrecord.jpeg_worker_listing({k: v for k, v in probe.items()
+                                              if k != "jpeg_worker_file"})
+    assert "kept in the build record" in stored.title
+    assert stored.text.splitlines() == probe["jpeg_worker_cfg"]

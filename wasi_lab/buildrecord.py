@@ -444,9 +444,10 @@ def jpeg_worker_listing(probe: dict):
 
     title = probe.get("jpeg_worker_file", "jpeg-decoder src/worker/mod.rs")
     path = find_crate_file(title) if "jpeg_worker_file" in probe else None
-    if path is not None:
-        return listings.lines_matching(path, _CFG.pattern, context=_CFG_CONTEXT,
-                                       title=f"{title} (this machine's copy)")
+    if path is not None:  # numbered like the stored lines, so the gaps between them show
+        return listings.Listing(f"{title} (read from this machine's copy)",
+                                "\n".join(_cfg_lines(path.read_text().splitlines())), "rust",
+                                path)
     return listings.Listing(f"{title} (kept in the build record)",
                             "\n".join(probe.get("jpeg_worker_cfg", [])), "rust")
 
