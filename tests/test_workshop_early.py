@@ -77,3 +77,47 @@ def test_refusal_names_the_function_once() -> None:
         guest.dealloc(ptr, 16)
     assert str(info.value).startswith("dealloc: pointer ")
     assert str(info.value).count("dealloc:") == 1
+
+
+# --------------------------------------------------------------------------- facts the prose states
+
+
+def _fresh_guest_exports(module_path):
+    engine = wasmtime.Engine()
+    linker = wasmtime.Linker(engine)
+    linker.define_wasi()
+    store = wasmtime.Store(engine)
+    store.set_wasi(wasmtime.WasiConfig())
+    instance = linker.instantiate(store, wasmtime.Module.from_file(engine, str(module_path)))
+    return store, instance.exports(store)
+
+
+def test_notebook_02_memory_facts(module_path) -> None:
+    """02 says: the first block sits a few bytes above __heap_base; alloc(n) grows a fresh
+    instance to the pages that reach __heap_base + n; a refused dealloc leaves the block."""
+    import math
+
+    report = inspect_module(module_path)
+    heap_base, pages = report.globals["__heap_base"], report.memory["min_pages"]
+    for n in (32, 200_000, 1_000_000):
+        store, ex = _fresh_guest_exports(module_path)
+        assert ex["memory"].size(store) == pages
+        ptr = ex["alloc"](store, n)
+        assert 0 < ptr - heap_base <= 64
+        assert ex["memory"].size(store) - pages == math.ceil((heap_base + n) / 65536) - pages
+    q = ex["alloc"](store, 100)
+    assert [ex["dealloc"](store, q, 99), ex["dealloc"](store, q, 100),
+            ex["dealloc"](store, q, 100)] == [-2, 0, -1]
+
+
+def test_notebook_02_the_guest_opens_no_files(module_path) -> None:
+    names = {i.name for i in inspect_module(module_path).imports}
+    assert not names & {"path_open", "fd_read", "fd_prestat_get"}, names
+
+
+def test_notebook_01_debug_module_facts() -> None:
+    """01 says most of the debug module is debug info and its code is several times larger."""
+    rec = buildrecord.load()
+    d, r = rec.variants["debug"], rec.variants["release"]
+    assert d.debug_info_bytes / d.size > 0.5
+    assert d.sections["code"] / r.sections["code"] > 3
