@@ -113,6 +113,9 @@ def test_live_request_without_rust_falls_back_and_says_so(
     line = rec.where()
     assert line.startswith("No wasm-capable Rust here") and "prebuilt" in line
     assert "\n" not in line and "LIVE_BUILD" not in line
+    quiet = buildrecord.results(live=False)  # no switch to suggest without Rust
+    assert quiet.source == "no-rust" and "LIVE_BUILD" not in quiet.where()
+    assert "no wasm-capable Rust here" in quiet.where()
 
 
 def test_format_variant_shortens_cargo_output(record: buildrecord.BuildRecord) -> None:

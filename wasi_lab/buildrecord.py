@@ -87,6 +87,7 @@ class BuildRecord:
     recorded: str                # UTC date and time
     source: str                  # "stored" (the file), "live" (built in this kernel), or
     #                              "fallback" (a live build was asked for, but no Rust here)
+    #                              or "no-rust" (stored, and no Rust here to build with)
     toolchain: str
     target: str
     cpu_count: int | None
@@ -130,6 +131,9 @@ class BuildRecord:
         if self.source == "fallback":
             return (f"No wasm-capable Rust here, so nothing was built: stored results, {stored}; "
                     f"the notebook runs the prebuilt modules in guest/prebuilt/.")
+        if self.source == "no-rust":
+            return (f"Stored results, {stored}; no wasm-capable Rust here, so the notebook runs "
+                    f"the prebuilt modules in guest/prebuilt/.")
         return (f"Stored results, {stored}; this notebook runs the prebuilt modules in "
                 f"guest/prebuilt/. Set LIVE_BUILD = True to build here.")
 
@@ -558,11 +562,11 @@ def results(live: bool = False, progress: bool = True) -> BuildRecord:
     Without a toolchain a live request falls back to the record, and `where()` says so.
     """
     stored = load()
-    if not live:
-        return stored
     tc = _toolchain()
-    if tc is None:
-        stored.source = "fallback"  # where() says so, in the one line the notebook prints
+    if tc is None:  # where() says so, in the one line the notebook prints
+        stored.source = "fallback" if live else "no-rust"
+        return stored
+    if not live:
         return stored
     built = {}
     for name in VARIANTS:
