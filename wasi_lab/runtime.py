@@ -46,7 +46,10 @@ class GuestError(RuntimeError):
         self.function = function
         self.code = code
         self.message = message
-        super().__init__(f"{function}: {message} (guest error {code})")
+        # The guest's messages often name the entry point already ("dealloc: pointer ..."):
+        # say it once.
+        said = message if message.startswith(f"{function}: ") else f"{function}: {message}"
+        super().__init__(f"{said} (guest error {code})")
 
 
 class BadPointerError(GuestError):

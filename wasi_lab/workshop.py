@@ -1,37 +1,25 @@
 """Small helpers the workshop notebooks call, so each cell stays one or two lines.
 
-Notebook 01 builds variants of the guest and compares them, and replays the article's rayon
-panic; notebook 02 draws a module's sections and writes a tiny module by hand; notebook 04
-charts predictions. Nothing here is clever: it gathers numbers from `build`, `inspect`,
-`runtime` and `predict` and draws them so they read well on a projector.
+Notebook 01 charts the guest's build variants (from `wasi_lab.buildrecord`); notebook 02
+draws a module's sections, writes a tiny module by hand and writes the guest's interface as
+WAT; notebook 04 charts predictions. Nothing here is clever: it gathers numbers from
+`buildrecord`, `inspect`, `runtime` and `predict` and draws them so they read well on a
+projector.
 """
 
 from __future__ import annotations
 
-import contextlib
 import io
-import json
-import os
 import re
-import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
-from wasi_lab.build import BuildResult, build_guest, built_module, variant_name
-from wasi_lab.paths import REPO_ROOT
-from wasi_lab.runtime import Guest, GuestError, GuestTrap
-from wasi_lab.toolchain import Toolchain, ToolchainError, find_toolchain
-
-#: Where build timings are remembered between notebook runs (gitignored).
-BUILD_LOG = REPO_ROOT / ".wasi-lab" / "builds.json"
-RAYON_FEATURE = "rayon-demo"
-
+from wasi_lab.buildrecord import RAYON_FEATURE, BuildRecord
 
 # --------------------------------------------------------------------------- figures
 
@@ -54,279 +42,58 @@ def _bar_labels(ax, bars, fmt: str) -> None:
 # --------------------------------------------------------------------------- notebook 01: builds
 
 
-def toolchain_or_none() -> tuple[Toolchain | None, str]:
-    """The toolchain the kit would use, or None with the advice text (no exception)."""
-    try:
-        tc = find_toolchain(check_network=False)
-    except ToolchainError as exc:
-        return None, str(exc)
-    return tc, f"{tc.version} for {tc.target}: {tc.reason}"
+def size_figure(builds: BuildRecord, names: Sequence[str] = ("debug", "release")) -> Figure:
+    """Module size per build profile (log scale when the spread is large, as debug vs release).
 
-
-def _load_log() -> dict:
-    try:
-        return json.loads(BUILD_LOG.read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def record_build(res: BuildResult) -> dict:
-    """Remember this build's size and time; a build that compiled dependencies too is
-    kept as the variant's 'cold' time, so a later cached run can still chart it."""
-    log = _load_log()
-    name = variant_name(res.profile == "release", res.features)
-    entry = log.get(name, {})
-    entry.update({"size": res.size, "last_seconds": round(res.seconds, 2),
-                  "last_compiled": len(res.compiled)})
-    if len(res.compiled) > 1:  # dependencies were compiled: a cold (or nearly cold) build
-        entry.update({"cold_seconds": round(res.seconds, 2), "cold_crates": len(res.compiled),
-                      "crates": res.compiled})
-    log[name] = entry
-    BUILD_LOG.parent.mkdir(parents=True, exist_ok=True)
-    BUILD_LOG.write_text(json.dumps(log, indent=2))
-    return entry
-
-
-def build_log() -> dict:
-    """Everything `record_build` remembered, by variant name (e.g. 'release-rayon-demo')."""
-    return _load_log()
-
-
-def cargo_echo(prefixes: Sequence[str] = ("Compiling", "Finished", "warning", "error")
-               ) -> Callable[[str], None]:
-    """A line printer for `build_guest(echo=...)` that keeps the notebook readable."""
-    def echo(line: str) -> None:
-        text = line.strip()
-        if text.startswith(tuple(prefixes)):
-            print(text, flush=True)
-    return echo
-
-
-def build_variant(release: bool = True, features: Sequence[str] = (),
-                  echo: Callable[[str], None] | None = None) -> BuildResult | None:
-    """Build one variant with cargo (output live) and record it; None without a toolchain.
-
-    Each variant has its own target directory, so after the first (cold) build a rerun is
-    a no-op for cargo and takes a second.
+    `builds` is the stored record or a live one (`wasi_lab.buildrecord.results`); the title
+    says which, so a number on the chart is never mistaken for this machine's.
     """
-    tc, why = toolchain_or_none()
-    name = variant_name(release, features)
-    if tc is None:
-        print(f"[skipped] {name}: no wasm-capable Rust toolchain here, so the notebook uses "
-              f"the prebuilt module.\n{why}")
-        return None
-    res = build_guest(release=release, features=features, toolchain=tc, progress=False,
-                      echo=echo if echo is not None else cargo_echo())
-    record_build(res)
-    state = ("up to date (cached)" if res.up_to_date
-             else f"compiled {len(res.compiled)} crates")
-    print(f"{name}: {state} in {res.seconds:.1f} s -> {res.module.name} {res.size:,} bytes")
-    return res
-
-
-def variant_sizes(variants: Sequence[tuple[bool, Sequence[str]]] = (
-        (False, ()), (True, ()), (True, (RAYON_FEATURE,)))) -> dict[str, int]:
-    """Module size per variant, for the variants that have been built."""
-    out: dict[str, int] = {}
-    for release, features in variants:
-        p = built_module(release, features)
-        if p is not None:
-            out[variant_name(release, features)] = p.stat().st_size
-    return out
-
-
-def size_figure(sizes: dict[str, int], title: str = "Guest module size by build profile"
-                ) -> Figure:
-    """Bars of module size in KiB (log scale when the spread is large, as debug vs release)."""
-    if not sizes:  # nothing built here: show the module the kit ships
-        from wasi_lab.build import PREBUILT_MODULE
-
-        sizes = {"prebuilt (release)": PREBUILT_MODULE.stat().st_size}
+    sizes = {n: builds.size(n) for n in names if builds.size(n) is not None}
     fig, ax = plt.subplots(figsize=(8, 4), layout="constrained")
-    names = list(sizes)
-    kib = [sizes[n] / 1024 for n in names]
-    colours = ["#dd8452" if n.startswith("debug") else "#4c72b0" for n in names]
-    bars = ax.bar(names, kib, color=colours)
+    kib = [sizes[n] / 1024 for n in sizes]
+    colours = ["#dd8452" if n.startswith("debug") else "#4c72b0" for n in sizes]
+    bars = ax.bar(list(sizes), kib, color=colours)
     _bar_labels(ax, bars, "{:,.0f} KiB")
     if kib and max(kib) / max(min(kib), 1) > 8:
         ax.set_yscale("log")
         ax.set_ylabel("module size (KiB, log scale)")
     else:
         ax.set_ylabel("module size (KiB)")
-    ax.set_title(title, fontsize=13)
+    ax.set_title(f"Guest module size by build profile\n({builds.where(short=True)})",
+                 fontsize=12)
     ax.margins(y=0.2)
     return fig
 
 
-def dependency_crates(features: Sequence[str] = ()) -> list[str] | None:
-    """The crates (name version) the guest depends on for the wasm target with `features`,
-    from `cargo tree` (offline, well under a second); None without a toolchain."""
-    import subprocess
-
-    from wasi_lab.paths import GUEST_DIR
-
-    tc, _ = toolchain_or_none()
-    if tc is None:
-        return None
-    cmd = [str(tc.cargo), "tree", "--target", tc.target, *tc.cargo_config_args(),
-           "--manifest-path", str(GUEST_DIR / "Cargo.toml"), "-e", "normal",
-           "--prefix", "none"]
-    if features:
-        cmd += ["--features", ",".join(features)]
-    out = subprocess.run(cmd, env=tc.env(), capture_output=True, text=True, timeout=120,
-                         cwd=GUEST_DIR)
-    if out.returncode != 0:
-        return None
-    crates = {" ".join(line.split()[:2]) for line in out.stdout.splitlines() if line.strip()}
-    return sorted(c for c in crates if not c.startswith("wasi-lab-guest"))
-
-
-def feature_cost_figure(log: dict | None = None, base: str = "release",
+def feature_cost_figure(builds: BuildRecord, base: str = "release",
                         other: str = f"release-{RAYON_FEATURE}") -> Figure:
-    """What the threads you cannot use still cost: module size, crates to compile, and
-    the cold build time when one was recorded on this machine."""
-    log = _load_log() if log is None else log
-    names = [n for n in (base, other) if n in log]
-    feats = {base: (), other: (RAYON_FEATURE,)}
-    crates = {n: dependency_crates(feats.get(n, ())) for n in names}
+    """What threads you cannot use still cost: module size, crates in the build, cold build
+    seconds; every bar from the same record (stored or live)."""
+    names = [n for n in (base, other) if n in builds.variants]
+    runs = [builds.variants[n] for n in names]
     fig, axes = plt.subplots(1, 3, figsize=(13, 4), layout="constrained")
     colours = ["#4c72b0", "#c44e52"][:len(names)]
-    bars = axes[0].bar(names, [log[n]["size"] / 1024 for n in names], color=colours)
-    _bar_labels(axes[0], bars, "{:,.0f} KiB")
-    axes[0].set_ylabel("module size (KiB)")
-    axes[0].set_title("Module size", fontsize=13)
-    counts = [len(crates[n]) if crates[n] is not None else 0 for n in names]
-    bars = axes[1].bar(names, counts, color=colours)
-    _bar_labels(axes[1], bars, "{:.0f} crates")
-    axes[1].set_ylabel("crates in the build")
-    axes[1].set_title("Dependencies compiled (cargo tree)", fontsize=13)
-    secs = [log[n].get("cold_seconds", 0.0) for n in names]
-    bars = axes[2].bar(names, secs, color=colours)
-    for b, n in zip(bars, names, strict=True):
-        text = (f"{b.get_height():.0f} s" if log[n].get("cold_seconds")
-                else "no cold build\nrecorded here")
-        axes[2].annotate(text, (b.get_x() + b.get_width() / 2, b.get_height()),
-                         ha="center", va="bottom", fontsize=11, xytext=(0, 3),
-                         textcoords="offset points")
-    axes[2].set_ylabel("seconds")
-    axes[2].set_title("Last cold build (2 cores)", fontsize=13)
-    for ax in axes:
+    panels = [
+        ([v.size / 1024 for v in runs], "{:,.0f} KiB", "module size (KiB)", "Module size"),
+        ([len(v.crates) for v in runs], "{:.0f} crates", "crates in the build",
+         "Dependencies (cargo tree)"),
+        ([v.seconds for v in runs], "{:.0f} s", "seconds",
+         "Cold build time" if all(v.cold for v in runs) else
+         "Build time (" + ", ".join("cold" if v.cold else "cached" for v in runs) + ")"),
+    ]
+    for ax, (values, fmt, ylabel, title) in zip(axes, panels, strict=True):
+        bars = ax.bar(names, values, color=colours)
+        _bar_labels(ax, bars, fmt)
+        ax.set_ylabel(ylabel)
+        ax.set_title(title, fontsize=13)
         ax.margins(y=0.3)
         ax.tick_params(axis="x", labelsize=10)
-    fig.suptitle("The cost of a dependency you cannot use on wasm32-wasi (rayon)", fontsize=14)
+    fig.suptitle("The cost of a dependency you cannot use on wasm32-wasi (rayon)\n"
+                 f"{builds.where(short=True)}", fontsize=13)
     return fig
 
 
-def extra_crates(features: Sequence[str] = (RAYON_FEATURE,)) -> list[str]:
-    """Crates a feature adds to the default build (empty without a toolchain)."""
-    base, more = dependency_crates(()), dependency_crates(features)
-    if base is None or more is None:
-        return []
-    return sorted(set(more) - set(base))
-
-
-@contextlib.contextmanager
-def capture_stderr() -> Iterator[io.StringIO]:
-    """Capture what the guest writes to stderr (fd 2) while the block runs.
-
-    The guest's WASI stderr is the process's fd 2, which in Jupyter goes to the server's
-    console, not the notebook; a panic message would be invisible. We point fd 2 at a
-    temporary file for the duration and hand back its text.
-    """
-    out = io.StringIO()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as tmp:
-        os.dup2(tmp.fileno(), 2)
-        try:
-            yield out
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            tmp.seek(0)
-            out.write(tmp.read().decode("utf-8", "replace"))
-
-
-@dataclass
-class RayonDemoResult:
-    """Both faces of the article's first failure, as this guest reproduces them."""
-
-    module: Path
-    pool_error: str  # Debug of the ThreadPoolBuildError, from last_error
-    pool_error_type: str
-    trap: GuestTrap | None
-    panic_message: str  # what the guest printed to stderr before the trap
-    rayon_frames: list[str] = field(default_factory=list)
-
-    def explain(self) -> str:
-        lines = [f"rayon_demo_build_pool -> {self.pool_error_type}: {self.pool_error}"]
-        if self.trap is not None:
-            lines += ["", "rayon_demo_global -> GuestTrap (the instance is now unusable)",
-                      f"guest stderr: {self.panic_message.strip()}"]
-            if self.rayon_frames:
-                lines += ["wasm backtrace frames from rayon:"]
-                lines += [f"    {f}" for f in self.rayon_frames]
-        return "\n".join(lines)
-
-
-def panic_text(stderr: str) -> str:
-    """The panic payload between the quotes of Rust's `panicked at '...'` line."""
-    m = re.search(r"panicked at '(.*)', ", stderr, re.S)
-    if m:
-        return m.group(1)
-    m = re.search(r"panicked at [^\n]*:\n(.*)", stderr)  # newer Rust prints it on its own line
-    return m.group(1).strip() if m else stderr.strip()
-
-
-def run_rayon_demo(module: Path | str | None = None) -> RayonDemoResult:
-    """Call the two rayon exports of a `rayon-demo` build and collect what went wrong."""
-    path = Path(module) if module else built_module(True, (RAYON_FEATURE,))
-    if path is None or not Path(path).exists():
-        raise FileNotFoundError("no rayon-demo build found: run "
-                                "`wasi-lab build --features rayon-demo`")
-    guest = Guest(path)
-    try:
-        guest.call("rayon_demo_build_pool")
-        pool_error, pool_type = "(the pool started: this platform has threads)", "none"
-    except GuestError as exc:
-        pool_error, pool_type = exc.message, type(exc).__name__
-    trap = None
-    with capture_stderr() as err:
-        try:
-            guest.raw_call("rayon_demo_global")
-        except GuestTrap as exc:
-            trap = exc
-    frames = []
-    if trap is not None:
-        frames = [line.strip() for line in trap.detail.splitlines() if "rayon" in line]
-    return RayonDemoResult(path, pool_error, pool_type, trap, panic_text(err.getvalue()),
-                           frames)
-
-
-def rayon_lesson() -> RayonDemoResult | None:
-    """Run the rayon demo when a `rayon-demo` build exists; otherwise say why not."""
-    if built_module(True, (RAYON_FEATURE,)) is None:
-        print("No rayon-demo build here (no Rust toolchain, or the build was skipped).\n"
-              "On a machine with one: `wasi-lab build --features rayon-demo`.\n"
-              "What it shows is the article's panic, quoted above: rayon cannot start threads "
-              "on wasm32-wasi.")
-        return None
-    demo = run_rayon_demo()
-    print(demo.explain())
-    return demo
-
-
 # --------------------------------------------------------------------------- notebook 02
-
-
-def show_error(fn: Callable, *args) -> Exception | None:
-    """Call `fn(*args)` and print the exception it raises (the lesson is the error)."""
-    try:
-        result = fn(*args)
-    except Exception as exc:  # noqa: BLE001 - we show whatever the guest says
-        print(f"{type(exc).__name__}: {exc}")
-        return exc
-    print(f"no error: returned {result!r}")
-    return None
 
 
 def imports_table(report):
@@ -360,20 +127,6 @@ def memory_summary(report) -> str:
         lines.append(f"__heap_base = {g['__heap_base']:#x}: the allocator's heap starts here "
                      f"(page {g['__heap_base'] // 65536}); the shadow stack lies below it")
     return "\n".join(lines)
-
-
-def side_by_side(left: str, right: str, titles: tuple[str, str] = ("", "")):
-    """Two code listings next to each other (HTML)."""
-    import html as _html
-
-    from IPython.display import HTML
-
-    def col(title: str, text: str) -> str:
-        return (f"<div style='flex:1; min-width:0'><b>{_html.escape(title)}</b>"
-                f"<pre style='font-size:12px'>{_html.escape(text)}</pre></div>")
-
-    return HTML(f"<div style='display:flex; gap:1.5em'>{col(titles[0], left)}"
-                f"{col(titles[1], right)}</div>")
 
 
 #: A complete module in text format: one page of memory, a bump allocator, and the two
@@ -414,40 +167,54 @@ def tiny_module() -> bytes:
     return wasmtime.wat2wasm(TINY_WAT)
 
 
-def run_tiny_module(payload: bytes = b"\x01\x02\x03\x04") -> dict[str, int]:
-    """Instantiate the tiny module, alloc + write + sum, like the article's host does."""
+def trap_or_value(fn: Callable[[], object] | None) -> str | None:
+    """What calling `fn()` did, in words: "trap: ..." when wasm trapped, "returned X" when it
+    returned a value, None when `fn` is missing or returned nothing (not written yet).
+
+    Notebook 02's out-of-bounds exercise: the learner's call should trap, and a trap is an
+    exception, so the check needs the outcome as a value.
+    """
     import wasmtime
 
-    from wasi_lab.runtime import get_engine
+    if fn is None or not callable(fn):
+        return None
+    try:
+        result = fn()
+    except wasmtime.Trap as exc:
+        # The last line is the cause ("wasm trap: out of bounds memory access"); the first
+        # is a generic "error while executing".
+        cause = str(exc).strip().splitlines()[-1].strip()
+        return "trap: " + re.sub(r"^\d+:\s*", "", cause)
+    if result is None or result is Ellipsis:
+        return None
+    return f"returned {result!r}"
 
-    store = wasmtime.Store(get_engine())
-    module = wasmtime.Module(store.engine, tiny_module())
-    inst = wasmtime.Instance(store, module, [])
-    ex = inst.exports(store)
-    ptr = ex["alloc"](store, len(payload))
-    ex["memory"].write(store, payload, ptr)
-    second = ex["alloc"](store, 8)
-    return {"ptr": ptr, "next_ptr": second, "sum": ex["sum"](store, ptr, len(payload)),
-            "pages": ex["memory"].size(store)}
 
-
-def wat_exports(report) -> str:
-    """The exports of a `ModuleReport`, written the way WAT would declare them."""
-    lines = []
+def wat_interface(report) -> str:
+    """The module's interface as a WAT module that assembles: its memory, its exported
+    globals with their values, and every exported function as a stub with the same signature
+    (body `unreachable`). Reading it is reading the ABI; `wasmtime.wat2wasm` accepts it."""
+    lines = [f";; the exports of {Path(report.path).name}, bodies left out", "(module"]
     for e in report.exports:
-        if e.kind == "func":
+        if e.kind == "memory":
+            m = report.memory
+            limits = f"{m.get('min_pages', 0)}" + (f" {m['max_pages']}" if m.get("max_pages")
+                                                   else "")
+            lines.append(f'  (memory (export "{e.name}") {limits})')
+        elif e.kind == "global":
+            value = report.globals.get(e.name, 0)
+            vtype = e.signature.split()[-1]
+            gtype = f"(mut {vtype})" if e.signature.startswith("mut") else vtype
+            lines.append(f'  (global (export "{e.name}") {gtype} ({vtype}.const {value}))'
+                         f"  ;; {value:#x}")
+        elif e.kind == "func":
             params, results = (p.strip("[] ") for p in e.signature.split("->"))
             p = f" (param {' '.join(params.replace(',', ' ').split())})" if params else ""
             r = f" (result {' '.join(results.replace(',', ' ').split())})" if results else ""
-            lines.append(f'(export "{e.name}" (func{p}{r}))')
-        elif e.kind == "memory":
-            lines.append(f'(export "{e.name}" (memory {report.memory.get("min_pages", "?")}))')
-        elif e.kind == "global":
-            value = report.globals.get(e.name)
-            v = f" ;; = {value:#x}" if value is not None else ""
-            lines.append(f'(export "{e.name}" (global {e.signature})){v}')
+            lines.append(f'  (func (export "{e.name}"){p}{r} unreachable)')
         else:
-            lines.append(f'(export "{e.name}" ({e.kind}))')
+            lines.append(f'  ;; export "{e.name}": a {e.kind}')
+    lines.append(")")
     return "\n".join(lines)
 
 

@@ -1,0 +1,162 @@
+"""The stored build record notebook 01 shows: complete, honest, and still about this guest."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+
+from wasi_lab import buildrecord
+from wasi_lab.build import built_module
+
+REGENERATE = "regenerate it with `python -m wasi_lab.buildrecord` (cold builds, minutes)"
+
+
+@pytest.fixture(scope="module")
+def record() -> buildrecord.BuildRecord:
+    return buildrecord.load()
+
+
+def test_stored_record_still_describes_the_guest(record: buildrecord.BuildRecord) -> None:
+    """guest/Cargo.toml's features and dependencies, and (with a toolchain) `cargo tree` for
+    every variant, are what they were when the record was made."""
+    reasons = buildrecord.stale_reasons(record)
+    assert not reasons, f"{reasons}: {REGENERATE}"
+
+
+def test_stored_record_is_complete(record: buildrecord.BuildRecord) -> None:
+    assert set(record.variants) == set(buildrecord.VARIANTS)
+    for name, v in record.variants.items():
+        assert v.cold, f"{name} was not a cold build: {REGENERATE}"
+        assert v.seconds > 0 and v.size > 0
+        assert "wasi-lab-guest" in v.compiled
+        assert any(line.startswith("Finished") for line in v.cargo_lines)
+        assert sum(line.startswith("Compiling") for line in v.cargo_lines) == len(v.compiled)
+        assert v.crates, f"{name}: no cargo tree crates recorded"
+    assert record.size("debug") > record.size("release")
+    for v in record.variants.values():  # notebook 01 prints these shares
+        assert set(v.sections) == {"code", "data", "debug info", "names", "other"}
+        assert 0 < sum(v.sections.values()) < v.size
+    assert record.variants["debug"].debug_info_bytes > 0
+    assert record.variants["release"].debug_info_bytes == 0
+    assert record.extra_crates(), "the rayon-demo build should add crates"
+    assert all(c.startswith(("rayon", "crossbeam", "either", "num_cpus", "memoffset",
+                             "scopeguard", "cfg-if", "autocfg", "libc", "hermit",
+                             "lazy_static"))
+               for c in record.extra_crates()), record.extra_crates()
+    assert record.cpu_count and record.toolchain and record.target.startswith("wasm32")
+
+
+def test_stored_rayon_demo_is_the_articles_panic(record: buildrecord.BuildRecord) -> None:
+    demo = record.rayon_demo
+    assert demo["pool_code"] < 0 and "ThreadPoolBuildError" in demo["pool_error"]
+    assert demo["trapped"]
+    assert "The global thread pool has not been initialized" in demo["panic_message"]
+    assert demo["rayon_frames"], "the wasm backtrace should show rayon's frames"
+
+
+def test_stored_image_probe(record: buildrecord.BuildRecord) -> None:
+    """What notebook 01 says about image 0.24's default features rests on these facts."""
+    probe = record.image_probe
+    assert probe["build_ok"], probe.get("build_error")
+    assert probe["image_version"].startswith("0.24.")
+    assert "jpeg_rayon" in probe["image_features_using_rayon"]
+    assert "jpeg_rayon" in probe["image_default_features"]
+    assert probe["rayon_compiled"]
+    assert probe["exit_code"] == 0 and not probe["trap"], probe
+    assert any("wasm32" in line for line in probe["jpeg_worker_cfg"])
+
+
+def test_stale_reasons_sees_a_changed_manifest(record: buildrecord.BuildRecord) -> None:
+    changed = copy.deepcopy(record)
+    changed.manifest["features"]["a-feature-nobody-has"] = []
+    assert any("[features]" in r for r in buildrecord.stale_reasons(changed, check_crates=False))
+    changed = copy.deepcopy(record)
+    changed.variants["release"].crates = changed.variants["release"].crates[1:]
+    if buildrecord.dependency_crates() is None:
+        pytest.skip("no toolchain: cargo tree cannot be compared")
+    assert any("release: cargo tree" in r for r in buildrecord.stale_reasons(changed))
+
+
+def test_missing_or_corrupt_record_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(buildrecord.RecordError, match="python -m wasi_lab.buildrecord"):
+        buildrecord.load(tmp_path / "nope.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{ not json")
+    with pytest.raises(buildrecord.RecordError, match="not valid JSON"):
+        buildrecord.load(bad)
+
+
+def test_save_and_load_round_trip(record: buildrecord.BuildRecord, tmp_path: Path) -> None:
+    path = buildrecord.save(record, tmp_path / "r.json")
+    again = buildrecord.load(path)
+    assert again == record
+    assert "source" not in json.loads(path.read_text())
+
+
+def test_where_says_stored_or_live(record: buildrecord.BuildRecord) -> None:
+    assert record.where().startswith("Stored results, recorded ")
+    assert f"{record.cpu_count}-core" in record.where(short=True)
+    live = copy.deepcopy(record)
+    live.source = "live"
+    assert live.where().startswith("Built here")
+
+
+def test_live_request_without_rust_falls_back_and_says_so(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setattr(buildrecord, "_toolchain", lambda: None)
+    rec = buildrecord.results(live=True)
+    assert capsys.readouterr().out == ""  # the notebook prints rec.where(): one line
+    assert rec.source == "fallback" and rec.variants
+    line = rec.where()
+    assert line.startswith("No wasm-capable Rust here") and "prebuilt" in line
+    assert "\n" not in line and "LIVE_BUILD" not in line
+    quiet = buildrecord.results(live=False)  # no switch to suggest without Rust
+    assert quiet.source == "no-rust" and "LIVE_BUILD" not in quiet.where()
+    assert "no wasm-capable Rust here" in quiet.where()
+
+
+def test_format_variant_shortens_cargo_output(record: buildrecord.BuildRecord) -> None:
+    text = buildrecord.format_variant(record.variants["release"], head=2)
+    assert text.startswith("== release (cold") and "more `Compiling` lines" in text
+    assert "Finished" in text
+
+
+def test_rayon_demo_outcome_on_a_real_build() -> None:
+    module = built_module(True, (buildrecord.RAYON_FEATURE,))
+    if module is None:
+        pytest.skip("no rayon-demo build here (`wasi-lab build --features rayon-demo`)")
+    demo = buildrecord.rayon_demo_outcome(module)
+    assert demo["pool_code"] == -7 and demo["pool_code_name"] == "BadArgument"
+    assert demo["trapped"] and demo["rayon_frames"]
+    assert "global thread pool" in demo["panic_message"]
+
+
+def test_panic_text_old_and_new_rust() -> None:
+    old = "thread 'main' panicked at 'boom: x', src/lib.rs:1:1\n"
+    new = "thread 'main' panicked at src/lib.rs:1:1:\nboom: x\n"
+    assert buildrecord.panic_text(old) == "boom: x"
+    assert buildrecord.panic_text(new) == "boom: x"
+
+
+def test_record_holds_no_path_of_the_machine_it_was_made_on() -> None:
+    from wasi_lab.paths import REPO_ROOT
+
+    text = buildrecord.RECORD_PATH.read_text()
+    assert str(REPO_ROOT) not in text and "/home/" not in text and "/root/" not in text
+    assert buildrecord.scrub(f"Compiling x v0.1.0 ({REPO_ROOT}/guest)") == \
+        "Compiling x v0.1.0 (<repo>/guest)"
+
+
+def test_jpeg_worker_listing_live_or_stored(record: buildrecord.BuildRecord) -> None:
+    probe = record.image_probe
+    listing = buildrecord.jpeg_worker_listing(probe)
+    assert "wasm32" in listing.text
+    if buildrecord.find_crate_file(probe["jpeg_worker_file"]) is not None:
+        assert listing.text.splitlines() == probe["jpeg_worker_cfg"]  # same lines, same source
+    stored = buildrecord.jpeg_worker_listing({k: v for k, v in probe.items()
+                                              if k != "jpeg_worker_file"})
+    assert "kept in the build record" in stored.title
+    assert stored.text.splitlines() == probe["jpeg_worker_cfg"]
