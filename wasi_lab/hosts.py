@@ -407,19 +407,42 @@ def wasmtime_version() -> str:
 
 
 def format_comparison(cmp: dict) -> str:
-    """`compare_hosts` as a small text table: answer, score and per-stage milliseconds."""
+    """`compare_hosts` as a small text table, one column per host (fits 100 characters)."""
     stages = ("compile", "instantiate", "load_model", "write", "decode", "infer")
-    head = f"{'host':<37}{'label':<18}{'prob':>8}" + "".join(f"{s:>12}" for s in stages)
-    lines = [head, "-" * len(head)]
-    for name, res in cmp.items():
-        if name == "skipped":
-            continue
-        t = res["timings_ms"]
-        cells = "".join(f"{t[s]:>12.1f}" if s in t else f"{'—':>12}" for s in stages)
-        lines.append(f"{res['host']:<37}{res['label']:<18}{res['prob']:>8.4f}{cells}")
+    hosts_ = [res for name, res in cmp.items() if name != "skipped"]
+    width = max([24] + [len(res["host"]) + 2 for res in hosts_])
+    lines = [f"{'':<20}" + "".join(f"{res['host']:<{width}}" for res in hosts_)]
+    lines.append("-" * len(lines[0].rstrip()))
+    lines.append(f"{'label':<20}" + "".join(f"{res['label']:<{width}}" for res in hosts_))
+    lines.append(f"{'probability':<20}" + "".join(f"{res['prob']:<{width}.4f}" for res in hosts_))
+    for stage in stages:
+        cells = "".join((f"{res['timings_ms'][stage]:<{width}.1f}" if stage in res["timings_ms"]
+                         else f"{'—':<{width}}") for res in hosts_)
+        lines.append(f"{stage + ' (ms)':<20}{cells}")
+    lines = [line.rstrip() for line in lines]
     if "skipped" in cmp:
         lines.append(cmp["skipped"])
+    elif "node" in cmp:
+        lines.append("")
+        lines += compare_sentences(cmp)
     return "\n".join(lines)
+
+
+def compare_sentences(cmp: dict) -> list[str]:
+    """What the two rows of `compare_hosts` show, from their numbers (never assumed)."""
+    node, py = cmp["node"], cmp["wasmtime-py"]
+    if node["index"] == py["index"]:
+        diff = abs(node["prob"] - py["prob"])
+        out = [f"same class in both hosts ({py['label']}); top-1 probabilities differ by "
+               f"{diff:.1e}" + (" (not at all)" if diff == 0 else "")]
+    else:
+        out = [f"the hosts disagree: Node says {node['label']}, wasmtime-py {py['label']}"]
+    ratios = [f"{s} {node['timings_ms'][s] / py['timings_ms'][s]:.1f}x"
+              for s in ("load_model", "decode", "infer")
+              if py["timings_ms"].get(s) and s in node["timings_ms"]]
+    if ratios:
+        out.append("Node's time / wasmtime-py's, this run: " + ", ".join(ratios))
+    return out
 
 
 # --------------------------------------------------------------------------- JS exercise
