@@ -366,13 +366,13 @@ def _clip(text: str | None, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def format_table(rows: list[ArticleRow], width: int = 22) -> str:
+def format_table(rows: list[ArticleRow], width: int = 24) -> str:
     """A plain-text table: figure, article, this machine, status; notes underneath.
 
     The table is at most 100 characters wide, so a notebook never wraps its rows.
     """
     head = ("figure", "article", "this machine", "status")
-    widths = (36, width, width, 13)
+    widths = (30, width, width, 13)
     line = "  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True))
     out = [line, "-" * len(line)]
     for i, r in enumerate(rows, 1):

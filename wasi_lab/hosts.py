@@ -281,7 +281,13 @@ def _command_module(engine: wasmtime.Engine, wasm: Path) -> wasmtime.Module:
 
 
 def _stage(src: Path, dst: Path) -> None:
-    """Hard-link when possible (no copy of a 20 MB model), copy otherwise."""
+    """Hard-link when possible (no copy of a 20 MB model), copy otherwise.
+
+    The link is made to the file itself: linking a symlink (a models/ folder of symlinks
+    into a shared cache) would put a symlink pointing outside the granted folder in it,
+    which WASI refuses to follow (EPERM), and the guest could not read its model.
+    """
+    src = src.resolve()
     try:
         os.link(src, dst)
     except OSError:
