@@ -128,6 +128,16 @@ def rayon_panic(build: bool | None = None) -> tuple[str | None, str]:
 # --------------------------------------------------------------------------- the table
 
 
+def _panic_note(message: str) -> str:
+    """How this guest's rayon panic compares with the article's, read from the message."""
+    note = "same cause: rayon-core cannot start its global pool on wasm32-wasi"
+    if "operation not supported on this platform" in message:
+        return note + "; the same io error text as the article's"
+    if "Unsupported" in message:
+        return note + "; this Rust spells the io error `kind: Unsupported`"
+    return note
+
+
 def _pct(p: float) -> str:
     return f"{100 * p:.1f}%"
 
@@ -191,9 +201,7 @@ def article_table(golden_retriever: Path | str | None = None,
         figure="image crate's rayon panic under `wasmtime run`", article=ARTICLE_PANIC,
         article_value=None, this_machine=message, value=None, unit="text", how=how,
         status=MEASURED if message else UNAVAILABLE,
-        note=("same cause: rayon-core cannot start its global pool on wasm32-wasi; newer "
-              "Rust spells the io error `Error { kind: Unsupported, .. }`") if message
-        else how))
+        note=_panic_note(message) if message else how))
     bar.update()
 
     # 2. result: Some((0.32560226, 654)), and 3. its label
