@@ -399,10 +399,12 @@ def compare_hosts(image: Path | str | None = None, model: str = "efficientnet-li
         if require_node:
             raise
         out["skipped"] = NODE_MISSING
-    pred = Classifier(model).classify(image, top=top)
+    clf = Classifier(model)
+    pred = clf.classify(image, top=top)
     out["wasmtime-py"] = {"label": pred.label, "index": pred.top[0].index,
                           "prob": pred.top[0].prob, "timings_ms": pred.timings_ms,
-                          "host": f"wasmtime-py {wasmtime_version()}"}
+                          "host": f"wasmtime-py {wasmtime_version()}",
+                          "from_cache": clf.guest.compiled.from_cache}
     return out
 
 
@@ -426,6 +428,11 @@ def format_comparison(cmp: dict) -> str:
                          else f"{'—':<{width}}") for res in hosts_)
         lines.append(f"{stage + ' (ms)':<20}{cells}")
     lines = [line.rstrip() for line in lines]
+    if "wasmtime-py" in cmp and "from_cache" in cmp["wasmtime-py"]:
+        lines.append("wasmtime-py's compile: " + (
+            "loaded from the kit's .cwasm cache (Cranelift ran in an earlier process)"
+            if cmp["wasmtime-py"]["from_cache"] else
+            "a cold Cranelift compile (no cache yet: the next process loads it)"))
     if "skipped" in cmp:
         lines.append(cmp["skipped"])
     elif "node" in cmp:
