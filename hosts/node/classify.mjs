@@ -56,15 +56,18 @@ class GuestError extends Error {
   }
 }
 
-// Write `bytes` into the guest's memory and return the offset (the article's helper, fixed).
+// Write `bytes` into the guest's memory and return the offset
+// (the article's helper, fixed).
 function writeGuestMemory(bytes, instance) {
   const len = bytes.byteLength;
   const ptr = instance.exports.alloc(len);
   if (ptr === 0) throw new GuestError('alloc', -8, lastError(instance));
-  // Take `memory.buffer` after alloc: growing memory detaches the previous ArrayBuffer.
+  // Take `memory.buffer` after alloc: growing memory detaches
+  // the previous ArrayBuffer.
   const dst = new Uint8Array(instance.exports.memory.buffer, ptr, len);
-  // The article wrote `new Uint8Array(bytes.buffer)`: the whole backing store. A Buffer is a
-  // window (byteOffset, byteLength) onto it, so copy exactly that window.
+  // The article wrote `new Uint8Array(bytes.buffer)`: the whole
+  // backing store. A Buffer is a window (byteOffset, byteLength)
+  // onto it, so copy exactly that window.
   dst.set(new Uint8Array(bytes.buffer, bytes.byteOffset, len));
   return ptr;
 }
@@ -176,17 +179,21 @@ function runClassify(instance, opts, model, image, t) {
   return { top };
 }
 
-// The article's path: hand both blocks to infer_from_ptrs, which returns a class index.
+// The article's path: hand both blocks to infer_from_ptrs,
+// which returns a class index.
 function runArticle(instance, opts, model, image, t) {
   const ex = instance.exports;
   let s = performance.now();
   const mptr = writeGuestMemory(model, instance);
   const iptr = writeGuestMemory(image, instance);
   t.write = performance.now() - s;
-  // The article passed model_bytes.length for the image too; --replay-article-bug does so.
-  const imgLen = opts.replayArticleBug ? model.byteLength : image.byteLength;
+  // The article passed model_bytes.length for the image too;
+  // --replay-article-bug does so again.
+  const imgLen = opts.replayArticleBug ? model.byteLength
+                                       : image.byteLength;
   s = performance.now();
-  const index = check(instance, 'infer_from_ptrs', ex.infer_from_ptrs(mptr, model.byteLength, iptr, imgLen));
+  const index = check(instance, 'infer_from_ptrs',
+    ex.infer_from_ptrs(mptr, model.byteLength, iptr, imgLen));
   t.infer = performance.now() - s;
   return { index };
 }
