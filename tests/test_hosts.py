@@ -258,3 +258,11 @@ def test_command_guest_reads_a_symlinked_image(tmp_path):
     run = run_command_guest("efficientnet-lite0", link, preopen=True)
     assert run.exit_code == 0, run.stderr
     assert run.label(1000) == "military uniform"
+
+
+@needs_node
+def test_a_function_that_never_returns_is_stopped():
+    from wasi_lab.hosts import try_write_guest_memory_js
+
+    with pytest.raises(HostError, match="did not return within 2 s"):
+        try_write_guest_memory_js("function writeGuestMemory(b, i) { for (;;) {} }", timeout=2)

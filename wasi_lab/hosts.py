@@ -503,15 +503,19 @@ process.stdout.write(JSON.stringify(out) + '\n');
 _ARTICLE_COPY = re.compile(r"new\s+Uint8Array\s*\(\s*bytes\.buffer\s*\)")
 
 
-def try_write_guest_memory_js(source: str, timeout: float = 60.0) -> list[dict]:
+def try_write_guest_memory_js(source: str, timeout: float = 20.0) -> list[dict]:
     """Run a JavaScript `function writeGuestMemory(bytes, instance)` in Node on three Buffers.
 
     Returns one dict per case (`name`, and `ok: True` or `error`). Raises NodeNotFoundError
     without Node, HostError when the source does not even define the function.
     """
     node = find_node()
-    proc = subprocess.run([str(node), "--no-warnings", "-e", _JS_HARNESS], input=source,
-                          capture_output=True, text=True, timeout=timeout)
+    try:
+        proc = subprocess.run([str(node), "--no-warnings", "-e", _JS_HARNESS], input=source,
+                              capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise HostError(f"it did not return within {timeout:.0f} s (a loop that never "
+                        f"ends?)") from None
     if proc.returncode != 0:
         lines = proc.stderr.strip().splitlines()
         why = next((x for x in lines if re.match(r"\w*Error\b", x)), lines[-1] if lines else
