@@ -8,6 +8,7 @@ import math
 import pytest
 
 from wasi_lab.article import (
+    ARTICLE_PANIC,
     MEASURED,
     NEEDS_NETWORK,
     STAND_IN,
@@ -123,3 +124,55 @@ def test_cli_article_json(capsys):
     assert main(["article", "--json", "--no-build", "--repeat", "1"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert len(data) == len(ARTICLE_FIGURES)
+
+
+def _row(figure: str, article: str, article_value: float | None, this: str | None,
+         value: float | None, status: str) -> ArticleRow:
+    return ArticleRow(figure=figure, article=article, article_value=article_value,
+                      this_machine=this, value=value, unit="ms", how="how", status=status,
+                      note="no rayon-demo build: run `wasi-lab build --features rayon-demo`")
+
+
+def test_what_to_notice_is_built_from_the_rows():
+    from types import SimpleNamespace
+
+    from wasi_lab.article import what_to_notice
+
+    rows = [_row("image crate's rayon panic under `wasmtime run`", "x", None, None, None,
+                 UNAVAILABLE),
+            _row("class of grace_hopper.jpg", "military uniform (32.6%)", 0.33,
+                 "military uniform (38.2%)", 0.38, STAND_IN),
+            _row("module instantiation time (wasmtime host)", "774.715145ms", 774.715145,
+                 "0.50 ms", 0.5, MEASURED),
+            _row("inference time (wasmtime host)", "723.531083ms", 723.531083, "480.0 ms",
+                 480.0, STAND_IN)]
+    text = "\n".join(what_to_notice(rows, SimpleNamespace(compile_cold_ms=1234.0)))
+    assert "not reproduced here" in text and "notebook 01" in text
+    assert "a different model: military uniform (38.2%) (the same class)" in text
+    assert "1,549 times less" in text and "1234 ms" in text  # 774.7 / 0.5, from the rows
+    assert "rough comparison" in text
+    assert "1 of 4 rows are empty" in text
+    # Another machine, other sentences: nothing is fixed in advance.
+    rows[1] = _row("class of grace_hopper.jpg", "military uniform (32.6%)", 0.33,
+                   "bulletproof vest (20.0%)", 0.2, MEASURED)
+    rows[0] = _row("image crate's rayon panic under `wasmtime run`", "x", None,
+                   ARTICLE_PANIC, None, MEASURED)
+    text = "\n".join(what_to_notice(rows))
+    assert "(a different class)" in text and "the article's model" in text
+    assert "starts like the article's" in text and "cold compile" not in text
+
+
+def test_panic_note_reads_the_message():
+    from wasi_lab.article import _panic_note
+
+    assert "same io error text" in _panic_note(ARTICLE_PANIC)
+    assert "kind: Unsupported" in _panic_note("ThreadPoolBuildError { kind: IOError(Error { "
+                                              "kind: Unsupported, message: \"...\" }) }")
+    assert "Unsupported" not in _panic_note(ARTICLE_PANIC)
+
+
+def test_text_table_fits_a_notebook():
+    rows = article_table(repeat=1, build_rayon=False, node=False)
+    table = format_table(rows).split("\n\n")[0]  # the table, not the notes under it
+    assert len(table.splitlines()) == 2 + len(rows)
+    assert max(len(line) for line in table.splitlines()) <= 100

@@ -7,11 +7,19 @@ import shutil
 
 import pytest
 
+from wasi_lab import listings
 from wasi_lab.hosts import (
+    NODE_HOST,
+    NODE_MISSING,
+    HostError,
     NodeNotFoundError,
+    check_write_guest_memory_js,
+    compare_hosts,
+    format_comparison,
     grace_hopper,
     run_command_guest,
     run_node,
+    skip_without_node,
     wasmtime_timings,
 )
 from wasi_lab.predict import Classifier
@@ -78,6 +86,11 @@ def test_node_buffer_pool_is_why_the_article_copy_was_wrong_and_repeats_are_time
     res = run_node(top=1, repeat=3)
     demo = res["buffer_pool_demo"]
     assert demo["article_copy_bytes"] > demo["bytes"]
+    # The article's copy of a pooled Buffer is refused by `set`, not silently wrong; the
+    # model and image Buffers read from files own their ArrayBuffer, so it never showed.
+    assert demo["article_copy"].startswith("RangeError")
+    assert demo["byte_offset"] + demo["bytes"] <= demo["article_copy_bytes"]
+    assert demo["model_is_whole_buffer"] is True and demo["image_is_whole_buffer"] is True
     runs = res["timings_ms"]["infer_runs"]
     assert len(runs) == 3 and all(r > 0 for r in runs)
     assert runs[0] == res["timings_ms"]["infer"]
@@ -119,3 +132,137 @@ def test_wasmtime_timings_are_measured():
     # Loading the serialized module skips Cranelift entirely.
     assert t.compile_cached_ms < t.compile_cold_ms
     assert t.article_style_request_ms > t.kit_request_ms  # parsing the model is not free
+
+
+# --------------------------------------------------------------------------- without Node
+
+@pytest.fixture()
+def no_node(monkeypatch, tmp_path):
+    """A machine without Node: find_node fails as it does when `node` is not installed."""
+    monkeypatch.setenv("WASI_LAB_NODE", str(tmp_path / "no-such-node"))
+
+
+def test_skip_without_node_prints_one_line_and_goes_on(no_node, capsys):
+    ran = []
+    with skip_without_node():
+        run_node()
+        ran.append("after")  # never reached: the block stops at the missing Node
+    assert ran == []
+    assert capsys.readouterr().out == NODE_MISSING + "\n"
+
+
+def test_skip_without_node_does_not_hide_real_failures():
+    with pytest.raises(HostError, match="boom"), skip_without_node():
+        raise HostError("boom")  # a Node host that ran and failed is an error, not a skip
+
+
+def test_compare_hosts_without_node_keeps_the_wasmtime_row(no_node):
+    with pytest.raises(NodeNotFoundError):
+        compare_hosts()
+    cmp = compare_hosts(require_node=False)
+    assert "node" not in cmp and cmp["skipped"] == NODE_MISSING
+    assert cmp["wasmtime-py"]["label"] == "military uniform"
+    text = format_comparison(cmp)
+    assert text.splitlines()[-1] == NODE_MISSING
+    assert "wasmtime-py's compile: " in text  # cache or cold, said not assumed
+    assert max(len(line) for line in text.splitlines()) <= 100
+
+
+@needs_node
+def test_comparison_says_whether_the_hosts_agree():
+    text = format_comparison(compare_hosts())
+    assert "same class in both hosts (military uniform)" in text
+    assert "Node's time / wasmtime-py's" in text
+    assert max(len(line) for line in text.splitlines()) <= 100
+
+
+# --------------------------------------------------------------------------- the JS exercise
+
+ARTICLE_LINE = "m.set(new Uint8Array(bytes.buffer));"
+
+
+def _article_js(replacement: str = ARTICLE_LINE) -> str:
+    return listings.article("writeGuestMemory.js").text.replace(ARTICLE_LINE, replacement)
+
+
+FIXES = ("m.set(new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength));",
+         "m.set(bytes);")
+
+
+@needs_node
+def test_article_write_guest_memory_fails_when_run_in_node():
+    problem = check_write_guest_memory_js(_article_js())
+    assert problem is not None
+    assert "shared pool" in problem and "RangeError" in problem
+    assert "own ArrayBuffer" not in problem  # a whole Buffer is copied right even by the bug
+
+
+@needs_node
+@pytest.mark.parametrize("fix", FIXES)
+def test_fixed_write_guest_memory_passes_when_run_in_node(fix):
+    assert check_write_guest_memory_js(_article_js(fix)) is None
+
+
+@needs_node
+def test_the_node_hosts_own_write_guest_memory_passes():
+    assert check_write_guest_memory_js(
+        listings.js_function(NODE_HOST, "writeGuestMemory").text) is None
+
+
+@needs_node
+def test_a_view_taken_before_alloc_is_caught():
+    early = """function writeGuestMemory(bytes, instance) {
+      const mem = instance.exports.memory.buffer;
+      const ptr = instance.exports.alloc(bytes.byteLength);
+      new Uint8Array(mem, ptr, bytes.byteLength).set(bytes);
+      return ptr;
+    }"""
+    problem = check_write_guest_memory_js(early)
+    assert problem is not None and "detached" in problem
+
+
+@needs_node
+def test_broken_javascript_is_a_clear_sentence():
+    assert "SyntaxError" in check_write_guest_memory_js("function writeGuestMemory( {")
+    assert "not the pointer" in check_write_guest_memory_js(
+        "function writeGuestMemory(bytes, instance) { }")
+
+
+def test_without_node_the_check_reads_the_code(no_node):
+    assert "Node not found" in check_write_guest_memory_js(_article_js())
+    for fix in FIXES:
+        assert check_write_guest_memory_js(_article_js(fix)) is None
+    assert check_write_guest_memory_js(None) is not None
+    assert check_write_guest_memory_js("function other() {}") is not None
+
+
+@pytest.mark.slow
+def test_notebook_05_runs_to_the_end_without_node(no_node):
+    from tests.nbrun import execute, printed, tagged
+
+    nb = execute("05_hosts_and_timing.ipynb")
+    outputs = [printed(c) for c in nb.cells if c.cell_type == "code"]
+    skips = [o for o in outputs if NODE_MISSING in o]
+    assert len(skips) >= 3  # the comparison, both bug replays, the timing chart
+    for out in skips:  # one line each, nothing else from Node
+        assert out.count(NODE_MISSING) == 1 and "node v" not in out
+    checks = [printed(c).strip() for c in tagged(nb, "check")]
+    assert len(checks) == 3 and all(c.startswith("✗") and "\n" not in c for c in checks)
+    assert "Node not found" in checks[0]  # the JS check fell back to reading the code
+
+
+def test_command_guest_reads_a_symlinked_image(tmp_path):
+    # A symlink hard-linked into the granted folder would point outside it: WASI refuses it.
+    link = tmp_path / "photo.jpg"
+    link.symlink_to(grace_hopper().resolve())
+    run = run_command_guest("efficientnet-lite0", link, preopen=True)
+    assert run.exit_code == 0, run.stderr
+    assert run.label(1000) == "military uniform"
+
+
+@needs_node
+def test_a_function_that_never_returns_is_stopped():
+    from wasi_lab.hosts import try_write_guest_memory_js
+
+    with pytest.raises(HostError, match="did not return within 2 s"):
+        try_write_guest_memory_js("function writeGuestMemory(b, i) { for (;;) {} }", timeout=2)

@@ -89,3 +89,23 @@ def test_bench_layers_cli_json() -> None:
     assert res["model"] == "efficientnet-lite0" and res["total_ms"] > 0
     assert {r["op"] for r in res["by_op"]} >= {"Conv 1x1", "Depthwise 5x5"}
     assert len(res["steps"]) >= 50
+
+
+def test_cpu_mhz_reads_proc_cpuinfo(monkeypatch, tmp_path) -> None:
+    from pathlib import Path
+
+    from wasi_lab import layers
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nmodel name\t: Some CPU\ncpu MHz\t\t: 2100.000\n")
+    real = Path
+
+    def fake(p="", *a):
+        return real(info) if str(p) == "/proc/cpuinfo" else real(p, *a)
+
+    monkeypatch.setattr(layers, "Path", fake)
+    assert layers.cpu_mhz() == 2100.0
+    info.write_text("processor\t: 0\n")  # e.g. an ARM board: no clock line
+    assert layers.cpu_mhz() is None
+    info.unlink()  # not Linux
+    assert layers.cpu_mhz() is None

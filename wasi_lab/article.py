@@ -128,6 +128,16 @@ def rayon_panic(build: bool | None = None) -> tuple[str | None, str]:
 # --------------------------------------------------------------------------- the table
 
 
+def _panic_note(message: str) -> str:
+    """How this guest's rayon panic compares with the article's, read from the message."""
+    note = "same cause: rayon-core cannot start its global pool on wasm32-wasi"
+    if "operation not supported on this platform" in message:
+        return note + "; the same io error text as the article's"
+    if "Unsupported" in message:
+        return note + "; this Rust spells the io error `kind: Unsupported`"
+    return note
+
+
 def _pct(p: float) -> str:
     return f"{100 * p:.1f}%"
 
@@ -191,9 +201,7 @@ def article_table(golden_retriever: Path | str | None = None,
         figure="image crate's rayon panic under `wasmtime run`", article=ARTICLE_PANIC,
         article_value=None, this_machine=message, value=None, unit="text", how=how,
         status=MEASURED if message else UNAVAILABLE,
-        note=("same cause: rayon-core cannot start its global pool on wasm32-wasi; newer "
-              "Rust spells the io error `Error { kind: Unsupported, .. }`") if message
-        else how))
+        note=_panic_note(message) if message else how))
     bar.update()
 
     # 2. result: Some((0.32560226, 654)), and 3. its label
@@ -305,6 +313,55 @@ def article_table(golden_retriever: Path | str | None = None,
     return rows
 
 
+# --------------------------------------------------------------------------- reading it
+
+
+def what_to_notice(rows: list[ArticleRow], timings=None) -> list[str]:
+    """The table's lessons as sentences built from its rows, so none can contradict them.
+
+    `timings` (a `hosts.HostTimings`) adds the cold compile beside the instantiation.
+    """
+    by = {r.figure: r for r in rows}
+    out: list[str] = []
+    panic = next((r for r in rows if "rayon panic" in r.figure), None)
+    if panic is not None:
+        if panic.this_machine and "thread pool has not been initialized" in panic.this_machine:
+            out.append("the rayon panic: this guest's message starts like the article's, "
+                       "'The global thread pool has not been initialized' (rayon-core still "
+                       "cannot start threads on wasm32-wasi)")
+        elif panic.this_machine:
+            out.append(f"the rayon panic: this guest says {panic.this_machine[:120]!r}")
+        else:
+            out.append(f"the rayon panic was not reproduced here ({panic.note}); notebook 01 "
+                       f"shows it")
+    cls = by.get("class of grace_hopper.jpg")
+    if cls is not None and cls.this_machine:
+        same = cls.this_machine.startswith("military uniform")
+        model = "the article's model" if cls.status == MEASURED else "a different model"
+        out.append(f"the class of Grace Hopper: the article said military uniform; here, with "
+                   f"{model}: {cls.this_machine}" + (" (the same class)" if same else
+                                                     " (a different class)"))
+    inst = by.get("module instantiation time (wasmtime host)")
+    if inst is not None and inst.value:
+        line = (f"instantiation: the article printed {inst.article_value:.1f} ms, this machine "
+                f"{inst.value:.2f} ms, {inst.article_value / inst.value:,.0f} times less")
+        if timings is not None:
+            line += (f"; not a faster computer: the article's figure included compiling the "
+                     f"module (a cold compile here: {timings.compile_cold_ms:.0f} ms), which "
+                     f"the kit does once and caches")
+        out.append(line)
+    infer = by.get("inference time (wasmtime host)")
+    if infer is not None and infer.value:
+        out.append(f"inference: the article printed {infer.article_value:.0f} ms, this machine "
+                   f"{infer.value:.0f} ms" + ("" if infer.status == MEASURED else
+                                             ", with a different model: a rough comparison only"))
+    missing = [r.figure for r in rows if r.status in (NEEDS_NETWORK, UNAVAILABLE)]
+    if missing:
+        out.append(f"{len(missing)} of {len(rows)} rows are empty rather than guessed: "
+                   + "; ".join(missing))
+    return out
+
+
 # --------------------------------------------------------------------------- output
 
 
@@ -317,10 +374,13 @@ def _clip(text: str | None, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def format_table(rows: list[ArticleRow], width: int = 34) -> str:
-    """A plain-text table: figure, article, this machine, status; notes underneath."""
+def format_table(rows: list[ArticleRow], width: int = 24) -> str:
+    """A plain-text table: figure, article, this machine, status; notes underneath.
+
+    The table is at most 100 characters wide, so a notebook never wraps its rows.
+    """
     head = ("figure", "article", "this machine", "status")
-    widths = (44, width, width, 13)
+    widths = (30, width, width, 13)
     line = "  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True))
     out = [line, "-" * len(line)]
     for i, r in enumerate(rows, 1):

@@ -198,6 +198,51 @@ def run_bench(model: str = "efficientnet-lite0", repeat: int = 20, module: Path 
         peers_p90_ms={p: p90(t) for p, (t, _) in results.items()}, skipped=skipped)
 
 
+#: The native peers and the module each needs (the `bench` extra installs both).
+PEER_MODULES = {"tract": "tract", "ort_1t": "onnxruntime", "ort": "onnxruntime"}
+
+
+def missing_peers() -> list[str]:
+    """The Python modules of the native peers that are not installed (none with the extra)."""
+    import importlib.util
+
+    return sorted({m for m in PEER_MODULES.values() if importlib.util.find_spec(m) is None})
+
+
+def peers_missing_line(res: BenchResult | None = None) -> str | None:
+    """One line for a notebook cell that needs a native peer, or None when there is one.
+
+    With `res`, the question is whether that run measured any peer (a peer can also be
+    skipped for a missing ONNX export); without it, whether the peers are installed.
+    """
+    if res is not None and any(v is not None for v in (res.tract_ms, res.ort_1t_ms, res.ort_ms)):
+        return None
+    missing = missing_peers()
+    if res is None and not missing:
+        return None
+    if missing:
+        return (f"{' and '.join(missing)} not installed: no native engine to compare with; "
+                f"`pip install -e '.[bench]'` to see them")
+    return "no native engine was measured: " + "; ".join(res.skipped if res else [])
+
+
+def compare_sentences(res: BenchResult) -> list[str]:
+    """What one bench run says about the guest and each peer, from its own numbers."""
+    out = [f"the guest: {res.guest_ms:.1f} ms per inference (median of {res.repeat})"]
+    names = {"tract": "tract native", "ort_1t": "ONNX Runtime, 1 thread",
+             "ort": "ONNX Runtime, default threads"}
+    for key, ms in (("tract", res.tract_ms), ("ort_1t", res.ort_1t_ms), ("ort", res.ort_ms)):
+        if ms is None:
+            continue
+        ratio = res.guest_ms / ms
+        how = (f"{ratio:.2f}x its time: the guest is faster" if ratio < 1 else
+               f"{ratio:.2f}x its time: the guest is slower")
+        diff = res.diffs.get(key)
+        same = f", outputs within {diff:.1e}" if diff is not None else ""
+        out.append(f"{names[key]}: {ms:.1f} ms; the guest takes {how}{same}")
+    return out
+
+
 def format_table(res: BenchResult) -> str:
     """The table `wasi-lab bench` prints."""
     def ms(v: float | None) -> str:

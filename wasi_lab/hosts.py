@@ -11,10 +11,14 @@ by side:
   with or without a preopened directory: WASI's capability model in one switch;
 - `wasmtime_timings` measures compile (cold and cached), instantiate (InstancePre), write,
   decode and infer, the breakdown the article could only guess at.
+
+Node is optional: a notebook cell that needs it runs under `skip_without_node()`, which turns a
+missing Node into the one line `NODE_MISSING` and lets Run All go on.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -23,6 +27,7 @@ import statistics
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -46,6 +51,25 @@ class HostError(RuntimeError):
 
 class NodeNotFoundError(HostError):
     """No usable `node` binary."""
+
+
+#: What a notebook cell prints instead of its Node output when there is no Node 20+.
+NODE_MISSING = ("Node ≥ 20 not found: the Node columns are skipped; install nodejs to see "
+                "them")
+
+
+@contextlib.contextmanager
+def skip_without_node(message: str = NODE_MISSING) -> Iterator[None]:
+    """Run a block that needs Node; without Node print `message` (one line) and go on.
+
+    Only a missing or too old Node is swallowed: a Node host that runs and fails is a real
+    error and still raises. Whatever the block would have assigned stays unassigned, so
+    later cells must not depend on it.
+    """
+    try:
+        yield
+    except NodeNotFoundError:
+        print(message)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -257,7 +281,13 @@ def _command_module(engine: wasmtime.Engine, wasm: Path) -> wasmtime.Module:
 
 
 def _stage(src: Path, dst: Path) -> None:
-    """Hard-link when possible (no copy of a 20 MB model), copy otherwise."""
+    """Hard-link when possible (no copy of a 20 MB model), copy otherwise.
+
+    The link is made to the file itself: linking a symlink (a models/ folder of symlinks
+    into a shared cache) would put a symlink pointing outside the granted folder in it,
+    which WASI refuses to follow (EPERM), and the guest could not read its model.
+    """
+    src = src.resolve()
     try:
         os.link(src, dst)
     except OSError:
@@ -351,20 +381,31 @@ def wasmtime_timings(model: str | Path = "efficientnet-lite0",
 
 
 def compare_hosts(image: Path | str | None = None, model: str = "efficientnet-lite0",
-                  top: int = 5) -> dict:
-    """The same .wasm and the same image under Node and under wasmtime-py."""
+                  top: int = 5, require_node: bool = True) -> dict:
+    """The same .wasm and the same image under Node and under wasmtime-py.
+
+    With `require_node=False` a missing Node leaves the "node" entry out and puts
+    `NODE_MISSING` under "skipped" (`format_comparison` prints it), instead of raising.
+    """
     from wasi_lab.predict import Classifier
 
     image = Path(image) if image is not None else grace_hopper()
-    node = run_node(image, model, top=top)
-    pred = Classifier(model).classify(image, top=top)
-    return {
-        "node": {"label": node["label"], "index": node["index"], "prob": node["prob"],
-                 "timings_ms": node["timings_ms"], "host": node["host"]},
-        "wasmtime-py": {"label": pred.label, "index": pred.top[0].index,
-                        "prob": pred.top[0].prob, "timings_ms": pred.timings_ms,
-                        "host": f"wasmtime-py {wasmtime_version()}"},
-    }
+    out: dict = {}
+    try:
+        node = run_node(image, model, top=top)
+        out["node"] = {"label": node["label"], "index": node["index"], "prob": node["prob"],
+                       "timings_ms": node["timings_ms"], "host": node["host"]}
+    except NodeNotFoundError:
+        if require_node:
+            raise
+        out["skipped"] = NODE_MISSING
+    clf = Classifier(model)
+    pred = clf.classify(image, top=top)
+    out["wasmtime-py"] = {"label": pred.label, "index": pred.top[0].index,
+                          "prob": pred.top[0].prob, "timings_ms": pred.timings_ms,
+                          "host": f"wasmtime-py {wasmtime_version()}",
+                          "from_cache": clf.guest.compiled.from_cache}
+    return out
 
 
 def wasmtime_version() -> str:
@@ -374,12 +415,137 @@ def wasmtime_version() -> str:
 
 
 def format_comparison(cmp: dict) -> str:
-    """`compare_hosts` as a small text table: answer, score and per-stage milliseconds."""
+    """`compare_hosts` as a small text table, one column per host (fits 100 characters)."""
     stages = ("compile", "instantiate", "load_model", "write", "decode", "infer")
-    head = f"{'host':<37}{'label':<18}{'prob':>8}" + "".join(f"{s:>12}" for s in stages)
-    lines = [head, "-" * len(head)]
-    for res in cmp.values():
-        t = res["timings_ms"]
-        cells = "".join(f"{t[s]:>12.1f}" if s in t else f"{'—':>12}" for s in stages)
-        lines.append(f"{res['host']:<37}{res['label']:<18}{res['prob']:>8.4f}{cells}")
+    hosts_ = [res for name, res in cmp.items() if name != "skipped"]
+    width = max([24] + [len(res["host"]) + 2 for res in hosts_])
+    lines = [f"{'':<20}" + "".join(f"{res['host']:<{width}}" for res in hosts_)]
+    lines.append("-" * len(lines[0].rstrip()))
+    lines.append(f"{'label':<20}" + "".join(f"{res['label']:<{width}}" for res in hosts_))
+    lines.append(f"{'probability':<20}" + "".join(f"{res['prob']:<{width}.4f}" for res in hosts_))
+    for stage in stages:
+        cells = "".join((f"{res['timings_ms'][stage]:<{width}.1f}" if stage in res["timings_ms"]
+                         else f"{'—':<{width}}") for res in hosts_)
+        lines.append(f"{stage + ' (ms)':<20}{cells}")
+    lines = [line.rstrip() for line in lines]
+    if "wasmtime-py" in cmp and "from_cache" in cmp["wasmtime-py"]:
+        lines.append("wasmtime-py's compile: " + (
+            "loaded from the kit's .cwasm cache (Cranelift ran in an earlier process)"
+            if cmp["wasmtime-py"]["from_cache"] else
+            "a cold Cranelift compile (no cache yet: the next process loads it)"))
+    if "skipped" in cmp:
+        lines.append(cmp["skipped"])
+    elif "node" in cmp:
+        lines.append("")
+        lines += compare_sentences(cmp)
     return "\n".join(lines)
+
+
+def compare_sentences(cmp: dict) -> list[str]:
+    """What the two rows of `compare_hosts` show, from their numbers (never assumed)."""
+    node, py = cmp["node"], cmp["wasmtime-py"]
+    if node["index"] == py["index"]:
+        diff = abs(node["prob"] - py["prob"])
+        out = [f"same class in both hosts ({py['label']}); top-1 probabilities differ by "
+               f"{diff:.1e}" + (" (not at all)" if diff == 0 else "")]
+    else:
+        out = [f"the hosts disagree: Node says {node['label']}, wasmtime-py {py['label']}"]
+    ratios = [f"{s} {node['timings_ms'][s] / py['timings_ms'][s]:.1f}x"
+              for s in ("load_model", "decode", "infer")
+              if py["timings_ms"].get(s) and s in node["timings_ms"]]
+    if ratios:
+        out.append("Node's time / wasmtime-py's, this run: " + ", ".join(ratios))
+    return out
+
+
+# --------------------------------------------------------------------------- JS exercise
+
+#: Runs a learner's `writeGuestMemory` against a real WebAssembly.Memory whose `alloc`
+#: grows it, with the three kinds of Buffer a host meets: one from Node's shared pool
+#: (byteOffset > 0, `.buffer` is the 8 KiB pool), a large one with its own ArrayBuffer (what
+#: the article's files were, so its bug never showed) and a window into the middle of
+#: another. Prints one JSON line: per case, ok or the error.
+_JS_HARNESS = r"""
+const fs = require('node:fs');
+const src = fs.readFileSync(0, 'utf8');
+const writeGuestMemory = new Function(`${src}\nreturn writeGuestMemory;`)();
+const memory = new WebAssembly.Memory({ initial: 1, maximum: 64 });
+let top = 1024;
+const instance = { exports: { memory, alloc(len) {
+  const ptr = top; top += len;
+  const need = Math.ceil(top / 65536) - memory.buffer.byteLength / 65536;
+  if (need > 0) memory.grow(need);  // detaches every earlier view of memory.buffer
+  return ptr;
+} } };
+const big = Buffer.alloc(200000);
+for (let i = 0; i < big.length; i++) big[i] = (i * 7 + 3) & 255;
+const cases = [
+  ['a 12-byte Buffer from Node\'s shared pool', Buffer.from('hello, guest')],
+  ['a 200000-byte Buffer with its own ArrayBuffer', big],
+  ['a 500-byte window (subarray) into that Buffer', big.subarray(1000, 1500)],
+];
+const out = cases.map(([name, bytes]) => {
+  const where = `${name} (byteOffset ${bytes.byteOffset}, `
+    + `.buffer ${bytes.buffer.byteLength} bytes)`;
+  try {
+    const ptr = writeGuestMemory(bytes, instance);
+    if (typeof ptr !== 'number') return { name: where, error: `returned ${ptr}, not the pointer` };
+    const got = Buffer.from(memory.buffer, ptr, bytes.byteLength);
+    return got.equals(bytes) ? { name: where, ok: true }
+      : { name: where, error: 'the guest memory at ptr does not hold these bytes' };
+  } catch (e) {
+    return { name: where, error: String(e) };
+  }
+});
+process.stdout.write(JSON.stringify(out) + '\n');
+"""
+
+_ARTICLE_COPY = re.compile(r"new\s+Uint8Array\s*\(\s*bytes\.buffer\s*\)")
+
+
+def try_write_guest_memory_js(source: str, timeout: float = 20.0) -> list[dict]:
+    """Run a JavaScript `function writeGuestMemory(bytes, instance)` in Node on three Buffers.
+
+    Returns one dict per case (`name`, and `ok: True` or `error`). Raises NodeNotFoundError
+    without Node, HostError when the source does not even define the function.
+    """
+    node = find_node()
+    try:
+        proc = subprocess.run([str(node), "--no-warnings", "-e", _JS_HARNESS], input=source,
+                              capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise HostError(f"it did not return within {timeout:.0f} s (a loop that never "
+                        f"ends?)") from None
+    if proc.returncode != 0:
+        lines = proc.stderr.strip().splitlines()
+        why = next((x for x in lines if re.match(r"\w*Error\b", x)), lines[-1] if lines else
+                   f"exit code {proc.returncode}")
+        raise HostError(f"Node could not run it: {why}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def check_write_guest_memory_js(source: str) -> str | None:
+    """None when `source`'s writeGuestMemory copies exactly the Buffer's bytes, else why not.
+
+    Runs it in Node when there is one (`try_write_guest_memory_js`). Without Node it reads
+    the text instead: the article's `new Uint8Array(bytes.buffer)` is wrong, and a copy of
+    the window (`bytes.byteOffset`, or `set(bytes)` itself) is what fixes it.
+    """
+    if not isinstance(source, str) or "writeGuestMemory" not in source:
+        return "expected the JavaScript text of function writeGuestMemory(bytes, instance)"
+    try:
+        cases = try_write_guest_memory_js(source)
+    except NodeNotFoundError:
+        if _ARTICLE_COPY.search(source):
+            return ("(read, Node not found) it still copies new Uint8Array(bytes.buffer): the "
+                    "whole backing ArrayBuffer, not the Buffer's window")
+        if "byteOffset" in source or re.search(r"\.set\(\s*bytes\s*\)", source):
+            return None
+        return ("(read, Node not found) no copy of the Buffer's window found: use "
+                "bytes.byteOffset and bytes.byteLength")
+    except HostError as exc:
+        return str(exc)
+    bad = [c for c in cases if not c.get("ok")]
+    if not bad:
+        return None
+    return "; ".join(f"{c['name']}: {c['error']}" for c in bad)

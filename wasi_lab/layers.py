@@ -130,6 +130,25 @@ def format_layers(prof: LayerProfile, slowest: int = 8) -> str:
     return "\n".join(lines)
 
 
+def cpu_mhz() -> float | None:
+    """The clock the first CPU reports (`cpu MHz` in /proc/cpuinfo), or None without one.
+
+    A virtual machine reports its nominal clock; turbo and throttling move the real one.
+    """
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "cpu MHz":
+            try:
+                return float(value)
+            except ValueError:
+                return None
+    return None
+
+
 def layers_json(prof: LayerProfile) -> str:
     return json.dumps(prof.to_dict(), indent=2)
 

@@ -3,7 +3,8 @@
 //
 // The article's Node host, with its two bugs fixed:
 //  1. `writeGuestMemory` copied `new Uint8Array(bytes.buffer)`: for a small Node Buffer that
-//     is the whole shared 8 KiB pool, not the bytes. We copy the Buffer's own window.
+//     is the whole shared 8 KiB pool, not the bytes, and `set` throws a RangeError. We copy
+//     the Buffer's own window.
 //  2. `getPrediction` passed `model_bytes.length` as the image length. We pass the image's
 //     own length; `--replay-article-bug` passes the model's again, to show the guest refuse it.
 //
@@ -55,15 +56,18 @@ class GuestError extends Error {
   }
 }
 
-// Write `bytes` into the guest's memory and return the offset (the article's helper, fixed).
+// Write `bytes` into the guest's memory and return the offset
+// (the article's helper, fixed).
 function writeGuestMemory(bytes, instance) {
   const len = bytes.byteLength;
   const ptr = instance.exports.alloc(len);
   if (ptr === 0) throw new GuestError('alloc', -8, lastError(instance));
-  // Take `memory.buffer` after alloc: growing memory detaches the previous ArrayBuffer.
+  // Take `memory.buffer` after alloc: growing memory detaches
+  // the previous ArrayBuffer.
   const dst = new Uint8Array(instance.exports.memory.buffer, ptr, len);
-  // The article wrote `new Uint8Array(bytes.buffer)`: the whole backing store. A Buffer is a
-  // window (byteOffset, byteLength) onto it, so copy exactly that window.
+  // The article wrote `new Uint8Array(bytes.buffer)`: the whole
+  // backing store. A Buffer is a window (byteOffset, byteLength)
+  // onto it, so copy exactly that window.
   dst.set(new Uint8Array(bytes.buffer, bytes.byteOffset, len));
   return ptr;
 }
@@ -175,17 +179,21 @@ function runClassify(instance, opts, model, image, t) {
   return { top };
 }
 
-// The article's path: hand both blocks to infer_from_ptrs, which returns a class index.
+// The article's path: hand both blocks to infer_from_ptrs,
+// which returns a class index.
 function runArticle(instance, opts, model, image, t) {
   const ex = instance.exports;
   let s = performance.now();
   const mptr = writeGuestMemory(model, instance);
   const iptr = writeGuestMemory(image, instance);
   t.write = performance.now() - s;
-  // The article passed model_bytes.length for the image too; --replay-article-bug does so.
-  const imgLen = opts.replayArticleBug ? model.byteLength : image.byteLength;
+  // The article passed model_bytes.length for the image too;
+  // --replay-article-bug does so again.
+  const imgLen = opts.replayArticleBug ? model.byteLength
+                                       : image.byteLength;
   s = performance.now();
-  const index = check(instance, 'infer_from_ptrs', ex.infer_from_ptrs(mptr, model.byteLength, iptr, imgLen));
+  const index = check(instance, 'infer_from_ptrs',
+    ex.infer_from_ptrs(mptr, model.byteLength, iptr, imgLen));
   t.infer = performance.now() - s;
   return { index };
 }
@@ -223,9 +231,23 @@ async function main() {
     image: opts.image, model: opts.model, preprocess: opts.preprocess,
     image_bytes: image.byteLength, model_bytes: model.byteLength, timings_ms: t,
   };
-  // Why the article's copy was wrong: a small Buffer is a window onto a shared pool.
+  // Why the article's copy was wrong: a small Buffer is a window onto a shared pool, and
+  // the article copied the whole pool. Try it (into a scratch array the Buffer's size) and
+  // report what happened; and say whether the model and image Buffers cover their whole
+  // ArrayBuffer, the only case where the article's copy is right (its files were).
   const small = Buffer.from(opts.preprocess, 'utf8');
-  result.buffer_pool_demo = { bytes: small.byteLength, article_copy_bytes: small.buffer.byteLength };
+  let articleCopy = 'copied';
+  try {
+    new Uint8Array(small.byteLength).set(new Uint8Array(small.buffer));
+  } catch (err) {
+    articleCopy = String(err);
+  }
+  const whole = (b) => b.byteOffset === 0 && b.buffer.byteLength === b.byteLength;
+  result.buffer_pool_demo = {
+    bytes: small.byteLength, byte_offset: small.byteOffset,
+    article_copy_bytes: small.buffer.byteLength, article_copy: articleCopy,
+    model_is_whole_buffer: whole(model), image_is_whole_buffer: whole(image),
+  };
   try {
     if (opts.entry === 'article') {
       // infer_from_ptrs answers like the article: a 1-based class number, which is the
