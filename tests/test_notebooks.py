@@ -233,8 +233,8 @@ def execute(nb: nbformat.NotebookNode, cwd: Path, timeout: int, keep_as: Path | 
 
 
 def run_and_judge(path: Path, mode: str, cwd: Path, timeout: int,
-                  keep_as: Path | None = None) -> float:
-    """One of the two runs: execute, then judge every check; returns the wall time."""
+                  keep_as: Path | None = None) -> tuple[nbformat.NotebookNode, float]:
+    """One of the two runs: execute, then judge every check; the executed copy, wall time."""
     nb = nbformat.read(path, as_version=4)
     if mode == SOLVED:
         nb = with_solutions(nb)
@@ -244,7 +244,20 @@ def run_and_judge(path: Path, mode: str, cwd: Path, timeout: int,
     assert not errors, errors
     problems = verdict_problems(nb, FAIL if mode == SHIPPED else PASS)
     assert not problems, f"{path.name} ({mode}): " + "; ".join(problems)
-    return seconds
+    return nb, seconds
+
+
+def preflight_problems(nb: nbformat.NotebookNode) -> list[str]:
+    """On a machine after `make setup` the preflight shows its slider and prints no ✗."""
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    text = "".join(o.get("text", "") for o in outputs if o.get("output_type") == "stream")
+    problems = [line for line in text.splitlines() if line.startswith(FAIL)]
+    if not any("application/vnd.jupyter.widget-view+json" in o.get("data", {})
+               for o in outputs):
+        problems.append("no widget was displayed")
+    if "widgets render" not in text:
+        problems.append("the widgets line is missing")
+    return problems
 
 
 def _record_time(name: str, mode: str, seconds: float) -> None:
@@ -269,9 +282,12 @@ def test_notebook_runs(path: Path, mode: str) -> None:
             pytest.skip(f"{path.name} has no exercises: the shipped run covers it")
         assert found, f"{path.name} has no exercises to solve"
     suffix = ".ipynb" if mode == SHIPPED else ".solved.ipynb"
-    seconds = run_and_judge(path, mode, NOTEBOOK_DIR, TIMEOUTS.get(path.name, DEFAULT_TIMEOUT),
-                            keep_as=ARTIFACTS / f"{path.stem}{suffix}")
+    nb, seconds = run_and_judge(path, mode, NOTEBOOK_DIR,
+                                TIMEOUTS.get(path.name, DEFAULT_TIMEOUT),
+                                keep_as=ARTIFACTS / f"{path.stem}{suffix}")
     _record_time(path.name, mode, seconds)
+    if is_preflight(path):
+        assert not preflight_problems(nb), preflight_problems(nb)
 
 
 # --------------------------------------------------------------------------- the judge itself
