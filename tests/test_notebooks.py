@@ -168,6 +168,52 @@ def test_structure_exercises(path: Path) -> None:
         assert n in EXERCISES_OPTIONAL, f"{path.name}: {n} exercises, at most 4"
 
 
+GUIDE = REPO_ROOT / "INSTRUCTOR.md"
+#: A schedule row: | 0:05 | `01_compile_the_guest` | 15 | 10 | 25 |  (or a break row).
+_ROW = re.compile(r"^\|\s*(\d+:\d\d)\s*\|\s*(`(\w+)`|break)\s*\|\s*(\d*)\s*\|\s*(\d*)\s*\|"
+                  r"\s*(\d+)\s*\|", re.M)
+COURSE_MINUTES = 180
+
+
+def schedule() -> dict[str, tuple[str, int, int, int]]:
+    """INSTRUCTOR.md's schedule: start, teach, exercise and total minutes per row."""
+    rows = {}
+    for m in _ROW.finditer(GUIDE.read_text()):
+        start, name = m.group(1), m.group(3) or f"break at {m.group(1)}"
+        teach, ex, total = int(m.group(4) or 0), int(m.group(5) or 0), int(m.group(6))
+        rows[name] = (start, teach, ex, total)
+    return rows
+
+
+def test_structure_instructor_guide_schedules_every_core_notebook() -> None:
+    """The guide's clock adds up to three hours and names every notebook in the room."""
+    rows = schedule()
+    clock = 0
+    for name, (start, teach, ex, total) in rows.items():
+        h, mm = map(int, start.split(":"))
+        assert h * 60 + mm == clock, f"INSTRUCTOR.md: {name} starts at {start}, expected " \
+                                     f"{clock // 60}:{clock % 60:02d}"
+        assert name.startswith("break") or teach + ex == total, f"{name}: {teach}+{ex}≠{total}"
+        clock += total
+    assert clock == COURSE_MINUTES, f"INSTRUCTOR.md's schedule is {clock} min, not 180"
+    in_room = {p.stem for p in NOTEBOOKS if number(p) in CORE or is_preflight(p)}
+    assert in_room <= set(rows), f"not on the schedule: {sorted(in_room - set(rows))}"
+    text = GUIDE.read_text()
+    for p in NOTEBOOKS:
+        assert f"### {p.stem[:2]} ·" in text, f"INSTRUCTOR.md has no section for {p.name}"
+
+
+@pytest.mark.parametrize("path", [p for p in NOTEBOOKS if number(p) in CORE or is_preflight(p)],
+                         ids=_ids([p for p in NOTEBOOKS if number(p) in CORE or is_preflight(p)]))
+def test_structure_minutes_agree_with_the_guide(path: Path) -> None:
+    """The time a notebook's first cell states is the one the teacher's schedule gives it."""
+    stated = _MINUTES.search(nbformat.read(path, as_version=4).cells[0].source)
+    assert stated, f"{path.name}: no time in minutes in the first cell"
+    total = schedule()[path.stem][3]
+    assert str(total) in re.findall(r"\d+", stated.group()), \
+        f"{path.name} says {stated.group()!r}, INSTRUCTOR.md schedules {total} min"
+
+
 # --------------------------------------------------------------------------- execution
 
 
