@@ -3,7 +3,8 @@
 Opens notebook 04, runs all cells, picks another image and checks that the top-5 chart
 changes; opens notebook 03, runs it, moves the stage slider and checks the page map changes;
 answers one exercise as a learner would (runs the notebook, types the solution into the
-``exercise`` cell, runs it and its ``check``) and waits for the line starting with ✓.
+``exercise`` cell, runs it and its ``check``) and waits for the line starting with ✓; runs
+the preflight and sees its slider render.
 Screenshots go to test-artifacts/ (gitignored). Every wait is bounded.
 """
 
@@ -289,5 +290,19 @@ def test_an_exercise_answered_in_the_browser(lab: str, lab_dir: Path, browser) -
         assert not any(line.startswith(FAIL) for line in answered.splitlines()), answered
         cells.nth(index + 1).scroll_into_view_if_needed()
         page.screenshot(path=str(ARTIFACTS / "exercise-answered.png"), full_page=False)
+    finally:
+        page.close()
+
+
+def test_preflight_shows_its_slider(lab: str, browser) -> None:
+    """The preflight's claim "if you see a slider above, widgets render" holds in a browser."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page = _open_and_run_all(browser, lab, "00_preflight.ipynb")
+    try:
+        text = _wait_output_line(page, 1, f"{PASS} widgets", 120)
+        page.wait_for_selector(".jp-OutputArea-output .widget-slider", state="visible",
+                               timeout=30_000)
+        assert not [ln for ln in text.splitlines() if ln.startswith(FAIL)], text
+        page.screenshot(path=str(ARTIFACTS / "00-preflight.png"), full_page=False)
     finally:
         page.close()
