@@ -48,6 +48,7 @@ EXERCISES_OPTIONAL = range(0, 5)
 
 SHIPPED, SOLVED = "as-shipped", "with-solutions"
 _MINUTES = re.compile(r"\b\d+(?:\s*(?:-|–|to)\s*\d+)?\s*(?:min\b|mins\b|minutes\b)", re.I)
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _NEXT = re.compile(r"\bnext\b|\bgo from here\b|\bfurther\b", re.I)
 
 
@@ -267,14 +268,17 @@ def execute(nb: nbformat.NotebookNode, cwd: Path, timeout: int, keep_as: Path | 
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
                             resources={"metadata": {"path": str(cwd)}}, allow_errors=False)
     start = time.perf_counter()
+    failure = None
     try:
         client.execute()
     except CellExecutionError as exc:
-        pytest.fail(f"a cell raised: {str(exc)[-1500:]}", pytrace=False)
+        failure = _ANSI.sub("", str(exc))[-1500:]
     finally:
         if keep_as is not None:
             keep_as.parent.mkdir(parents=True, exist_ok=True)
             nbformat.write(nb, keep_as)
+    if failure:
+        pytest.fail(f"a cell raised: {failure}", pytrace=False)
     return time.perf_counter() - start
 
 
