@@ -249,7 +249,9 @@ def _stage_exercise_notebook(nbdir: Path) -> Path:
 def _cell_output(page, index: int) -> str:
     cell = page.locator(".jp-NotebookPanel:visible .jp-Notebook .jp-Cell").nth(index)
     area = cell.locator(".jp-OutputArea-output")
-    return "\n".join(area.all_inner_texts())
+    # textContent, not innerText: JupyterLab skips rendering cells outside the viewport
+    # (content-visibility), and innerText of a skipped cell is empty.
+    return "\n".join(area.all_text_contents())
 
 
 def _wait_output_line(page, index: int, mark: str, timeout_s: float) -> str:
@@ -290,6 +292,9 @@ def test_an_exercise_answered_in_the_browser(lab: str, lab_dir: Path, browser) -
         assert not any(line.startswith(FAIL) for line in answered.splitlines()), answered
         cells.nth(index + 1).scroll_into_view_if_needed()
         page.screenshot(path=str(ARTIFACTS / "exercise-answered.png"), full_page=False)
+    except AssertionError:
+        page.screenshot(path=str(ARTIFACTS / "exercise-failed.png"), full_page=False)
+        raise
     finally:
         page.close()
 
