@@ -39,11 +39,35 @@ def test_stage_stepper_slider_and_buttons_stay_in_step(replay: memviz.StageRepla
     assert st.slider.value == 0 and st.buttons.value == 0
 
 
+def test_stage_stepper_renders_ahead_so_a_click_is_a_cache_hit(
+        replay: memviz.StageReplay) -> None:
+    st = StageStepper(replay.snapshots)
+    stages = range(len(replay.snapshots))
+    assert all(st.cached(i, c) for i in stages for c in StageStepper.COLOURINGS)
+    drawn = st.renders
+    assert drawn == len(replay.snapshots) * len(StageStepper.COLOURINGS)
+    for colouring in StageStepper.COLOURINGS:
+        st.color.value = colouring
+        for i in (*stages, 0, len(replay.snapshots) - 1):
+            st.slider.value = i
+            assert st.image.value == st.render(i, colouring)
+    assert st.renders == drawn, "a click drew a page map instead of showing a cached one"
+    lazy = StageStepper(replay.snapshots, prerender=False)
+    assert lazy.renders == 1 and not lazy.cached(5)
+    lazy.show(5)
+    assert lazy.renders == 2 and lazy.cached(5)
+
+
 def test_page_inspector_shows_the_jpeg_and_the_diff(replay: memviz.StageReplay) -> None:
     insp = PageInspector(replay.snapshots)
     img_page = replay.img_ptr // PAGE_SIZE
     assert insp.page.value == img_page
     assert "ff d8 ff" in insp.text, "the JPEG signature at the image block"
+    # the image starts inside the model's last page: the info line names both blocks
+    assert "coloured <b>model</b>" in insp.info.value
+    assert "model: " in insp.info.value and "image: " in insp.info.value
+    for pane in (insp.dump.value, insp.diff.value):  # hex rows scroll, never wrap
+        assert "white-space:pre;" in pane and "overflow-x:auto" in pane
     insp.stage_a.value = 3  # alloc(image)
     insp.stage_b.value = 4  # image written
     assert "+++ image written" in insp.diff.value
@@ -112,6 +136,14 @@ def test_prediction_panel_inputs(image_server: str, small_png: bytes) -> None:
     assert "BadImageError" in panel.status.value and panel.last is before
     panel.use_url(f"{image_server}/missing.jpg")
     assert "ImageError" in panel.status.value and "404" in panel.status.value
+
+    before = panel.last
+    for typed in ("not a url", "", "ftp://example.org/x.jpg", "images/chelsea.png"):
+        panel.url.value = typed
+        panel.fetch.click()
+        assert "not a URL" in panel.status.value, typed
+        assert "FileNotFoundError" not in panel.status.value and panel.last is before
+    assert "https://" in panel.status.value  # says what to type instead
 
 
 def test_prediction_panel_upload_widget() -> None:

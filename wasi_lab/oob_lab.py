@@ -101,14 +101,20 @@ def run_detach_on_grow(node: Path | str | None = None, timeout: float = 30) -> d
     Raises `wasi_lab.hosts.NodeNotFoundError` without a Node 20+ (the notebook then says
     so in one line and moves on).
     """
-    from wasi_lab.hosts import find_node
+    from wasi_lab.hosts import NodeNotFoundError, find_node
 
     node = Path(node) if node else find_node()
     with tempfile.TemporaryDirectory(prefix="wasi-lab-oob-") as tmp:
         wasm_path = Path(tmp) / "trusting_abi.wasm"
         wasm_path.write_bytes(wasm("trusting_abi.wat"))
-        out = subprocess.run([str(node), str(OOB_DIR / "detach_on_grow.mjs"), str(wasm_path)],
-                             capture_output=True, text=True, timeout=timeout)
+        try:
+            out = subprocess.run([str(node), str(OOB_DIR / "detach_on_grow.mjs"),
+                                  str(wasm_path)], capture_output=True, text=True,
+                                 timeout=timeout)
+        except OSError as exc:
+            raise NodeNotFoundError(f"{node} does not run: {exc}") from None
+        except subprocess.TimeoutExpired:
+            raise RuntimeError(f"detach_on_grow.mjs did not finish in {timeout:.0f} s") from None
     if out.returncode != 0:
         raise RuntimeError(f"detach_on_grow.mjs failed ({out.returncode}): "
                            f"{out.stderr.strip()[-600:]}")

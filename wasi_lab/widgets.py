@@ -38,10 +38,12 @@ class StageStepper:
     """Step through the article's stages; the page map and a one-line diff follow.
 
     The slider and the toggle buttons are two views of the same stage index. Every page map
-    is rendered ahead (all stages, at construction and when the colouring changes) and every
-    diff computed once, so a click only swaps a cached PNG: rendering on click took up to
-    8 s for the 1,378-page *after inference* stage.
+    is rendered ahead, in both colourings, and every diff computed once, so a click only
+    swaps a cached PNG: rendering on click took up to 8 s for the 1,378-page *after
+    inference* stage. `prerender=False` draws on first use instead (for quick tests).
     """
+
+    COLOURINGS = ("region", "entropy")
 
     def __init__(self, snapshots: Sequence[MemorySnapshot], color_by: str = "region",
                  prerender: bool = True):
@@ -76,7 +78,8 @@ class StageStepper:
         self.widget = W.VBox([W.HBox([self.slider, self.color]), self.buttons, self.caption,
                               self.image])
         if prerender:
-            self.render_all()
+            for colouring in self.COLOURINGS:
+                self.render_all(colouring)
         self.show(0)
 
     def diff(self, i: int) -> memviz.SnapshotDiff | None:
@@ -107,9 +110,6 @@ class StageStepper:
         return (i, color_by or self.color.value) in self._cache
 
     def _recolour(self) -> None:
-        if self.prerender:
-            self.caption.value = "drawing every stage in the new colouring ..."
-            self.render_all()
         self.show(self.index, force=True)
 
     def show(self, i: int, force: bool = False) -> None:
