@@ -157,3 +157,40 @@ def test_prediction_panel_upload_widget() -> None:
                            "last_modified": datetime.datetime.now(datetime.UTC)},)
     assert panel.last is not None and panel.last.image == "upload.jpg"
     assert panel.last.top[0].label == "military uniform"
+
+
+def test_page_map_png_draws_each_page_in_its_colour() -> None:
+    import io
+
+    from PIL import Image
+
+    from wasi_lab.runtime import Allocation, MemorySnapshot
+
+    data = bytearray(5 * PAGE_SIZE)
+    data[3 * PAGE_SIZE:4 * PAGE_SIZE] = bytes(range(256)) * 256  # entropy 8 on page 3
+    snap = MemorySnapshot(bytes(data), 5, PAGE_SIZE, PAGE_SIZE - 8,
+                          [Allocation(2 * PAGE_SIZE, PAGE_SIZE, "model"),
+                           Allocation(3 * PAGE_SIZE, 10, "image")], "s")
+    png = memviz.page_map_png(snap, changed_pages=[2], cols=32, width=900)
+    img = Image.open(io.BytesIO(png)).convert("RGB")
+    cell = (900 - 70) // 32
+    left, top = 62, 6
+
+    def centre(page: int, dx: int = 0) -> tuple[int, int, int]:
+        return img.getpixel((left + page * cell + cell // 2 + dx, top + cell // 2))
+
+    def rgb(region: str) -> tuple[int, int, int]:
+        c = memviz.REGION_COLOURS[region].lstrip("#")
+        return tuple(int(c[i:i + 2], 16) for i in (0, 2, 4))
+
+    assert centre(0) == rgb("data + stack") and centre(1) == rgb("untouched (zero)")
+    assert centre(2) == (0, 0, 0), "a changed page carries a dot"
+    assert centre(2, dx=cell // 2 - 3) == rgb("model")
+    assert centre(3) == rgb("image") and centre(4) == rgb("untouched (zero)")
+    assert centre(6) == (255, 255, 255), "no page there"
+    ent = Image.open(io.BytesIO(memviz.page_map_png(snap, "entropy", cols=32))).convert("RGB")
+    assert ent.getpixel((left + 3 * cell + cell // 2, top + cell // 2)) == (253, 231, 36)
+    legend = memviz.page_map_legend_html(snap, "region", [2])
+    assert "model (1)" in legend and "changed since previous stage" in legend
+    with pytest.raises(ValueError):
+        memviz.page_map_png(snap, "nope")

@@ -38,9 +38,9 @@ class StageStepper:
     """Step through the article's stages; the page map and a one-line diff follow.
 
     The slider and the toggle buttons are two views of the same stage index. Every page map
-    is rendered ahead, in both colourings, and every diff computed once, so a click only
-    swaps a cached PNG: rendering on click took up to 8 s for the 1,378-page *after
-    inference* stage. `prerender=False` draws on first use instead (for quick tests).
+    is drawn ahead, in both colourings (`memviz.page_map_png`: pixels, not matplotlib), and
+    every diff computed once, so a click only swaps a cached PNG: drawing on click took up
+    to 8 s for the 1,378-page *after inference* stage. `prerender=False` draws on first use.
     """
 
     COLOURINGS = ("region", "entropy")
@@ -72,11 +72,12 @@ class StageStepper:
         self.image.add_class("wasi-pagemap")
         self.caption = W.HTML()
         self.caption.add_class("wasi-stage-caption")
+        self.legend = W.HTML()
         self.slider.observe(lambda ch: self.show(ch["new"]), names="value")
         self.buttons.observe(lambda ch: self.show(ch["new"]), names="value")
         self.color.observe(lambda ch: self._recolour(), names="value")
         self.widget = W.VBox([W.HBox([self.slider, self.color]), self.buttons, self.caption,
-                              self.image])
+                              self.legend, self.image])
         if prerender:
             for colouring in self.COLOURINGS:
                 self.render_all(colouring)
@@ -95,9 +96,8 @@ class StageStepper:
         key = (i, color_by)
         if key not in self._cache:
             d = self.diff(i)
-            fig = memviz.page_map_figure(self.snapshots[i], color_by=color_by,
-                                         changed_pages=d.changed_pages if d else ())
-            self._cache[key] = figure_png(fig)
+            self._cache[key] = memviz.page_map_png(self.snapshots[i], color_by=color_by,
+                                                   changed_pages=d.changed_pages if d else ())
             self.renders += 1
         return self._cache[key]
 
@@ -131,6 +131,8 @@ class StageStepper:
             text += f"<br>{html.escape(d.summary())}"
         # picture first, caption last: whoever sees the new caption sees the new map
         self.image.value = self.render(i)
+        self.legend.value = memviz.page_map_legend_html(
+            snap, self.color.value, d.changed_pages if d else ())
         self.caption.value = text
 
 
