@@ -67,7 +67,7 @@ class StageStepper:
         self.buttons.add_class("wasi-stage-buttons")
         self.color = W.ToggleButtons(options=[("by region", "region"),
                                               ("by content (entropy)", "entropy")],
-                                     value=color_by)
+                                     value=color_by, style={"button_width": "auto"})
         self.image = W.Image(format="png", layout=W.Layout(max_width="100%"))
         self.image.add_class("wasi-pagemap")
         self.caption = W.HTML()
