@@ -39,11 +39,35 @@ def test_stage_stepper_slider_and_buttons_stay_in_step(replay: memviz.StageRepla
     assert st.slider.value == 0 and st.buttons.value == 0
 
 
+def test_stage_stepper_renders_ahead_so_a_click_is_a_cache_hit(
+        replay: memviz.StageReplay) -> None:
+    st = StageStepper(replay.snapshots)
+    stages = range(len(replay.snapshots))
+    assert all(st.cached(i, c) for i in stages for c in StageStepper.COLOURINGS)
+    drawn = st.renders
+    assert drawn == len(replay.snapshots) * len(StageStepper.COLOURINGS)
+    for colouring in StageStepper.COLOURINGS:
+        st.color.value = colouring
+        for i in (*stages, 0, len(replay.snapshots) - 1):
+            st.slider.value = i
+            assert st.image.value == st.render(i, colouring)
+    assert st.renders == drawn, "a click drew a page map instead of showing a cached one"
+    lazy = StageStepper(replay.snapshots, prerender=False)
+    assert lazy.renders == 1 and not lazy.cached(5)
+    lazy.show(5)
+    assert lazy.renders == 2 and lazy.cached(5)
+
+
 def test_page_inspector_shows_the_jpeg_and_the_diff(replay: memviz.StageReplay) -> None:
     insp = PageInspector(replay.snapshots)
     img_page = replay.img_ptr // PAGE_SIZE
     assert insp.page.value == img_page
     assert "ff d8 ff" in insp.text, "the JPEG signature at the image block"
+    # the image starts inside the model's last page: the info line names both blocks
+    assert "coloured <b>model</b>" in insp.info.value
+    assert "model: " in insp.info.value and "image: " in insp.info.value
+    for pane in (insp.dump.value, insp.diff.value):  # hex rows scroll, never wrap
+        assert "white-space:pre;" in pane and "overflow-x:auto" in pane
     insp.stage_a.value = 3  # alloc(image)
     insp.stage_b.value = 4  # image written
     assert "+++ image written" in insp.diff.value
@@ -113,6 +137,14 @@ def test_prediction_panel_inputs(image_server: str, small_png: bytes) -> None:
     panel.use_url(f"{image_server}/missing.jpg")
     assert "ImageError" in panel.status.value and "404" in panel.status.value
 
+    before = panel.last
+    for typed in ("not a url", "", "ftp://example.org/x.jpg", "images/chelsea.png"):
+        panel.url.value = typed
+        panel.fetch.click()
+        assert "not a URL" in panel.status.value, typed
+        assert "FileNotFoundError" not in panel.status.value and panel.last is before
+    assert "https://" in panel.status.value  # says what to type instead
+
 
 def test_prediction_panel_upload_widget() -> None:
     path = next(p for p in list_images() if p.name == "grace_hopper.jpg")
@@ -125,3 +157,40 @@ def test_prediction_panel_upload_widget() -> None:
                            "last_modified": datetime.datetime.now(datetime.UTC)},)
     assert panel.last is not None and panel.last.image == "upload.jpg"
     assert panel.last.top[0].label == "military uniform"
+
+
+def test_page_map_png_draws_each_page_in_its_colour() -> None:
+    import io
+
+    from PIL import Image
+
+    from wasi_lab.runtime import Allocation, MemorySnapshot
+
+    data = bytearray(5 * PAGE_SIZE)
+    data[3 * PAGE_SIZE:4 * PAGE_SIZE] = bytes(range(256)) * 256  # entropy 8 on page 3
+    snap = MemorySnapshot(bytes(data), 5, PAGE_SIZE, PAGE_SIZE - 8,
+                          [Allocation(2 * PAGE_SIZE, PAGE_SIZE, "model"),
+                           Allocation(3 * PAGE_SIZE, 10, "image")], "s")
+    png = memviz.page_map_png(snap, changed_pages=[2], cols=32, width=900)
+    img = Image.open(io.BytesIO(png)).convert("RGB")
+    cell = (900 - 70) // 32
+    left, top = 62, 6
+
+    def centre(page: int, dx: int = 0) -> tuple[int, int, int]:
+        return img.getpixel((left + page * cell + cell // 2 + dx, top + cell // 2))
+
+    def rgb(region: str) -> tuple[int, int, int]:
+        c = memviz.REGION_COLOURS[region].lstrip("#")
+        return tuple(int(c[i:i + 2], 16) for i in (0, 2, 4))
+
+    assert centre(0) == rgb("data + stack") and centre(1) == rgb("untouched (zero)")
+    assert centre(2) == (0, 0, 0), "a changed page carries a dot"
+    assert centre(2, dx=cell // 2 - 3) == rgb("model")
+    assert centre(3) == rgb("image") and centre(4) == rgb("untouched (zero)")
+    assert centre(6) == (255, 255, 255), "no page there"
+    ent = Image.open(io.BytesIO(memviz.page_map_png(snap, "entropy", cols=32))).convert("RGB")
+    assert ent.getpixel((left + 3 * cell + cell // 2, top + cell // 2)) == (253, 231, 36)
+    legend = memviz.page_map_legend_html(snap, "region", [2])
+    assert "model (1)" in legend and "changed since previous stage" in legend
+    with pytest.raises(ValueError):
+        memviz.page_map_png(snap, "nope")

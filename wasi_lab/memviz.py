@@ -8,6 +8,7 @@ they drive it through the article's sequence and take the snapshots.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -51,6 +52,20 @@ def page_count(snap: MemorySnapshot) -> int:
     return len(snap.data) // PAGE_SIZE
 
 
+def _memo(snap: MemorySnapshot, name: str, compute):
+    """Per-snapshot memo: the stage stepper, the inspector and the figures ask for the same
+    regions and entropies of a 90 MB snapshot a dozen times. Keyed on the bytes object and
+    the block list, so a snapshot whose blocks are edited (as the replay does) is recomputed.
+    """
+    key = (name, id(snap.data), len(snap.data), snap.heap_base,
+           tuple((a.ptr, a.length, a.label) for a in snap.allocations))
+    memo = snap.__dict__.setdefault("_memviz_memo", {})
+    hit = memo.get(key)
+    if hit is None or hit[0] is not snap.data:  # the same id for new bytes is no hit
+        hit = memo[key] = (snap.data, compute())
+    return hit[1]
+
+
 def _block_region(label: str) -> str:
     text = label.lower()
     if "freed" in text:
@@ -63,6 +78,11 @@ def _block_region(label: str) -> str:
 
 
 def page_regions(snap: MemorySnapshot) -> list[str]:
+    """One region name per page (see `_page_regions`), computed once per snapshot."""
+    return list(_memo(snap, "regions", lambda: _page_regions(snap)))
+
+
+def _page_regions(snap: MemorySnapshot) -> list[str]:
     """One region name per page.
 
     A page that overlaps a host-known block takes that block's region (the block with the
@@ -103,7 +123,8 @@ def _pages(snap: MemorySnapshot) -> np.ndarray:
 
 def page_nonzero_fraction(snap: MemorySnapshot) -> np.ndarray:
     """Fraction of non-zero bytes in each page (0 = never written, or written with zeros)."""
-    return np.count_nonzero(_pages(snap), axis=1) / PAGE_SIZE
+    return _memo(snap, "nonzero",
+                 lambda: np.count_nonzero(_pages(snap), axis=1) / PAGE_SIZE).copy()
 
 
 def page_entropy(snap: MemorySnapshot) -> np.ndarray:
@@ -112,6 +133,10 @@ def page_entropy(snap: MemorySnapshot) -> np.ndarray:
     Compressed data (the JPEG, the float weights' mantissas) sits near 8; code-like tables
     and text lower; zero pages at 0. A cheap way to *see* content without decoding it.
     """
+    return _memo(snap, "entropy", lambda: _page_entropy(snap)).copy()
+
+
+def _page_entropy(snap: MemorySnapshot) -> np.ndarray:
     pages = _pages(snap)
     out = np.zeros(len(pages))
     for i, page in enumerate(pages):
@@ -166,23 +191,75 @@ class SnapshotDiff:
                 f"(memory.grow by {self.grown_pages})")
 
 
+def changed_mask(a: MemorySnapshot, b: MemorySnapshot) -> np.ndarray:
+    """One bool per byte of the larger snapshot: True where `b` differs from `a`.
+
+    Memory only grows and fresh pages are zero, so a byte that exists only in the larger
+    snapshot counts as changed when it is non-zero.
+    """
+    x = np.frombuffer(a.data, dtype=np.uint8)
+    y = np.frombuffer(b.data, dtype=np.uint8)
+    common = min(len(x), len(y))
+    mask = np.empty(max(len(x), len(y)), dtype=bool)
+    np.not_equal(x[:common], y[:common], out=mask[:common])
+    rest = x[common:] if len(x) > len(y) else y[common:]
+    np.not_equal(rest, 0, out=mask[common:])
+    return mask
+
+
 def diff_snapshots(a: MemorySnapshot, b: MemorySnapshot, merge_gap: int = 16) -> SnapshotDiff:
     """Changed byte ranges from `a` to `b` (memory only grows: new bytes count as changed
-    when non-zero, since fresh pages are zero). Ranges closer than `merge_gap` are merged."""
-    n = max(len(a.data), len(b.data))
-    x = np.zeros(n, dtype=np.uint8)
-    y = np.zeros(n, dtype=np.uint8)
-    x[:len(a.data)] = np.frombuffer(a.data, dtype=np.uint8)
-    y[:len(b.data)] = np.frombuffer(b.data, dtype=np.uint8)
-    idx = np.flatnonzero(x != y)
+    when non-zero, since fresh pages are zero). Ranges closer than `merge_gap` are merged.
+
+    Works on run boundaries, not on the changed bytes one by one: after inference some
+    69 million bytes differ, and listing their indices took 8 s and half a gigabyte.
+    """
+    mask = changed_mask(a, b)
+    edges = np.flatnonzero(np.diff(mask.view(np.int8), prepend=np.int8(0),
+                                   append=np.int8(0)))
+    starts, ends = edges[0::2], edges[1::2]  # runs of changed bytes: [start, end)
     ranges: list[tuple[int, int]] = []
-    if idx.size:
-        breaks = np.flatnonzero(np.diff(idx) > merge_gap)
-        starts = np.concatenate(([idx[0]], idx[breaks + 1]))
-        ends = np.concatenate((idx[breaks], [idx[-1]])) + 1
-        ranges = [(int(s), int(e)) for s, e in zip(starts, ends, strict=True)]
-    pages = sorted(set(np.unique(idx // PAGE_SIZE).tolist())) if idx.size else []
+    if starts.size:
+        # merge when the next run starts at most merge_gap bytes after the last changed byte
+        split = np.flatnonzero(starts[1:] - (ends[:-1] - 1) > merge_gap)
+        merged_starts = np.concatenate(([starts[0]], starts[1:][split]))
+        merged_ends = np.concatenate((ends[:-1][split], [ends[-1]]))
+        ranges = [(int(s), int(e)) for s, e in zip(merged_starts, merged_ends, strict=True)]
+    pad = (-len(mask)) % PAGE_SIZE
+    per_page = np.concatenate((mask, np.zeros(pad, dtype=bool))).reshape(-1, PAGE_SIZE)
+    pages = np.flatnonzero(per_page.any(axis=1)).tolist()
     return SnapshotDiff(a.label, b.label, ranges, pages, a.pages, b.pages)
+
+
+def changed_offsets(a: MemorySnapshot, b: MemorySnapshot, start: int, length: int
+                    ) -> np.ndarray:
+    """Offsets (from `start`) of the bytes of `[start, start + length)` that differ.
+
+    Notebook 03 asks it of the image block and the model block between *image written* and
+    *after inference*: freeing a block does not clear it, and the allocator's free-list
+    links land in the first bytes of the merged free chunk (the model's), not in the image.
+    """
+    def window(s: MemorySnapshot) -> np.ndarray:
+        out = np.zeros(length, np.uint8)
+        part = np.frombuffer(s.data[start:start + length], np.uint8)
+        out[:len(part)] = part
+        return out
+
+    return np.flatnonzero(window(a) != window(b))
+
+
+def blocks_on_page(snap: MemorySnapshot, page: int) -> list[tuple[Allocation, int, int]]:
+    """The host-known blocks that overlap `page`, each with the `[lo, hi)` addresses it
+    covers there. A page often holds the end of one block and the start of the next (the
+    image starts in the model's last page), so one region name per page is not the whole
+    story."""
+    lo, hi = page * PAGE_SIZE, (page + 1) * PAGE_SIZE
+    out = []
+    for a in snap.allocations:
+        s, e = max(a.ptr, lo), min(a.ptr + a.length, hi)
+        if s < e:
+            out.append((a, s, e))
+    return out
 
 
 # --------------------------------------------------------------------------- hex dump
@@ -290,10 +367,11 @@ def page_map_figure(snap: MemorySnapshot, color_by: str = "region", cols: int | 
         handles = []
     else:
         raise ValueError(f"color_by must be 'region' or 'entropy', not {color_by!r}")
-    for p in changed_pages:
-        if p < n:
-            ax.plot(p % cols, p // cols, "o", color="black", markersize=3)
-    if changed_pages:
+    dots = [p for p in changed_pages if p < n]
+    if dots:  # one call for all dots: a plot() per page took seconds for a thousand pages
+        ax.plot([p % cols for p in dots], [p // cols for p in dots], "o", color="black",
+                markersize=3, linestyle="")
+    if len(changed_pages):
         handles.append(plt.Line2D([], [], marker="o", color="black", linestyle="",
                                   markersize=4, label="changed since previous stage"))
     if highlight is not None:
@@ -304,15 +382,15 @@ def page_map_figure(snap: MemorySnapshot, color_by: str = "region", cols: int | 
                                    edgecolor="black" if p < n else "#c44e52",
                                    linewidth=1.2, hatch="///"))
         handles.append(Patch(facecolor="none", edgecolor="black", hatch="///",
-                             label=f"read range {lo:#x}..{hi:#x}"))
+                             label=f"read range the call claims {lo:#x}..{hi:#x}"))
         if shown > n:
             handles.append(Patch(facecolor="white", edgecolor="#c44e52", hatch="///",
                                  label=f"beyond the end of memory ({shown - n} pages)"))
     ax.set_xticks(range(0, cols, 4))
-    ax.set_yticks(range(rows))
     step = max(1, rows // 12)
-    ax.set_yticklabels([f"{r * cols * PAGE_SIZE // 2**20} MiB" if r % step == 0 else ""
-                        for r in range(rows)])
+    labelled = range(0, rows, step)  # only the labelled rows get a tick: text is what costs
+    ax.set_yticks(list(labelled))
+    ax.set_yticklabels([f"{r * cols * PAGE_SIZE // 2**20} MiB" for r in labelled])
     ax.set_xlabel(f"page within row ({cols} pages x 64 KiB = {cols * 64 // 1024} MiB per row)")
     label = snap.label or "memory"
     ax.set_title(title or f"{label}: {n} pages = {n * PAGE_SIZE / 2**20:.1f} MiB"
@@ -321,6 +399,90 @@ def page_map_figure(snap: MemorySnapshot, color_by: str = "region", cols: int | 
         ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=10,
                   frameon=False)
     return fig
+
+
+def _rgb(colour: str) -> tuple[int, int, int]:
+    c = colour.lstrip("#")
+    return int(c[0:2], 16), int(c[2:4], 16), int(c[4:6], 16)
+
+
+def page_map_png(snap: MemorySnapshot, color_by: str = "region",
+                 changed_pages: Sequence[int] = (), cols: int | None = None,
+                 width: int = 900) -> bytes:
+    """The page map of `page_map_figure` drawn straight into pixels: the same squares,
+    colours and dots, in tens of milliseconds instead of a second of matplotlib, so the
+    stage stepper can draw every stage ahead. Row labels (MiB) on the left, page numbers
+    within the row below; the legend is the widget's (`page_map_legend_html`)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    n = page_count(snap)
+    cols = cols or (32 if n <= 640 else 64)
+    rows = max(1, (n + cols - 1) // cols)
+    cell = max(6, (width - 70) // cols)
+    left, top, bottom = 62, 6, 24
+    img = Image.new("RGB", (left + cols * cell + 8, top + rows * cell + bottom), "white")
+    grid = np.full((rows * cols, 3), 255, np.uint8)
+    if color_by == "region":
+        palette = np.array([_rgb(REGION_COLOURS[r]) for r in REGIONS], np.uint8)
+        grid[:n] = palette[[REGIONS.index(r) for r in page_regions(snap)]]
+    elif color_by == "entropy":
+        from matplotlib import colormaps
+
+        grid[:n] = (colormaps["viridis"](page_entropy(snap) / 8)[:, :3] * 255).astype(np.uint8)
+    else:
+        raise ValueError(f"color_by must be 'region' or 'entropy', not {color_by!r}")
+    cells = np.repeat(np.repeat(grid.reshape(rows, cols, 3), cell, 0), cell, 1)
+    if cell >= 8:  # a hairline between pages keeps single pages countable
+        cells[cell - 1::cell, :, :] = (cells[cell - 1::cell, :, :] * 0.85).astype(np.uint8)
+        cells[:, cell - 1::cell, :] = (cells[:, cell - 1::cell, :] * 0.85).astype(np.uint8)
+    beyond = np.arange(rows * cols) >= n  # cells past the end of memory: plain white
+    if beyond.any():
+        mask = np.repeat(np.repeat(beyond.reshape(rows, cols), cell, 0), cell, 1)
+        cells[mask] = 255
+    img.paste(Image.fromarray(cells), (left, top))
+    draw = ImageDraw.Draw(img)
+    r = max(2, cell // 5)
+    for p in changed_pages:
+        if p < n:
+            cx = left + (p % cols) * cell + cell // 2
+            cy = top + (p // cols) * cell + cell // 2
+            draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill="black")
+    font = ImageFont.load_default(size=12)
+    step = max(1, rows // 12)
+    for row in range(0, rows, step):
+        text = f"{row * cols * PAGE_SIZE // 2**20} MiB"
+        y = top + row * cell + cell // 2
+        draw.text((left - 6, y), text, fill="black", font=font, anchor="rm")
+    for c in range(0, cols, 4):
+        draw.text((left + c * cell + cell // 2, top + rows * cell + 4), str(c), fill="black",
+                  font=font, anchor="mt")
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+def page_map_legend_html(snap: MemorySnapshot, color_by: str = "region",
+                         changed_pages: Sequence[int] = ()) -> str:
+    """The legend of `page_map_png` as HTML: swatches with page counts, as the figure's."""
+    n = page_count(snap)
+    cols = 32 if n <= 640 else 64
+    items = []
+    if color_by == "region":
+        regions = page_regions(snap)
+        for r in REGIONS:
+            if r in regions:
+                items.append(f"<span style='display:inline-block; width:12px; height:12px; "
+                             f"background:{REGION_COLOURS[r]}; border:1px solid grey; "
+                             f"vertical-align:middle'></span> {r} ({regions.count(r)})")
+    else:
+        items.append("entropy 0 <span style='display:inline-block; width:120px; height:12px;"
+                     " vertical-align:middle; background:linear-gradient(to right, #440154,"
+                     " #3b528b, #21918c, #5ec962, #fde725)'></span> 8 bits/byte")
+    if len(changed_pages):
+        items.append("<b>&#9679;</b> changed since previous stage")
+    items.append(f"one square = one 64 KiB page; {cols} pages ({cols * 64 // 1024} MiB) "
+                 f"per row")
+    return " &nbsp; ".join(items)
 
 
 def stage_sizes_figure(snaps: Sequence[MemorySnapshot]) -> Figure:
@@ -433,11 +595,11 @@ class NodeBugReplay:
         lo, hi = self.read_range
         lines = [f"image block: {self.img_len:,} bytes at {self.img_ptr:#x}",
                  f"the call says the image is {self.model_len:,} bytes (the model's length)",
-                 f"an unchecked guest would read [{lo:#x}, {hi:#x}): {self.overread:,} bytes "
-                 f"past the image block"]
+                 f"an unchecked guest would treat [{lo:#x}, {hi:#x}) as the image: "
+                 f"{self.overread:,} bytes past the image block"]
         if self.past_end_of_memory:
             lines.append(f"{self.past_end_of_memory:,} of them lie beyond the end of linear "
-                         f"memory ({self.memory_size:,} bytes): an out-of-bounds access")
+                         f"memory ({self.memory_size:,} bytes): a wasm load there would trap")
         if self.error is not None:
             lines.append(f"the checked guest refused: {type(self.error).__name__}: "
                          f"{self.error.message}")

@@ -26,8 +26,9 @@ from wasi_lab.workshop import (
 
 
 def _pre(text: str) -> str:
-    return (f"<pre style='font-size:13px; line-height:1.25; margin:0'>{html.escape(text)}"
-            f"</pre>")
+    # white-space:pre + a scroll bar: a hex row that wraps no longer lines up in columns
+    return (f"<pre style='font-size:13px; line-height:1.25; margin:0; white-space:pre; "
+            f"overflow-x:auto'>{html.escape(text)}</pre>")
 
 
 # --------------------------------------------------------------------------- notebook 03
@@ -36,15 +37,25 @@ def _pre(text: str) -> str:
 class StageStepper:
     """Step through the article's stages; the page map and a one-line diff follow.
 
-    The slider and the toggle buttons are two views of the same stage index.
+    The slider and the toggle buttons are two views of the same stage index. Every page map
+    is drawn ahead, in both colourings (`memviz.page_map_png`: pixels, not matplotlib), and
+    every diff computed once, so a click only swaps a cached PNG: drawing on click took up
+    to 8 s for the 1,378-page *after inference* stage. `prerender=False` draws on first use.
     """
 
-    def __init__(self, snapshots: Sequence[MemorySnapshot], color_by: str = "region"):
+    COLOURINGS = ("region", "entropy")
+
+    def __init__(self, snapshots: Sequence[MemorySnapshot], color_by: str = "region",
+                 prerender: bool = True):
         if not snapshots:
             raise ValueError("StageStepper needs at least one snapshot")
         self.snapshots = list(snapshots)
         self.index = -1
         self._cache: dict[tuple[int, str], bytes] = {}
+        self._diffs: dict[int, memviz.SnapshotDiff | None] = {}
+        #: How many page maps were drawn: a step through cached stages leaves it unchanged.
+        self.renders = 0
+        self.prerender = prerender
         n = len(self.snapshots)
         self.slider = W.IntSlider(value=0, min=0, max=n - 1, description="stage",
                                   continuous_update=False,
@@ -56,32 +67,50 @@ class StageStepper:
         self.buttons.add_class("wasi-stage-buttons")
         self.color = W.ToggleButtons(options=[("by region", "region"),
                                               ("by content (entropy)", "entropy")],
-                                     value=color_by)
+                                     value=color_by, style={"button_width": "auto"})
         self.image = W.Image(format="png", layout=W.Layout(max_width="100%"))
         self.image.add_class("wasi-pagemap")
         self.caption = W.HTML()
         self.caption.add_class("wasi-stage-caption")
+        self.legend = W.HTML()
         self.slider.observe(lambda ch: self.show(ch["new"]), names="value")
         self.buttons.observe(lambda ch: self.show(ch["new"]), names="value")
-        self.color.observe(lambda ch: self.show(self.index, force=True), names="value")
+        self.color.observe(lambda ch: self._recolour(), names="value")
         self.widget = W.VBox([W.HBox([self.slider, self.color]), self.buttons, self.caption,
-                              self.image])
+                              self.legend, self.image])
+        if prerender:
+            for colouring in self.COLOURINGS:
+                self.render_all(colouring)
         self.show(0)
 
     def diff(self, i: int) -> memviz.SnapshotDiff | None:
-        """Changes from stage i-1 to stage i (None for the first stage)."""
-        if i == 0:
-            return None
-        return memviz.diff_snapshots(self.snapshots[i - 1], self.snapshots[i])
+        """Changes from stage i-1 to stage i (None for the first stage), computed once."""
+        if i not in self._diffs:
+            self._diffs[i] = (None if i == 0 else
+                              memviz.diff_snapshots(self.snapshots[i - 1], self.snapshots[i]))
+        return self._diffs[i]
 
-    def render(self, i: int) -> bytes:
-        key = (i, self.color.value)
+    def render(self, i: int, color_by: str | None = None) -> bytes:
+        """The PNG of stage `i`'s page map (drawn on first use, then from the cache)."""
+        color_by = color_by or self.color.value
+        key = (i, color_by)
         if key not in self._cache:
             d = self.diff(i)
-            fig = memviz.page_map_figure(self.snapshots[i], color_by=self.color.value,
-                                         changed_pages=d.changed_pages if d else ())
-            self._cache[key] = figure_png(fig)
+            self._cache[key] = memviz.page_map_png(self.snapshots[i], color_by=color_by,
+                                                   changed_pages=d.changed_pages if d else ())
+            self.renders += 1
         return self._cache[key]
+
+    def render_all(self, color_by: str | None = None) -> None:
+        """Draw every stage's page map ahead of the clicks."""
+        for i in range(len(self.snapshots)):
+            self.render(i, color_by)
+
+    def cached(self, i: int, color_by: str | None = None) -> bool:
+        return (i, color_by or self.color.value) in self._cache
+
+    def _recolour(self) -> None:
+        self.show(self.index, force=True)
 
     def show(self, i: int, force: bool = False) -> None:
         """Show stage `i`: page map, and what changed since the stage before."""
@@ -100,8 +129,11 @@ class StageStepper:
         text = f"<b>{html.escape(snap.label)}</b>: {snap.pages} pages; {html.escape(blocks)}"
         if d is not None:
             text += f"<br>{html.escape(d.summary())}"
-        self.caption.value = text
+        # picture first, caption last: whoever sees the new caption sees the new map
         self.image.value = self.render(i)
+        self.legend.value = memviz.page_map_legend_html(
+            snap, self.color.value, d.changed_pages if d else ())
+        self.caption.value = text
 
 
 class PageInspector:
@@ -128,7 +160,9 @@ class PageInspector:
             w.observe(lambda ch: self.select(self.page.value), names="value")
         self.widget = W.VBox([W.HBox([self.page, self.stage_a, self.stage_b]), self.info,
                               W.HBox([W.VBox([W.HTML("<b>hex dump</b>"), self.dump]),
-                                      W.VBox([W.HTML("<b>diff</b>"), self.diff])])])
+                                      W.VBox([W.HTML("<b>diff</b>"), self.diff])],
+                                     layout=W.Layout(flex_flow="row wrap",
+                                                     grid_gap="1.5em"))])
         self.select(page if page is not None else self._interesting_page())
 
     def _interesting_page(self) -> int:
@@ -175,15 +209,34 @@ class PageInspector:
             MemorySnapshot(b.data[page * PAGE_SIZE:(page + 1) * PAGE_SIZE], 1, 0, 0))[0]
         offset = min(self.start_offset(b, page), PAGE_SIZE - self.length)
         self._text = memviz.page_hex(b, page, self.length, offset=offset)
+        held = memviz.blocks_on_page(b, page)
+        holds = "; ".join(f"{html.escape(a.label)}: {hi - lo:,} bytes at {lo:#x}..{hi - 1:#x}"
+                          for a, lo, hi in held)
         self.info.value = (f"page {page}: addresses {page * PAGE_SIZE:#x}..."
-                           f"{(page + 1) * PAGE_SIZE - 1:#x}, region <b>{region}</b>, "
-                           f"entropy {ent:.2f} bits/byte, showing from offset {offset:#x}")
+                           f"{(page + 1) * PAGE_SIZE - 1:#x}, coloured <b>{region}</b> on the "
+                           f"map{' (the block with the larger share)' if len(held) > 1 else ''}"
+                           f", entropy {ent:.2f} bits/byte, showing from offset {offset:#x}"
+                           + (f"<br>this page holds {holds}" if held else ""))
         self.dump.value = _pre(self._text)
         self.diff.value = _pre(memviz.hex_diff(a, b, page, length=128))
         return self._text
 
 
 # --------------------------------------------------------------------------- notebook 04
+
+
+def url_problem(text: str) -> str | None:
+    """Why `text` cannot go in the URL box, or None when it is an http(s) address."""
+    from urllib.parse import urlsplit
+
+    if not text:
+        return "the URL box is empty: paste an image address starting with https://"
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.netloc or " " in text:
+        return (f"{text!r} is not an http(s) address: paste one that starts with https:// "
+                f"(for a file on your computer use the upload button; for a sample, the "
+                f"image list)")
+    return None
 
 
 class PredictionPanel:
@@ -258,7 +311,18 @@ class PredictionPanel:
         self._maybe_run()
 
     def use_url(self, url: str) -> None:
-        self.source, self.source_name = url.strip(), url.strip()
+        """Classify the image at an http(s) address; anything else gets a plain answer.
+
+        Without this check, "not a url" went on as a file path and came back as
+        FileNotFoundError, which says nothing about what to type instead.
+        """
+        url = url.strip()
+        problem = url_problem(url)
+        if problem is not None:
+            self.status.value = (f"<b style='color:#c44e52'>not a URL</b>: "
+                                 f"{html.escape(problem)}")
+            return
+        self.source, self.source_name = url, url
         self._maybe_run()
 
     # -- the callback

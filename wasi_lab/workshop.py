@@ -316,21 +316,25 @@ def tensors_figure(tensors: dict[str, np.ndarray]) -> Figure:
 
 
 def compare_models(images: Sequence[Path | str], models: Sequence[str], mode: str = "model",
-                   progress: bool = True) -> list[dict]:
-    """The same images through several models: one row per image, top-1 per model."""
+                   progress: bool = True, modes: Sequence[str] | None = None) -> list[dict]:
+    """The same images through several models (and preprocessing modes): one row per
+    image, top-1 with its probability per model and mode, and the time per image."""
     from tqdm.auto import tqdm
 
     from wasi_lab.predict import Classifier
 
+    modes = list(modes) if modes else [mode]
     rows: dict[str, dict] = {}
     for m in models:
         clf = Classifier(m)
-        for img in tqdm(list(images), desc=m, disable=not progress, leave=False):
-            t0 = time.perf_counter()
-            pred = clf.classify(img, top=1, mode=mode)
-            row = rows.setdefault(Path(str(img)).name, {"image": Path(str(img)).name})
-            row[m] = f"{pred.top[0].label} ({pred.top[0].prob:.0%})"
-            row[f"{m} ms"] = round((time.perf_counter() - t0) * 1000, 1)
+        for md in modes:
+            column = m if len(modes) == 1 else f"{m} ({md})"
+            for img in tqdm(list(images), desc=column, disable=not progress, leave=False):
+                t0 = time.perf_counter()
+                pred = clf.classify(img, top=1, mode=md)
+                row = rows.setdefault(Path(str(img)).name, {"image": Path(str(img)).name})
+                row[column] = f"{pred.top[0].label} ({pred.top[0].prob:.0%})"
+                row[f"{column} ms"] = round((time.perf_counter() - t0) * 1000, 1)
     return list(rows.values())
 
 
