@@ -179,6 +179,9 @@ def _extensions() -> list[Callable[[argparse._SubParsersAction], None]]:
     from wasi_lab.figures import add_figures_parser
 
     regs += [add_article_parser, add_figures_parser]
+    from wasi_lab.setup import add_lab_parser
+
+    regs.append(add_lab_parser)
     return regs
 
 

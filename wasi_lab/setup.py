@@ -1,16 +1,25 @@
-"""`wasi-lab setup`: everything `make lab` and `make test` need, done once.
+"""`wasi-lab setup`: everything `make lab` and `make test` need, done once; `wasi-lab lab`.
 
 Each step checks before it works, so a second run costs about a second: the toolchain is
 looked up (installed with apt only when missing and we are root on Debian), cargo's own
 incremental build makes an unchanged guest a no-op, and models and images are only
 prepared when absent.
+
+`wasi-lab lab` (or `python -m wasi_lab lab`) is `make lab` for whoever has no make
+(Windows): the setup, then JupyterLab on the notebooks.
 """
 
 from __future__ import annotations
 
+import argparse
+import os
+import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
+
+from wasi_lab.paths import REPO_ROOT
 
 
 def _step(name: str, fn: Callable[[], str], log: Callable[[str], None]) -> bool:
@@ -93,3 +102,42 @@ def ensure_test_deps(log: Callable[[str], None] = print) -> int:
             return 1
     log("[setup] chromium: installed")
     return 0
+
+
+# ------------------------------------------------------------------------- wasi-lab lab
+def jupyter_lab_argv(notebooks: Path, as_root: bool | None = None) -> list[str]:
+    """JupyterLab on `notebooks`, from this interpreter (no PATH lookup, so the venv's own
+    JupyterLab runs on every OS). Root needs --allow-root: containers and CI machines are."""
+    if as_root is None:
+        as_root = hasattr(os, "geteuid") and os.geteuid() == 0
+    argv = [sys.executable, "-m", "jupyterlab", f"--notebook-dir={notebooks}"]
+    return [*argv, "--allow-root"] if as_root else argv
+
+
+def run_lab(dry_run: bool = False, log: Callable[[str], None] = print,
+            notebooks: Path = REPO_ROOT / "notebooks") -> int:
+    """What `make lab` does after installing: the setup, then JupyterLab until it exits.
+    A failed setup step stops here, as it stops make, with the step's message above."""
+    argv = jupyter_lab_argv(notebooks)
+    if not notebooks.is_dir():
+        log(f"wasi-lab lab: no notebooks at {notebooks}: run it from a checkout of wasi-lab")
+        return 1
+    if dry_run:
+        log(f"{sys.executable} -m wasi_lab setup")
+        log(" ".join(argv))
+        return 0
+    if run_setup(log) != 0:
+        log("wasi-lab lab: setup failed (see above); not starting JupyterLab")
+        return 1
+    try:
+        return subprocess.run(argv).returncode
+    except KeyboardInterrupt:  # Ctrl-C reached JupyterLab too; it shuts itself down
+        return 130
+
+
+def add_lab_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("lab", help="set up, then start JupyterLab on the notebooks "
+                              "(what `make lab` does after installing)")
+    p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    p.set_defaults(func=lambda args: run_lab(dry_run=args.dry_run))
+    return p
