@@ -126,3 +126,5 @@ def test_an_unreadable_owner_is_an_error_not_an_empty_contract(tree: Path) -> No
     abi.write_text(abi.read_text().replace("pub enum ErrorCode", "pub enum Code"))
     with pytest.raises(ContractError, match="no `pub enum ErrorCode`"):
         read_contract(tree)
+    with pytest.raises(ContractError, match="no guest sources"):
+        read_contract(tree / "wasi_lab")  # a wheel: the package without the guest

@@ -83,6 +83,9 @@ def _rust_block(text: str, header: str, path: str) -> str:
 
 def read_contract(root: Path = REPO_ROOT) -> Contract:
     """The contract as the guest's Rust sources define it."""
+    if not (root / ABI_RS).is_file() or not (root / PREPROCESS_RS).is_file():
+        raise ContractError(f"no guest sources under {root} ({ABI_RS}, {PREPROCESS_RS}): "
+                            "the contract is read in a checkout of wasi-lab")
     abi = (root / ABI_RS).read_text(encoding="utf-8")
     body = _rust_block(abi, "pub enum ErrorCode", ABI_RS)
     codes = {name: int(value) for name, value in re.findall(r"(\w+)\s*=\s*(-?\d+)", body)}
@@ -284,7 +287,11 @@ def check_copies(root: Path = REPO_ROOT, contract: Contract | None = None) -> li
 
 def main(argv: list[str] | None = None) -> int:
     root = Path(argv[0]) if argv else REPO_ROOT
-    c = read_contract(root)
+    try:
+        c = read_contract(root)
+    except ContractError as exc:
+        print(f"wasi_lab.contract: {exc}", file=sys.stderr)
+        return 2
     drifts = check_copies(root, c)
     for d in drifts:
         print(d)
