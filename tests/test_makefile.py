@@ -32,8 +32,8 @@ def test_wasi_lab_lab_sets_up_then_starts_jupyterlab_on_the_notebooks() -> None:
     out = subprocess.run([sys.executable, "-m", "wasi_lab", "lab", "--dry-run"], cwd=REPO_ROOT,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    setup, lab = out.stdout.index("-m wasi_lab setup"), out.stdout.index("-m jupyterlab")
-    assert setup < lab
+    setup, lab = out.stdout.index("setup: toolchain, models"), out.stdout.index("-m jupyterlab")
+    assert setup < lab and "notebook 01 builds the guest" in out.stdout
     assert f"--notebook-dir={REPO_ROOT / 'notebooks'}" in out.stdout
     # JupyterLab refuses to start as root without --allow-root (containers, CI machines).
     assert ("--allow-root" in out.stdout) == (os.geteuid() == 0)

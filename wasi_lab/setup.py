@@ -33,7 +33,10 @@ def _step(name: str, fn: Callable[[], str], log: Callable[[str], None]) -> bool:
     return True
 
 
-def ensure_toolchain_and_build() -> str:
+def ensure_toolchain_and_build(build: bool = True) -> str:
+    """Find (or install) the toolchain, then build the release guest unless `build` is off:
+    `wasi-lab lab` leaves the first build to notebook 01, which compiles it live (the kit
+    runs guest/prebuilt until then), so JupyterLab opens without waiting for cargo."""
     from wasi_lab.build import build_guest
     from wasi_lab.toolchain import (
         ToolchainError,
@@ -50,6 +53,9 @@ def ensure_toolchain_and_build() -> str:
             return "no wasm-capable Rust toolchain; using guest/prebuilt.\n" + \
                 missing_toolchain_advice()
         tc = find_toolchain()
+    if not build:
+        return (f"{tc.version} ({tc.target}) ready; notebook 01 builds the guest "
+                "(guest/prebuilt until then)")
     res = build_guest(toolchain=tc, progress=sys.stderr.isatty())
     state = "up to date" if res.up_to_date else f"compiled {len(res.compiled)} crates"
     return (f"guest {state} with {tc.version} ({tc.target}): "
@@ -70,8 +76,9 @@ def ensure_images() -> str:
     return f"{len(files)} images in images/"
 
 
-def run_setup(log: Callable[[str], None] = print) -> int:
-    ok = _step("toolchain + guest", ensure_toolchain_and_build, log)
+def run_setup(log: Callable[[str], None] = print, build: bool = True) -> int:
+    ok = _step("toolchain + guest" if build else "toolchain",
+               lambda: ensure_toolchain_and_build(build), log)
     ok &= _step("models", ensure_models, log)
     ok &= _step("images", ensure_images, log)
     return 0 if ok else 1
@@ -114,19 +121,21 @@ def jupyter_lab_argv(notebooks: Path, as_root: bool | None = None) -> list[str]:
     return [*argv, "--allow-root"] if as_root else argv
 
 
-def run_lab(dry_run: bool = False, log: Callable[[str], None] = print,
+def run_lab(dry_run: bool = False, build: bool = False, log: Callable[[str], None] = print,
             notebooks: Path = REPO_ROOT / "notebooks") -> int:
-    """What `make lab` does after installing: the setup, then JupyterLab until it exits.
-    A failed setup step stops here, as it stops make, with the step's message above."""
+    """What `make lab` does after installing: the setup (without the guest build unless
+    `build`: notebook 01 does it, live), then JupyterLab until it exits. A failed setup step
+    stops here, as it stops make, with the step's message above."""
     argv = jupyter_lab_argv(notebooks)
     if not notebooks.is_dir():
         log(f"wasi-lab lab: no notebooks at {notebooks}: run it from a checkout of wasi-lab")
         return 1
     if dry_run:
-        log(f"{sys.executable} -m wasi_lab setup")
+        log("setup: toolchain, " + ("guest, " if build else "")
+            + "models, images" + ("" if build else " (notebook 01 builds the guest)"))
         log(" ".join(argv))
         return 0
-    if run_setup(log) != 0:
+    if run_setup(log, build=build) != 0:
         log("wasi-lab lab: setup failed (see above); not starting JupyterLab")
         return 1
     try:
@@ -139,5 +148,7 @@ def add_lab_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
     p = subparsers.add_parser("lab", help="set up, then start JupyterLab on the notebooks "
                               "(what `make lab` does after installing)")
     p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
-    p.set_defaults(func=lambda args: run_lab(dry_run=args.dry_run))
+    p.add_argument("--build", action="store_true",
+                   help="also build the guest first (otherwise notebook 01 builds it)")
+    p.set_defaults(func=lambda args: run_lab(dry_run=args.dry_run, build=args.build))
     return p
