@@ -276,8 +276,9 @@ def check_copies(root: Path = REPO_ROOT, contract: Contract | None = None) -> li
                 drifts.append(drift)
     for rel, where in PYTHON_MODE_COPIES.items():
         if where not in found.get(rel, set()):
-            drifts.append(Drift(rel, where, "the copy of the mode names is gone; if it moved, "
-                                "update contract.PYTHON_MODE_COPIES"))
+            drifts.append(Drift(rel, where, "no literal copy of the mode names here any more: "
+                                "if it moved or is now derived from another copy, update "
+                                "contract.PYTHON_MODE_COPIES"))
     drifts += runtime_error_copies((root / RUNTIME_PY).read_text(encoding="utf-8"), c)
     drifts += js_copies((root / CLASSIFY_MJS).read_text(encoding="utf-8"), c)
     drifts += rust_copies(root, c)
