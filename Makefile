@@ -2,39 +2,56 @@
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed
+# One stamp per install level, so a workshop venv is upgraded in place by `make test` (and
+# `make bench`) instead of being rebuilt; each is redone when pyproject.toml changes.
+LAB_STAMP   := $(VENV)/.installed-lab
+BENCH_STAMP := $(VENV)/.installed-bench
+TEST_STAMP  := $(VENV)/.installed-test
 
 .PHONY: setup lab test lint figures bench clean
 
-# Python environment: rebuilt only when pyproject.toml changes.
-$(STAMP): pyproject.toml
+$(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[dev]'
+
+# The workshop: pyproject's dependencies only (no test tools, no benchmark peers).
+$(LAB_STAMP): pyproject.toml | $(PY)
+	$(VENV)/bin/pip install -q -e .
 	touch $@
 
+# The benchmark's peers on top: ONNX, ONNX Runtime, tract.
+$(BENCH_STAMP): pyproject.toml | $(PY)
+	$(VENV)/bin/pip install -q -e '.[bench]'
+	touch $@ $(LAB_STAMP)
+
+# Everything (dev includes bench); a test venv is a workshop and a bench venv too.
+$(TEST_STAMP): pyproject.toml | $(PY)
+	$(VENV)/bin/pip install -q -e '.[dev]'
+	touch $@ $(BENCH_STAMP) $(LAB_STAMP)
+
 # Toolchain, guest, models and images; each step skips what is already done.
-setup: $(STAMP)
+setup: $(LAB_STAMP)
 	$(PY) -m wasi_lab setup
 
-# JupyterLab refuses to run as root unless told; containers and CI machines often are root.
-ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
+# `wasi-lab lab` runs the setup, then JupyterLab on notebooks/ (with --allow-root as root):
+# the same command learners without make use.
+lab: $(LAB_STAMP)
+	$(PY) -m wasi_lab lab
 
-lab: setup
-	$(VENV)/bin/jupyter lab --notebook-dir=notebooks $(ALLOW_ROOT)
-
-test: setup
+test: $(TEST_STAMP)
+	$(PY) -m wasi_lab setup
 	$(PY) -m wasi_lab setup --test-deps
 	$(VENV)/bin/ruff check wasi_lab tests benchmarks notebooks
 	$(VENV)/bin/pytest -q
 
-lint: $(STAMP)
+lint: $(TEST_STAMP)
 	$(VENV)/bin/ruff check wasi_lab tests benchmarks notebooks
 
 figures: setup
 	$(PY) -m wasi_lab figures
 
-bench: setup
+bench: $(BENCH_STAMP)
+	$(PY) -m wasi_lab setup
 	$(PY) -m wasi_lab bench
 
 clean:

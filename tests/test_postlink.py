@@ -11,10 +11,10 @@ from pathlib import Path
 
 import wasmtime
 
-from wasi_lab.build import PREBUILT_COMMAND, PREBUILT_MODULE
-from wasi_lab.inspect import read_sections
-from wasi_lab.postlink import fold_file, fold_offsets, instructions, rewrite_code, uleb128
+from wasi_lab.paths import PREBUILT_COMMAND, PREBUILT_MODULE
+from wasi_lab.postlink import fold_file, fold_offsets, rewrite_code
 from wasi_lab.runtime import get_engine
+from wasi_lab.wasmbin import instructions, read_sections, uleb128
 
 # Functions named like the guest's kernels are in the pass's scope; `outside` is not.
 K = "$_ZN14wasi_lab_guest6engine7kernels"

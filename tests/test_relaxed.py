@@ -13,9 +13,8 @@ from pathlib import Path
 import pytest
 import wasmtime
 
-from wasi_lab.build import PREBUILT_MODULE, BuildError, build_guest
-from wasi_lab.inspect import WasmFormatError, read_sections
-from wasi_lab.postlink import uleb128
+from wasi_lab.build import BuildError, build_guest
+from wasi_lab.paths import PREBUILT_MODULE
 from wasi_lab.relaxed import (
     MARKER,
     RELAXED_MADD,
@@ -25,6 +24,7 @@ from wasi_lab.relaxed import (
     rewrite_calls,
 )
 from wasi_lab.runtime import get_engine
+from wasi_lab.wasmbin import WasmFormatError, read_sections, uleb128
 
 # a = b = 1 + 2^-12: a*b = 1 + 2^-11 + 2^-24 exactly, which f32 rounds to 1 + 2^-11. With
 # c = -(1 + 2^-11), multiply-then-add gives 0 and a fused multiply-add gives 2^-24.

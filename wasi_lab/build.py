@@ -7,28 +7,35 @@ the result over the prebuilt one (and is how the prebuilt module is refreshed).
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from tqdm.auto import tqdm
 
-from wasi_lab.paths import GUEST_DIR
+# The prebuilt module's location and `default_module` live in `paths`; they are named here
+# too because runtime, hosts, doctor, bench, layers, cli, notebook 02 and the tests import
+# them from `build` (to be moved to `paths` by whoever edits those next).
+from wasi_lab.paths import (
+    CLI_NAME,
+    GUEST_DIR,
+    LIB_NAME,
+    PREBUILT_COMMAND,
+    PREBUILT_DIR,
+    PREBUILT_MODULE,
+    default_module,
+)
+from wasi_lab.postlink import fold_file
+from wasi_lab.relaxed import FuseReport, fuse_file
 from wasi_lab.toolchain import Toolchain, find_toolchain
 
-if TYPE_CHECKING:
-    from wasi_lab.relaxed import FuseReport
-
-PREBUILT_DIR = GUEST_DIR / "prebuilt"
-LIB_NAME = "wasi_lab_guest.wasm"
-CLI_NAME = "wasi-lab-classify.wasm"
-PREBUILT_MODULE = PREBUILT_DIR / LIB_NAME
-PREBUILT_COMMAND = PREBUILT_DIR / CLI_NAME
+__all__ = ["CLI_NAME", "FMA_FEATURE", "GUEST_DIR", "LIB_NAME", "PREBUILT_COMMAND",
+           "PREBUILT_DIR", "PREBUILT_MODULE", "SIMD_FLAGS", "BuildError", "BuildResult",
+           "build_guest", "built_module", "default_module", "run_guest_unit_tests",
+           "variant_name"]
 #: Wasm SIMD128: 4 f32 lanes per instruction for the engine's kernels.
 SIMD_FLAGS = "-C target-feature=+simd128"
 #: The cargo feature whose multiply-add marker calls become `f32x4.relaxed_madd` after
@@ -136,16 +143,11 @@ def build_guest(
     out = target_dir / tc.target / ("release" if release else "debug")
     module = out / LIB_NAME
     command = out / CLI_NAME
-    # Post-link passes (late imports: via inspect and runtime they import us).
-    from wasi_lab.postlink import fold_file
-
     folded = fold_file(module)
     if command.exists():
         fold_file(command)
     fused = None
     if FMA_FEATURE in features:
-        from wasi_lab.relaxed import fuse_file
-
         fused = fuse_file(module)
         if command.exists():
             fuse_file(command)
@@ -188,13 +190,3 @@ def built_module(release: bool = True, features: Sequence[str] = ()) -> Path | N
         if p.exists():
             return p
     return None
-
-
-def default_module() -> Path:
-    """The module the kit runs: $WASI_LAB_MODULE, else the prebuilt release module.
-
-    The prebuilt module is the reference; a learner who rebuilds the guest passes the new
-    path explicitly (or sets WASI_LAB_MODULE), so results never change behind their back.
-    """
-    env = os.environ.get("WASI_LAB_MODULE")
-    return Path(env) if env else PREBUILT_MODULE

@@ -293,6 +293,9 @@ def _extensions() -> list[Callable[[argparse._SubParsersAction], None]]:
     from wasi_lab.preflight import add_preflight_parser
 
     regs.append(add_preflight_parser)
+    from wasi_lab.setup import add_lab_parser
+
+    regs.append(add_lab_parser)
     return regs
 
 

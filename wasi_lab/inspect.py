@@ -3,8 +3,8 @@
 The binary format is simple enough to read by hand, and reading it is a lesson: a magic
 number and version, then sections, each an id byte, a LEB128 size and a payload. We read
 the section table, the custom sections (`name`, `producers`) and the exported globals'
-initial values ourselves; the typed view of imports and exports comes from wasmtime, which
-has to understand them anyway.
+initial values ourselves, with the primitives of `wasi_lab.wasmbin`; the typed view of
+imports and exports comes from wasmtime, which has to understand them anyway.
 """
 
 from __future__ import annotations
@@ -15,79 +15,20 @@ from pathlib import Path
 import wasmtime
 
 from wasi_lab.runtime import get_engine
+from wasi_lab.wasmbin import (
+    Reader,
+    Section,
+    WasmFormatError,
+    function_names,
+    import_kinds,
+    read_sections,
+)
 
-MAGIC = b"\0asm"
-SECTION_NAMES = {
-    0: "custom", 1: "type", 2: "import", 3: "function", 4: "table", 5: "memory",
-    6: "global", 7: "export", 8: "start", 9: "element", 10: "code", 11: "data",
-    12: "datacount", 13: "tag",
-}
+# The readers are `wasi_lab.wasmbin`'s; named here too, as the notebook and CLI know them.
+__all__ = ["FuncSig", "ModuleReport", "Section", "WasmFormatError", "exported_globals",
+           "format_report", "inspect_module", "read_producers", "read_sections"]
+
 PAGE_SIZE = 65536
-
-
-class WasmFormatError(ValueError):
-    """The bytes are not a WebAssembly module we can read."""
-
-
-class Reader:
-    """A cursor over bytes with the two encodings wasm uses: LEB128 and names."""
-
-    def __init__(self, data: bytes, pos: int = 0, end: int | None = None):
-        self.data = data
-        self.pos = pos
-        self.end = len(data) if end is None else end
-
-    def byte(self) -> int:
-        if self.pos >= self.end:
-            raise WasmFormatError(f"unexpected end of data at offset {self.pos}")
-        b = self.data[self.pos]
-        self.pos += 1
-        return b
-
-    def u32(self) -> int:
-        """Unsigned LEB128: 7 bits a byte, low bits first, high bit says 'more'."""
-        result = shift = 0
-        while True:
-            b = self.byte()
-            result |= (b & 0x7F) << shift
-            if not b & 0x80:
-                return result
-            shift += 7
-            if shift > 35:
-                raise WasmFormatError(f"LEB128 number too long at offset {self.pos}")
-
-    def s32(self) -> int:
-        """Signed LEB128 (used by i32.const)."""
-        result = shift = 0
-        while True:
-            b = self.byte()
-            result |= (b & 0x7F) << shift
-            shift += 7
-            if not b & 0x80:
-                if b & 0x40:
-                    result -= 1 << shift
-                return result
-            if shift > 35:
-                raise WasmFormatError(f"LEB128 number too long at offset {self.pos}")
-
-    def bytes(self, n: int) -> bytes:
-        if self.pos + n > self.end:
-            raise WasmFormatError(f"{n} bytes at offset {self.pos} run past the end")
-        out = self.data[self.pos:self.pos + n]
-        self.pos += n
-        return out
-
-    def name(self) -> str:
-        return self.bytes(self.u32()).decode("utf-8", "replace")
-
-
-@dataclass
-class Section:
-    id: int
-    name: str
-    offset: int
-    size: int
-    custom_name: str | None = None
 
 
 @dataclass
@@ -115,29 +56,6 @@ class ModuleReport:
         return asdict(self)
 
 
-def read_sections(data: bytes) -> list[Section]:
-    """The section table: id, payload offset and size of each section."""
-    if len(data) < 8 or data[:4] != MAGIC:
-        raise WasmFormatError("not a WebAssembly module (missing \\0asm magic)")
-    if data[4:8] != b"\x01\0\0\0":
-        raise WasmFormatError(f"unsupported wasm binary version {data[4:8].hex()}")
-    r = Reader(data, 8)
-    sections = []
-    while r.pos < r.end:
-        sid = r.byte()
-        size = r.u32()
-        start = r.pos
-        if start + size > len(data):
-            raise WasmFormatError(f"section {sid} at {start} runs past the end of the file")
-        custom = None
-        if sid == 0:
-            custom = Reader(data, start, start + size).name()
-        sections.append(Section(sid, SECTION_NAMES.get(sid, f"unknown({sid})"), start, size,
-                                custom))
-        r.pos = start + size
-    return sections
-
-
 def read_producers(data: bytes, sec: Section) -> dict[str, list[str]]:
     """The `producers` custom section: language, processed-by and sdk, with versions."""
     r = Reader(data, sec.offset, sec.offset + sec.size)
@@ -150,23 +68,6 @@ def read_producers(data: bytes, sec: Section) -> dict[str, list[str]]:
             values.append(f"{r.name()} {r.name()}".strip())
         out[field_name] = values
     return out
-
-
-def function_names(data: bytes, sections: list[Section] | None = None) -> dict[int, str]:
-    """Function index -> name, from the `name` custom section (subsection 1); empty when
-    the module has none (stripped)."""
-    for s in sections if sections is not None else read_sections(data):
-        if s.custom_name != "name":
-            continue
-        r = Reader(data, s.offset, s.offset + s.size)
-        r.name()
-        while r.pos < r.end:
-            sub_id, size = r.byte(), r.u32()
-            if sub_id == 1:
-                sub = Reader(data, r.pos, r.pos + size)
-                return {sub.u32(): sub.name() for _ in range(sub.u32())}
-            r.pos += size
-    return {}
 
 
 def exported_globals(data: bytes, sections: list[Section]) -> dict[str, int]:
@@ -200,42 +101,6 @@ def exported_globals(data: bytes, sections: list[Section]) -> dict[str, int]:
             if v is not None:
                 out[name] = v & 0xFFFFFFFF
     return out
-
-
-def import_kinds(data: bytes, sections: list[Section]) -> list[tuple[int, int]]:
-    """Each import's kind (0 func, 1 table, 2 memory, 3 global) and, for a function, its
-    type index: imports come first in their index spaces, so both readers need them."""
-    sec = next((s for s in sections if s.id == 2), None)
-    if sec is None:
-        return []
-    out = []
-    r = Reader(data, sec.offset, sec.offset + sec.size)
-    for _ in range(r.u32()):
-        r.name()
-        r.name()
-        kind = r.byte()
-        type_index = 0
-        if kind == 0:
-            type_index = r.u32()
-        elif kind == 1:
-            r.byte()
-            _limits(r)
-        elif kind == 2:
-            _limits(r)
-        elif kind == 3:
-            r.byte()
-            r.byte()
-        else:
-            raise WasmFormatError(f"unsupported import kind {kind}")
-        out.append((kind, type_index))
-    return out
-
-
-def _limits(r: Reader) -> None:
-    flags = r.byte()
-    r.u32()
-    if flags & 1:
-        r.u32()
 
 
 def _describe(ty: object) -> tuple[str, str]:

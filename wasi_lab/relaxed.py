@@ -24,14 +24,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from wasi_lab.inspect import Reader, WasmFormatError, function_names, import_kinds, read_sections
-from wasi_lab.postlink import CALL, instructions, rewrite_code, rewrite_file
+from wasi_lab.postlink import rewrite_code, rewrite_file
+from wasi_lab.wasmbin import (
+    CALL,
+    V128,
+    Reader,
+    WasmFormatError,
+    func_type,
+    function_names,
+    instructions,
+)
 
 #: The marker's name as the `name` section spells it (a substring: Rust may mangle it).
 MARKER = "__wasi_lab_relaxed_madd"
 #: `f32x4.relaxed_madd`: the 0xFD (SIMD) prefix and sub-opcode 0x105 as LEB128.
 RELAXED_MADD = b"\xfd\x85\x02"
-V128 = 0x7B
 
 
 @dataclass
@@ -44,25 +51,6 @@ class FuseReport:
     size_after: int
 
 
-def _func_type_of(data: bytes, index: int) -> tuple[list[int], list[int]]:
-    """(params, results) of function `index`, counting imported functions first."""
-    by_id = {s.id: s for s in read_sections(data)}
-    types: list[tuple[list[int], list[int]]] = []
-    r = Reader(data, by_id[1].offset, by_id[1].offset + by_id[1].size)
-    for _ in range(r.u32()):
-        if r.byte() != 0x60:
-            raise WasmFormatError("only function types are supported in the type section")
-        params = [r.byte() for _ in range(r.u32())]
-        results = [r.byte() for _ in range(r.u32())]
-        types.append((params, results))
-    imported = [t for kind, t in import_kinds(data, read_sections(data)) if kind == 0]
-    if index < len(imported):
-        return types[imported[index]]
-    r = Reader(data, by_id[3].offset, by_id[3].offset + by_id[3].size)
-    declared = [r.u32() for _ in range(r.u32())]
-    return types[declared[index - len(imported)]]
-
-
 def find_marker(data: bytes) -> int:
     """The marker's function index; a clear error if it is missing, ambiguous or mistyped."""
     names = function_names(data)
@@ -73,7 +61,7 @@ def find_marker(data: bytes) -> int:
     if len(found) != 1:
         raise WasmFormatError(f"expected one function named {MARKER}, found {len(found)}: "
                               "was the guest built with the `relaxed-fma` feature?")
-    params, results = _func_type_of(data, found[0])
+    params, results = func_type(data, found[0])
     if params != [V128] * 3 or results != [V128]:
         raise WasmFormatError(f"{MARKER} has type {params} -> {results}, not "
                               "(v128, v128, v128) -> v128; the rewrite would not be stack-safe")
