@@ -91,8 +91,8 @@ EDITS = [
      "[--mode article|efficientnet] [--top K]\n  def", "usage text #2"),
     ("guest/src/preprocess.rs", "(0 article, 1 efficientnet, 2 inception)",
      "(0 article, 1 efficientnet)", "from_i32 message"),
-    ("notebooks/05_hosts_and_timing.ipynb", "`LengthMismatch` (code -2)",
-     "`LengthMismatch` (code -3)", "`LengthMismatch` code -3"),
+    ("hosts/node/README.md", "`LengthMismatch`, code -2", "`LengthMismatch`, code -3",
+     "`LengthMismatch` code -3"),
 ]
 
 
