@@ -13,6 +13,7 @@
 pub mod abi;
 pub mod engine;
 pub mod image_exports;
+pub mod jpeg_scan;
 pub mod model_exports;
 pub mod preprocess;
 #[cfg(feature = "rayon-demo")]
