@@ -19,7 +19,7 @@
 //!    scan, best fit by size) that are allocated once and reused by every inference. The
 //!    weights stay resident in the steps.
 
-use super::graphdef::{self, element_count, AttrValue, GraphDef, NodeDef, TensorData, DT_FLOAT};
+use super::graphdef::{self, element_count, AttrValue, GraphDef, NodeDef, TensorData, DT_FLOAT, MAX_ELEMENTS};
 use super::kernels;
 use super::ops::{self, Act, Padding, Window};
 use crate::abi::{ErrorCode, GuestResult};
@@ -28,6 +28,15 @@ use std::rc::Rc;
 
 fn bad<T>(message: String) -> GuestResult<T> {
     Err((ErrorCode::BadModel, message))
+}
+
+/// `n` zeros (a bias the graph did not give), refusing absurd sizes and answering
+/// OutOfMemory instead of an aborting allocation.
+fn zeros(node: &NodeDef, n: usize) -> GuestResult<Vec<f32>> {
+    if n > MAX_ELEMENTS {
+        return bad(format!("{}: {} output channels is too many", describe(node), n));
+    }
+    graphdef::try_filled(n, 0.0).map_err(|m| (ErrorCode::OutOfMemory, format!("{}: {}", describe(node), m)))
 }
 
 /// The ops this engine runs (`Placeholder` and `Const` included).
@@ -194,7 +203,8 @@ impl ModelInfo {
 #[derive(Debug)]
 pub struct Model {
     pub info: ModelInfo,
-    consts: Vec<Vec<f32>>,
+    /// Float constants steps read directly, shared with the parsed graph (never copied).
+    consts: Vec<Rc<TensorData>>,
     steps: Vec<Step>,
     slots: Vec<Vec<f32>>,
     input_slot: usize,
@@ -225,12 +235,18 @@ fn default_output(graph: &GraphDef) -> GuestResult<String> {
         Some(n) => n.name.clone(),
         None => return bad("the graph has no Softmax node; name the output node explicitly (load_model_with_output)".into()),
     };
+    // The last Reshape/Identity/Squeeze reading each node, found in one pass: following a
+    // chain of them is then linear in its length (a reverse scan per link was quadratic).
+    let mut follower: HashMap<&str, &NodeDef> = HashMap::new();
+    for n in &graph.nodes {
+        if matches!(n.op.as_str(), "Reshape" | "Identity" | "Squeeze") {
+            if let Some(i) = data_inputs(n).next() {
+                follower.insert(split_ref(i).0, n);
+            }
+        }
+    }
     for _ in 0..graph.nodes.len() {
-        let next = graph.nodes.iter().rev().find(|n| {
-            matches!(n.op.as_str(), "Reshape" | "Identity" | "Squeeze")
-                && data_inputs(n).next().map(|i| split_ref(i).0) == Some(current.as_str())
-        });
-        match next {
+        match follower.get(current.as_str()) {
             Some(n) if n.name != current => current = n.name.clone(),
             _ => break,
         }
@@ -348,7 +364,7 @@ struct Builder<'g> {
     vals: HashMap<&'g str, Val>,
     consumers: HashMap<&'g str, usize>,
     steps: Vec<Step>,
-    consts: Vec<Vec<f32>>,
+    consts: Vec<Rc<TensorData>>,
     buf_len: Vec<usize>,
     input: Option<(String, usize, Vec<usize>)>,
 }
@@ -409,10 +425,9 @@ impl<'g> Builder<'g> {
     fn src(&mut self, node: &NodeDef, v: &Val) -> GuestResult<(Src, usize)> {
         match v {
             Val::Dyn { buf, .. } => Ok((Src::Buf(*buf), self.buf_len[*buf])),
-            Val::Const { .. } => {
-                let data = const_f32(node, v, "a data input")?.to_vec();
-                let n = data.len();
-                self.consts.push(data);
+            Val::Const { data, .. } => {
+                let n = const_f32(node, v, "a data input")?.len();
+                self.consts.push(data.clone());
                 Ok((Src::Const(self.consts.len() - 1), n))
             }
         }
@@ -585,7 +600,10 @@ impl<'g> Builder<'g> {
                     } else if d < 1 {
                         return bad(format!("{}: input dimension {} is {} (must be known)", describe(node), i, d));
                     } else {
-                        shape.push(d as usize);
+                        match graphdef::dim(d) {
+                            Some(d) => shape.push(d),
+                            None => return bad(format!("{}: input dimension {} is {}, larger than any tensor can be", describe(node), i, d)),
+                        }
                     }
                 }
                 let (buf, _) = self.new_buf(node, &shape)?;
@@ -593,7 +611,7 @@ impl<'g> Builder<'g> {
                 Val::Dyn { shape, buf }
             }
             "Const" => match node.attr("value") {
-                Some(AttrValue::Tensor(t)) => Val::Const { shape: t.shape.clone(), data: Rc::new(t.data.clone()) },
+                Some(AttrValue::Tensor(t)) => Val::Const { shape: t.shape.clone(), data: t.data.clone() },
                 _ => return bad(format!("{}: no 'value' tensor", describe(node))),
             },
             "Identity" => {
@@ -609,12 +627,16 @@ impl<'g> Builder<'g> {
                 arity(node, &ins, 2)?;
                 let want = const_ints(node, &ins[1], "the shape")?;
                 let total: usize = ins[0].shape().iter().product();
-                let known: i64 = want.iter().filter(|&&d| d != -1).product();
                 let unknown = want.iter().filter(|&&d| d == -1).count();
-                if want.iter().any(|&d| d < -1) || unknown > 1 || (unknown == 1 && known <= 0) {
-                    return bad(format!("{}: invalid target shape {:?}", describe(node), want));
-                }
-                let shape: Vec<usize> = want.iter().map(|&d| if d == -1 { total / known.max(1) as usize } else { d as usize }).collect();
+                // Every known dimension as a checked usize: an i64 such as 2^32 must not
+                // become 0 (or 2^32 + 224 become 224) on wasm32.
+                let dims: Option<Vec<usize>> = want.iter().filter(|&&d| d != -1).map(|&d| graphdef::dim(d)).collect();
+                let known = dims.as_ref().and_then(|d| d.iter().try_fold(1usize, |a, &b| a.checked_mul(b)));
+                let known = match known {
+                    Some(k) if unknown <= 1 && !(unknown == 1 && k == 0) => k,
+                    _ => return bad(format!("{}: invalid target shape {:?}", describe(node), want)),
+                };
+                let shape: Vec<usize> = want.iter().map(|&d| if d == -1 { total / known } else { d as usize }).collect();
                 if element_count(&shape) != Some(total) {
                     return bad(format!("{}: cannot reshape {:?} to {:?}", describe(node), ins[0].shape(), want));
                 }
@@ -647,7 +669,11 @@ impl<'g> Builder<'g> {
                 rank(node, &ins[0], 4, "the input")?;
                 rank(node, &ins[1], 4, "the filter")?;
                 let f = ins[1].shape().to_vec();
-                let w = const_f32(node, &ins[1], "the filter")?.to_vec();
+                let w = const_f32(node, &ins[1], "the filter")?;
+                if w.is_empty() {
+                    return bad(format!("{}: the filter {:?} has no values", describe(node), f));
+                }
+                let w = w.to_vec();
                 let (sh, sw) = spatial(node, "strides")?;
                 let win = Window::new(ins[0].shape(), f[0], f[1], sh, sw, padding(node)?).map_err(|e| (ErrorCode::BadModel, format!("{}: {}", describe(node), e)))?;
                 if f[2] != win.c {
@@ -656,10 +682,10 @@ impl<'g> Builder<'g> {
                 let shape_out;
                 let kind = if node.op == "Conv2D" {
                     shape_out = vec![win.n, win.oh, win.ow, f[3]];
-                    Kind::Conv { win, w, cout: f[3], bias: vec![0.0; f[3]], act: Act::None, packed: None, residual: false }
+                    Kind::Conv { win, w, cout: f[3], bias: zeros(node, f[3])?, act: Act::None, packed: None, residual: false }
                 } else {
                     shape_out = vec![win.n, win.oh, win.ow, f[2] * f[3]];
-                    Kind::Depthwise { win, w, mult: f[3], bias: vec![0.0; f[2] * f[3]], act: Act::None }
+                    Kind::Depthwise { win, w, mult: f[3], bias: zeros(node, f[2] * f[3])?, act: Act::None }
                 };
                 self.push_step(node, kind, &[&ins[0]], shape_out)?
             }
@@ -708,7 +734,7 @@ impl<'g> Builder<'g> {
                 let bias_of = |node: &NodeDef, c: &Val, x: &Val| -> GuestResult<Vec<f32>> {
                     let d = const_f32(node, c, "the addend")?;
                     let ch = *x.shape().last().unwrap_or(&1);
-                    Ok(if d.len() == 1 { vec![d[0]; ch] } else { d.to_vec() })
+                    Ok(if d.len() == 1 { let mut b = zeros(node, ch)?; b.iter_mut().for_each(|v| *v = d[0]); b } else { d.to_vec() })
                 };
                 if per_channel(&ins[1], &ins[0]) {
                     let b = bias_of(node, &ins[1], &ins[0])?;
@@ -761,13 +787,16 @@ impl<'g> Builder<'g> {
                 if k != k2 {
                     return bad(format!("{}: cannot multiply {:?} by {:?}", describe(node), a, b));
                 }
+                if m.checked_mul(n).map_or(true, |v| v > MAX_ELEMENTS) {
+                    return bad(format!("{}: the product of {:?} and {:?} is too large", describe(node), a, b));
+                }
                 if let Val::Const { .. } = ins[1] {
                     let w = const_f32(node, &ins[1], "b")?;
                     let w = if tb { ops::transpose(w, n, k) } else { w.to_vec() };
-                    let kind = Kind::MatMul { m, k, n, w: Some(w), bias: vec![0.0; n], act: Act::None, trans_a: ta, trans_b: false };
+                    let kind = Kind::MatMul { m, k, n, w: Some(w), bias: zeros(node, n)?, act: Act::None, trans_a: ta, trans_b: false };
                     self.push_step(node, kind, &[&ins[0]], vec![m, n])?
                 } else {
-                    let kind = Kind::MatMul { m, k, n, w: None, bias: vec![0.0; n], act: Act::None, trans_a: ta, trans_b: tb };
+                    let kind = Kind::MatMul { m, k, n, w: None, bias: zeros(node, n)?, act: Act::None, trans_a: ta, trans_b: tb };
                     self.push_step(node, kind, &[&ins[0], &ins[1]], vec![m, n])?
                 }
             }
@@ -872,8 +901,8 @@ impl Model {
         let output = match &out_val {
             Val::Dyn { buf, .. } => Src::Buf(*buf),
             Val::Const { data, .. } => match &**data {
-                TensorData::F32(d) => {
-                    consts.push(d.clone());
+                TensorData::F32(_) => {
+                    consts.push(data.clone());
                     Src::Const(consts.len() - 1)
                 }
                 TensorData::I64(_) => return bad(format!("output '{}' is an integer tensor", output_name)),
@@ -953,7 +982,7 @@ impl Model {
             slots.push(alloc_slot(size)?);
         }
 
-        let weight_floats: usize = consts.iter().map(|c| c.len()).sum::<usize>() + steps.iter().map(|s| s.kind.weight_count()).sum::<usize>();
+        let weight_floats: usize = consts.iter().map(|c| c.as_f32().len()).sum::<usize>() + steps.iter().map(|s| s.kind.weight_count()).sum::<usize>();
         let mut op_counts: Vec<(String, usize)> = Vec::new();
         for n in &graph.nodes {
             match op_counts.iter_mut().find(|(k, _)| *k == n.op) {
@@ -1030,7 +1059,7 @@ impl Model {
                     .iter()
                     .zip(&step.in_lens)
                     .map(|(src, &n)| match *src {
-                        Src::Const(i) => &consts[i][..n],
+                        Src::Const(i) => &consts[i].as_f32()[..n],
                         Src::Buf(s) => &slots[s][..n],
                     })
                     .collect();
@@ -1046,7 +1075,7 @@ impl Model {
 
     fn output(&self) -> &[f32] {
         match self.output {
-            Src::Const(i) => &self.consts[i][..self.output_len],
+            Src::Const(i) => &self.consts[i].as_f32()[..self.output_len],
             Src::Buf(s) => &self.slots[s][..self.output_len],
         }
     }
