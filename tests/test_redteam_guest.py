@@ -158,11 +158,12 @@ def test_resize_matches_an_independent_triangle_filter(guest: Guest) -> None:
     assert np.abs(got - np.clip(np.round(want), 0, 255)).max() <= 1.0001
 
 
-@pytest.mark.parametrize("kind", ["png16", "jpeg"])
+@pytest.mark.parametrize("kind", ["png16", "jpeg", "progressive"])
 def test_big_decodes_answer_out_of_memory_not_a_trap(module_path, kind: str) -> None:
     """Sweep the store limit across the decode's peak: every limit either decodes or answers
     OutOfMemory, and the instance stays usable. 16-bit RGBA is 8 bytes a pixel before the
-    RGB copy; jpeg-decoder holds its planes and its output at once."""
+    RGB copy; jpeg-decoder holds its planes and its output at once, and for a progressive
+    file every coefficient as well."""
     if kind == "png16":
         side = 1400
         yy, xx = np.mgrid[0:side, 0:side]
@@ -173,9 +174,12 @@ def test_big_decodes_answer_out_of_memory_not_a_trap(module_path, kind: str) -> 
     else:
         side = 1600
         yy, xx = np.mgrid[0:side, 0:side]
-        data = jpeg(np.stack([xx % 256, yy % 256, (xx ^ yy) % 256], -1).astype(np.uint8),
-                    quality=70)
-        limits = range(8, 36, 2)
+        pixels = np.stack([xx % 256, yy % 256, (xx ^ yy) % 256], -1).astype(np.uint8)
+        if kind == "jpeg":
+            data, limits = jpeg(pixels, quality=70), range(8, 36, 2)
+        else:  # progressive 4:4:4: jpeg-decoder keeps every coefficient until the end
+            data = jpeg(pixels, quality=70, progressive=True, subsampling=0)
+            limits = range(8, 64, 3)
     outcomes = set()
     for mib in limits:
         g = Guest(module_path, memory_limit=mib * MiB)

@@ -226,8 +226,9 @@ fn walk_scan(
     Ok(bits.pos)
 }
 
-/// `Err(BadImage)` when a sequential scan of this JPEG ends before its last block.
-pub fn check_jpeg_scan(bytes: &[u8]) -> GuestResult<()> {
+/// `Err(BadImage)` when a sequential scan of this JPEG ends before its last block; else the
+/// frame's (component count, progressive) when its header was read, for the memory estimate.
+pub fn check_jpeg_scan(bytes: &[u8]) -> GuestResult<Option<(usize, bool)>> {
     let truncated = || {
         Err((
             ErrorCode::BadImage,
@@ -240,6 +241,7 @@ pub fn check_jpeg_scan(bytes: &[u8]) -> GuestResult<()> {
     let mut ac: [Option<Huffman>; 4] = [None, None, None, None];
     let mut frame: Option<(usize, usize, Vec<Component>)> = None;
     let mut restart = 0usize;
+    let mut layout: Option<(usize, bool)> = None;
     let mut pos = 2; // after SOI
     loop {
         // Find the next marker (skipping fill bytes).
@@ -251,45 +253,49 @@ pub fn check_jpeg_scan(bytes: &[u8]) -> GuestResult<()> {
         }
         let marker = match bytes.get(pos) {
             Some(&m) => m,
-            None => return Ok(()), // the decoder reports a missing EOI its own way
+            None => return Ok(layout), // the decoder reports a missing EOI its own way
         };
         pos += 1;
         match marker {
-            0xD9 => return Ok(()),
+            0xD9 => return Ok(layout),
             0x01 | 0xD0..=0xD8 => continue,
             _ => {}
         }
         let len = match be16(bytes, pos) {
             Some(l) if l >= 2 => l,
-            _ => return Ok(()),
+            _ => return Ok(layout),
         };
         let seg = match bytes.get(pos + 2..pos + len) {
             Some(s) => s,
-            None => return Ok(()),
+            None => return Ok(layout),
         };
         match marker {
             0xC0 | 0xC1 => {
                 let n = *seg.get(5).unwrap_or(&0) as usize;
                 let (h, w) = match (be16(seg, 1), be16(seg, 3)) {
                     (Some(h), Some(w)) if h > 0 && w > 0 => (h, w),
-                    _ => return Ok(()),
+                    _ => return Ok(layout),
                 };
                 let mut comps = Vec::new();
                 for i in 0..n {
                     let c = match seg.get(6 + 3 * i..9 + 3 * i) {
                         Some(c) => c,
-                        None => return Ok(()),
+                        None => return Ok(layout),
                     };
                     let (ch, cv) = ((c[1] >> 4) as usize, (c[1] & 15) as usize);
                     if !(1..=4).contains(&ch) || !(1..=4).contains(&cv) {
-                        return Ok(());
+                        return Ok(layout);
                     }
                     comps.push(Component { id: c[0], h: ch, v: cv });
                 }
+                layout = Some((comps.len(), false));
                 frame = Some((w, h, comps));
             }
             // Progressive, lossless, arithmetic: not walked (the decoder decides).
-            0xC2 | 0xC3 | 0xC5..=0xC7 | 0xC9..=0xCB | 0xCD..=0xCF => return Ok(()),
+            0xC2 | 0xC3 | 0xC5..=0xC7 | 0xC9..=0xCB | 0xCD..=0xCF => {
+                let n = *seg.get(5).unwrap_or(&4) as usize;
+                return Ok(Some((n.max(1), marker == 0xC2)));
+            }
             0xC4 => {
                 let mut p = 0;
                 while p < seg.len() {
@@ -300,12 +306,12 @@ pub fn check_jpeg_scan(bytes: &[u8]) -> GuestResult<()> {
                             a.copy_from_slice(c);
                             a
                         }
-                        None => return Ok(()),
+                        None => return Ok(layout),
                     };
                     let total: usize = counts.iter().map(|&c| c as usize).sum();
                     let symbols = match seg.get(p + 17..p + 17 + total) {
                         Some(s) => s.to_vec(),
-                        None => return Ok(()),
+                        None => return Ok(layout),
                     };
                     let slot = (class_id & 3) as usize;
                     let table = Huffman::new(&counts, symbols);
@@ -321,23 +327,23 @@ pub fn check_jpeg_scan(bytes: &[u8]) -> GuestResult<()> {
             0xDA => {
                 let f = match &frame {
                     Some(f) => f,
-                    None => return Ok(()),
+                    None => return Ok(layout),
                 };
                 let ns = *seg.first().unwrap_or(&0) as usize;
                 let mut scan = Vec::new();
                 for i in 0..ns {
                     let (cid, tables) = match (seg.get(1 + 2 * i), seg.get(2 + 2 * i)) {
                         (Some(&a), Some(&b)) => (a, b),
-                        _ => return Ok(()),
+                        _ => return Ok(layout),
                     };
                     let c = match f.2.iter().position(|c| c.id == cid) {
                         Some(c) => c,
-                        None => return Ok(()),
+                        None => return Ok(layout),
                     };
                     scan.push(c_tables(c, tables));
                 }
                 if scan.is_empty() {
-                    return Ok(());
+                    return Ok(layout);
                 }
                 match walk_scan(bytes, pos + len, f, &scan, &dc, &ac, restart) {
                     Ok(end) => {
@@ -345,7 +351,7 @@ pub fn check_jpeg_scan(bytes: &[u8]) -> GuestResult<()> {
                         continue;
                     }
                     Err(Stop::Truncated) => return truncated(),
-                    Err(Stop::Unsure) => return Ok(()),
+                    Err(Stop::Unsure) => return Ok(layout),
                 }
             }
             _ => {}

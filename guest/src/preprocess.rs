@@ -127,9 +127,11 @@ where
     let total = usize::try_from(decoder.total_bytes()).map_err(|_| out_of_memory("its pixels", usize::MAX, w, h))?;
     let size = std::mem::size_of::<T>();
     let mut buf: Vec<T> = try_zeroed(total / size, "its pixels", w, h)?;
-    // The decoder's own planes and rows, and the RGB copy and resize rows that follow.
+    // The decoder's own planes and rows, or (after it) the RGB copy and the resize's line,
+    // weights and output, whichever is larger.
     let rgb = if decoder.color_type() == ColorType::Rgb8 { 0 } else { w as usize * h as usize * 3 };
-    probe(internal.max(rgb.saturating_add(w as usize * 16)), "the decoder", w, h)?;
+    let resize = 12 * w as usize + 8 * (w as usize + h as usize) + (2 << 20);
+    probe(internal.max(rgb.saturating_add(resize)), "the decoder", w, h)?;
     // SAFETY: `buf` holds `total / size` initialised values of a plain integer type; viewing
     // them as `total` bytes is how `image` itself fills 16-bit buffers.
     let bytes = unsafe { std::slice::from_raw_parts_mut(buf.as_mut_ptr() as *mut u8, buf.len() * size) };
@@ -151,6 +153,25 @@ fn to_dynamic<'a, D: ImageDecoder<'a>>(decoder: D, internal: usize, w: u32, h: u
         ColorType::Rgba16 => DynamicImage::ImageRgba16(ImageBuffer::from_raw(w, h, read_into(decoder, internal, w, h)?).ok_or_else(wrong)?),
         other => return Err((ErrorCode::BadImage, format!("{:?} images are not supported", other))),
     })
+}
+
+/// What jpeg-decoder 0.2 allocates besides our output: one plane per component (padded to
+/// whole 16x16 macroblocks), for a progressive file also every coefficient of the image (an
+/// i16 per sample, kept until the last scan), its output vector, and for CMYK the RGB copy.
+/// `layout` is (components, progressive) from the frame header; unknown means the worst.
+fn jpeg_working_memory(layout: Option<(usize, bool)>, w: u32, h: u32) -> usize {
+    let (components, progressive) = layout.unwrap_or((4, true));
+    let components = components.max(1);
+    let padded = (w as usize + 15).saturating_mul(h as usize + 15);
+    let pixels = w as usize * h as usize;
+    let planes = padded.saturating_mul(components);
+    let coefficients = if progressive { planes.saturating_mul(2) } else { 0 };
+    let cmyk = if components == 4 { pixels * 3 } else { 0 };
+    planes
+        .saturating_add(coefficients)
+        .saturating_add(pixels.saturating_mul(components))
+        .saturating_add(cmyk)
+        .saturating_add(1 << 20)
 }
 
 /// Decode to RGB8, refusing oversized images *before* any pixel buffer is allocated, and
@@ -179,11 +200,9 @@ pub fn decode_rgb(bytes: &[u8]) -> GuestResult<RgbImage> {
             to_dynamic(decoder, internal, w, h)?
         }
         _ => {
-            check_jpeg_scan(bytes)?;
+            let layout = check_jpeg_scan(bytes)?;
             let decoder = JpegDecoder::new(Cursor::new(bytes)).map_err(decode_err)?;
-            // jpeg-decoder's component planes (padded to whole blocks) and its output vector.
-            let total = decoder.total_bytes() as usize;
-            to_dynamic(decoder, total.saturating_mul(3).saturating_add(1 << 20), w, h)?
+            to_dynamic(decoder, jpeg_working_memory(layout, w, h), w, h)?
         }
     };
     Ok(image.into_rgb8())
