@@ -216,6 +216,22 @@ def test_truncated_jpeg_scans_are_bad_images(guest: Guest) -> None:
     still_works(guest)
 
 
+def test_progressive_jpegs_missing_scans_are_bad_images(guest: Guest) -> None:
+    """A progressive JPEG closed with EOI after some of its scans decodes to a blurred or
+    grey picture; the scan headers say which coefficients never got their last bits."""
+    cases = [jpeg(noise(120, 160, seed=6), quality=85, progressive=True),
+             jpeg(noise(61, 47, seed=7), quality=90, progressive=True, subsampling=0),
+             jpeg(noise(50, 70, 1, seed=8), quality=75, progressive=True)]
+    for full in cases:
+        guest.decode_image(full, 1)
+        scans = [i for i in range(len(full) - 1) if full[i:i + 2] == b"\xff\xda"]
+        assert len(scans) > 2
+        for cut in scans[1:]:  # after 1, 2 ... of the scans
+            with pytest.raises(BadImageError):
+                guest.decode_image(full[:cut] + b"\xff\xd9", 1)
+    still_works(guest)
+
+
 def test_sample_jpegs_are_not_refused(guest: Guest, grace_hopper_bytes: bytes) -> None:
     folder = Path(__file__).resolve().parent.parent / "images"
     images = [grace_hopper_bytes] + [p.read_bytes() for p in sorted(folder.glob("*.jpg"))]

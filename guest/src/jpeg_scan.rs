@@ -5,9 +5,12 @@
 //! missing rows made up from the last values, and the model then labels filler pixels with
 //! confidence. This walks each sequential (baseline or extended Huffman) scan the way a
 //! decoder does, Huffman codes only (no dequantisation, no IDCT), and reports a scan that
-//! needs more bits than the file holds. Anything it does not understand (a missing table, a
-//! bad code, progressive or arithmetic coding) it leaves to the real decoder, which either
-//! decodes it or gives its own error.
+//! needs more bits than the file holds. A progressive file is checked by its scan headers:
+//! by the EOI every coefficient of every component must have had its last refinement
+//! (successive approximation down to bit 0), else scans are missing. (A cut inside the very
+//! last progressive scan is not seen: that needs the coefficient state of a full decode.)
+//! Anything it does not understand (a missing table, a bad code, arithmetic coding) it
+//! leaves to the real decoder, which either decodes it or gives its own error.
 
 use crate::abi::{ErrorCode, GuestResult};
 
@@ -242,6 +245,9 @@ pub fn check_jpeg_scan(bytes: &[u8]) -> GuestResult<Option<(usize, bool)>> {
     let mut frame: Option<(usize, usize, Vec<Component>)> = None;
     let mut restart = 0usize;
     let mut layout: Option<(usize, bool)> = None;
+    // Progressive: per component, the lowest bit each coefficient was coded to so far
+    // (u8::MAX = not yet).
+    let mut progressive: Option<Vec<(u8, [u8; 64])>> = None;
     let mut pos = 2; // after SOI
     loop {
         // Find the next marker (skipping fill bytes).
@@ -257,7 +263,14 @@ pub fn check_jpeg_scan(bytes: &[u8]) -> GuestResult<Option<(usize, bool)>> {
         };
         pos += 1;
         match marker {
-            0xD9 => return Ok(layout),
+            0xD9 => {
+                if let Some(comps) = &progressive {
+                    if comps.iter().any(|(_, bits)| bits.iter().any(|&b| b != 0)) {
+                        return truncated();
+                    }
+                }
+                return Ok(layout);
+            }
             0x01 | 0xD0..=0xD8 => continue,
             _ => {}
         }
@@ -291,10 +304,16 @@ pub fn check_jpeg_scan(bytes: &[u8]) -> GuestResult<Option<(usize, bool)>> {
                 layout = Some((comps.len(), false));
                 frame = Some((w, h, comps));
             }
-            // Progressive, lossless, arithmetic: not walked (the decoder decides).
-            0xC2 | 0xC3 | 0xC5..=0xC7 | 0xC9..=0xCB | 0xCD..=0xCF => {
+            0xC2 => {
                 let n = *seg.get(5).unwrap_or(&4) as usize;
-                return Ok(Some((n.max(1), marker == 0xC2)));
+                layout = Some((n.max(1), true));
+                let ids = (0..n).filter_map(|i| seg.get(6 + 3 * i)).map(|&id| (id, [u8::MAX; 64]));
+                progressive = Some(ids.collect());
+            }
+            // Lossless, arithmetic: not walked (the decoder decides).
+            0xC3 | 0xC5..=0xC7 | 0xC9..=0xCB | 0xCD..=0xCF => {
+                let n = *seg.get(5).unwrap_or(&4) as usize;
+                return Ok(Some((n.max(1), false)));
             }
             0xC4 => {
                 let mut p = 0;
@@ -324,6 +343,29 @@ pub fn check_jpeg_scan(bytes: &[u8]) -> GuestResult<Option<(usize, bool)>> {
                 }
             }
             0xDD => restart = be16(seg, 0).unwrap_or(0),
+            0xDA if progressive.is_some() => {
+                let comps = progressive.as_mut().expect("checked");
+                let ns = *seg.first().unwrap_or(&0) as usize;
+                let (ss, se, al) = match (seg.get(1 + 2 * ns), seg.get(2 + 2 * ns), seg.get(3 + 2 * ns)) {
+                    (Some(&ss), Some(&se), Some(&a)) if ss <= se && se < 64 => (ss as usize, se as usize, a & 15),
+                    _ => return Ok(layout),
+                };
+                for i in 0..ns {
+                    let id = match seg.get(1 + 2 * i) {
+                        Some(&id) => id,
+                        None => return Ok(layout),
+                    };
+                    if let Some((_, bits)) = comps.iter_mut().find(|(c, _)| *c == id) {
+                        bits[ss..=se].iter_mut().for_each(|b| *b = al);
+                    }
+                }
+                // Skip the entropy-coded data to the next marker that is not RSTn.
+                pos += len;
+                while pos + 1 < bytes.len() && !(bytes[pos] == 0xFF && !matches!(bytes[pos + 1], 0x00 | 0xFF | 0xD0..=0xD7)) {
+                    pos += 1;
+                }
+                continue;
+            }
             0xDA => {
                 let f = match &frame {
                     Some(f) => f,
