@@ -289,6 +289,27 @@ def test_constants_share_one_budget(module_path) -> None:
     still_works(g)
 
 
+def test_weight_copies_share_the_same_budget(module_path) -> None:
+    """One 64 MiB filter (a single float_val) used by four convolutions: each folds and packs
+    its own copy, 512 MiB in all. The planner charges them to the budget the constants left;
+    under a store limit the copies and the packing fail cleanly (they used to abort)."""
+    c = 1 << 12
+    nodes = (node("Placeholder", "input", [], dtype=DataType.DT_FLOAT,
+                  shape=TensorShape([1, 1, 1, c]))
+             + raw_const("w", 1, [1, 1, c, c], b"\x2d" + struct.pack("<f", 1e-3)))
+    prev = "input"
+    for i in range(4):
+        nodes += node("Conv2D", f"conv{i}", [prev, "w"], strides=[1, 1, 1, 1], padding="VALID")
+        prev = f"conv{i}"
+    pb = nodes + node("Softmax", "prob", [prev])
+    with pytest.raises(BadModelError, match="budget"):
+        load(Guest(module_path), pb)
+    for mib in (100, 160, 230):
+        g = Guest(module_path, memory_limit=mib * MiB)
+        assert isinstance(no_trap(load, g, pb), (BadModelError, GuestOutOfMemoryError))
+        still_works(g)
+
+
 def test_huge_dimensions_of_empty_tensors_are_refused(module_path) -> None:
     """A zero-element constant whose other dimension is huge: its element count is 0, but
     the MatMul's bias of that length was allocated before any size check."""

@@ -24,9 +24,10 @@ use std::rc::Rc;
 /// The most elements one constant may hold (256 MiB of f32): more is a corrupt file, and
 /// allocating it would exhaust the 4 GiB a wasm32 memory can address.
 pub const MAX_ELEMENTS: usize = 1 << 26;
-/// The bytes all constants of one graph may hold together once expanded (a constant may
-/// announce a million values with a single `float_val`): one budget for the whole model, so
-/// many constants each under [`MAX_ELEMENTS`] cannot exhaust memory together either.
+/// The bytes one model may hold: its constants once expanded (a constant may announce a
+/// million values with a single `float_val`), then the planner's weight copies (folded and
+/// packed filters, biases) and its activation buffers. One budget for the whole model, so
+/// many tensors each under [`MAX_ELEMENTS`] cannot exhaust memory together either.
 pub const MODEL_BUDGET_BYTES: usize = 1 << 28;
 /// TensorFlow tensors of image models have rank <= 5; 8 leaves room.
 pub const MAX_RANK: usize = 8;
@@ -40,6 +41,9 @@ pub const DT_INT64: i64 = 9;
 #[derive(Clone, Debug, Default)]
 pub struct GraphDef {
     pub nodes: Vec<NodeDef>,
+    /// What is left of [`MODEL_BUDGET_BYTES`] after the constants: the planner charges
+    /// its weight copies and activation buffers to it, so the whole model has one budget.
+    pub budget_left: usize,
 }
 
 /// One `NodeDef`. `inputs` keep TensorFlow's spelling: `"name"`, `"name:1"` or `"^name"`
@@ -166,6 +170,7 @@ pub fn parse_graph(bytes: &[u8]) -> ProtoResult<GraphDef> {
     if graph.nodes.is_empty() {
         return err("GraphDef has no nodes (empty or not a GraphDef)");
     }
+    graph.budget_left = budget;
     Ok(graph)
 }
 

@@ -367,6 +367,49 @@ struct Builder<'g> {
     consts: Vec<Rc<TensorData>>,
     buf_len: Vec<usize>,
     input: Option<(String, usize, Vec<usize>)>,
+    /// Bytes left of the model's budget (see `graphdef::MODEL_BUDGET_BYTES`).
+    budget: usize,
+}
+
+/// Take `floats` f32 from the model's byte budget, or refuse the model.
+fn charge(budget: &mut usize, node: &NodeDef, floats: usize) -> GuestResult<()> {
+    match floats.checked_mul(4) {
+        Some(bytes) if bytes <= *budget => {
+            *budget -= bytes;
+            Ok(())
+        }
+        _ => bad(format!(
+            "{}: the model needs more than its budget of {} MiB for weights and activations",
+            describe(node),
+            graphdef::MODEL_BUDGET_BYTES >> 20
+        )),
+    }
+}
+
+/// Check that `floats` f32 can be allocated now (then give them back), before a copy whose
+/// allocation cannot fail cleanly (a transpose, a packing).
+fn probe(node: &NodeDef, floats: usize) -> GuestResult<()> {
+    let mut v: Vec<f32> = Vec::new();
+    v.try_reserve_exact(floats)
+        .map_err(|_| (ErrorCode::OutOfMemory, format!("{}: cannot allocate {} floats of weights", describe(node), floats)))
+}
+
+impl<'g> Builder<'g> {
+    /// `n` zeros charged to the budget.
+    fn zeros(&mut self, node: &NodeDef, n: usize) -> GuestResult<Vec<f32>> {
+        charge(&mut self.budget, node, n)?;
+        zeros(node, n)
+    }
+
+    /// A copy of constant values the step will change (folding), charged to the budget.
+    fn copy(&mut self, node: &NodeDef, values: &[f32]) -> GuestResult<Vec<f32>> {
+        charge(&mut self.budget, node, values.len())?;
+        let mut v: Vec<f32> = Vec::new();
+        v.try_reserve_exact(values.len())
+            .map_err(|_| (ErrorCode::OutOfMemory, format!("{}: cannot copy {} floats of weights", describe(node), values.len())))?;
+        v.extend_from_slice(values);
+        Ok(v)
+    }
 }
 
 fn const_f32<'a>(node: &NodeDef, v: &'a Val, what: &str) -> GuestResult<&'a [f32]> {
@@ -673,7 +716,7 @@ impl<'g> Builder<'g> {
                 if w.is_empty() {
                     return bad(format!("{}: the filter {:?} has no values", describe(node), f));
                 }
-                let w = w.to_vec();
+                let w = self.copy(node, w)?;
                 let (sh, sw) = spatial(node, "strides")?;
                 let win = Window::new(ins[0].shape(), f[0], f[1], sh, sw, padding(node)?).map_err(|e| (ErrorCode::BadModel, format!("{}: {}", describe(node), e)))?;
                 if f[2] != win.c {
@@ -682,10 +725,12 @@ impl<'g> Builder<'g> {
                 let shape_out;
                 let kind = if node.op == "Conv2D" {
                     shape_out = vec![win.n, win.oh, win.ow, f[3]];
-                    Kind::Conv { win, w, cout: f[3], bias: zeros(node, f[3])?, act: Act::None, packed: None, residual: false }
+                    let bias = self.zeros(node, f[3])?;
+                    Kind::Conv { win, w, cout: f[3], bias, act: Act::None, packed: None, residual: false }
                 } else {
                     shape_out = vec![win.n, win.oh, win.ow, f[2] * f[3]];
-                    Kind::Depthwise { win, w, mult: f[3], bias: zeros(node, f[2] * f[3])?, act: Act::None }
+                    let bias = self.zeros(node, f[2] * f[3])?;
+                    Kind::Depthwise { win, w, mult: f[3], bias, act: Act::None }
                 };
                 self.push_step(node, kind, &[&ins[0]], shape_out)?
             }
@@ -718,7 +763,8 @@ impl<'g> Builder<'g> {
                 arity(node, &ins, 2)?;
                 check_nhwc(node)?;
                 rank(node, &ins[1], 1, "the bias")?;
-                let b = const_f32(node, &ins[1], "the bias")?.to_vec();
+                let b = const_f32(node, &ins[1], "the bias")?;
+                let b = self.copy(node, b)?;
                 self.affine(node, names[0], &ins[0], None, b)?
             }
             "Add" | "AddV2" => {
@@ -738,9 +784,11 @@ impl<'g> Builder<'g> {
                 };
                 if per_channel(&ins[1], &ins[0]) {
                     let b = bias_of(node, &ins[1], &ins[0])?;
+                    charge(&mut self.budget, node, b.len())?;
                     self.affine(node, names[0], &ins[0], None, b)?
                 } else if per_channel(&ins[0], &ins[1]) {
                     let b = bias_of(node, &ins[0], &ins[1])?;
+                    charge(&mut self.budget, node, b.len())?;
                     self.affine(node, names[1], &ins[1], None, b)?
                 } else if let Some(v) = self.fuse_residual(node, &names, &ins, &out)? {
                     v
@@ -792,11 +840,19 @@ impl<'g> Builder<'g> {
                 }
                 if let Val::Const { .. } = ins[1] {
                     let w = const_f32(node, &ins[1], "b")?;
-                    let w = if tb { ops::transpose(w, n, k) } else { w.to_vec() };
-                    let kind = Kind::MatMul { m, k, n, w: Some(w), bias: zeros(node, n)?, act: Act::None, trans_a: ta, trans_b: false };
+                    let w = if tb {
+                        charge(&mut self.budget, node, w.len())?;
+                        probe(node, w.len())?;
+                        ops::transpose(w, n, k)
+                    } else {
+                        self.copy(node, w)?
+                    };
+                    let bias = self.zeros(node, n)?;
+                    let kind = Kind::MatMul { m, k, n, w: Some(w), bias, act: Act::None, trans_a: ta, trans_b: false };
                     self.push_step(node, kind, &[&ins[0]], vec![m, n])?
                 } else {
-                    let kind = Kind::MatMul { m, k, n, w: None, bias: zeros(node, n)?, act: Act::None, trans_a: ta, trans_b: tb };
+                    let bias = self.zeros(node, n)?;
+                    let kind = Kind::MatMul { m, k, n, w: None, bias, act: Act::None, trans_a: ta, trans_b: tb };
                     self.push_step(node, kind, &[&ins[0], &ins[1]], vec![m, n])?
                 }
             }
@@ -887,7 +943,7 @@ impl Model {
         }
         *consumers.entry(output_name.as_str()).or_insert(0) += 1;
 
-        let mut b = Builder { vals: HashMap::new(), consumers, steps: Vec::new(), consts: Vec::new(), buf_len: Vec::new(), input: None };
+        let mut b = Builder { vals: HashMap::new(), consumers, steps: Vec::new(), consts: Vec::new(), buf_len: Vec::new(), input: None, budget: graph.budget_left };
         for &i in &order {
             b.lower(&graph.nodes[i])?;
         }
@@ -964,6 +1020,7 @@ impl Model {
             Src::Buf(k) => Src::Buf(assign[k]),
             c => c,
         };
+        let mut budget = b.budget;
         let mut steps = b.steps;
         for s in steps.iter_mut() {
             s.out = assign[s.out];
@@ -971,6 +1028,12 @@ impl Model {
                 *src = remap(*src);
             }
             if let Kind::Conv { win, w, cout, bias, packed, .. } = &mut s.kind {
+                // The packed copy: panels rounded up to whole column groups, and the bias.
+                let k = win.kh * win.kw * win.c;
+                let floats = (*cout + 8).saturating_mul(k).saturating_add(*cout + 8);
+                let node = NodeDef { name: s.node.clone(), op: "Conv2D".into(), ..NodeDef::default() };
+                charge(&mut budget, &node, floats)?;
+                probe(&node, floats)?;
                 *packed = kernels::pack_conv(win, w, *cout, bias);
                 if packed.is_some() {
                     *w = Vec::new(); // the packed copy is the only one the kernel reads
@@ -978,6 +1041,8 @@ impl Model {
             }
         }
         let mut slots = Vec::new();
+        let planner = NodeDef { name: output_name.clone(), op: "activations".into(), ..NodeDef::default() };
+        charge(&mut budget, &planner, slot_size.iter().fold(0usize, |a, &s| a.saturating_add(s)))?;
         for &size in &slot_size {
             slots.push(alloc_slot(size)?);
         }
