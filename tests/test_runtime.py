@@ -183,7 +183,7 @@ def test_image_too_big_for_a_capped_guest_is_a_clean_error(module_path) -> None:
     from wasi_lab.runtime import GuestOutOfMemoryError
 
     capped = Guest(module_path, memory_limit=48 << 20)
-    big = make_png(3000, 3000, bytes(3000 * 3000 * 3))  # 9 MP: ~72 MiB to decode
-    with pytest.raises(GuestOutOfMemoryError, match="3000x3000"):
+    big = make_png(4000, 4000, bytes(4000 * 4000 * 3))  # 16 MP: 48 MiB of pixels alone
+    with pytest.raises(GuestOutOfMemoryError, match="4000x4000"):
         capped.decode_image(big)
     assert capped.decode_image(make_png(64, 48))[:2] == (64, 48)  # still usable, no trap

@@ -102,16 +102,66 @@ ERROR_CLASSES: dict[int, type[GuestError]] = {
 }
 
 
-class GuestTrap(RuntimeError):
-    """The guest trapped (or ran past its deadline). The instance is unusable until reset."""
+def trap_cause(detail: str, stderr: str = "") -> str:
+    """The one line that says why a guest trapped.
 
-    def __init__(self, function: str, detail: str, deadline: bool = False):
+    Rust prints the reason to stderr just before it aborts ("memory allocation of 268435456
+    bytes failed", "panicked at ..."); wasmtime's own text starts with "error while
+    executing at wasm backtrace:" and names the trap kind only at its end.
+    """
+    for line in reversed(stderr.strip().splitlines()):
+        if line.strip():
+            return line.strip()
+    lines = [line.strip() for line in detail.strip().splitlines() if line.strip()]
+    for line in reversed(lines):
+        if line.startswith("wasm trap:") or "interrupt" in line.lower():
+            return line
+    return lines[0] if lines else ""
+
+
+class GuestTrap(RuntimeError):
+    """The guest trapped (or ran past its deadline). The instance is unusable until reset.
+
+    `function` is the export that trapped, `cause` the one line that says why (the guest's
+    last words on stderr, else wasmtime's trap kind), `detail` everything (stderr and the
+    wasm backtrace).
+    """
+
+    def __init__(self, function: str, detail: str, deadline: bool = False,
+                 cause: str | None = None):
         self.function = function
         self.detail = detail
         self.deadline = deadline
+        self.cause = trap_cause(detail) if cause is None else cause
         what = "ran past its deadline" if deadline else "trapped"
-        super().__init__(f"guest {what} in {function}: {detail.strip().splitlines()[0]}"
-                         if detail.strip() else f"guest {what} in {function}")
+        super().__init__(f"guest {what} in {function}: {self.cause}"
+                         if self.cause else f"guest {what} in {function}")
+
+
+class StderrTail:
+    """The guest's stderr: passed on to this process's fd 2 (as `inherit_stderr` did, so a
+    notebook's fd-level capture still sees it) and its last few KiB kept, so a trap can say
+    what the guest printed before it aborted."""
+
+    KEEP = 8192
+
+    def __init__(self) -> None:
+        self.tail = bytearray()
+        self.written = 0
+
+    def __call__(self, data: bytes) -> None:
+        try:
+            os.write(2, data)
+        except OSError:
+            pass
+        self.tail += data
+        del self.tail[:-self.KEEP]
+        self.written += len(data)
+
+    def since(self, mark: int) -> str:
+        """What was written after `written` was `mark` (as much of it as is kept)."""
+        n = min(self.written - mark, len(self.tail))
+        return bytes(self.tail[len(self.tail) - n:]).decode("utf-8", "replace") if n else ""
 
 
 # --------------------------------------------------------------------------- engine + module
@@ -286,7 +336,8 @@ class Guest:
         start = time.perf_counter()
         store = wasmtime.Store(self.compiled.engine)
         wasi = wasmtime.WasiConfig()
-        wasi.inherit_stderr()
+        self.stderr = StderrTail()
+        wasi.stderr_custom = self.stderr
         if self.argv is not None:
             wasi.argv = self.argv
         if self.preopen is not None:
@@ -331,12 +382,15 @@ class Guest:
             func = self.exports[name]
         except KeyError:
             raise AttributeError(f"the guest has no export named {name!r}") from None
+        mark = self.stderr.written
         try:
             return func(self.store, *args)
         except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
             text = str(exc)
             deadline = "interrupt" in text.lower() or "epoch" in text.lower()
-            trap = GuestTrap(name, text, deadline=deadline)
+            printed = self.stderr.since(mark)
+            trap = GuestTrap(name, (printed + "\n" + text).strip(), deadline=deadline,
+                             cause=trap_cause(text, printed))
             self.poisoned = trap
             raise trap from None
 
@@ -373,8 +427,14 @@ class Guest:
         return ptr
 
     def dealloc(self, ptr: int, length: int) -> None:
-        """Give a block back; the guest refuses a pointer or length it did not hand out."""
-        self.call("dealloc", ptr, length)
+        """Give a block back; the guest refuses a pointer or length it did not hand out.
+
+        After a trap there is nothing to give back (the instance's memory goes with it), and
+        a cleanup in a `finally` must not replace the trap being raised with one of its own
+        naming `dealloc`.
+        """
+        if self.poisoned is None:
+            self.call("dealloc", ptr, length)
         self.allocations.pop(ptr, None)
 
     def forget(self, *ptrs: int) -> None:

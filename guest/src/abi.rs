@@ -7,7 +7,7 @@
 //! pointer/length pair before it turns it into a slice, and answer with an error code instead
 //! of undefined behaviour.
 
-use std::alloc::{alloc as raw_alloc, dealloc as raw_dealloc, Layout};
+use std::alloc::{alloc_zeroed as raw_alloc_zeroed, dealloc as raw_dealloc, Layout};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
@@ -77,8 +77,10 @@ pub extern "C" fn alloc(len: usize) -> *mut u8 {
             return std::ptr::null_mut();
         }
     };
+    // Zeroed: a block may reuse memory an earlier request freed (its image, its tensor),
+    // and an entry point that reads a block the host never wrote must not see those bytes.
     // SAFETY: layout has a non-zero size.
-    let ptr = unsafe { raw_alloc(layout) };
+    let ptr = unsafe { raw_alloc_zeroed(layout) };
     if ptr.is_null() {
         fail(ErrorCode::OutOfMemory, format!("alloc: out of memory for {} bytes", len));
         return ptr;
@@ -185,6 +187,34 @@ pub fn input_slice<'a>(ptr: *const u8, len: usize, what: &str) -> GuestResult<&'
     check_within(ptr as usize, len).map_err(|(c, m)| (c, format!("{}: {}", what, m)))?;
     // SAFETY: the range lies inside a live allocation, which the host owns until it frees it.
     Ok(unsafe { std::slice::from_raw_parts(ptr, len) })
+}
+
+/// Refuse an output range that shares a byte with an input range: the entry point would
+/// hold a `&[u8]` and a `&mut [u8]` over the same memory, which Rust forbids.
+pub fn check_apart(out: (*const u8, usize), inputs: &[(*const u8, usize)], what: &str) -> GuestResult<()> {
+    let (o, olen) = (out.0 as usize, out.1);
+    for &(p, len) in inputs {
+        let p = p as usize;
+        // Both ranges were checked to lie inside live blocks, so the ends cannot overflow.
+        if olen > 0 && len > 0 && o < p.saturating_add(len) && p < o.saturating_add(olen) {
+            return Err((
+                ErrorCode::BadArgument,
+                format!(
+                    "{}: the output ({} bytes at {:#x}) overlaps an input ({} bytes at {:#x}); use separate blocks",
+                    what, olen, o, len, p
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// [`output_slice`] for an output that must not overlap any of `inputs`.
+pub fn output_slice_apart<'a>(ptr: *mut u8, len: usize, inputs: &[(*const u8, usize)], what: &str) -> GuestResult<&'a mut [u8]> {
+    check_within(ptr as usize, len).map_err(|(c, m)| (c, format!("{}: {}", what, m)))?;
+    check_apart((ptr, len), inputs, what)?;
+    // SAFETY: as in `input_slice`, and no input slice shares a byte with this one.
+    Ok(unsafe { std::slice::from_raw_parts_mut(ptr, len) })
 }
 
 /// Mutable variant of [`input_slice`] for output buffers.

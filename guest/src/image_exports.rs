@@ -1,6 +1,6 @@
 //! Image entry points: let the host see what the guest sees before any model runs.
 
-use crate::abi::{finish, input_slice, output_slice, write_f32s, GuestResult};
+use crate::abi::{finish, input_slice, output_slice_apart, write_f32s, GuestResult};
 use crate::preprocess::{self, Mode, TENSOR_LEN};
 
 /// Bytes `decode_image` writes: width (u32), height (u32), then the f32 tensor.
@@ -24,7 +24,7 @@ pub extern "C" fn tensor_side() -> i32 {
 pub extern "C" fn image_size(ptr: *const u8, len: usize, out_ptr: *mut u8) -> i32 {
     finish((|| -> GuestResult<i32> {
         let bytes = input_slice(ptr, len, "image_size")?;
-        let out = output_slice(out_ptr, 8, "image_size output")?;
+        let out = output_slice_apart(out_ptr, 8, &[(ptr, len)], "image_size output")?;
         let (w, h) = preprocess::dimensions(bytes)?;
         out[..4].copy_from_slice(&w.to_le_bytes());
         out[4..8].copy_from_slice(&h.to_le_bytes());
@@ -40,7 +40,7 @@ pub extern "C" fn decode_image(ptr: *const u8, len: usize, mode: i32, out_ptr: *
     finish((|| -> GuestResult<i32> {
         let mode = Mode::from_i32(mode)?;
         let bytes = input_slice(ptr, len, "decode_image")?;
-        let out = output_slice(out_ptr, DECODED_LEN, "decode_image output")?;
+        let out = output_slice_apart(out_ptr, DECODED_LEN, &[(ptr, len)], "decode_image output")?;
         let (w, h, tensor) = preprocess::preprocess(bytes, mode)?;
         out[..4].copy_from_slice(&w.to_le_bytes());
         out[4..8].copy_from_slice(&h.to_le_bytes());

@@ -13,6 +13,7 @@
 pub mod abi;
 pub mod engine;
 pub mod image_exports;
+pub mod jpeg_scan;
 pub mod model_exports;
 pub mod preprocess;
 #[cfg(feature = "rayon-demo")]
@@ -23,4 +24,18 @@ pub mod rayon_demo;
 #[no_mangle]
 pub extern "C" fn trap_for_tests() -> i32 {
     std::process::abort()
+}
+
+thread_local! {
+    static SINK: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(Vec::new());
+}
+
+/// Allocate `len` bytes the way most Rust code does (an aborting allocation), keep them until
+/// the next call, and return 0. A test hook: under a store memory limit a large `len` makes
+/// Rust print "memory allocation of N bytes failed" and abort, which hosts must report as the
+/// trap's cause.
+#[no_mangle]
+pub extern "C" fn abort_on_alloc_for_tests(len: usize) -> i32 {
+    SINK.with(|s| *s.borrow_mut() = vec![1u8; len]);
+    0
 }

@@ -5,7 +5,7 @@
 //! handle, and then call `classify` or `infer_tensor` with it. Every function returns a
 //! negative [`ErrorCode`] on failure (message in `last_error`) and never traps on bad input.
 
-use crate::abi::{self, finish, input_slice, output_slice, write_f32s, write_truncated, ErrorCode, GuestResult};
+use crate::abi::{self, check_apart, finish, input_slice, output_slice_apart, write_f32s, write_truncated, ErrorCode, GuestResult};
 use crate::engine::Model;
 use crate::preprocess::{self, Mode, TENSOR_LEN};
 use std::borrow::Cow;
@@ -22,14 +22,34 @@ thread_local! {
 const IMAGE_INPUT: [usize; 4] = [1, preprocess::SIDE as usize, preprocess::SIDE as usize, 3];
 
 fn register(model: Model) -> GuestResult<i32> {
-    let handle = NEXT_HANDLE.with(|h| {
-        let mut h = h.borrow_mut();
-        let v = *h;
-        *h = if v == i32::MAX { 1 } else { v + 1 };
-        v
-    });
-    MODELS.with(|m| m.borrow_mut().insert(handle, model));
-    Ok(handle)
+    MODELS.with(|m| {
+        let mut models = m.borrow_mut();
+        let handle = NEXT_HANDLE.with(|h| {
+            let mut h = h.borrow_mut();
+            // After 2^31 - 1 loads the counter wraps to 1: skip handles still in use, so a
+            // new model never replaces (and a host never reaches) a live one.
+            loop {
+                let v = *h;
+                *h = if v == i32::MAX { 1 } else { v + 1 };
+                if !models.contains_key(&v) {
+                    return v;
+                }
+            }
+        });
+        models.insert(handle, model);
+        Ok(handle)
+    })
+}
+
+/// Test hook: set the next handle `register` tries, so a test can reach the wrap-around
+/// without loading two billion models.
+#[no_mangle]
+pub extern "C" fn set_next_handle_for_tests(next: i32) -> i32 {
+    if next < 1 {
+        return abi::fail(ErrorCode::BadArgument, "set_next_handle_for_tests: handles start at 1");
+    }
+    NEXT_HANDLE.with(|h| *h.borrow_mut() = next);
+    0
 }
 
 /// Run `f` with the model behind `handle`.
@@ -115,6 +135,7 @@ pub extern "C" fn model_info(handle: i32, out_ptr: *mut u8, cap: usize) -> i32 {
 pub extern "C" fn profile_tensor(handle: i32, tensor_ptr: *const u8, out_ptr: *mut u8, cap: usize) -> i32 {
     finish((|| {
         let raw = input_slice(tensor_ptr, TENSOR_LEN * 4, "profile_tensor input")?;
+        check_apart((out_ptr, cap), &[(tensor_ptr, TENSOR_LEN * 4)], "profile_tensor output")?;
         with_model(handle, |model| {
             check_image_input(model)?;
             let steps = model.run_timed(&read_f32s(raw))?;
@@ -152,7 +173,7 @@ pub extern "C" fn classify(handle: i32, img_ptr: *const u8, img_len: usize, mode
         with_model(handle, |model| {
             check_image_input(model)?;
             let k = (k as usize).min(model.output_len());
-            let out = output_slice(out_ptr, 8 * k, "classify output")?;
+            let out = output_slice_apart(out_ptr, 8 * k, &[(img_ptr, img_len)], "classify output")?;
             let (_, _, tensor) = preprocess::preprocess(image, mode)?;
             let probs = model.run(&tensor)?;
             for (chunk, (i, p)) in out.chunks_exact_mut(8).zip(top_k(probs, k)) {
@@ -186,7 +207,7 @@ pub extern "C" fn infer_tensor(handle: i32, tensor_ptr: *const u8, out_ptr: *mut
         let raw = input_slice(tensor_ptr, TENSOR_LEN * 4, "infer_tensor input")?;
         with_model(handle, |model| {
             check_image_input(model)?;
-            let out = output_slice(out_ptr, model.output_len() * 4, "infer_tensor output")?;
+            let out = output_slice_apart(out_ptr, model.output_len() * 4, &[(tensor_ptr, TENSOR_LEN * 4)], "infer_tensor output")?;
             let values = model.run(&read_f32s(raw))?;
             write_f32s(out, values);
             Ok(values.len() as i32)
@@ -212,7 +233,7 @@ pub extern "C" fn infer_raw(handle: i32, in_ptr: *const u8, in_len: usize, out_p
             if out_cap < need {
                 return Err((ErrorCode::BadArgument, format!("infer_raw: output buffer of {} bytes, the output needs {}", out_cap, need)));
             }
-            let out = output_slice(out_ptr, out_cap, "infer_raw output")?;
+            let out = output_slice_apart(out_ptr, out_cap, &[(in_ptr, in_len)], "infer_raw output")?;
             let values = model.run(&read_f32s(raw))?;
             write_f32s(&mut out[..need], values);
             Ok(values.len() as i32)

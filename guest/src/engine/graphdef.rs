@@ -18,11 +18,17 @@
 //! A `map<K, V>` is sent as repeated entry messages `{ K key = 1; V value = 2; }`. Fields we
 //! do not need (device, library, versions ...) are skipped, as protobuf allows.
 
-use super::proto::{err, packed_f32s, packed_varints, string, ProtoResult, Reader, Value};
+use super::proto::{err, packed_f32s, packed_varints, string, ProtoResult, Reader, Value, OUT_OF_MEMORY};
+use std::rc::Rc;
 
 /// The most elements one constant may hold (256 MiB of f32): more is a corrupt file, and
 /// allocating it would exhaust the 4 GiB a wasm32 memory can address.
 pub const MAX_ELEMENTS: usize = 1 << 26;
+/// The bytes one model may hold: its constants once expanded (a constant may announce a
+/// million values with a single `float_val`), then the planner's weight copies (folded and
+/// packed filters, biases) and its activation buffers. One budget for the whole model, so
+/// many tensors each under [`MAX_ELEMENTS`] cannot exhaust memory together either.
+pub const MODEL_BUDGET_BYTES: usize = 1 << 28;
 /// TensorFlow tensors of image models have rank <= 5; 8 leaves room.
 pub const MAX_RANK: usize = 8;
 
@@ -35,6 +41,9 @@ pub const DT_INT64: i64 = 9;
 #[derive(Clone, Debug, Default)]
 pub struct GraphDef {
     pub nodes: Vec<NodeDef>,
+    /// What is left of [`MODEL_BUDGET_BYTES`] after the constants: the planner charges
+    /// its weight copies and activation buffers to it, so the whole model has one budget.
+    pub budget_left: usize,
 }
 
 /// One `NodeDef`. `inputs` keep TensorFlow's spelling: `"name"`, `"name:1"` or `"^name"`
@@ -67,12 +76,23 @@ pub enum TensorData {
     I64(Vec<i64>),
 }
 
+impl TensorData {
+    /// The float values (empty for an integer tensor: the planner refuses those as data).
+    pub fn as_f32(&self) -> &[f32] {
+        match self {
+            TensorData::F32(v) => v,
+            TensorData::I64(_) => &[],
+        }
+    }
+}
+
 /// A decoded `TensorProto`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TensorProto {
     pub dtype: i64,
     pub shape: Vec<usize>,
-    pub data: TensorData,
+    /// Shared, not copied, by every node of the plan that reads the constant.
+    pub data: Rc<TensorData>,
 }
 
 /// `AttrValue.ListValue`: only the lists image graphs use (strides, ksize, squeeze_dims ...).
@@ -100,6 +120,21 @@ pub enum AttrValue {
     Other,
 }
 
+/// A dimension read from the graph as a `usize`: refuses negative values and anything above
+/// [`MAX_ELEMENTS`] (no tensor can have a longer axis), so that nothing larger than 2^32 is
+/// ever silently truncated by `as usize` on wasm32.
+pub fn dim(d: i64) -> Option<usize> {
+    usize::try_from(d).ok().filter(|&d| d <= MAX_ELEMENTS)
+}
+
+/// A vector of `n` copies of `v`, or an out-of-memory error instead of an aborting allocation.
+pub fn try_filled<T: Clone>(n: usize, v: T) -> Result<Vec<T>, String> {
+    let mut out = Vec::new();
+    out.try_reserve_exact(n).map_err(|_| format!("{}{} values of {} bytes", OUT_OF_MEMORY, n, std::mem::size_of::<T>()))?;
+    out.resize(n, v);
+    Ok(out)
+}
+
 /// Number of elements of a shape, refusing overflow and absurd sizes.
 pub fn element_count(shape: &[usize]) -> Option<usize> {
     let mut n: usize = 1;
@@ -117,11 +152,12 @@ pub fn element_count(shape: &[usize]) -> Option<usize> {
 pub fn parse_graph(bytes: &[u8]) -> ProtoResult<GraphDef> {
     let mut r = Reader::new(bytes, "GraphDef");
     let mut graph = GraphDef::default();
+    let mut budget = MODEL_BUDGET_BYTES;
     while let Some((field, value)) = r.next_field()? {
         if field == 1 {
             match value {
                 Value::Bytes(b) => {
-                    let node = parse_node(b).map_err(|e| {
+                    let node = parse_node(b, &mut budget).map_err(|e| {
                         super::proto::ProtoError(format!("node #{}: {}", graph.nodes.len(), e))
                     })?;
                     graph.nodes.push(node);
@@ -134,6 +170,7 @@ pub fn parse_graph(bytes: &[u8]) -> ProtoResult<GraphDef> {
     if graph.nodes.is_empty() {
         return err("GraphDef has no nodes (empty or not a GraphDef)");
     }
+    graph.budget_left = budget;
     Ok(graph)
 }
 
@@ -151,7 +188,7 @@ fn varint_of(value: Value<'_>, what: &'static str) -> ProtoResult<u64> {
     }
 }
 
-fn parse_node(bytes: &[u8]) -> ProtoResult<NodeDef> {
+fn parse_node(bytes: &[u8], budget: &mut usize) -> ProtoResult<NodeDef> {
     let mut r = Reader::new(bytes, "NodeDef");
     let mut node = NodeDef::default();
     while let Some((field, value)) = r.next_field()? {
@@ -161,7 +198,7 @@ fn parse_node(bytes: &[u8]) -> ProtoResult<NodeDef> {
             3 => node.inputs.push(string(bytes_of(value, "NodeDef.input")?, "NodeDef.input")?),
             5 => {
                 let entry = bytes_of(value, "NodeDef.attr")?;
-                node.attrs.push(parse_attr_entry(entry)?);
+                node.attrs.push(parse_attr_entry(entry, budget)?);
             }
             _ => {} // 4 = device, 6 = experimental debug info
         }
@@ -176,21 +213,21 @@ fn parse_node(bytes: &[u8]) -> ProtoResult<NodeDef> {
 }
 
 /// One `map<string, AttrValue>` entry: `{ string key = 1; AttrValue value = 2; }`.
-fn parse_attr_entry(bytes: &[u8]) -> ProtoResult<(String, AttrValue)> {
+fn parse_attr_entry(bytes: &[u8], budget: &mut usize) -> ProtoResult<(String, AttrValue)> {
     let mut r = Reader::new(bytes, "NodeDef.attr entry");
     let mut key = String::new();
     let mut value = AttrValue::Other;
     while let Some((field, v)) = r.next_field()? {
         match field {
             1 => key = string(bytes_of(v, "attr key")?, "attr key")?,
-            2 => value = parse_attr(bytes_of(v, "attr value")?)?,
+            2 => value = parse_attr(bytes_of(v, "attr value")?, budget)?,
             _ => {}
         }
     }
     Ok((key, value))
 }
 
-fn parse_attr(bytes: &[u8]) -> ProtoResult<AttrValue> {
+fn parse_attr(bytes: &[u8], budget: &mut usize) -> ProtoResult<AttrValue> {
     let mut r = Reader::new(bytes, "AttrValue");
     let mut value = AttrValue::Other;
     // A oneof: if several members appear, the last one wins (protobuf's rule).
@@ -206,7 +243,7 @@ fn parse_attr(bytes: &[u8]) -> ProtoResult<AttrValue> {
             5 => AttrValue::B(varint_of(v, "AttrValue.b")? != 0),
             6 => AttrValue::Type(varint_of(v, "AttrValue.type")? as i64),
             7 => AttrValue::Shape(parse_shape(bytes_of(v, "AttrValue.shape")?)?),
-            8 => AttrValue::Tensor(parse_tensor(bytes_of(v, "AttrValue.tensor")?)?),
+            8 => AttrValue::Tensor(parse_tensor_within(bytes_of(v, "AttrValue.tensor")?, budget)?),
             _ => AttrValue::Other,
         };
     }
@@ -287,6 +324,12 @@ pub fn parse_shape(bytes: &[u8]) -> ProtoResult<ShapeProto> {
 /// fields (`float_val` ...), where fewer values than elements means "repeat the last one"
 /// (a single value fills the whole shape) and none means zeros.
 pub fn parse_tensor(bytes: &[u8]) -> ProtoResult<TensorProto> {
+    parse_tensor_within(bytes, &mut MODEL_BUDGET_BYTES.clone())
+}
+
+/// [`parse_tensor`], charging the expanded values' bytes to `budget` (what the graph's
+/// constants may still hold) before they are allocated.
+pub fn parse_tensor_within(bytes: &[u8], budget: &mut usize) -> ProtoResult<TensorProto> {
     let mut r = Reader::new(bytes, "TensorProto");
     let mut dtype = 0i64;
     let mut shape: Option<Vec<i64>> = None;
@@ -311,16 +354,25 @@ pub fn parse_tensor(bytes: &[u8]) -> ProtoResult<TensorProto> {
     }
     let dims = shape.unwrap_or_default();
     let mut shape = Vec::with_capacity(dims.len());
-    for d in dims {
-        if d < 0 {
-            return err(format!("constant tensor with dimension {}", d));
+    for &d in &dims {
+        match dim(d) {
+            Some(d) => shape.push(d),
+            None if d < 0 => return err(format!("constant tensor with dimension {}", d)),
+            None => return err(format!("constant tensor of shape {:?} is too large (a dimension above {})", dims, MAX_ELEMENTS)),
         }
-        shape.push(d as usize);
     }
     let n = match element_count(&shape) {
         Some(n) => n,
         None => return err(format!("constant tensor of shape {:?} is too large", shape)),
     };
+    let bytes_needed = n * if dtype == DT_FLOAT { 4 } else { 8 };
+    if bytes_needed > *budget {
+        return err(format!(
+            "constant tensor of shape {:?} ({} bytes) exceeds what is left of the model's budget of {} bytes for constants",
+            shape, bytes_needed, MODEL_BUDGET_BYTES
+        ));
+    }
+    *budget -= bytes_needed;
     let data = match dtype {
         DT_FLOAT => TensorData::F32(match content {
             Some(raw) => {
@@ -344,7 +396,9 @@ pub fn parse_tensor(bytes: &[u8]) -> ProtoResult<TensorProto> {
                             shape, n * size, raw.len()
                         ));
                     }
-                    raw.chunks_exact(size)
+                    let mut out: Vec<i64> = Vec::new();
+                    out.try_reserve_exact(n).map_err(|_| super::proto::ProtoError(format!("{}{} integers", OUT_OF_MEMORY, n)))?;
+                    out.extend(raw.chunks_exact(size)
                         .map(|c| {
                             if size == 4 {
                                 i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64
@@ -353,8 +407,8 @@ pub fn parse_tensor(bytes: &[u8]) -> ProtoResult<TensorProto> {
                                 a.copy_from_slice(c);
                                 i64::from_le_bytes(a)
                             }
-                        })
-                        .collect()
+                        }));
+                    out
                 }
                 // int32 values travel as sign-extended 64-bit varints; truncate back.
                 None => {
@@ -365,7 +419,7 @@ pub fn parse_tensor(bytes: &[u8]) -> ProtoResult<TensorProto> {
         }
         other => return err(format!("unsupported tensor dtype {} (float, int32 and int64 are supported)", other)),
     };
-    Ok(TensorProto { dtype, shape, data })
+    Ok(TensorProto { dtype, shape, data: Rc::new(data) })
 }
 
 /// Expand repeated values to `n` elements with TensorFlow's rule (repeat the last value).
@@ -374,6 +428,9 @@ fn fill<T: Copy>(mut values: Vec<T>, n: usize, zero: T, shape: &[usize]) -> Prot
         return err(format!("tensor {:?} has {} values for {} elements", shape, values.len(), n));
     }
     let last = values.last().copied().unwrap_or(zero);
+    values
+        .try_reserve_exact(n - values.len())
+        .map_err(|_| super::proto::ProtoError(format!("{}a constant of {} values", OUT_OF_MEMORY, n)))?;
     values.resize(n, last);
     Ok(values)
 }
@@ -419,14 +476,14 @@ mod tests {
         len_field(4, &raw, &mut t);
         let p = parse_tensor(&t).unwrap();
         assert_eq!(p.shape, vec![2, 2]);
-        assert_eq!(p.data, TensorData::F32(vec![1.0, 2.0, 3.0, 4.0]));
+        assert_eq!(*p.data, TensorData::F32(vec![1.0, 2.0, 3.0, 4.0]));
 
         // One float_val broadcast to 3 elements (unpacked I32 field).
         let mut t = vec![0x08, 0x01];
         len_field(2, &shape(&[3]), &mut t);
         t.push(5 << 3 | 5);
         t.extend_from_slice(&0.5f32.to_le_bytes());
-        assert_eq!(parse_tensor(&t).unwrap().data, TensorData::F32(vec![0.5; 3]));
+        assert_eq!(*parse_tensor(&t).unwrap().data, TensorData::F32(vec![0.5; 3]));
 
         // Packed int_val with a negative value (10-byte varint), int32.
         let mut t = vec![0x08, 0x03];
@@ -435,14 +492,14 @@ mod tests {
         varint(7, &mut packed);
         varint(-1i64 as u64, &mut packed);
         len_field(7, &packed, &mut t);
-        assert_eq!(parse_tensor(&t).unwrap().data, TensorData::I64(vec![7, -1]));
+        assert_eq!(*parse_tensor(&t).unwrap().data, TensorData::I64(vec![7, -1]));
 
         // Scalar int64 with no value: zero.
         let mut t = vec![0x08, 0x09];
         len_field(2, &[], &mut t);
         let p = parse_tensor(&t).unwrap();
         assert_eq!(p.shape, Vec::<usize>::new());
-        assert_eq!(p.data, TensorData::I64(vec![0]));
+        assert_eq!(*p.data, TensorData::I64(vec![0]));
     }
 
     #[test]
@@ -456,6 +513,37 @@ mod tests {
         assert!(parse_tensor(&t).is_err());
         let t = vec![0x08, 0x07]; // string dtype
         assert!(parse_tensor(&t).is_err());
+    }
+
+    /// Dimensions are checked as wasm32 would need them, on every host: nothing above
+    /// MAX_ELEMENTS (so nothing of 2^32 or more that `as usize` would truncate on wasm32).
+    #[test]
+    fn dimensions_are_checked_not_truncated() {
+        assert_eq!(dim(224), Some(224));
+        assert_eq!(dim(0), Some(0));
+        assert_eq!(dim(-1), None);
+        assert_eq!(dim(MAX_ELEMENTS as i64 + 1), None);
+        assert_eq!(dim((1i64 << 32) + 224), None);
+        // A zero-element constant may not carry a huge other dimension either.
+        let mut t = vec![0x08, 0x01];
+        len_field(2, &shape(&[0, 1 << 30]), &mut t);
+        assert!(parse_tensor(&t).unwrap_err().0.contains("too large"));
+    }
+
+    /// All constants of a graph share one budget: each below the per-tensor cap, together
+    /// above it, is refused before the values are expanded.
+    #[test]
+    fn constants_share_the_model_budget() {
+        let mut t = vec![0x08, 0x01];
+        len_field(2, &shape(&[1 << 24]), &mut t); // 64 MiB once expanded, one float_val
+        t.push(5 << 3 | 5);
+        t.extend_from_slice(&1.0f32.to_le_bytes());
+        let mut budget = MODEL_BUDGET_BYTES;
+        for _ in 0..4 {
+            parse_tensor_within(&t, &mut budget).unwrap();
+        }
+        assert_eq!(budget, 0);
+        assert!(parse_tensor_within(&t, &mut budget).unwrap_err().0.contains("budget"));
     }
 
     #[test]

@@ -14,21 +14,34 @@ pub enum Act {
     Relu6,
 }
 
+/// `v < lo ? lo : v`, then `v > hi ? hi : v`: exactly wasm's `pmax`/`pmin`, which the SIMD
+/// kernels clamp with. A NaN stays NaN (as in TensorFlow's Relu), where `f32::max` would
+/// turn it into 0: the scalar and the SIMD paths must agree on every input.
+#[inline(always)]
+fn clamp(v: f32, lo: f32, hi: f32) -> f32 {
+    let v = if v < lo { lo } else { v };
+    if v > hi {
+        hi
+    } else {
+        v
+    }
+}
+
 impl Act {
     #[inline(always)]
     pub fn apply(self, v: f32) -> f32 {
         match self {
             Act::None => v,
-            Act::Relu => v.max(0.0),
-            Act::Relu6 => v.max(0.0).min(6.0),
+            Act::Relu => clamp(v, 0.0, f32::INFINITY),
+            Act::Relu6 => clamp(v, 0.0, 6.0),
         }
     }
 
     pub fn apply_all(self, out: &mut [f32]) {
         match self {
             Act::None => {}
-            Act::Relu => out.iter_mut().for_each(|v| *v = v.max(0.0)),
-            Act::Relu6 => out.iter_mut().for_each(|v| *v = v.max(0.0).min(6.0)),
+            Act::Relu => out.iter_mut().for_each(|v| *v = clamp(*v, 0.0, f32::INFINITY)),
+            Act::Relu6 => out.iter_mut().for_each(|v| *v = clamp(*v, 0.0, 6.0)),
         }
     }
 }

@@ -19,7 +19,7 @@
 //!    scan, best fit by size) that are allocated once and reused by every inference. The
 //!    weights stay resident in the steps.
 
-use super::graphdef::{self, element_count, AttrValue, GraphDef, NodeDef, TensorData, DT_FLOAT};
+use super::graphdef::{self, element_count, AttrValue, GraphDef, NodeDef, TensorData, DT_FLOAT, MAX_ELEMENTS};
 use super::kernels;
 use super::ops::{self, Act, Padding, Window};
 use crate::abi::{ErrorCode, GuestResult};
@@ -28,6 +28,15 @@ use std::rc::Rc;
 
 fn bad<T>(message: String) -> GuestResult<T> {
     Err((ErrorCode::BadModel, message))
+}
+
+/// `n` zeros (a bias the graph did not give), refusing absurd sizes and answering
+/// OutOfMemory instead of an aborting allocation.
+fn zeros(node: &NodeDef, n: usize) -> GuestResult<Vec<f32>> {
+    if n > MAX_ELEMENTS {
+        return bad(format!("{}: {} output channels is too many", describe(node), n));
+    }
+    graphdef::try_filled(n, 0.0).map_err(|m| (ErrorCode::OutOfMemory, format!("{}: {}", describe(node), m)))
 }
 
 /// The ops this engine runs (`Placeholder` and `Const` included).
@@ -194,7 +203,8 @@ impl ModelInfo {
 #[derive(Debug)]
 pub struct Model {
     pub info: ModelInfo,
-    consts: Vec<Vec<f32>>,
+    /// Float constants steps read directly, shared with the parsed graph (never copied).
+    consts: Vec<Rc<TensorData>>,
     steps: Vec<Step>,
     slots: Vec<Vec<f32>>,
     input_slot: usize,
@@ -225,12 +235,18 @@ fn default_output(graph: &GraphDef) -> GuestResult<String> {
         Some(n) => n.name.clone(),
         None => return bad("the graph has no Softmax node; name the output node explicitly (load_model_with_output)".into()),
     };
+    // The last Reshape/Identity/Squeeze reading each node, found in one pass: following a
+    // chain of them is then linear in its length (a reverse scan per link was quadratic).
+    let mut follower: HashMap<&str, &NodeDef> = HashMap::new();
+    for n in &graph.nodes {
+        if matches!(n.op.as_str(), "Reshape" | "Identity" | "Squeeze") {
+            if let Some(i) = data_inputs(n).next() {
+                follower.insert(split_ref(i).0, n);
+            }
+        }
+    }
     for _ in 0..graph.nodes.len() {
-        let next = graph.nodes.iter().rev().find(|n| {
-            matches!(n.op.as_str(), "Reshape" | "Identity" | "Squeeze")
-                && data_inputs(n).next().map(|i| split_ref(i).0) == Some(current.as_str())
-        });
-        match next {
+        match follower.get(current.as_str()) {
             Some(n) if n.name != current => current = n.name.clone(),
             _ => break,
         }
@@ -348,9 +364,52 @@ struct Builder<'g> {
     vals: HashMap<&'g str, Val>,
     consumers: HashMap<&'g str, usize>,
     steps: Vec<Step>,
-    consts: Vec<Vec<f32>>,
+    consts: Vec<Rc<TensorData>>,
     buf_len: Vec<usize>,
     input: Option<(String, usize, Vec<usize>)>,
+    /// Bytes left of the model's budget (see `graphdef::MODEL_BUDGET_BYTES`).
+    budget: usize,
+}
+
+/// Take `floats` f32 from the model's byte budget, or refuse the model.
+fn charge(budget: &mut usize, node: &NodeDef, floats: usize) -> GuestResult<()> {
+    match floats.checked_mul(4) {
+        Some(bytes) if bytes <= *budget => {
+            *budget -= bytes;
+            Ok(())
+        }
+        _ => bad(format!(
+            "{}: the model needs more than its budget of {} MiB for weights and activations",
+            describe(node),
+            graphdef::MODEL_BUDGET_BYTES >> 20
+        )),
+    }
+}
+
+/// Check that `floats` f32 can be allocated now (then give them back), before a copy whose
+/// allocation cannot fail cleanly (a transpose, a packing).
+fn probe(node: &NodeDef, floats: usize) -> GuestResult<()> {
+    let mut v: Vec<f32> = Vec::new();
+    v.try_reserve_exact(floats)
+        .map_err(|_| (ErrorCode::OutOfMemory, format!("{}: cannot allocate {} floats of weights", describe(node), floats)))
+}
+
+impl<'g> Builder<'g> {
+    /// `n` zeros charged to the budget.
+    fn zeros(&mut self, node: &NodeDef, n: usize) -> GuestResult<Vec<f32>> {
+        charge(&mut self.budget, node, n)?;
+        zeros(node, n)
+    }
+
+    /// A copy of constant values the step will change (folding), charged to the budget.
+    fn copy(&mut self, node: &NodeDef, values: &[f32]) -> GuestResult<Vec<f32>> {
+        charge(&mut self.budget, node, values.len())?;
+        let mut v: Vec<f32> = Vec::new();
+        v.try_reserve_exact(values.len())
+            .map_err(|_| (ErrorCode::OutOfMemory, format!("{}: cannot copy {} floats of weights", describe(node), values.len())))?;
+        v.extend_from_slice(values);
+        Ok(v)
+    }
 }
 
 fn const_f32<'a>(node: &NodeDef, v: &'a Val, what: &str) -> GuestResult<&'a [f32]> {
@@ -409,10 +468,9 @@ impl<'g> Builder<'g> {
     fn src(&mut self, node: &NodeDef, v: &Val) -> GuestResult<(Src, usize)> {
         match v {
             Val::Dyn { buf, .. } => Ok((Src::Buf(*buf), self.buf_len[*buf])),
-            Val::Const { .. } => {
-                let data = const_f32(node, v, "a data input")?.to_vec();
-                let n = data.len();
-                self.consts.push(data);
+            Val::Const { data, .. } => {
+                let n = const_f32(node, v, "a data input")?.len();
+                self.consts.push(data.clone());
                 Ok((Src::Const(self.consts.len() - 1), n))
             }
         }
@@ -585,7 +643,10 @@ impl<'g> Builder<'g> {
                     } else if d < 1 {
                         return bad(format!("{}: input dimension {} is {} (must be known)", describe(node), i, d));
                     } else {
-                        shape.push(d as usize);
+                        match graphdef::dim(d) {
+                            Some(d) => shape.push(d),
+                            None => return bad(format!("{}: input dimension {} is {}, larger than any tensor can be", describe(node), i, d)),
+                        }
                     }
                 }
                 let (buf, _) = self.new_buf(node, &shape)?;
@@ -593,7 +654,7 @@ impl<'g> Builder<'g> {
                 Val::Dyn { shape, buf }
             }
             "Const" => match node.attr("value") {
-                Some(AttrValue::Tensor(t)) => Val::Const { shape: t.shape.clone(), data: Rc::new(t.data.clone()) },
+                Some(AttrValue::Tensor(t)) => Val::Const { shape: t.shape.clone(), data: t.data.clone() },
                 _ => return bad(format!("{}: no 'value' tensor", describe(node))),
             },
             "Identity" => {
@@ -609,12 +670,16 @@ impl<'g> Builder<'g> {
                 arity(node, &ins, 2)?;
                 let want = const_ints(node, &ins[1], "the shape")?;
                 let total: usize = ins[0].shape().iter().product();
-                let known: i64 = want.iter().filter(|&&d| d != -1).product();
                 let unknown = want.iter().filter(|&&d| d == -1).count();
-                if want.iter().any(|&d| d < -1) || unknown > 1 || (unknown == 1 && known <= 0) {
-                    return bad(format!("{}: invalid target shape {:?}", describe(node), want));
-                }
-                let shape: Vec<usize> = want.iter().map(|&d| if d == -1 { total / known.max(1) as usize } else { d as usize }).collect();
+                // Every known dimension as a checked usize: an i64 such as 2^32 must not
+                // become 0 (or 2^32 + 224 become 224) on wasm32.
+                let dims: Option<Vec<usize>> = want.iter().filter(|&&d| d != -1).map(|&d| graphdef::dim(d)).collect();
+                let known = dims.as_ref().and_then(|d| d.iter().try_fold(1usize, |a, &b| a.checked_mul(b)));
+                let known = match known {
+                    Some(k) if unknown <= 1 && !(unknown == 1 && k == 0) => k,
+                    _ => return bad(format!("{}: invalid target shape {:?}", describe(node), want)),
+                };
+                let shape: Vec<usize> = want.iter().map(|&d| if d == -1 { total / known } else { d as usize }).collect();
                 if element_count(&shape) != Some(total) {
                     return bad(format!("{}: cannot reshape {:?} to {:?}", describe(node), ins[0].shape(), want));
                 }
@@ -647,7 +712,11 @@ impl<'g> Builder<'g> {
                 rank(node, &ins[0], 4, "the input")?;
                 rank(node, &ins[1], 4, "the filter")?;
                 let f = ins[1].shape().to_vec();
-                let w = const_f32(node, &ins[1], "the filter")?.to_vec();
+                let w = const_f32(node, &ins[1], "the filter")?;
+                if w.is_empty() {
+                    return bad(format!("{}: the filter {:?} has no values", describe(node), f));
+                }
+                let w = self.copy(node, w)?;
                 let (sh, sw) = spatial(node, "strides")?;
                 let win = Window::new(ins[0].shape(), f[0], f[1], sh, sw, padding(node)?).map_err(|e| (ErrorCode::BadModel, format!("{}: {}", describe(node), e)))?;
                 if f[2] != win.c {
@@ -656,10 +725,12 @@ impl<'g> Builder<'g> {
                 let shape_out;
                 let kind = if node.op == "Conv2D" {
                     shape_out = vec![win.n, win.oh, win.ow, f[3]];
-                    Kind::Conv { win, w, cout: f[3], bias: vec![0.0; f[3]], act: Act::None, packed: None, residual: false }
+                    let bias = self.zeros(node, f[3])?;
+                    Kind::Conv { win, w, cout: f[3], bias, act: Act::None, packed: None, residual: false }
                 } else {
                     shape_out = vec![win.n, win.oh, win.ow, f[2] * f[3]];
-                    Kind::Depthwise { win, w, mult: f[3], bias: vec![0.0; f[2] * f[3]], act: Act::None }
+                    let bias = self.zeros(node, f[2] * f[3])?;
+                    Kind::Depthwise { win, w, mult: f[3], bias, act: Act::None }
                 };
                 self.push_step(node, kind, &[&ins[0]], shape_out)?
             }
@@ -692,7 +763,8 @@ impl<'g> Builder<'g> {
                 arity(node, &ins, 2)?;
                 check_nhwc(node)?;
                 rank(node, &ins[1], 1, "the bias")?;
-                let b = const_f32(node, &ins[1], "the bias")?.to_vec();
+                let b = const_f32(node, &ins[1], "the bias")?;
+                let b = self.copy(node, b)?;
                 self.affine(node, names[0], &ins[0], None, b)?
             }
             "Add" | "AddV2" => {
@@ -708,13 +780,15 @@ impl<'g> Builder<'g> {
                 let bias_of = |node: &NodeDef, c: &Val, x: &Val| -> GuestResult<Vec<f32>> {
                     let d = const_f32(node, c, "the addend")?;
                     let ch = *x.shape().last().unwrap_or(&1);
-                    Ok(if d.len() == 1 { vec![d[0]; ch] } else { d.to_vec() })
+                    Ok(if d.len() == 1 { let mut b = zeros(node, ch)?; b.iter_mut().for_each(|v| *v = d[0]); b } else { d.to_vec() })
                 };
                 if per_channel(&ins[1], &ins[0]) {
                     let b = bias_of(node, &ins[1], &ins[0])?;
+                    charge(&mut self.budget, node, b.len())?;
                     self.affine(node, names[0], &ins[0], None, b)?
                 } else if per_channel(&ins[0], &ins[1]) {
                     let b = bias_of(node, &ins[0], &ins[1])?;
+                    charge(&mut self.budget, node, b.len())?;
                     self.affine(node, names[1], &ins[1], None, b)?
                 } else if let Some(v) = self.fuse_residual(node, &names, &ins, &out)? {
                     v
@@ -761,13 +835,24 @@ impl<'g> Builder<'g> {
                 if k != k2 {
                     return bad(format!("{}: cannot multiply {:?} by {:?}", describe(node), a, b));
                 }
+                if m.checked_mul(n).map_or(true, |v| v > MAX_ELEMENTS) {
+                    return bad(format!("{}: the product of {:?} and {:?} is too large", describe(node), a, b));
+                }
                 if let Val::Const { .. } = ins[1] {
                     let w = const_f32(node, &ins[1], "b")?;
-                    let w = if tb { ops::transpose(w, n, k) } else { w.to_vec() };
-                    let kind = Kind::MatMul { m, k, n, w: Some(w), bias: vec![0.0; n], act: Act::None, trans_a: ta, trans_b: false };
+                    let w = if tb {
+                        charge(&mut self.budget, node, w.len())?;
+                        probe(node, w.len())?;
+                        ops::transpose(w, n, k)
+                    } else {
+                        self.copy(node, w)?
+                    };
+                    let bias = self.zeros(node, n)?;
+                    let kind = Kind::MatMul { m, k, n, w: Some(w), bias, act: Act::None, trans_a: ta, trans_b: false };
                     self.push_step(node, kind, &[&ins[0]], vec![m, n])?
                 } else {
-                    let kind = Kind::MatMul { m, k, n, w: None, bias: vec![0.0; n], act: Act::None, trans_a: ta, trans_b: tb };
+                    let bias = self.zeros(node, n)?;
+                    let kind = Kind::MatMul { m, k, n, w: None, bias, act: Act::None, trans_a: ta, trans_b: tb };
                     self.push_step(node, kind, &[&ins[0], &ins[1]], vec![m, n])?
                 }
             }
@@ -858,7 +943,7 @@ impl Model {
         }
         *consumers.entry(output_name.as_str()).or_insert(0) += 1;
 
-        let mut b = Builder { vals: HashMap::new(), consumers, steps: Vec::new(), consts: Vec::new(), buf_len: Vec::new(), input: None };
+        let mut b = Builder { vals: HashMap::new(), consumers, steps: Vec::new(), consts: Vec::new(), buf_len: Vec::new(), input: None, budget: graph.budget_left };
         for &i in &order {
             b.lower(&graph.nodes[i])?;
         }
@@ -872,8 +957,8 @@ impl Model {
         let output = match &out_val {
             Val::Dyn { buf, .. } => Src::Buf(*buf),
             Val::Const { data, .. } => match &**data {
-                TensorData::F32(d) => {
-                    consts.push(d.clone());
+                TensorData::F32(_) => {
+                    consts.push(data.clone());
                     Src::Const(consts.len() - 1)
                 }
                 TensorData::I64(_) => return bad(format!("output '{}' is an integer tensor", output_name)),
@@ -935,6 +1020,7 @@ impl Model {
             Src::Buf(k) => Src::Buf(assign[k]),
             c => c,
         };
+        let mut budget = b.budget;
         let mut steps = b.steps;
         for s in steps.iter_mut() {
             s.out = assign[s.out];
@@ -942,6 +1028,12 @@ impl Model {
                 *src = remap(*src);
             }
             if let Kind::Conv { win, w, cout, bias, packed, .. } = &mut s.kind {
+                // The packed copy: panels rounded up to whole column groups, and the bias.
+                let k = win.kh * win.kw * win.c;
+                let floats = (*cout + 8).saturating_mul(k).saturating_add(*cout + 8);
+                let node = NodeDef { name: s.node.clone(), op: "Conv2D".into(), ..NodeDef::default() };
+                charge(&mut budget, &node, floats)?;
+                probe(&node, floats)?;
                 *packed = kernels::pack_conv(win, w, *cout, bias);
                 if packed.is_some() {
                     *w = Vec::new(); // the packed copy is the only one the kernel reads
@@ -949,11 +1041,13 @@ impl Model {
             }
         }
         let mut slots = Vec::new();
+        let planner = NodeDef { name: output_name.clone(), op: "activations".into(), ..NodeDef::default() };
+        charge(&mut budget, &planner, slot_size.iter().fold(0usize, |a, &s| a.saturating_add(s)))?;
         for &size in &slot_size {
             slots.push(alloc_slot(size)?);
         }
 
-        let weight_floats: usize = consts.iter().map(|c| c.len()).sum::<usize>() + steps.iter().map(|s| s.kind.weight_count()).sum::<usize>();
+        let weight_floats: usize = consts.iter().map(|c| c.as_f32().len()).sum::<usize>() + steps.iter().map(|s| s.kind.weight_count()).sum::<usize>();
         let mut op_counts: Vec<(String, usize)> = Vec::new();
         for n in &graph.nodes {
             match op_counts.iter_mut().find(|(k, _)| *k == n.op) {
@@ -1030,7 +1124,7 @@ impl Model {
                     .iter()
                     .zip(&step.in_lens)
                     .map(|(src, &n)| match *src {
-                        Src::Const(i) => &consts[i][..n],
+                        Src::Const(i) => &consts[i].as_f32()[..n],
                         Src::Buf(s) => &slots[s][..n],
                     })
                     .collect();
@@ -1046,7 +1140,7 @@ impl Model {
 
     fn output(&self) -> &[f32] {
         match self.output {
-            Src::Const(i) => &self.consts[i][..self.output_len],
+            Src::Const(i) => &self.consts[i].as_f32()[..self.output_len],
             Src::Buf(s) => &self.slots[s][..self.output_len],
         }
     }

@@ -33,6 +33,10 @@ impl fmt::Display for ProtoError {
     }
 }
 
+/// How a message starts when reading failed for want of memory, not because of the bytes:
+/// the engine answers those with OutOfMemory instead of BadModel.
+pub const OUT_OF_MEMORY: &str = "out of memory for ";
+
 /// Result of reading protobuf bytes.
 pub type ProtoResult<T> = Result<T, ProtoError>;
 
@@ -160,8 +164,12 @@ impl<'a> Reader<'a> {
 /// Read a whole buffer of varints (a *packed* repeated integer field).
 pub fn packed_varints(bytes: &[u8], what: &'static str) -> ProtoResult<Vec<u64>> {
     let mut r = Reader::new(bytes, what);
-    let mut out = Vec::new();
+    let mut out: Vec<u64> = Vec::new();
     while !r.is_empty() {
+        // Up to 8 bytes of output per byte of input: grow fallibly.
+        if out.len() == out.capacity() && out.try_reserve(out.len().max(16)).is_err() {
+            return err(format!("{}{}: {} integers", OUT_OF_MEMORY, what, out.len() * 2));
+        }
         out.push(r.varint()?);
     }
     Ok(out)
@@ -172,10 +180,12 @@ pub fn packed_f32s(bytes: &[u8], what: &'static str) -> ProtoResult<Vec<f32>> {
     if bytes.len() % 4 != 0 {
         return err(format!("{}: packed floats of {} bytes (not a multiple of 4)", what, bytes.len()));
     }
-    Ok(bytes
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect())
+    let mut out: Vec<f32> = Vec::new();
+    if out.try_reserve_exact(bytes.len() / 4).is_err() {
+        return err(format!("{}{}: {} floats", OUT_OF_MEMORY, what, bytes.len() / 4));
+    }
+    out.extend(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])));
+    Ok(out)
 }
 
 /// Decode a UTF-8 string field.

@@ -369,17 +369,19 @@ unsafe fn kernel<const R: usize, const SPARSE: bool>(run: &Run, k: usize, ldc: u
     for _ in 0..run.count {
         if SPARSE {
             sparse_tile::<R>(a0, b0, idx, k, bias, res, c, ldc, cols, lo, hi);
-            idx = idx.add(di);
+            idx = idx.wrapping_add(di);
         } else {
             tile_kernel::<R, false>(a0, b0, idx, k, bias, res, c, ldc, cols, lo, hi);
         }
-        a0 = a0.add(da);
-        b0 = b0.add(db);
-        bias = bias.add(dbias);
+        // wrapping_add: after the run's last tile these point past the end of their
+        // buffers (never dereferenced), which `add` would make undefined behaviour.
+        a0 = a0.wrapping_add(da);
+        b0 = b0.wrapping_add(db);
+        bias = bias.wrapping_add(dbias);
         if !res.is_null() {
-            res = res.add(dc);
+            res = res.wrapping_add(dc);
         }
-        c = c.add(dc);
+        c = c.wrapping_add(dc);
     }
 }
 
