@@ -26,6 +26,7 @@ import uvicorn
 from wasi_lab.paths import REPO_ROOT
 from wasi_lab.server.app import create_app
 from wasi_lab.server.limits import Limits
+from wasi_lab.server.protocol import uvicorn_config
 
 LOOPBACK = "127.0.0.1"
 
@@ -85,9 +86,7 @@ def run_in_thread(limits: Limits | None = None, access_log: str | None = None,
     sock.bind((LOOPBACK, 0))
     port = sock.getsockname()[1]
     app = create_app(limits, **app_kwargs)  # type: ignore[arg-type]
-    config = uvicorn.Config(app, log_level="warning", access_log=False,
-                            timeout_graceful_shutdown=30, limit_concurrency=1024)
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(uvicorn_config(app, limit_concurrency=1024))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True,
                               name="uvicorn")
     thread.start()
