@@ -143,6 +143,8 @@ class GuestPool:
         #: Memory of a freshly built guest (the largest seen); the memory pre-check
         #: counts from here, not from what a grown guest holds.
         self.base_bytes = 0
+        #: Each guest's linear memory when it was last checked in (or built), by worker id.
+        self.memory_bytes: dict[int, int] = {}
         self._idle: queue.Queue[Worker] = queue.Queue()
         self._lock = threading.Lock()
         self._executor = ThreadPoolExecutor(max_workers=self.size,
@@ -166,6 +168,7 @@ class GuestPool:
         self.stats.build_ms.append((time.perf_counter() - start) * 1000)
         base = guest.pages * 65536
         self.base_bytes = max(self.base_bytes, base)
+        self.memory_bytes[wid] = base
         return Worker(wid, guest, classifier, generation=generation, base_bytes=base)
 
     def _replace(self, worker: Worker) -> None:
@@ -281,6 +284,7 @@ class GuestPool:
                 with self._lock:
                     self.stats.recycled += 1
             if keep and worker.guest.poisoned is None and not grown:
+                self.memory_bytes[worker.id] = worker.guest.pages * 65536
                 if self.compiled.epochs:
                     worker.guest.store.set_epoch_deadline(1 << 62)
                 self._idle.put(worker)
@@ -296,6 +300,8 @@ class GuestPool:
                     "recycled": self.stats.recycled,
                     "refused_early": self.stats.refused_early,
                     "base_mib": round(self.base_bytes / 2**20, 1),
+                    "guest_mib": round(max(self.memory_bytes.values(), default=0) / 2**20,
+                                       1),
                     "typical_ms": round(self.typical_ms, 1), "lost": self.stats.lost,
                     "replace_error": self.replace_error,
                     "error": self.model_error}

@@ -30,7 +30,7 @@ import ssl
 import time
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import quote, urljoin, urlsplit
 
 from wasi_lab.server.errors import ApiError
 
@@ -58,6 +58,8 @@ _V4_TRANSLATED = ipaddress.ip_network("::ffff:0:0:0/96")
 _NAT64_WELL_KNOWN = ipaddress.ip_network("64:ff9b::/96")
 _NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")
 _HOST_NAME = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,251}[A-Za-z0-9_.])?$")
+_HOST_PORT = re.compile(r"^(?:\[[0-9A-Fa-f:.]+\]|[^\[\]:]*)(?::[0-9]*)?$")
+_PRINTABLE = "".join(chr(c) for c in range(0x21, 0x7F))
 _USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/?#]*@")
 _CHUNK = 64 * 1024
 
@@ -128,10 +130,11 @@ def address_problem(ip: IPAddress, allow_private: bool, loopback_only: bool = Fa
             ip = ipaddress.IPv6Address(str(ip).split("%")[0])
         if ip.ipv4_mapped is not None:  # on the wire this *is* the IPv4 address
             return address_problem(ip.ipv4_mapped, allow_private, loopback_only)
-        for inner in embedded_ipv4(ip):
-            problem = address_problem(inner, allow_private, loopback_only)
-            if problem:
-                return f"{problem} carried inside the IPv6 address {ip}"
+        problems = [f"{problem}: {inner} carried inside the IPv6 address {ip}"
+                    for inner in embedded_ipv4(ip)
+                    if (problem := address_problem(inner, allow_private, loopback_only))]
+        if problems:  # name the worst one: a metadata address before a merely odd one
+            return sorted(problems, key=lambda p: "metadata" not in p)[0]
     if ip.is_unspecified or ip.is_multicast or (ip.version == 4 and ip in _THIS_NETWORK) \
             or ip == ipaddress.IPv4Address("255.255.255.255"):
         return "an unspecified, 'this network', broadcast or multicast address"
@@ -219,6 +222,8 @@ def parse_url(url: str) -> ParsedUrl:
         raise ApiError("bad_url", f"{shown!r} is not a valid URL ({exc})") from None
     if parts.scheme not in ("http", "https") or not host:
         raise ApiError("bad_url", f"{shown!r} is not an http(s) URL with a host")
+    if not _HOST_PORT.match(parts.netloc.rpartition("@")[2]):
+        raise ApiError("bad_url", f"{shown!r} has a malformed host or port")
     bracketed = "[" in parts.netloc
     if bracketed:
         if not isinstance(_ip_literal(host), ipaddress.IPv6Address) or "%" in host:
@@ -236,6 +241,7 @@ def parse_url(url: str) -> ParsedUrl:
         raise ApiError("bad_url", f"{shown!r}: port 0 is not a port anything listens on")
     port = explicit_port or (443 if parts.scheme == "https" else 80)
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    target = quote(target, safe=_PRINTABLE)  # non-ASCII path bytes, percent-encoded
     shown_host = f"[{host}]" if bracketed else host
     netloc = shown_host if explicit_port is None else f"{shown_host}:{port}"
     return ParsedUrl(parts.scheme, host, port, target, netloc)
