@@ -255,8 +255,11 @@ class GuestPool:
                 self.typical_ms = took if self.typical_ms == 0 else \
                     0.9 * self.typical_ms + 0.1 * took
             return result
-        except GuestTrap as trap:
+        except GuestTrap as raised:
             keep = False
+            # The first trap is the cause; a cleanup call on the poisoned guest (a dealloc
+            # in a `finally`) raises a second one that would hide it.
+            trap = worker.guest.poisoned or raised
             with self._lock:
                 self.stats.failed += 1
             if trap.deadline:
