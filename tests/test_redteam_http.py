@@ -395,3 +395,20 @@ def test_serve_on_a_busy_port_says_so_in_one_line_and_fails() -> None:
     assert "Listening" not in proc.stdout
     lines = [x for x in proc.stderr.splitlines() if x.strip()]
     assert len(lines) == 1 and "already in use" in lines[0] and "--port" in lines[0], lines
+
+
+def test_read_body_refuses_a_stream_that_ends_short_of_its_content_length() -> None:
+    """h11 already stops most short bodies (a disconnect); the check behind it still holds
+    for a server that hands the app a body that simply ends early."""
+    from starlette.requests import Request
+
+    from wasi_lab.server.limits import read_body
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b"abc", "more_body": False}
+
+    scope = {"type": "http", "method": "POST", "path": "/predict", "query_string": b"",
+             "headers": [(b"content-length", b"10")], "state": {"access": {}}}
+    with pytest.raises(ApiError) as info:
+        asyncio.run(read_body(Request(scope, receive), 1000))
+    assert info.value.code == "incomplete_body" and "3 of its 10" in info.value.message
