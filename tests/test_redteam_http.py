@@ -219,7 +219,7 @@ def test_top_with_leading_zeros_is_still_a_number(hooks) -> None:
 
 def test_cheap_refusals_do_not_wait_behind_a_busy_guest(hooks) -> None:
     busy = threading.Thread(target=lambda: httpx.post(
-        f"{hooks.url}/predict", content=GRACE, headers={"X-Test-Spin-Ms": "4000"},
+        f"{hooks.url}/predict", content=GRACE, headers={"X-Test-Spin-Ms": "8000"},
         timeout=60))
     busy.start()
     time.sleep(0.4)
@@ -235,7 +235,7 @@ def test_cheap_refusals_do_not_wait_behind_a_busy_guest(hooks) -> None:
             r = httpx.post(f"{hooks.url}{path}", content=body, timeout=30)
             took = time.monotonic() - t0
             assert _code(r) == code, (path, code)
-            assert took < 1.5, f"{code} waited {took:.1f} s for the busy guest"
+            assert took < 3.0, f"{code} waited {took:.1f} s for the busy guest (8 s)"
         assert healthz_pool(hooks)["busy"] == 1  # the guest really was busy all along
     finally:
         busy.join()
