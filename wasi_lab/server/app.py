@@ -25,6 +25,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from wasi_lab.models.registry import MODELS
+from wasi_lab.pngs import make_png
 from wasi_lab.predict import MODE_IDS, Prediction, resolve_mode
 from wasi_lab.runtime import CompiledModule, shared_module
 from wasi_lab.server.accesslog import AccessLogMiddleware
@@ -135,8 +136,6 @@ def _spin(worker: Worker, ms: float) -> None:
     Each call enters wasm, where the epoch deadline is checked, so a spin longer than the
     deadline is interrupted exactly as a slow inference would be, on any CPU.
     """
-    from wasi_lab.pngs import make_png
-
     tiny = make_png(2, 2)
     end = time.perf_counter() + ms / 1000
     while time.perf_counter() < end:
