@@ -141,9 +141,14 @@ def test_trap_header_is_ignored_without_test_hooks(strict_server, grace: bytes) 
 
 
 def test_deadline_interrupts_the_guest_and_it_is_replaced(grace: bytes) -> None:
-    limits = Limits(workers=1, deadline_ms=80, tick_ms=5)
+    """The guest spins in wasm for 3 s (a test hook) against a 300 ms deadline: it is
+    interrupted on any CPU, however fast (a real inference may finish within 80 ms)."""
+    limits = Limits(workers=1, deadline_ms=300, tick_ms=5, test_hooks=True)
     with run_in_thread(limits) as server:
-        r = httpx.post(f"{server.url}/predict", content=grace, timeout=60)
+        t0 = time.monotonic()
+        r = httpx.post(f"{server.url}/predict", content=grace, timeout=60,
+                       headers={"X-Test-Spin-Ms": "3000"})
+        assert time.monotonic() - t0 < 2.5  # interrupted, not waited out
         assert _code(r) == "deadline_exceeded"
         assert "interrupted" in r.json()["error"]["message"]
         # the replacement is built off the request path (it parses the model again) ...
@@ -310,13 +315,18 @@ def test_access_log_has_timings(lab_server, grace: bytes) -> None:
 
 
 def test_cli_serve_drains_in_flight_requests_on_sigterm(tmp_path: Path, grace: bytes) -> None:
-    server = start_server_process("--workers", "1", log_path=tmp_path / "serve.log")
+    """The request keeps its guest busy for 2 s (a test hook), so it is surely in flight
+    when SIGTERM arrives 0.5 s in, whatever the machine's speed."""
+    server = start_server_process("--workers", "1", "--test-hooks",
+                                  log_path=tmp_path / "serve.log")
     try:
         answers: list[httpx.Response] = []
         t = threading.Thread(target=lambda: answers.append(
-            httpx.post(f"{server.url}/predict", content=grace, timeout=60)))
+            httpx.post(f"{server.url}/predict", content=grace, timeout=60,
+                       headers={"X-Test-Spin-Ms": "2000"})))
         t.start()
-        time.sleep(0.1)  # the request is in flight (an inference takes ~300 ms)
+        time.sleep(0.5)
+        assert t.is_alive()  # still in flight
         code = server.stop()
         t.join()
     finally:

@@ -11,7 +11,14 @@ import os
 import pytest
 
 from wasi_lab.server.harness import ImageServer, start_server_process
-from wasi_lab.server.loadgen import faults_for, reference_answers, run_load, sample_images
+from wasi_lab.server.loadgen import (
+    faults_for,
+    rare_images,
+    reference_answers,
+    run_load,
+    sample_images,
+    settle_memory,
+)
 
 MAX_BODY = 1024 * 1024
 
@@ -23,21 +30,28 @@ def test_load_with_faults_every_answer_right(tmp_path) -> None:
     images = sample_images()
     assert len(images) >= 3, "run `make setup` for the sample images"
     grace = images["grace_hopper.jpg"]
-    with ImageServer({"grace_hopper.jpg": grace}, drip_s=0.5) as img_srv, \
+    rare = rare_images()
+    with ImageServer({"grace_hopper.jpg": grace}, drip_s=0.5, drip_limit_s=10) as img_srv, \
             start_server_process("--allow-private-urls", "--loopback-only-urls",
                                  "--test-hooks", "--max-body", str(MAX_BODY),
                                  "--fetch-timeout", "1", "--deadline-ms", "60000",
                                  log_path=tmp_path / "serve.log") as server:
         expected, single_ms = reference_answers(server.url, images, repeat=1)
-        faults = faults_for(MAX_BODY, grace, slow_url=f"{img_srv.url}/slow/grace_hopper.jpg")
+        expected.update(reference_answers(server.url, rare, repeat=1)[0])
+        faults = faults_for(MAX_BODY, grace, slow_url=f"{img_srv.url}/slow/grace_hopper.jpg",
+                            origin=img_srv.url)
         # article-style URL requests are good requests that must be right too
         urls = [(f"{img_srv.url}/grace_hopper.jpg", "military uniform")] * 3
         result = run_load(server.url, images, expected, clients=clients, requests=requests,
                           faults=faults, url_requests=urls, single_ms=single_ms,
-                          cores=os.cpu_count() or 1)
+                          cores=os.cpu_count() or 1, rare=rare)
+        settle_memory(server.url, result)
     print("\n" + result.table())
     assert result.wrong == 0, result.problems[:5]
     assert result.dropped == 0, result.problems[:5]
-    assert result.ok == result.good == requests + len(urls)
+    assert result.ok == result.good == requests + len(urls) + 2 * len(rare)
+    assert result.traps == 0
+    assert result.recycled >= 1  # the wide PNG grew a guest past the ceiling ...
+    assert result.guest_mib <= result.ceiling_mib  # ... and memory came back
     assert result.faults_bad == [] and result.faults_ok == len(faults)
     assert expected["grace_hopper.jpg"][0]["label"] == "military uniform"

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import signal
+import socket
+import sys
 
 from wasi_lab.server.limits import Limits, MiB
 
@@ -35,12 +38,24 @@ def add_serve_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--fetch-timeout", type=float, default=d.fetch_timeout,
                    help="URL mode: seconds for the whole download")
     p.add_argument("--max-redirects", type=int, default=d.max_redirects)
+    p.add_argument("--max-fetches", type=int, default=d.max_fetches,
+                   help="URL mode: downloads at once, on their own threads")
     p.add_argument("--allow-private-urls", action="store_true",
-                   help="URL mode: allow loopback/private addresses (labs and tests only)")
+                   help="URL mode: allow loopback/private addresses (labs and tests only; "
+                        "metadata and link-local addresses stay refused)")
     p.add_argument("--loopback-only-urls", action="store_true",
-                   help="URL mode: refuse every address but loopback (labs, load tests)")
+                   help="URL mode: allow loopback addresses and nothing else (labs, load "
+                        "tests); needs no other flag")
+    p.add_argument("--header-timeout", type=float, default=d.header_timeout,
+                   help="seconds for a request's line and headers (then 408)")
+    p.add_argument("--body-timeout", type=float, default=d.body_timeout,
+                   help="seconds for a whole request body (then 408)")
+    p.add_argument("--keep-alive", type=float, default=d.keep_alive,
+                   help="seconds an idle keep-alive connection stays open")
+    p.add_argument("--recycle-memory-mb", type=int, default=d.recycle_memory // MiB,
+                   help="a guest whose memory grew past this is replaced after its request")
     p.add_argument("--test-hooks", action="store_true",
-                   help="honour X-Test-Trap: 1 (forces a guest trap; tests only)")
+                   help="honour X-Test-Trap: 1 and X-Test-Spin-Ms: N (tests only)")
     p.add_argument("--access-log", default="-",
                    help="JSON lines access log: '-' stderr, a file path, or 'off'")
     p.add_argument("--module", default=None, help="guest .wasm (default: the prebuilt one)")
@@ -53,8 +68,40 @@ def limits_from_args(args: argparse.Namespace) -> Limits:
                   memory_limit=args.memory_limit_mb * MiB, workers=args.workers,
                   max_queue=args.max_queue, max_download=args.max_download,
                   fetch_timeout=args.fetch_timeout, max_redirects=args.max_redirects,
-                  allow_private_urls=args.allow_private_urls,
-                  loopback_only_urls=args.loopback_only_urls, test_hooks=args.test_hooks)
+                  max_fetches=args.max_fetches, allow_private_urls=args.allow_private_urls,
+                  loopback_only_urls=args.loopback_only_urls,
+                  header_timeout=args.header_timeout, body_timeout=args.body_timeout,
+                  keep_alive=args.keep_alive, recycle_memory=args.recycle_memory_mb * MiB,
+                  test_hooks=args.test_hooks)
+
+
+def bind_listener(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before anything is announced (OSError if it cannot be)."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+def _bind_problem(host: str, port: int, exc: OSError) -> str:
+    if exc.errno == errno.EADDRINUSE:
+        return (f"wasi-lab serve: port {port} on {host} is already in use (another server "
+                f"is running there); stop it or pick another with --port")
+    if exc.errno == errno.EACCES:
+        return (f"wasi-lab serve: not allowed to listen on port {port} (ports below 1024 "
+                f"need root); pick another with --port")
+    reason = exc.strerror or str(exc)
+    return f"wasi-lab serve: cannot listen on {host}:{port}: {reason}; check --host/--port"
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -62,7 +109,14 @@ def run_serve(args: argparse.Namespace) -> int:
 
     from wasi_lab.server.accesslog import configure_access_log
     from wasi_lab.server.app import create_app
+    from wasi_lab.server.protocol import uvicorn_config
 
+    try:
+        sock = bind_listener(args.host, args.port)
+    except (OSError, UnicodeError) as exc:
+        err = exc if isinstance(exc, OSError) else OSError(str(exc))
+        print(_bind_problem(args.host, args.port, err), file=sys.stderr, flush=True)
+        return 1
     configure_access_log(args.access_log)
     app = create_app(limits_from_args(args), default_model=args.model,
                      module_path=args.module)
@@ -70,6 +124,6 @@ def run_serve(args: argparse.Namespace) -> int:
     # the handler it found; this one makes a graceful stop exit 0 instead of "killed".
     signal.signal(signal.SIGTERM, lambda *_: None)
     print(f"Listening on http://{args.host}:{args.port}", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False,
-                timeout_graceful_shutdown=30)
-    return 0
+    server = uvicorn.Server(uvicorn_config(app))
+    server.run(sockets=[sock])
+    return 0 if server.started else 1

@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import parse_qs, urlencode
 
 import httpx
 import uvicorn
@@ -26,6 +27,7 @@ import uvicorn
 from wasi_lab.paths import REPO_ROOT
 from wasi_lab.server.app import create_app
 from wasi_lab.server.limits import Limits
+from wasi_lab.server.protocol import uvicorn_config
 
 LOOPBACK = "127.0.0.1"
 
@@ -85,9 +87,7 @@ def run_in_thread(limits: Limits | None = None, access_log: str | None = None,
     sock.bind((LOOPBACK, 0))
     port = sock.getsockname()[1]
     app = create_app(limits, **app_kwargs)  # type: ignore[arg-type]
-    config = uvicorn.Config(app, log_level="warning", access_log=False,
-                            timeout_graceful_shutdown=30, limit_concurrency=1024)
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(uvicorn_config(app, limit_concurrency=1024))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True,
                               name="uvicorn")
     thread.start()
@@ -162,11 +162,18 @@ class ImageServer:
 
     `/<name>` serves `files[name]`; `/slow/<name>` drips the file one chunk per `drip_s`;
     `/redirect/<n>/<name>` redirects n times before serving; `/status/<code>` answers code.
+    The hostile routes (URL-mode red-team tests and the load test):
+    `/drip-status/<name>`, `/drip-headers/<name>`, `/drip-body/<name>` send that part one
+    byte per `drip_s` (for at most `drip_limit_s`); `/chunked/<name>` and `/unsized/<name>`
+    send the file chunked or without a length (until close); `/chain/<n>?to=<url>`
+    redirects n times, then to `url`. `hosts` records each request's Host header.
     """
 
     files: dict[str, bytes] = field(default_factory=dict)
     drip_s: float = 0.5
+    drip_limit_s: float = 30.0
     url: str = ""
+    hosts: list[str] = field(default_factory=list)
     _httpd: ThreadingHTTPServer | None = None
     _thread: threading.Thread | None = None
 
@@ -183,8 +190,58 @@ class ImageServer:
             def log_message(self, *args: object) -> None:  # quiet
                 pass
 
+            def drip(self, data: bytes) -> None:
+                end = time.monotonic() + owner.drip_limit_s
+                for i in range(len(data)):
+                    if time.monotonic() > end:
+                        return
+                    self.wfile.write(data[i:i + 1])
+                    self.wfile.flush()
+                    time.sleep(owner.drip_s)
+
+            def hostile(self, kind: str, data: bytes) -> None:
+                head = (f"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\n"
+                        f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n").encode()
+                if kind == "drip-status":
+                    self.drip(head + data)
+                elif kind == "drip-headers":
+                    self.wfile.write(head[:17])
+                    self.drip(head[17:] + data)
+                elif kind == "drip-body":
+                    self.wfile.write(head)
+                    self.drip(data)
+                elif kind == "chunked":
+                    self.wfile.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n"
+                                     b"Connection: close\r\n\r\n")
+                    for i in range(0, len(data), 65536):
+                        piece = data[i:i + 65536]
+                        self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+                    self.wfile.write(b"0\r\n\r\n")
+                else:  # unsized: no length, the end is the close
+                    self.wfile.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")
+                    self.wfile.write(data)
+                self.close_connection = True
+
             def do_GET(self) -> None:  # noqa: N802 - http.server naming
-                parts = [p for p in self.path.split("?")[0].split("/") if p]
+                owner.hosts.append(self.headers.get("Host", ""))
+                path, _, query = self.path.partition("?")
+                parts = [p for p in path.split("/") if p]
+                if parts[:1] == ["chain"] and len(parts) == 2 and parts[1].isdigit():
+                    n = int(parts[1])
+                    to = parse_qs(query).get("to", [""])[0]
+                    target = f"/chain/{n - 1}?{urlencode({'to': to})}" if n > 0 else to
+                    self.send_response(302)
+                    self.send_header("Location", target)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                hostile = ("drip-status", "drip-headers", "drip-body", "chunked", "unsized")
+                if len(parts) == 2 and parts[0] in hostile and parts[1] in owner.files:
+                    try:
+                        self.hostile(parts[0], owner.files[parts[1]])
+                    except (BrokenPipeError, ConnectionResetError):
+                        pass
+                    return
                 if parts[:1] == ["status"] and len(parts) == 2 and parts[1].isdigit():
                     self.send_response(int(parts[1]))
                     self.send_header("Content-Length", "0")

@@ -4,13 +4,17 @@ Each good request's answer must equal the answer the same image got when it was 
 alone (top classes, indices and probabilities): a pool that mixed up guests, models or
 buffers would show up here as a *wrong* answer, not only as latency. Each fault must get
 its documented status and error code, and the requests around it must still be right.
+Rare images (tall-thin and wide PNGs that grow a guest's memory) are good requests too;
+at the end every guest's memory must be back under the recycling ceiling.
 """
 
 from __future__ import annotations
 
 import math
+import struct
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +22,7 @@ from pathlib import Path
 import httpx
 
 from wasi_lab.paths import IMAGES_DIR
-from wasi_lab.pngs import decompression_bomb
+from wasi_lab.pngs import SIGNATURE, decompression_bomb, png_chunk
 
 
 @dataclass
@@ -47,6 +51,10 @@ class LoadResult:
     wall_s: float = 0.0
     single_ms: float = 0.0
     cores: int = 1
+    traps: int = 0                 # guest_trap answers other than the deliberate one
+    guest_mib: float = 0.0         # the largest guest's memory once the pool is idle
+    ceiling_mib: float = 0.0       # --recycle-memory-mb
+    recycled: int = 0
     problems: list[str] = field(default_factory=list)
 
     def percentile(self, q: float) -> float:
@@ -69,6 +77,7 @@ class LoadResult:
         rows = [("clients", f"{self.clients}"), ("requests", f"{self.requests}"),
                 ("good answers", f"{self.ok}"), ("wrong answers", f"{self.wrong}"),
                 ("dropped", f"{self.dropped}"),
+                ("unexpected guest traps", f"{self.traps}"),
                 ("faults answered as documented",
                  f"{self.faults_ok}/{self.faults_ok + len(self.faults_bad)}"),
                 ("p50 latency", f"{self.percentile(50):.1f} ms"),
@@ -79,7 +88,10 @@ class LoadResult:
                 ("throughput", f"{self.throughput:.2f} req/s"),
                 ("single-request latency", f"{self.single_ms:.1f} ms"),
                 ("target (0.8 x cores / single)", f"{self.target:.2f} req/s"),
-                ("target met", "yes" if self.throughput >= self.target else "no")]
+                ("target met", "yes" if self.throughput >= self.target else "no"),
+                ("guests recycled (grew past the ceiling)", f"{self.recycled}"),
+                ("largest guest at the end", f"{self.guest_mib:.1f} MiB (ceiling "
+                                             f"{self.ceiling_mib:.0f} MiB)")]
         width = max(len(k) for k, _ in rows)
         return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
@@ -90,6 +102,8 @@ class LoadResult:
                 "p90_ms": self.percentile(90), "p99_ms": self.percentile(99),
                 "throughput": self.throughput, "single_ms": self.single_ms,
                 "target": self.target, "wall_s": self.wall_s, "cores": self.cores,
+                "traps": self.traps, "guest_mib": self.guest_mib,
+                "ceiling_mib": self.ceiling_mib, "recycled": self.recycled,
                 "problems": self.problems[:20]}
 
 
@@ -97,6 +111,24 @@ def sample_images(directory: Path = IMAGES_DIR) -> dict[str, bytes]:
     """The bundled sample images (`make setup` puts them in images/)."""
     return {p.name: p.read_bytes() for p in sorted(Path(directory).iterdir())
             if p.suffix.lower() in (".jpg", ".jpeg", ".png")}
+
+
+def zero_png(width: int, height: int, depth: int = 8, colour: int = 2) -> bytes:
+    """An all-zero PNG of any size, bit depth and colour type, in a few hundred bytes."""
+    channels = {0: 1, 2: 3, 4: 2, 6: 4}[colour]
+    row = 1 + -(-width * channels * depth // 8)
+    ihdr = struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, 0)
+    return (SIGNATURE + png_chunk(b"IHDR", ihdr)
+            + png_chunk(b"IDAT", zlib.compress(bytes(row * height), 9))
+            + png_chunk(b"IEND", b""))
+
+
+def rare_images() -> dict[str, bytes]:
+    """Good but odd images: each grows a guest far past what a photo needs (the resize
+    holds width x 224 x 16 bytes; a 16-bit RGBA decode 11 bytes a pixel)."""
+    return {"tall-thin 2x200000.png": zero_png(2, 200_000),
+            "wide 100000x1.png": zero_png(100_000, 1),
+            "16-bit RGBA 3000x3000.png": zero_png(3000, 3000, 16, 6)}
 
 
 def reference_answers(url: str, images: dict[str, bytes], repeat: int = 3
@@ -117,8 +149,11 @@ def reference_answers(url: str, images: dict[str, bytes], repeat: int = 3
 
 
 def faults_for(max_body: int, image: bytes, slow_url: str | None = None,
-               test_hooks: bool = True, loopback_only: bool = True) -> list[Fault]:
-    """The faults of the brief: broken images, a bomb, a big body, bad URLs, a trap."""
+               test_hooks: bool = True, loopback_only: bool = True,
+               origin: str | None = None, image_name: str = "grace_hopper.jpg"
+               ) -> list[Fault]:
+    """The faults of the brief: broken images, a bomb, a big body, bad URLs, a trap; with
+    `origin` (a harness.ImageServer) the slow origins that drip status line and headers."""
     corrupt = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 8
     faults = [
         Fault("corrupt image", 422, "bad_image", corrupt),
@@ -132,8 +167,19 @@ def faults_for(max_body: int, image: bytes, slow_url: str | None = None,
     if loopback_only:  # refused by the check itself: no packet leaves the machine
         faults.append(Fault("private address URL", 403, "forbidden_address",
                             b"http://10.0.0.1/cat.jpg", path="/"))
+    faults += [
+        Fault("wide PNG past the memory cap", 413, "guest_out_of_memory",
+              zero_png(160_000, 1)),
+        Fault("metadata in NAT64 dress", 403, "forbidden_address",
+              b"http://[64:ff9b::a9fe:a9fe]/latest/meta-data/", path="/"),
+        Fault("malformed URL", 400, "bad_url", b"http://[::1/", path="/"),
+    ]
     if slow_url:
         faults.append(Fault("slow URL", 504, "fetch_timeout", slow_url.encode(), path="/"))
+    if origin:
+        for route in ("drip-status", "drip-headers", "drip-body"):
+            faults.append(Fault(f"origin drips ({route})", 504, "fetch_timeout",
+                                f"{origin}/{route}/{image_name}".encode(), path="/"))
     if test_hooks:
         faults.append(Fault("guest trap", 500, "guest_trap", image,
                             headers={"X-Test-Trap": "1"}))
@@ -143,18 +189,23 @@ def faults_for(max_body: int, image: bytes, slow_url: str | None = None,
 def run_load(url: str, images: dict[str, bytes], expected: dict[str, list], *,
              clients: int = 8, requests: int = 200, faults: list[Fault] | None = None,
              url_requests: list[tuple[str, str]] | None = None, single_ms: float = 0.0,
-             cores: int = 1, timeout: float = 120,
+             cores: int = 1, timeout: float = 120, rare: dict[str, bytes] | None = None,
+             rare_repeat: int = 2,
              progress: Callable[[int], None] | None = None) -> LoadResult:
     """`requests` requests from `clients` threads, images in turn, faults spread evenly.
 
     `url_requests` are (image URL, expected label) pairs sent the article's way (`POST /`
-    with the URL as the body); they count as good requests.
+    with the URL as the body); they count as good requests. `rare` images (answers in
+    `expected` too) are sent `rare_repeat` times each, spread like the faults.
     """
     faults = faults or []
-    names = list(images)
+    rare = rare or {}
+    images = {**images, **rare}
+    names = [n for n in images if n not in rare]
     plan: list[tuple[str, object]] = [("image", names[i % len(names)]) for i in range(requests)]
     extras: list[tuple[str, object]] = [("fault", f) for f in faults] + \
-        [("url", pair) for pair in url_requests or []]
+        [("url", pair) for pair in url_requests or []] + \
+        [("image", name) for name in rare for _ in range(rare_repeat)]
     for k, extra in enumerate(extras):
         plan.insert((k + 1) * len(plan) // (len(extras) + 1), extra)
     goods = sum(1 for kind, _ in plan if kind != "fault")
@@ -216,6 +267,8 @@ def run_load(url: str, images: dict[str, bytes], expected: dict[str, list], *,
                             result.wrong += 1
                     else:
                         code = _error_code(r)
+                        if code == "guest_trap" and f.code != "guest_trap":
+                            result.traps += 1
                         if r.status_code == f.status and code == f.code:
                             result.faults_ok += 1
                         else:
@@ -230,6 +283,24 @@ def run_load(url: str, images: dict[str, bytes], expected: dict[str, list], *,
     for t in threads:
         t.join()
     result.wall_s = time.perf_counter() - start
+    result.traps += sum(1 for p in result.problems if "guest_trap" in p)
+    return result
+
+
+def settle_memory(url: str, result: LoadResult, timeout: float = 120) -> LoadResult:
+    """Wait until no guest is being replaced, then record the largest guest's memory."""
+    deadline = time.monotonic() + timeout
+    with httpx.Client(timeout=10) as client:
+        while True:
+            health = client.get(f"{url}/healthz").json()
+            pools = list(health["pools"].values())
+            if all(p["replacing"] == 0 and p["idle"] == p["size"] for p in pools) or \
+                    time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+    result.guest_mib = max((p["guest_mib"] for p in pools), default=0.0)
+    result.recycled = sum(p["recycled"] for p in pools)
+    result.ceiling_mib = health["limits"]["recycle_memory"] / 2**20
     return result
 
 

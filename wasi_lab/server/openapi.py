@@ -38,7 +38,8 @@ def _errors(*codes: str) -> dict[str, Any]:
 
 
 def build_openapi(limits: Limits) -> dict[str, Any]:
-    image_errors = ("empty_body", "bad_request", "unknown_model", "body_too_large",
+    image_errors = ("empty_body", "bad_request", "incomplete_body", "request_timeout",
+                    "unknown_model", "body_too_large",
                     "image_too_large", "guest_out_of_memory", "bad_image", "guest_trap",
                     "inference_failed", "internal_error", "model_unavailable", "overloaded",
                     "deadline_exceeded")

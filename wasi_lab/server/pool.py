@@ -11,6 +11,11 @@ cores), and checks it back in.
 Deadlines use epoch interruption: a ticker thread bumps the engine's epoch every
 `tick_ms`, and each request arms its guest with the ticks it has left. A guest that traps
 or runs out of time is never handed out again: it is rebuilt in the background.
+
+Linear memory never shrinks, so a guest that one odd image (a 100000x1 PNG, a 16-bit
+4096x4096 one) grew past `limits.recycle_memory` is replaced the same way after its
+answer is sent: the next request meets a guest as small as a fresh one, and the same
+request always gets the same answer.
 """
 
 from __future__ import annotations
@@ -42,6 +47,9 @@ from wasi_lab.server.errors import ApiError
 from wasi_lab.server.limits import Limits
 
 T = TypeVar("T")
+
+#: Factor applied to the typical-latency estimate each time it refuses a request early.
+REFUSAL_DECAY = 0.75
 
 
 class EpochTicker:
@@ -75,6 +83,8 @@ class Worker:
     classifier: Classifier | None
     uses: int = 0
     generation: int = 0
+    #: Linear memory right after the build (model resident): what every request starts from.
+    base_bytes: int = 0
 
 
 @dataclass
@@ -86,6 +96,8 @@ class PoolStats:
     busy: int = 0
     replacing: int = 0
     lost: int = 0
+    recycled: int = 0
+    refused_early: int = 0
     build_ms: list[float] = field(default_factory=list)
 
 
@@ -125,8 +137,14 @@ class GuestPool:
         self.replace_error: str | None = None
         #: Moving average of a successful job's duration: a request with less time left
         #: than this is refused *before* it starts, instead of being interrupted halfway
-        #: (which would also cost a guest rebuild).
+        #: (which would also cost a guest rebuild). Each such refusal shrinks it by
+        #: REFUSAL_DECAY, so one slow success cannot refuse every later request forever.
         self.typical_ms = 0.0
+        #: Memory of a freshly built guest (the largest seen); the memory pre-check
+        #: counts from here, not from what a grown guest holds.
+        self.base_bytes = 0
+        #: Each guest's linear memory when it was last checked in (or built), by worker id.
+        self.memory_bytes: dict[int, int] = {}
         self._idle: queue.Queue[Worker] = queue.Queue()
         self._lock = threading.Lock()
         self._executor = ThreadPoolExecutor(max_workers=self.size,
@@ -148,7 +166,10 @@ class GuestPool:
                 # e.g. a guest built before the engine's load_model export existed
                 self.model_error = f"{self.model} cannot be loaded: {exc}"
         self.stats.build_ms.append((time.perf_counter() - start) * 1000)
-        return Worker(wid, guest, classifier, generation=generation)
+        base = guest.pages * 65536
+        self.base_bytes = max(self.base_bytes, base)
+        self.memory_bytes[wid] = base
+        return Worker(wid, guest, classifier, generation=generation, base_bytes=base)
 
     def _replace(self, worker: Worker) -> None:
         """Build the successor (a few tries); if that keeps failing the pool shrinks, and
@@ -216,6 +237,9 @@ class GuestPool:
         try:
             left_ms = (deadline - time.perf_counter()) * 1000
             if left_ms < self.typical_ms:
+                with self._lock:
+                    self.stats.refused_early += 1
+                    self.typical_ms *= REFUSAL_DECAY
                 raise ApiError("deadline_exceeded",
                                f"{left_ms:.0f} ms of the {self.limits.deadline_ms} ms deadline "
                                f"are left after queueing; a request takes about "
@@ -231,8 +255,11 @@ class GuestPool:
                 self.typical_ms = took if self.typical_ms == 0 else \
                     0.9 * self.typical_ms + 0.1 * took
             return result
-        except GuestTrap as trap:
+        except GuestTrap as raised:
             keep = False
+            # The first trap is the cause; a cleanup call on the poisoned guest (a dealloc
+            # in a `finally`) raises a second one that would hide it.
+            trap = worker.guest.poisoned or raised
             with self._lock:
                 self.stats.failed += 1
             if trap.deadline:
@@ -254,7 +281,13 @@ class GuestPool:
         finally:
             with self._lock:
                 self.stats.busy -= 1
-            if keep and worker.guest.poisoned is None:
+            grown = worker.guest.poisoned is None and \
+                worker.guest.pages * 65536 > self.limits.recycle_memory
+            if grown:
+                with self._lock:
+                    self.stats.recycled += 1
+            if keep and worker.guest.poisoned is None and not grown:
+                self.memory_bytes[worker.id] = worker.guest.pages * 65536
                 if self.compiled.epochs:
                     worker.guest.store.set_epoch_deadline(1 << 62)
                 self._idle.put(worker)
@@ -267,6 +300,11 @@ class GuestPool:
                     "waiting": self.stats.waiting, "replacing": self.stats.replacing,
                     "served": self.stats.served, "failed": self.stats.failed,
                     "replaced": self.stats.replaced, "ready": self.model_error is None,
+                    "recycled": self.stats.recycled,
+                    "refused_early": self.stats.refused_early,
+                    "base_mib": round(self.base_bytes / 2**20, 1),
+                    "guest_mib": round(max(self.memory_bytes.values(), default=0) / 2**20,
+                                       1),
                     "typical_ms": round(self.typical_ms, 1), "lost": self.stats.lost,
                     "replace_error": self.replace_error,
                     "error": self.model_error}
