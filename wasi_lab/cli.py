@@ -290,6 +290,9 @@ def _extensions() -> list[Callable[[argparse._SubParsersAction], None]]:
     from wasi_lab.figures import add_figures_parser
 
     regs += [add_article_parser, add_figures_parser]
+    from wasi_lab.hosts_check import add_hosts_parser
+
+    regs.append(add_hosts_parser)
     return regs
 
 
