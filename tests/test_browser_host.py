@@ -12,6 +12,13 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +28,7 @@ from wasi_lab.browser.chromium import CHROMIUM, ChromiumHost, chromium_missing
 from wasi_lab.cli import main
 from wasi_lab.hosts import NodeNotFoundError, find_node, grace_hopper
 from wasi_lab.hosts_check import compare_raw, raw_sha256, run_wasmtime, summarize
-from wasi_lab.paths import IMAGES_DIR
+from wasi_lab.paths import IMAGES_DIR, REPO_ROOT
 
 CHELSEA = IMAGES_DIR / "chelsea.png"
 
@@ -215,6 +222,13 @@ def test_widget_view_classifies_in_chromium_and_matches_wasmtime(widget, wasmtim
     with ChromiumHost(default_module(), widget.classifier.model_path) as chromium:
         chromium.files.routes["/image"] = grace_hopper()
         page = chromium.page
+        # the shim provides exactly the guest's imports, no more, no fewer
+        from wasi_lab.inspect import inspect_module
+
+        wanted = sorted(i["name"] for i in inspect_module(default_module()).to_dict()["imports"])
+        shim = page.evaluate("() => Object.keys(window.wasiLabHost.makeWasi(() => null)"
+                             ".wasi_snapshot_preview1).sort()")
+        assert shim == wanted
         page.evaluate(_FAKE_WIDGET_JS, {"labels": list(widget.labels),
                                         "outputName": spec.output, "mode": widget.mode,
                                         "samples": list(widget.sample_names)})
@@ -253,3 +267,121 @@ def test_widget_view_classifies_in_chromium_and_matches_wasmtime(widget, wasmtim
                                   bytes(sent2["buffers"][1]))
         assert verdict2["identical"] and verdict2["sha256"] != verdict["sha256"]
         assert "chelsea.png →" in page.locator(".wasi-browser-status").inner_text()
+
+
+# --------------------------------------------------------------------------- in JupyterLab
+# The fixture pattern of tests/test_browser.py: JupyterLab on a free loopback port, rooted at a
+# copy of notebooks/, driven by Debian's Chromium.
+
+TOKEN = "wasi-lab-test-token"
+ARTIFACTS = REPO_ROOT / "test-artifacts" / "browser"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    import httpx
+
+    root = tmp_path_factory.mktemp("lab")
+    nbdir = root / "notebooks"
+    nbdir.mkdir()
+    shutil.copy(REPO_ROOT / "notebooks" / "08_browser_host.ipynb", nbdir)
+    port = _free_port()
+    env = dict(os.environ, JUPYTER_CONFIG_DIR=str(root / "cfg"),
+               JUPYTER_DATA_DIR=str(root / "data"), JUPYTER_RUNTIME_DIR=str(root / "rt"))
+    log = (root / "lab.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1",
+         f"--port={port}", f"--ServerApp.root_dir={nbdir}", f"--IdentityProvider.token={TOKEN}",
+         "--ServerApp.disable_check_xsrf=True", "--LabApp.news_url=",
+         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+         *(["--allow-root"] if os.geteuid() == 0 else [])],
+        env=env, stdout=log, stderr=subprocess.STDOUT, cwd=nbdir)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"jupyter lab exited: {(root / 'lab.log').read_text()[-2000:]}")
+            try:
+                if httpx.get(f"{base}/api/status", params={"token": TOKEN},
+                             timeout=2, trust_env=False).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        else:
+            raise RuntimeError("jupyter lab did not answer within 90 s")
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        log.close()
+
+
+@needs_chromium
+@pytest.mark.browser
+@pytest.mark.slow
+def test_notebook_08_widget_classifies_in_jupyterlab(lab: str, wasmtime_ref) -> None:
+    """Run All on notebook 08: the tab classifies, the kernel says the bytes are wasmtime's;
+    picking another sample sends it from the kernel and the verdict holds again."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+    from playwright.sync_api import sync_playwright
+
+    from wasi_lab.browser.chromium import CHROMIUM_ARGS
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    raw, _ = wasmtime_ref
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS,
+                                     headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(60_000)
+            page.goto(f"{lab}/lab/tree/08_browser_host.ipynb?token={TOKEN}&reset",
+                      timeout=90_000)
+            page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=90_000)
+            page.wait_for_selector("[data-status='idle']", timeout=90_000)
+            page.click(".jp-NotebookPanel .jp-Notebook")
+            page.keyboard.press("Escape")
+            for attempt in range(2):  # a menu click during JupyterLab's start can be lost
+                page.click(".lm-MenuBar-itemLabel:text-is('Run')", timeout=10_000)
+                page.click(".lm-Menu-itemLabel:text-is('Run All Cells')", timeout=10_000)
+                try:
+                    page.wait_for_function(
+                        "() => [...document.querySelectorAll('.jp-InputArea-prompt')]"
+                        ".some(p => /\\[(\\*|\\d+)\\]/.test(p.innerText))", timeout=30_000)
+                    break
+                except PlaywrightTimeout:
+                    if attempt:
+                        raise
+            page.wait_for_selector(".wasi-browser-top5 li", timeout=240_000)
+            assert "military uniform" in page.locator(".wasi-browser-top5 li").first.inner_text()
+            verdict = page.locator(".wasi-browser-verdict").first
+            page.wait_for_function(
+                "() => document.querySelector('.wasi-browser-verdict').dataset.identical"
+                " === 'true'", timeout=240_000)
+            assert raw_sha256(raw)[:16] in verdict.inner_text()
+            assert page.locator("canvas.wasi-browser-pagemap").count() == 3
+            page.locator(".wasi-browser-host").first.scroll_into_view_if_needed()
+            page.screenshot(path=str(ARTIFACTS / "08-grace_hopper.png"))
+            page.locator("select.wasi-browser-sample").first.select_option("chelsea.png")
+            page.wait_for_function(
+                "() => document.querySelector('.wasi-browser-status').innerText"
+                ".includes('chelsea.png →')", timeout=120_000)
+            page.wait_for_function(
+                "() => document.querySelector('.wasi-browser-verdict').dataset.identical"
+                " === 'true'", timeout=120_000)
+            assert raw_sha256(raw)[:16] not in verdict.inner_text()  # a new image, new bytes
+            page.screenshot(path=str(ARTIFACTS / "08-chelsea.png"))
+        finally:
+            browser.close()

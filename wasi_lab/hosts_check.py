@@ -43,6 +43,16 @@ class HostRun:
         return asdict(self)
 
 
+def shown_path(path: Path) -> str:
+    """A path as a learner typed it: relative to the repository when inside it."""
+    from wasi_lab.paths import REPO_ROOT
+
+    try:
+        return str(Path(path).resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
+
+
 def raw_sha256(raw: bytes) -> str:
     return hashlib.sha256(raw).hexdigest()
 
@@ -85,7 +95,7 @@ def run_wasmtime(image: Path, model: str, mode: str, top: int) -> tuple[HostRun,
                "load_model": setup["load_model"], **timing}
     engine = f"wasmtime-py {wasmtime_version()}" + \
         (" (compiled module from cache)" if setup.get("compile_from_cache") else "")
-    return HostRun("wasmtime", engine, str(image), _top(probs, clf.labels, top),
+    return HostRun("wasmtime", engine, shown_path(image), _top(probs, clf.labels, top),
                    raw_sha256(raw), round(timing["infer"], 3),
                    {k: round(v, 3) for k, v in timings.items()}), raw
 
@@ -100,7 +110,7 @@ def run_node_host(image: Path, model: str, mode: str, top: int) -> tuple[HostRun
     if "raw_sha256" not in res:
         raise HostError("hosts/node/classify.mjs printed no raw_sha256 (an older copy?)")
     t = {k: v for k, v in res["timings_ms"].items() if isinstance(v, int | float)}
-    return HostRun("node", res["host"], str(image),
+    return HostRun("node", res["host"], shown_path(image),
                    [{"index": c["index"], "label": c["label"], "prob": round(c["prob"], 6)}
                     for c in res["top"]],
                    res["raw_sha256"], t["infer"], t), None
@@ -124,7 +134,7 @@ def run_chromium_host(image: Path, model: str, mode: str, top: int) -> tuple[Hos
     tops = [{"index": c["index"], "label": labels[c["index"]], "prob": round(c["prob"], 6)}
             for c in res["top"]]
     return HostRun("chromium", f"Chromium {res['browser_version']} (host.js, own WASI shim)",
-                   str(image), tops, raw_sha256(raw), res["timings_ms"]["infer"],
+                   shown_path(image), tops, raw_sha256(raw), res["timings_ms"]["infer"],
                    res["timings_ms"]), raw
 
 
@@ -192,7 +202,7 @@ def check_hosts(image: Path | str | None = None, model: str = "efficientnet-lite
             failed.append({"host": host, "error": first})
             continue
         runs.append(run)
-    return summarize(str(image), model, runs, skipped, failed)
+    return summarize(shown_path(image), model, runs, skipped, failed)
 
 
 def format_report(rep: dict) -> str:
