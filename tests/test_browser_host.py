@@ -26,7 +26,7 @@ import pytest
 
 from wasi_lab.browser.chromium import CHROMIUM, ChromiumHost, chromium_missing
 from wasi_lab.cli import main
-from wasi_lab.hosts import NodeNotFoundError, find_node, grace_hopper
+from wasi_lab.hosts import HostError, NodeNotFoundError, find_node, grace_hopper
 from wasi_lab.hosts_check import compare_raw, raw_sha256, run_wasmtime, summarize
 from wasi_lab.paths import IMAGES_DIR, REPO_ROOT
 
@@ -267,6 +267,26 @@ def test_widget_view_classifies_in_chromium_and_matches_wasmtime(widget, wasmtim
                                   bytes(sent2["buffers"][1]))
         assert verdict2["identical"] and verdict2["sha256"] != verdict["sha256"]
         assert "chelsea.png →" in page.locator(".wasi-browser-status").inner_text()
+        live_after_ok = page.eval_on_selector_all(".wasi-browser-status",
+                                                  "e => e[0].dataset.liveBlocks")
+        assert live_after_ok is not None
+        # a file that is not an image: the guest's own message, nothing sent, nothing lost
+        junk = Path(chromium.files.routes["/model.pb"]).parent / "junk.png"
+        page.set_input_files("input.wasi-browser-upload",
+                             files=[{"name": junk.name, "mimeType": "image/png",
+                                     "buffer": b"\x89PNG\r\n\x1a\n not a png"}])
+        page.wait_for_function("() => document.querySelector('.wasi-browser-status')"
+                               ".innerText.includes('junk.png: decode_image')")
+        assert page.locator(".wasi-browser-top5 li").count() == 0
+        live = page.eval_on_selector_all(".wasi-browser-status", "e => e[0].dataset.liveBlocks")
+        assert live == live_after_ok, "a refused image left blocks behind in the guest"
+        page.set_input_files("input.wasi-browser-upload", str(grace_hopper()))
+        page.wait_for_function("() => window.sent.length >= 3")
+        assert page.evaluate("() => window.sent.length") == 3
+        again = page.evaluate("() => window.sent[2]")
+        assert bytes(again["buffers"][0]) == raw_ref
+        with pytest.raises(HostError, match="decode_image"):
+            chromium.classify(b"GIF89a not supported", spec.output, widget.mode)
 
 
 # --------------------------------------------------------------------------- in JupyterLab

@@ -123,7 +123,7 @@ export class BrowserGuest {
     return g;
   }
 
-  constructor() { this.console = []; this.blocks = []; this.instance = null; }
+  constructor() { this.console = []; this.blocks = []; this.instance = null; this.trapped = null; }
 
   get ex() { return this.instance.exports; }
   get pages() { return this.ex.memory.buffer.byteLength / PAGE_SIZE; }
@@ -194,26 +194,36 @@ export class BrowserGuest {
   infer(imageBytes, mode, onStage = () => {}) {
     const image = asBytes(imageBytes);
     const t = {};
-    let s = performance.now();
-    const iptr = this.write(image, 'image');
-    const decLen = this.check('decoded_len', this.ex.decoded_len());
-    const dec = this.alloc(decLen, 'image tensor');
-    const out = this.alloc(4 * this.outputLen, 'output');
-    t.write = performance.now() - s;
-    onStage('image written');
-    s = performance.now();
-    this.check('decode_image', this.ex.decode_image(iptr, image.byteLength, mode, dec));
-    t.decode = performance.now() - s;
-    s = performance.now();
-    this.check('infer_tensor', this.ex.infer_tensor(this.handle, dec + 8, out));
-    t.infer = performance.now() - s;
-    const raw = this.readBytes(out, 4 * this.outputLen);
-    const size = new DataView(this.readBytes(dec, 8).buffer);
-    onStage('inferred');
-    for (const [p, n] of [[iptr, image.byteLength], [dec, decLen], [out, 4 * this.outputLen]]) {
-      this.dealloc(p, n);
+    const owned = [];
+    try {
+      let s = performance.now();
+      const iptr = this.write(image, 'image');
+      owned.push([iptr, image.byteLength]);
+      const decLen = this.check('decoded_len', this.ex.decoded_len());
+      const dec = this.alloc(decLen, 'image tensor');
+      owned.push([dec, decLen]);
+      const out = this.alloc(4 * this.outputLen, 'output');
+      owned.push([out, 4 * this.outputLen]);
+      t.write = performance.now() - s;
+      onStage('image written');
+      s = performance.now();
+      this.check('decode_image', this.ex.decode_image(iptr, image.byteLength, mode, dec));
+      t.decode = performance.now() - s;
+      s = performance.now();
+      this.check('infer_tensor', this.ex.infer_tensor(this.handle, dec + 8, out));
+      t.infer = performance.now() - s;
+      const raw = this.readBytes(out, 4 * this.outputLen);
+      const size = new DataView(this.readBytes(dec, 8).buffer);
+      onStage('inferred');
+      return { raw, timings: t, width: size.getUint32(0, true), height: size.getUint32(4, true) };
+    } catch (err) {
+      // A trap leaves the instance in an unknown state: the caller must make a new one.
+      if (err instanceof WebAssembly.RuntimeError || err instanceof WasiExit) this.trapped = err;
+      throw err;
+    } finally {
+      // Refused input (bad image ...) loses nothing: every block this call took is freed.
+      if (!this.trapped) for (const [p, n] of owned) this.dealloc(p, n);
     }
-    return { raw, timings: t, width: size.getUint32(0, true), height: size.getUint32(4, true) };
   }
 
   heapBase() {
@@ -356,12 +366,13 @@ async function render({ model, el }) {
     legend(), maps, consoleBox));
 
   let guest = null;
+  let compiled = null;
   let compileMs = null;
   let loadMs = null;
   let lastBrowserTimings = null;
   let seq = 0;
   try {
-    const compiled = await BrowserGuest.compile(model.get('wasm'));
+    compiled = await BrowserGuest.compile(model.get('wasm'));
     compileMs = compiled.compileMs;
     guest = await BrowserGuest.create(compiled.module);
     loadMs = guest.loadModel(model.get('model_bytes'), model.get('output_name'));
@@ -395,9 +406,22 @@ async function render({ model, el }) {
     try {
       r = guest.infer(bytes, model.get('mode'), drawStage);
     } catch (err) {
+      if (!guest.trapped) status.dataset.liveBlocks = String(guest.ex.live_allocations());
+      top5.replaceChildren();
+      verdict.textContent = '';
       status.textContent = `${name}: ${err.message ?? err}`;
+      if (guest.trapped) {
+        // Start over from the compiled module, as the kernel's Guest.reset() does.
+        status.textContent += ' (the guest trapped: a fresh instance is being made)';
+        BrowserGuest.create(compiled.module).then((g) => {
+          g.loadModel(model.get('model_bytes'), model.get('output_name'));
+          guest = g;
+        });
+      }
       return;
     }
+    // The guest's count of live blocks: the same after every request, or the host leaks.
+    status.dataset.liveBlocks = String(guest.ex.live_allocations());
     const probs = new Float32Array(r.raw.buffer.slice(0));
     top5.replaceChildren(...topK(probs, 5).map((c) => h('li', {},
       `${labels[c.index] ?? c.index} (${c.index}): ${c.prob.toFixed(4)}`)));
