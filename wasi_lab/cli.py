@@ -296,6 +296,9 @@ def _extensions() -> list[Callable[[argparse._SubParsersAction], None]]:
     from wasi_lab.setup import add_lab_parser
 
     regs.append(add_lab_parser)
+    from wasi_lab.hosts_check import add_hosts_parser
+
+    regs.append(add_hosts_parser)
     return regs
 
 

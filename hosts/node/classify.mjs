@@ -15,6 +15,7 @@
 //        [--top 5] [--repeat N] [--wasm guest/prebuilt/wasi_lab_guest.wasm]
 //        [--replay-article-bug]
 
+import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { performance } from 'node:perf_hooks';
 import process from 'node:process';
@@ -263,6 +264,8 @@ async function main() {
       const { outputs, probs } = runTensor(instance, opts, model, image, t);
       const top = topK(probs, opts.top, labels);
       Object.assign(result, { outputs, top, index: top[0].index, label: top[0].label, prob: top[0].prob });
+      // sha256 of the raw output floats (little-endian f32), for `wasi-lab hosts check`.
+      result.raw_sha256 = createHash('sha256').update(new Uint8Array(probs.buffer)).digest('hex');
     }
     result.ok = true;
   } catch (err) {
