@@ -37,7 +37,9 @@ def _names(requirements: list[str]) -> set[str]:
 
 BASE = _names(PROJECT["dependencies"])
 BENCH = _names(PROJECT["optional-dependencies"]["bench"])
-DEV = _names(PROJECT["optional-dependencies"]["dev"]) | BENCH
+#: Extras the kit imports lazily and runs without (the benchmark's peers, headless Chromium).
+OPTIONAL = BENCH | _names(PROJECT["optional-dependencies"]["browser"])
+DEV = _names(PROJECT["optional-dependencies"]["dev"]) | OPTIONAL
 
 
 def _sources(*folders: str) -> list[tuple[str, str]]:
@@ -88,7 +90,7 @@ def test_every_import_of_the_kit_and_the_notebooks_is_declared() -> None:
         eager = sorted(w for w, top_level in uses.items() if top_level)
         if dist in BASE:
             continue
-        if dist in BENCH and not eager:
+        if dist in OPTIONAL and not eager:
             continue  # a lazy import of a benchmark peer: the caller runs without it
         problems.append(f"{dist}: imported by {eager or sorted(uses)} but "
                         + ("only in an extra" if dist in DEV else "not declared"))
@@ -105,7 +107,7 @@ def test_tests_and_benchmarks_import_only_what_make_test_installs() -> None:
     missing = {d: sorted(u) for d, u in third_party_imports("tests", "benchmarks").items()
                if d not in BASE | DEV}
     assert not missing, f"not in the base or the dev extra: {missing}"
-    unused = DEV - BENCH - set(third_party_imports("tests", "benchmarks")) - PROGRAMS
+    unused = DEV - OPTIONAL - set(third_party_imports("tests", "benchmarks")) - PROGRAMS
     assert not unused, f"declared in dev but imported by no test: {unused}"
 
 
