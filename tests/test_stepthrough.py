@@ -170,3 +170,15 @@ def test_widget_answers_from_its_cache(stepper: st.StepThrough) -> None:
     assert (w.misses, w.hits) == (2, 1)
     assert w.caption.value.startswith("<b>step 0: Conv 3x3/2")
     assert first < 0.5 and back < 0.5, (first, back)
+
+
+def test_host_side_checks(clf: Classifier, stepper: st.StepThrough,
+                          monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ValueError, match="the model's input"):
+        st.StepThrough(clf, np.zeros((1, 224, 224, 1), np.float32))
+    values = stepper.run_to(1)
+    with pytest.raises(IndexError, match="outside the output"):
+        st.recompute(values, (0, 0, 0, values.output.shape[3]))
+    # A buffer too short for the plan: step_info says how long it is and read_plan asks again.
+    monkeypatch.setattr(st, "_INFO_CAP", 16)
+    assert st.read_plan(clf.guest, clf.handle) == stepper.plan

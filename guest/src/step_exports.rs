@@ -37,14 +37,12 @@ pub extern "C" fn run_to_step(handle: i32, in_ptr: *const u8, in_len: usize, ste
                     format!("run_to_step: {} bytes given, the input {:?} takes {}", in_len, model.info.input_shape, model.input_len() * 4),
                 ));
             }
-            if step < 0 || step as usize >= model.step_count() {
-                return Err((
-                    ErrorCode::BadArgument,
-                    format!("run_to_step: step {} does not exist; the plan has steps 0..={}", step, model.step_count() as i64 - 1),
-                ));
-            }
+            // Negative here; past the last step in `run_to`, which knows the plan.
+            let last = usize::try_from(step).map_err(|_| {
+                (ErrorCode::BadArgument, format!("run_to_step: step {} is negative; the plan has steps 0..={}", step, model.step_count() as i64 - 1))
+            })?;
             let input: Vec<f32> = raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-            model.run_to(&input, step as usize)?;
+            model.run_to(&input, last)?;
             Ok(step + 1)
         })
     })())
