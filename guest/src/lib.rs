@@ -5,7 +5,8 @@
 //!   allocations that lets every other entry point check the pointers it is given;
 //! - [`image_exports`]: `decode_image`, the image decoding and preprocessing lesson;
 //! - `model_exports`: `load_model`, `classify`, `infer_tensor` and the article's
-//!   `infer_from_ptrs`, backed by [`engine`].
+//!   `infer_from_ptrs`, backed by [`engine`];
+//! - `step_exports`: `step_info` and `run_to_step`, step-through inference.
 //!
 //! Errors never panic across the boundary: a function returns a negative [`abi::ErrorCode`]
 //! and the host reads the message with `last_error`.
@@ -18,6 +19,7 @@ pub mod model_exports;
 pub mod preprocess;
 #[cfg(feature = "rayon-demo")]
 pub mod rayon_demo;
+pub mod step_exports;
 
 /// Trap on purpose (wasm `unreachable`). A test hook: hosts use it to check that a trapped
 /// instance is discarded and replaced while everything around it keeps working.

@@ -53,7 +53,7 @@ pub extern "C" fn set_next_handle_for_tests(next: i32) -> i32 {
 }
 
 /// Run `f` with the model behind `handle`.
-fn with_model<T>(handle: i32, f: impl FnOnce(&mut Model) -> GuestResult<T>) -> GuestResult<T> {
+pub(crate) fn with_model<T>(handle: i32, f: impl FnOnce(&mut Model) -> GuestResult<T>) -> GuestResult<T> {
     MODELS.with(|m| match m.borrow_mut().get_mut(&handle) {
         Some(model) => f(model),
         None => Err((ErrorCode::BadHandle, format!("no model is loaded under handle {}", handle))),

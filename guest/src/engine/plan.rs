@@ -26,6 +26,9 @@ use crate::abi::{ErrorCode, GuestResult};
 use std::collections::HashMap;
 use std::rc::Rc;
 
+/// Step-through hooks (`step_info`, `run_to_step`): where each step's tensors live.
+mod steps;
+
 fn bad<T>(message: String) -> GuestResult<T> {
     Err((ErrorCode::BadModel, message))
 }
@@ -144,6 +147,9 @@ pub struct Step {
     pub in_lens: Vec<usize>,
     pub out: usize,
     pub out_len: usize,
+    /// Shapes of the inputs and of the output, for the step-through view (`step_info`).
+    pub in_shapes: Vec<Vec<usize>>,
+    pub out_shape: Vec<usize>,
 }
 
 /// What `model_info` reports.
@@ -479,13 +485,14 @@ impl<'g> Builder<'g> {
     fn push_step(&mut self, node: &NodeDef, kind: Kind, ins: &[&Val], shape: Vec<usize>) -> GuestResult<Val> {
         let mut inputs = Vec::new();
         let mut in_lens = Vec::new();
+        let in_shapes = ins.iter().map(|v| v.shape().to_vec()).collect();
         for v in ins {
             let (s, n) = self.src(node, v)?;
             inputs.push(s);
             in_lens.push(n);
         }
         let (buf, out_len) = self.new_buf(node, &shape)?;
-        self.steps.push(Step { node: node.name.clone(), kind, inputs, in_lens, out: buf, out_len });
+        self.steps.push(Step { node: node.name.clone(), kind, inputs, in_lens, out: buf, out_len, in_shapes, out_shape: shape.clone() });
         Ok(Val::Dyn { shape, buf })
     }
 
@@ -580,6 +587,7 @@ impl<'g> Builder<'g> {
                         *residual = true;
                         step.inputs.push(Src::Buf(skip_buf));
                         step.in_lens.push(skip_len);
+                        step.in_shapes.push(out.to_vec());
                         step.node = node.name.clone();
                         return Ok(Some(ins[x].clone()));
                     }
@@ -1084,7 +1092,7 @@ impl Model {
 
     /// Run the plan on one input tensor (NHWC, `input_len()` values) and borrow the output.
     pub fn run(&mut self, input: &[f32]) -> GuestResult<&[f32]> {
-        self.run_with(input, None)?;
+        self.run_with(input, None, self.steps.len())?;
         Ok(self.output())
     }
 
@@ -1093,7 +1101,7 @@ impl Model {
     /// (`clock_time_get`) before and after each step, so plain runs leave it out.
     pub fn run_timed(&mut self, input: &[f32]) -> GuestResult<Vec<StepTime>> {
         let mut times = Vec::with_capacity(self.steps.len());
-        self.run_with(input, Some(&mut times))?;
+        self.run_with(input, Some(&mut times), self.steps.len())?;
         Ok(self
             .steps
             .iter()
@@ -1102,8 +1110,9 @@ impl Model {
             .collect())
     }
 
-    /// With `clock`, push each step's (nanoseconds, multiply-adds skipped) to it.
-    fn run_with(&mut self, input: &[f32], mut clock: Option<&mut Vec<(u64, u64)>>) -> GuestResult<()> {
+    /// Run the first `count` steps. With `clock`, push each step's (nanoseconds,
+    /// multiply-adds skipped) to it.
+    fn run_with(&mut self, input: &[f32], mut clock: Option<&mut Vec<(u64, u64)>>, count: usize) -> GuestResult<()> {
         if input.len() != self.input_len {
             return Err((
                 ErrorCode::BadArgument,
@@ -1112,7 +1121,7 @@ impl Model {
         }
         self.slots[self.input_slot][..self.input_len].copy_from_slice(input);
         kernels::gemm::take_skipped_macs();
-        for step in &self.steps {
+        for step in &self.steps[..count] {
             let start = clock.as_ref().map(|_| std::time::Instant::now());
             // Move the output slot out so it can be written while the inputs are borrowed.
             let mut out = std::mem::take(&mut self.slots[step.out]);

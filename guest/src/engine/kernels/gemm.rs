@@ -56,6 +56,17 @@ impl PackedB {
     pub fn weight_count(&self) -> usize {
         self.panels.len() + self.bias.len()
     }
+
+    /// The packed panels as the kernel reads them: value `(p, col)` of `W[k, n]` sits at
+    /// `((col / NR) * k + p) * NR + col % NR` (the step-through view un-packs it).
+    pub fn panels(&self) -> &[f32] {
+        &self.panels
+    }
+
+    /// The bias, zero-padded to a whole number of panels.
+    pub fn bias(&self) -> &[f32] {
+        &self.bias
+    }
 }
 
 /// `C[m, n] = act(A @ W + bias)`; `A` rows are `lda` apart (`lda >= k`), `C` rows `n` apart.
