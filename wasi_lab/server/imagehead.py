@@ -6,20 +6,25 @@ follows the guest's real decode path (`guest/src/preprocess.rs` with the `image`
 `png` 0.17 and `jpeg-decoder` crates), per pixel unless said otherwise:
 
 * the body itself, copied into linear memory;
-* the guest's own pre-decode probe: it reserves 8 bytes a pixel and frees it;
-* the decoded buffer: channels x bytes per sample from the header (16-bit RGBA PNG: 8;
-  palette PNG: 4, it may expand to RGBA); a JPEG also holds its component planes (their
-  sampling factors from the header, padded to whole MCUs), the decoder's output, a
-  CMYK->RGB copy, and for progressive JPEGs 2 bytes of coefficients per planed sample;
-* the RGB8 copy (`to_rgb8`): 3;
-* the resize's intermediate: `imageops::resize` first resamples every column to 224 rows
-  as RGBA f32, width x 224 x 16 bytes: 0.5 GiB for a 160000x1 PNG of 545 bytes;
+* the pixel buffer: channels x bytes per sample from the header (16-bit RGBA PNG: 8;
+  palette PNG: 4, it may expand to RGBA; JPEG: 3, or 1 for grey: CMYK comes out RGB);
+* then the larger of two things the guest reserves in turn (`read_into`):
+  - the decoder's working memory: for PNG four scanlines plus 1 MiB (inflate window);
+    for JPEG every component's plane padded to 16 (or to whole MCUs, if larger), the
+    decoder's output, a CMYK->RGB copy, and for progressive files 2 bytes of
+    coefficients per planed sample;
+  - the RGB8 copy (`into_rgb8`, 3 a pixel unless the buffer already is 8-bit RGB) plus
+    the resize, which filters one row at a time: a row of RGB f32 and the filter's
+    weights, 12 x width + 8 x (width + height) + 2 MiB;
 * the 224x224 output, its tensor and slack for the allocator (fixed).
 
 Measured against the guest (the smallest memory cap under which each image still
-decodes, minus a fresh guest's memory) it over-estimates by 2-65 %: a 16-bit RGBA PNG
-4000x4000 184 vs 169 MiB, a 40000x1 PNG 139 vs 137 MiB, a progressive 4:2:0 JPEG 227 vs
-139 MiB. `tests/test_redteam_http.py` keeps it from becoming an under-estimate.
+decodes, minus a fresh guest's 68 MiB with EfficientNet-Lite0) it over-estimates by
+1-10 % where the image dominates: a 16-bit RGBA PNG 4096x4096 180 vs 178 MiB, an 8-bit
+RGB PNG 4096x4096 52 vs 48 MiB, a progressive 4:2:0 JPEG 3000x3000 135 vs 131 MiB, a
+baseline one 84 vs 79 MiB (grey and CMYK JPEGs and 16-bit grey PNGs by 40-70 %). A
+160000x1 PNG (545 bytes) is estimated at 7.6 MiB and fits in the fresh guest's free heap.
+`tests/test_redteam_http.py` keeps it from becoming an under-estimate.
 """
 
 from __future__ import annotations
@@ -28,8 +33,6 @@ import struct
 from dataclasses import dataclass
 
 SIDE = 224
-#: Bytes a pixel the guest reserves before it decodes (preprocess.rs, `decode_rgb`).
-GUEST_PROBE_BPP = 8
 #: Fixed costs: the 224x224 RGB output, the f32 tensor, allocator slack.
 FIXED_BYTES = SIDE * SIDE * (3 + 4 + 16) + (1 << 20)
 
@@ -52,25 +55,43 @@ class ImageHead:
     sampling: tuple[tuple[int, int], ...] = ()  # JPEG: (h, v) factors per component
 
     def decode_bytes(self, width: int, height: int, body: int) -> int:
-        """Peak linear memory the guest's decode + resize of this image asks for."""
+        """Peak linear memory the guest's decode + resize of this image asks for.
+
+        The guest holds its pixel buffer, then the larger of the decoder's working memory
+        and (after the decoder is gone) the RGB copy plus the row-at-a-time resize.
+        """
         pixels = width * height
         if self.format == "png":
-            decoded = pixels * (self.bytes_per_pixel or 8)
-        else:  # JPEG, or unknown: the JPEG worst case (4 full planes, progressive)
+            bpp = self.bytes_per_pixel or 8
+            internal = 4 * (width * bpp + 1) + (1 << 20)  # four scanlines + inflate window
+            rgb8 = self.bytes_per_pixel == 3  # 8-bit RGB (a palette counts as RGBA)
+        else:  # JPEG, or unknown: the JPEG worst case (4 components, progressive)
             comps = self.components or 4
-            factors = self.sampling or ((1, 1),) * comps
-            hmax = max(max(h for h, _ in factors), 1)
-            vmax = max(max(v for _, v in factors), 1)
-            padded = (-(-width // (8 * hmax)) * 8 * hmax) * (-(-height // (8 * vmax)) * 8 * vmax)
-            planes = sum(padded * h * v // (hmax * vmax) for h, v in factors)
-            if self.progressive or self.components is None:
-                planes *= 3  # + i16 coefficients for every planed sample
-            out = pixels * min(comps, 4)
-            buffer = pixels * (1 if comps == 1 else 3)
-            cmyk = pixels * 3 if comps == 4 else 0
-            decoded = buffer + planes + out + cmyk
-        decode_peak = max(pixels * GUEST_PROBE_BPP, decoded + pixels * 3)
-        return body + decode_peak + width * SIDE * 16 + FIXED_BYTES
+            bpp = 1 if comps == 1 else 3  # the decoder turns CMYK into RGB
+            internal = self._jpeg_working_memory(width, height, comps)
+            rgb8 = comps in (3, 4)
+        buffer = pixels * bpp
+        rgb = 0 if rgb8 else pixels * 3
+        resize = 12 * width + 8 * (width + height) + (2 << 20)
+        return body + buffer + max(internal, rgb + resize) + FIXED_BYTES
+
+    def _jpeg_working_memory(self, width: int, height: int, comps: int) -> int:
+        """jpeg-decoder's planes, output and (progressive) i16 coefficients.
+
+        Planes are counted padded to 16 on both sides for every component, as the guest
+        reserves them, or padded to whole MCUs by the header's sampling factors, whichever
+        is larger; the progressive coefficients are two bytes a planed sample.
+        """
+        factors = self.sampling or ((1, 1),) * comps
+        hmax = max(max(h for h, _ in factors), 1)
+        vmax = max(max(v for _, v in factors), 1)
+        padded = (-(-width // (8 * hmax)) * 8 * hmax) * (-(-height // (8 * vmax)) * 8 * vmax)
+        planes = max(sum(padded * h * v // (hmax * vmax) for h, v in factors),
+                     (width + 15) * (height + 15) * comps)
+        if self.progressive or self.components is None:
+            planes *= 3
+        cmyk = width * height * 3 if comps == 4 else 0
+        return planes + width * height * comps + cmyk + (1 << 20)
 
 
 def read_head(data: bytes) -> ImageHead:
