@@ -8,7 +8,7 @@ Starts `wasi-lab serve` as a subprocess on a free 127.0.0.1 port (with --allow-p
 and --test-hooks, for the URL and trap faults) and a loopback image server, measures the
 single-request latency, then runs the load and prints a table. The mix: the sample
 images, rare tall-thin / wide / 16-bit PNGs (good requests that grow a guest), and the
-faults (broken images, a bomb, a wide PNG past the memory cap, forbidden and malformed
+faults (broken images, a bomb, a 16-bit PNG past the memory cap, forbidden and malformed
 URLs, origins that drip their status line, headers or body, a forced trap). Exit code 1
 if any answer was wrong or dropped, a fault got an undocumented answer, a guest trapped
 unasked, or a guest's memory is not back under --recycle-memory-mb at the end.
@@ -28,6 +28,7 @@ from tqdm import tqdm  # noqa: E402
 
 from wasi_lab.server.harness import ImageServer, start_server_process  # noqa: E402
 from wasi_lab.server.loadgen import (  # noqa: E402
+    LOAD_MEMORY_FLAGS,
     faults_for,
     rare_images,
     reference_answers,
@@ -55,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     grace = images["grace_hopper.jpg"]
     with ImageServer({"grace_hopper.jpg": grace}, drip_s=0.5, drip_limit_s=10) as img_srv, \
             start_server_process("--workers", str(args.workers), "--allow-private-urls",
-                                 "--loopback-only-urls", "--test-hooks", "--max-body",
+                                 "--loopback-only-urls", *LOAD_MEMORY_FLAGS,
+                                 "--test-hooks", "--max-body",
                                  str(MAX_BODY), "--fetch-timeout", "1",
                                  "--deadline-ms", "60000", "--access-log", "off") as server:
         expected, single_ms = reference_answers(server.url, images)

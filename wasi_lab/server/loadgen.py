@@ -123,9 +123,17 @@ def zero_png(width: int, height: int, depth: int = 8, colour: int = 2) -> bytes:
             + png_chunk(b"IEND", b""))
 
 
+#: The memory flags the load test runs with (`--memory-limit-mb`, `--recycle-memory-mb`), so
+#: that images within `--max-pixels` cross both: a fresh guest holds about 68 MiB; the
+#: 16-bit RGBA 3000x3000 PNG of `rare_images` grows it by about 100 MiB (past the ceiling,
+#: under the cap) and the 4096x4096 one of `faults_for` would need about 180 (past the cap).
+LOAD_MEMORY_FLAGS = ("--memory-limit-mb", "192", "--recycle-memory-mb", "128")
+
+
 def rare_images() -> dict[str, bytes]:
-    """Good but odd images: each grows a guest far past what a photo needs (the resize
-    holds width x 224 x 16 bytes; a 16-bit RGBA decode 11 bytes a pixel)."""
+    """Good but odd images: tall-thin and wide ones the guest resizes a row at a time
+    (cheap), and a 16-bit RGBA one whose decode (8 bytes a pixel) grows a guest past the
+    `LOAD_MEMORY_FLAGS` ceiling, so it is recycled."""
     return {"tall-thin 2x200000.png": zero_png(2, 200_000),
             "wide 100000x1.png": zero_png(100_000, 1),
             "16-bit RGBA 3000x3000.png": zero_png(3000, 3000, 16, 6)}
@@ -168,8 +176,8 @@ def faults_for(max_body: int, image: bytes, slow_url: str | None = None,
         faults.append(Fault("private address URL", 403, "forbidden_address",
                             b"http://10.0.0.1/cat.jpg", path="/"))
     faults += [
-        Fault("wide PNG past the memory cap", 413, "guest_out_of_memory",
-              zero_png(160_000, 1)),
+        Fault("16-bit RGBA PNG past the memory cap", 413, "guest_out_of_memory",
+              zero_png(4096, 4096, 16, 6)),
         Fault("metadata in NAT64 dress", 403, "forbidden_address",
               b"http://[64:ff9b::a9fe:a9fe]/latest/meta-data/", path="/"),
         Fault("malformed URL", 400, "bad_url", b"http://[::1/", path="/"),

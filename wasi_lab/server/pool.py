@@ -12,8 +12,8 @@ Deadlines use epoch interruption: a ticker thread bumps the engine's epoch every
 `tick_ms`, and each request arms its guest with the ticks it has left. A guest that traps
 or runs out of time is never handed out again: it is rebuilt in the background.
 
-Linear memory never shrinks, so a guest that one odd image (a 100000x1 PNG, a 16-bit
-4096x4096 one) grew past `limits.recycle_memory` is replaced the same way after its
+Linear memory never shrinks, so a guest that one odd image (a 16-bit RGBA 4096x4096
+PNG: 8 bytes a pixel) grew past `limits.recycle_memory` is replaced the same way after its
 answer is sent: the next request meets a guest as small as a fresh one, and the same
 request always gets the same answer.
 """
