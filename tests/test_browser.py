@@ -10,25 +10,20 @@ Screenshots go to test-artifacts/ (gitignored). Every wait is bounded.
 
 from __future__ import annotations
 
-import os
 import shutil
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import nbformat
 import pytest
 
+from tests.jupyterlab import jupyterlab_server, open_and_run_all
 from wasi_lab.exercises import FAIL, PASS, solution_code
 from wasi_lab.paths import REPO_ROOT
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = REPO_ROOT / "test-artifacts" / "browser"
-TOKEN = "wasi-lab-test-token"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 
@@ -39,12 +34,6 @@ pytestmark = [
                        reason="/usr/bin/chromium is absent (apt-get install chromium; "
                               "`make test` installs it)"),
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -59,44 +48,8 @@ def lab_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def lab(lab_dir: Path) -> Iterator[str]:
     """A JupyterLab server on a free loopback port, rooted at a copy of notebooks/."""
-    nbdir = lab_dir
-    root = nbdir.parent
-    port = _free_port()
-    env = dict(os.environ, JUPYTER_CONFIG_DIR=str(root / "cfg"),
-               JUPYTER_DATA_DIR=str(root / "data"), JUPYTER_RUNTIME_DIR=str(root / "rt"))
-    log = (root / "lab.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1",
-         f"--port={port}", f"--ServerApp.root_dir={nbdir}", f"--IdentityProvider.token={TOKEN}",
-         "--ServerApp.disable_check_xsrf=True", "--LabApp.news_url=",
-         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-         *(["--allow-root"] if os.geteuid() == 0 else [])],
-        env=env, stdout=log, stderr=subprocess.STDOUT, cwd=nbdir)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                tail = (root / "lab.log").read_text()[-2000:]
-                raise RuntimeError(f"jupyter lab exited: {tail}")
-            try:
-                if httpx.get(f"{base}/api/status", params={"token": TOKEN},
-                             timeout=2, trust_env=False).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        else:
-            raise RuntimeError("jupyter lab did not answer within 90 s")
+    with jupyterlab_server(lab_dir) as base:
         yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-        log.close()
 
 
 @pytest.fixture(scope="module")
@@ -110,34 +63,6 @@ def browser():
             yield b
         finally:
             b.close()
-
-
-def _open_and_run_all(browser, base: str, name: str):
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    page.set_default_timeout(60_000)
-    page.goto(f"{base}/lab/tree/{name}?token={TOKEN}&reset", timeout=90_000)
-    page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=90_000)
-    # wait for the kernel to be idle before running
-    page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle'], "
-                           "[data-status='idle']", timeout=90_000)
-    page.click(".jp-NotebookPanel .jp-Notebook")
-    page.keyboard.press("Escape")
-    from playwright.sync_api import TimeoutError as PlaywrightTimeout
-
-    # A menu click that lands while JupyterLab is still settling can be lost (seen once in
-    # a loaded CI run: nothing ran for 180 s). Run All again if no cell has started.
-    for attempt in range(2):
-        page.click(".lm-MenuBar-itemLabel:text-is('Run')", timeout=10_000)
-        page.click(".lm-Menu-itemLabel:text-is('Run All Cells')", timeout=10_000)
-        try:
-            page.wait_for_function(
-                "() => [...document.querySelectorAll('.jp-InputArea-prompt')]"
-                ".some(p => /\\[(\\*|\\d+)\\]/.test(p.innerText))", timeout=30_000)
-            break
-        except PlaywrightTimeout:
-            if attempt:
-                raise
-    return page
 
 
 def _src(page, selector: str) -> str:
@@ -156,7 +81,7 @@ def _wait_src_change(page, selector: str, old: str, timeout_s: float = 120) -> s
 
 def test_notebook_04_prediction_panel(lab: str, browser) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page = _open_and_run_all(browser, lab, "04_predictions.ipynb")
+    page = open_and_run_all(browser, lab, "04_predictions.ipynb")
     try:
         page.wait_for_selector("img.wasi-top5", timeout=180_000)
         page.wait_for_function(
@@ -182,7 +107,7 @@ def test_notebook_04_prediction_panel(lab: str, browser) -> None:
 
 def test_notebook_03_stage_slider(lab: str, browser) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page = _open_and_run_all(browser, lab, "03_linear_memory.ipynb")
+    page = open_and_run_all(browser, lab, "03_linear_memory.ipynb")
     try:
         page.wait_for_function(
             "() => { const i = document.querySelector('img.wasi-pagemap');"
@@ -273,7 +198,7 @@ def test_an_exercise_answered_in_the_browser(lab: str, lab_dir: Path, browser) -
     if target is None:
         target = (STAGED_EXERCISE, _first_exercise(_stage_exercise_notebook(lab_dir)))
     name, (index, code) = target
-    page = _open_and_run_all(browser, lab, name)
+    page = open_and_run_all(browser, lab, name)
     try:
         # As shipped, the check says the exercise is not answered yet.
         shipped = _wait_output_line(page, index + 1, FAIL, 240)
@@ -302,7 +227,7 @@ def test_an_exercise_answered_in_the_browser(lab: str, lab_dir: Path, browser) -
 def test_preflight_shows_its_slider(lab: str, browser) -> None:
     """The preflight's claim "if you see a slider above, widgets render" holds in a browser."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page = _open_and_run_all(browser, lab, "00_preflight.ipynb")
+    page = open_and_run_all(browser, lab, "00_preflight.ipynb")
     try:
         text = _wait_output_line(page, 1, f"{PASS} widgets", 120)
         page.wait_for_selector(".jp-OutputArea-output .widget-slider", state="visible",

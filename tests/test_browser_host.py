@@ -12,18 +12,14 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests.jupyterlab import jupyterlab_server, open_and_run_all
 from wasi_lab.browser.chromium import CHROMIUM, ChromiumHost, chromium_missing
 from wasi_lab.cli import main
 from wasi_lab.hosts import HostError, NodeNotFoundError, find_node, grace_hopper
@@ -290,62 +286,19 @@ def test_widget_view_classifies_in_chromium_and_matches_wasmtime(widget, wasmtim
 
 
 # --------------------------------------------------------------------------- in JupyterLab
-# The fixture pattern of tests/test_browser.py: JupyterLab on a free loopback port, rooted at a
-# copy of notebooks/, driven by Debian's Chromium.
+# The fixture of tests/test_browser.py (shared in tests/jupyterlab.py): JupyterLab on a free
+# loopback port, rooted at a copy of notebook 08, driven by Debian's Chromium.
 
-TOKEN = "wasi-lab-test-token"
 ARTIFACTS = REPO_ROOT / "test-artifacts" / "browser"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    import httpx
-
-    root = tmp_path_factory.mktemp("lab")
-    nbdir = root / "notebooks"
+    nbdir = tmp_path_factory.mktemp("lab") / "notebooks"
     nbdir.mkdir()
     shutil.copy(REPO_ROOT / "notebooks" / "08_browser_host.ipynb", nbdir)
-    port = _free_port()
-    env = dict(os.environ, JUPYTER_CONFIG_DIR=str(root / "cfg"),
-               JUPYTER_DATA_DIR=str(root / "data"), JUPYTER_RUNTIME_DIR=str(root / "rt"))
-    log = (root / "lab.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1",
-         f"--port={port}", f"--ServerApp.root_dir={nbdir}", f"--IdentityProvider.token={TOKEN}",
-         "--ServerApp.disable_check_xsrf=True", "--LabApp.news_url=",
-         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-         *(["--allow-root"] if os.geteuid() == 0 else [])],
-        env=env, stdout=log, stderr=subprocess.STDOUT, cwd=nbdir)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"jupyter lab exited: {(root / 'lab.log').read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{base}/api/status", params={"token": TOKEN},
-                             timeout=2, trust_env=False).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        else:
-            raise RuntimeError("jupyter lab did not answer within 90 s")
+    with jupyterlab_server(nbdir) as base:
         yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-        log.close()
 
 
 @needs_chromium
@@ -354,7 +307,6 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def test_notebook_08_widget_classifies_in_jupyterlab(lab: str, wasmtime_ref) -> None:
     """Run All on notebook 08: the tab classifies, the kernel says the bytes are wasmtime's;
     picking another sample sends it from the kernel and the verdict holds again."""
-    from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
 
     from wasi_lab.browser.chromium import CHROMIUM_ARGS
@@ -365,25 +317,7 @@ def test_notebook_08_widget_classifies_in_jupyterlab(lab: str, wasmtime_ref) -> 
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS,
                                      headless=True)
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.set_default_timeout(60_000)
-            page.goto(f"{lab}/lab/tree/08_browser_host.ipynb?token={TOKEN}&reset",
-                      timeout=90_000)
-            page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=90_000)
-            page.wait_for_selector("[data-status='idle']", timeout=90_000)
-            page.click(".jp-NotebookPanel .jp-Notebook")
-            page.keyboard.press("Escape")
-            for attempt in range(2):  # a menu click during JupyterLab's start can be lost
-                page.click(".lm-MenuBar-itemLabel:text-is('Run')", timeout=10_000)
-                page.click(".lm-Menu-itemLabel:text-is('Run All Cells')", timeout=10_000)
-                try:
-                    page.wait_for_function(
-                        "() => [...document.querySelectorAll('.jp-InputArea-prompt')]"
-                        ".some(p => /\\[(\\*|\\d+)\\]/.test(p.innerText))", timeout=30_000)
-                    break
-                except PlaywrightTimeout:
-                    if attempt:
-                        raise
+            page = open_and_run_all(browser, lab, "08_browser_host.ipynb")
             page.wait_for_selector(".wasi-browser-top5 li", timeout=240_000)
             assert "military uniform" in page.locator(".wasi-browser-top5 li").first.inner_text()
             verdict = page.locator(".wasi-browser-verdict").first

@@ -14,7 +14,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import threading
 import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.loopback import serve
 from wasi_lab.paths import IMAGES_DIR, REPO_ROOT
 from wasi_lab.pngs import make_png
 from wasi_lab.toolchain import APT_PACKAGES, RUSTUP_HINT, debian_like, missing_toolchain_advice
@@ -208,15 +208,9 @@ def origin() -> Iterator[Origin]:
             self.end_headers()
             self.wfile.write(BLOB[start:])
 
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    state.url = f"http://127.0.0.1:{httpd.server_address[1]}/mobilenet_v2_1.4_224.tgz"
-    try:
+    with serve(Handler) as base:
+        state.url = f"{base}/mobilenet_v2_1.4_224.tgz"
         yield state
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
 
 
 def fetch(url: str, dest: Path, cwd: Path) -> subprocess.CompletedProcess:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import http.server
 import json
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.loopback import serve
 from wasi_lab.images import (
     SAMPLES,
     ImageError,
@@ -71,13 +71,8 @@ def image_server() -> Iterator[str]:
             self.end_headers()
             self.wfile.write(body)
 
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    with serve(Handler) as base:
+        yield base
 
 
 def test_load_url(image_server: str) -> None:

@@ -8,13 +8,13 @@ import io
 import random
 import socket
 import tarfile
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
+from tests.loopback import serve
 from wasi_lab.models.fetch import ModelError, extract_member, fetch_mobilenet
 
 MEMBER = "mobilenet_v2_1.4_224_frozen.pb"
@@ -92,15 +92,9 @@ def server() -> Iterator[Server]:
                 return
             self.wfile.write(body)
 
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    state.url = f"http://127.0.0.1:{httpd.server_address[1]}/mobilenet_v2_1.4_224.tgz"
-    try:
+    with serve(Handler) as base:
+        state.url = f"{base}/mobilenet_v2_1.4_224.tgz"
         yield state
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
 
 
 def leftovers(dest: Path) -> list[str]:

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.test_guest_model_abi import load  # write a GraphDef, load_model, free it
 from wasi_lab.models.graphdef import (
     DataType,
     GraphBuilder,
@@ -58,14 +59,6 @@ def jpeg(array: np.ndarray, **options) -> bytes:
 def noise(h: int, w: int, c: int = 3, seed: int = 0) -> np.ndarray:
     a = np.random.default_rng(seed).integers(0, 256, (h, w, c), dtype=np.uint8)
     return a[..., 0] if c == 1 else a
-
-
-def load(guest: Guest, pb: bytes) -> int:
-    ptr = guest.write_bytes(pb)
-    try:
-        return guest.call("load_model", ptr, len(pb))
-    finally:
-        guest.dealloc(ptr, len(pb))
 
 
 def classifier(extra=None, side: int = 4, classes: int = 5) -> GraphBuilder:

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -74,11 +72,9 @@ def rayon_panic(build: bool | None = None) -> tuple[str | None, str]:
     no rayon-demo build exists yet (the panic does not depend on the rest of the guest, so
     an older build shows the same thing); True always runs cargo; False never does.
     """
-    import wasmtime
-
     from wasi_lab.build import BuildError, build_guest, built_module
+    from wasi_lab.buildrecord import rayon_demo_outcome
     from wasi_lab.paths import GUEST_DIR
-    from wasi_lab.runtime import get_engine
     from wasi_lab.toolchain import ToolchainError
 
     if not (GUEST_DIR / "src" / "rayon_demo.rs").is_file():
@@ -95,28 +91,13 @@ def rayon_panic(build: bool | None = None) -> tuple[str | None, str]:
                 return None, f"the rayon-demo build failed: {str(exc).splitlines()[0]}"
     if module is None:
         return None, "no rayon-demo build: run `wasi-lab build --features rayon-demo`"
-    engine = get_engine()
-    with tempfile.TemporaryDirectory(prefix="wasi-lab-rayon-") as tmp:
-        err = Path(tmp) / "stderr"
-        wasi = wasmtime.WasiConfig()
-        wasi.stderr_file = str(err)
-        store = wasmtime.Store(engine)
-        store.set_wasi(wasi)
-        linker = wasmtime.Linker(engine)
-        linker.define_wasi()
-        instance = linker.instantiate(store, wasmtime.Module.from_file(engine, str(module)))
-        exports = instance.exports(store)
-        if "rayon_demo_global" not in exports:
-            return None, f"{module} has no rayon_demo_global export"
-        try:
-            exports["rayon_demo_global"](store)
-            return None, "rayon_demo_global returned instead of panicking"
-        except wasmtime.Trap:
-            pass
-        text = err.read_text(encoding="utf-8", errors="replace")
-    match = re.search(r"panicked at '(.*?)', ", text, re.S) or \
-        re.search(r"panicked at .*?:\n(.*)", text)
-    message = (match.group(1) if match else text).strip()
+    try:
+        outcome = rayon_demo_outcome(module)
+    except KeyError as exc:  # wasmtime's exports raise KeyError for a missing name
+        return None, f"{module} has no {exc.args[0]} export"
+    if not outcome["trapped"]:
+        return None, "rayon_demo_global returned instead of panicking"
+    message = outcome["panic_message"].strip()
     try:
         shown = Path(module).resolve().relative_to(GUEST_DIR.parent)
     except ValueError:

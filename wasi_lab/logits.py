@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from wasi_lab.models.graphdef import Graph, parse_graphdef
-from wasi_lab.predict import Classifier, resolve_mode
+from wasi_lab.predict import Classifier, infer_tensor_on, resolve_mode
 
 #: Ops that pass a tensor through unchanged in value (walked back over from the output).
 _PASS_THROUGH = ("Reshape", "Identity", "Squeeze")
@@ -61,16 +61,8 @@ class LogitsProbe:
         """Raw scores for one image: preprocess as `Classifier.classify` does, run to the
         logits node, copy the floats out of linear memory."""
         resolve_mode(mode, self.clf.spec)  # same errors as classify for a bad mode
-        tensor = np.ascontiguousarray(self.clf.preprocess(image, mode), dtype="<f4")
-        g = self.clf.guest
-        ptr = g.write_bytes(tensor, "tensor")
-        out = g.alloc(4 * self.output_len, "logits")
-        try:
-            g.call("infer_tensor", self.handle, ptr, out)
-            return g.read_f32(out, self.output_len)
-        finally:
-            g.dealloc(ptr, tensor.nbytes)
-            g.dealloc(out, 4 * self.output_len)
+        return infer_tensor_on(self.clf.guest, self.handle, self.output_len,
+                               self.clf.preprocess(image, mode), "logits")
 
     def free(self) -> None:
         """Drop the second copy of the weights from the guest."""

@@ -85,6 +85,23 @@ def images_in(directory: str | Path) -> list[Path]:
                   and p.suffix.lower() in GUEST_IMAGE_SUFFIXES)
 
 
+def infer_tensor_on(guest: Guest, handle: int, output_len: int, tensor: np.ndarray,
+                    what: str = "output") -> np.ndarray:
+    """The guest's `infer_tensor` on one loaded model: the NHWC f32 tensor in, `output_len`
+    floats out, both buffers freed whatever happens. Shared by `Classifier.infer_tensor` and
+    `logits.LogitsProbe`, which loads a second model handle; `what` names the output buffer
+    in allocation errors."""
+    arr = np.ascontiguousarray(tensor, dtype="<f4")
+    ptr = guest.write_bytes(arr, "tensor")
+    out = guest.alloc(4 * output_len, what)
+    try:
+        guest.call("infer_tensor", handle, ptr, out)
+        return guest.read_f32(out, output_len)
+    finally:
+        guest.dealloc(ptr, arr.nbytes)
+        guest.dealloc(out, 4 * output_len)
+
+
 class Classifier:
     """A guest instance with one model loaded.
 
@@ -146,16 +163,7 @@ class Classifier:
 
     def infer_tensor(self, tensor: np.ndarray) -> np.ndarray:
         """Raw network output (probabilities) for a preprocessed NHWC f32 tensor."""
-        g = self.guest
-        arr = np.ascontiguousarray(tensor, dtype="<f4")
-        ptr = g.write_bytes(arr, "tensor")
-        out = g.alloc(4 * self.output_len, "output")
-        try:
-            g.call("infer_tensor", self.handle, ptr, out)
-            return g.read_f32(out, self.output_len)
-        finally:
-            g.dealloc(ptr, arr.nbytes)
-            g.dealloc(out, 4 * self.output_len)
+        return infer_tensor_on(self.guest, self.handle, self.output_len, tensor)
 
     def profile(self, tensor: np.ndarray) -> list[dict]:
         """One timed inference: per step of the guest's plan, its node, op, multiply-adds

@@ -30,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from wasi_lab.wasmbin import uleb128
+
 __all__ = [
     "DataType",
     "Graph",
@@ -190,15 +192,7 @@ def encode_varint(value: int) -> bytes:
         value += 1 << 64
     if value >= 1 << 64:
         raise GraphDefError(f"varint out of range: {value}")
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
+    return uleb128(value)
 
 
 def _key(field_no: int, wire_type: int) -> bytes:
