@@ -1,7 +1,8 @@
 """The notebooks in a real browser: JupyterLab on 127.0.0.1, Debian's Chromium via Playwright.
 
 Opens notebook 04, runs all cells, picks another image and checks that the top-5 chart
-changes; opens notebook 03, runs it, moves the stage slider and checks the page map changes;
+changes; opens notebook 03, runs it, moves the stage slider and checks the page map changes
+(and 09: its step slider, the step caption and the step page map);
 answers one exercise as a learner would (runs the notebook, types the solution into the
 ``exercise`` cell, runs it and its ``check``) and waits for the line starting with ✓; runs
 the preflight and sees its slider render.
@@ -127,6 +128,55 @@ def test_notebook_03_stage_slider(lab: str, browser) -> None:
             "() => document.querySelector('.wasi-stage-caption').innerText"
             ".includes('model written')", timeout=60_000)
         page.screenshot(path=str(ARTIFACTS / "03-after.png"), full_page=False)
+    finally:
+        page.close()
+
+
+def _text(page, selector: str) -> str:
+    """textContent of the first match (innerText is empty for cells JupyterLab skips)."""
+    return page.locator(selector).first.text_content(timeout=10_000) or ""
+
+
+def test_notebook_09_step_slider(lab: str, browser) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page = _open_and_run_all(browser, lab, "09_step_through_inference.ipynb")
+    try:
+        # Let Run All finish (no code cell left at [*] or unrun) so no cell takes the focus.
+        page.wait_for_function(
+            "() => { const p = [...document.querySelectorAll('.jp-CodeCell .jp-InputArea-prompt')];"
+            " return p.length && p.every(e => /\\[\\d+\\]/.test(e.textContent)); }",
+            timeout=240_000)
+        pagemap = page.locator("img.wasi-step-pagemap").first
+        pagemap.scroll_into_view_if_needed()  # an off-screen image is not decoded
+        page.wait_for_function(
+            "() => { const i = document.querySelector('img.wasi-step-pagemap');"
+            " return i && i.src && i.naturalWidth > 0; }", timeout=60_000)
+        before_map = _src(page, "img.wasi-step-pagemap")
+        before = _text(page, ".wasi-step-caption")
+        assert before.startswith("step 0: "), before
+        handle = page.locator(".wasi-step-slider .noUi-handle").first
+        handle.scroll_into_view_if_needed()
+        handle.focus()
+        page.screenshot(path=str(ARTIFACTS / "09-before.png"), full_page=False)
+        for _ in range(2):
+            page.keyboard.press("ArrowRight")
+            page.wait_for_timeout(300)
+        _wait_src_change(page, "img.wasi-step-pagemap", before_map)
+        page.wait_for_function(
+            "() => document.querySelector('.wasi-step-caption').textContent"
+            ".startsWith('step 2: ')", timeout=60_000)
+        after = _text(page, ".wasi-step-caption")
+        # the op (text up to the first comma) is not step 0's: Conv 3x3/2 vs Conv 1x1
+        assert after.split(",")[0].split(": ", 1)[1] != before.split(",")[0].split(": ", 1)[1], \
+            (before, after)
+        assert "recomputed in NumPy" in _text(page, ".wasi-step-recomputed")
+        page.screenshot(path=str(ARTIFACTS / "09-after.png"), full_page=False)
+    except Exception:
+        page.screenshot(path=str(ARTIFACTS / "09-failed.png"), full_page=False)
+        prompts = page.locator(".jp-CodeCell .jp-InputArea-prompt").all_text_contents()
+        caption = page.locator(".wasi-step-caption").all_text_contents()
+        print("09 prompts:", prompts, "caption:", caption[:1])
+        raise
     finally:
         page.close()
 
