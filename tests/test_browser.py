@@ -139,7 +139,7 @@ def _text(page, selector: str) -> str:
 
 def test_notebook_09_step_slider(lab: str, browser) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page = _open_and_run_all(browser, lab, "09_step_through_inference.ipynb")
+    page = open_and_run_all(browser, lab, "09_step_through_inference.ipynb")
     try:
         # Let Run All finish (no code cell left at [*] or unrun) so no cell takes the focus.
         page.wait_for_function(
