@@ -80,6 +80,11 @@ def _wait_src_change(page, selector: str, old: str, timeout_s: float = 120) -> s
     raise AssertionError(f"{selector} did not change within {timeout_s} s")
 
 
+def _text(page, selector: str) -> str:
+    """textContent of the first match (innerText is empty for cells JupyterLab skips)."""
+    return page.locator(selector).first.text_content(timeout=10_000) or ""
+
+
 def test_notebook_04_prediction_panel(lab: str, browser) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page = open_and_run_all(browser, lab, "04_predictions.ipynb")
@@ -88,8 +93,10 @@ def test_notebook_04_prediction_panel(lab: str, browser) -> None:
         page.wait_for_function(
             "() => { const i = document.querySelector('img.wasi-top5');"
             " return i && i.src && i.naturalWidth > 0; }", timeout=180_000)
-        status = page.locator(".wasi-status").first.inner_text()
-        assert "military uniform" in status
+        page.locator(".wasi-status").first.scroll_into_view_if_needed()
+        page.wait_for_function(
+            "() => (document.querySelector('.wasi-status') || {}).textContent"
+            "?.includes('military uniform')", timeout=60_000)
         before = _src(page, "img.wasi-top5")
         page.screenshot(path=str(ARTIFACTS / "04-before.png"), full_page=False)
         select = page.locator(".wasi-image-pick select").first
@@ -97,9 +104,9 @@ def test_notebook_04_prediction_panel(lab: str, browser) -> None:
         _wait_src_change(page, "img.wasi-top5", before)
         # the status line is written last, once the result is in ("name → label")
         page.wait_for_function(
-            "() => document.querySelector('.wasi-status').innerText.includes('chelsea.png →')",
+            "() => document.querySelector('.wasi-status').textContent.includes('chelsea.png →')",
             timeout=60_000)
-        assert "cat" in page.locator(".wasi-status").first.inner_text()
+        assert "cat" in _text(page, ".wasi-status")
         page.locator("img.wasi-top5").first.scroll_into_view_if_needed()
         page.screenshot(path=str(ARTIFACTS / "04-after.png"), full_page=False)
     finally:
@@ -114,8 +121,8 @@ def test_notebook_03_stage_slider(lab: str, browser) -> None:
             "() => { const i = document.querySelector('img.wasi-pagemap');"
             " return i && i.src && i.naturalWidth > 0; }", timeout=180_000)
         before = _src(page, "img.wasi-pagemap")
-        caption = page.locator(".wasi-stage-caption").first
-        assert "fresh instance" in caption.inner_text()
+        page.locator(".wasi-stage-caption").first.scroll_into_view_if_needed()
+        assert "fresh instance" in _text(page, ".wasi-stage-caption")
         handle = page.locator(".wasi-stage-slider .noUi-handle").first
         handle.scroll_into_view_if_needed()
         handle.focus()
@@ -125,16 +132,11 @@ def test_notebook_03_stage_slider(lab: str, browser) -> None:
             page.wait_for_timeout(300)
         _wait_src_change(page, "img.wasi-pagemap", before)
         page.wait_for_function(
-            "() => document.querySelector('.wasi-stage-caption').innerText"
+            "() => document.querySelector('.wasi-stage-caption').textContent"
             ".includes('model written')", timeout=60_000)
         page.screenshot(path=str(ARTIFACTS / "03-after.png"), full_page=False)
     finally:
         page.close()
-
-
-def _text(page, selector: str) -> str:
-    """textContent of the first match (innerText is empty for cells JupyterLab skips)."""
-    return page.locator(selector).first.text_content(timeout=10_000) or ""
 
 
 def test_notebook_09_step_slider(lab: str, browser) -> None:
