@@ -76,33 +76,32 @@ def _with_leading_comments(lines: list[str], start: int, markers: tuple[str, ...
     return start
 
 
-def rust_fn(path: Path | str, name: str, title: str | None = None) -> Listing:
-    """A Rust function (with its doc comments and attributes) from ``path``."""
+def _definition(path: Path | str, pattern: str, name: str, kind: str, language: str,
+                comments: tuple[str, ...], title: str | None) -> Listing:
+    """The first block whose opening line matches ``pattern``, with the comments above it."""
     path = Path(path)
     lines = path.read_text().splitlines()
-    pattern = re.compile(rf"^\s*(pub(\([a-z]+\))?\s+)?(unsafe\s+)?(extern\s+\"C\"\s+)?"
-                         rf"fn\s+{name}\b")
+    opening = re.compile(pattern)
     for i, line in enumerate(lines):
-        if pattern.match(line):
-            start = _with_leading_comments(lines, i, ("///", "#[", "//"))
+        if opening.match(line):
+            start = _with_leading_comments(lines, i, comments)
             end = _find_block(lines, i)
             return Listing(title or f"{_relative(path)}: {name}", "\n".join(lines[start:end + 1]),
-                           "rust", path, start + 1)
-    raise LookupError(f"no fn {name} in {path}")
+                           language, path, start + 1)
+    raise LookupError(f"no {kind} {name} in {path}")
+
+
+def rust_fn(path: Path | str, name: str, title: str | None = None) -> Listing:
+    """A Rust function (with its doc comments and attributes) from ``path``."""
+    pattern = (rf"^\s*(pub(\([a-z]+\))?\s+)?(unsafe\s+)?(extern\s+\"C\"\s+)?"
+               rf"fn\s+{name}\b")
+    return _definition(path, pattern, name, "fn", "rust", ("///", "#[", "//"), title)
 
 
 def js_function(path: Path | str, name: str, title: str | None = None) -> Listing:
     """A JavaScript ``function name(...) {...}`` (with the comments above it) from ``path``."""
-    path = Path(path)
-    lines = path.read_text().splitlines()
-    pattern = re.compile(rf"^\s*(export\s+)?(async\s+)?function\s+{name}\s*\(")
-    for i, line in enumerate(lines):
-        if pattern.match(line):
-            start = _with_leading_comments(lines, i, ("//", "/*", "*"))
-            end = _find_block(lines, i)
-            return Listing(title or f"{_relative(path)}: {name}", "\n".join(lines[start:end + 1]),
-                           "javascript", path, start + 1)
-    raise LookupError(f"no function {name} in {path}")
+    pattern = rf"^\s*(export\s+)?(async\s+)?function\s+{name}\s*\("
+    return _definition(path, pattern, name, "function", "javascript", ("//", "/*", "*"), title)
 
 
 def lines_matching(path: Path | str, pattern: str, context: int = 0,
