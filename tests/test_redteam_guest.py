@@ -225,6 +225,59 @@ def test_progressive_jpegs_missing_scans_are_bad_images(guest: Guest) -> None:
     still_works(guest)
 
 
+def progressive_cases() -> dict[str, bytes]:
+    """Real progressive JPEGs (Pillow's libjpeg) of every layout the walk must follow:
+    4:2:0, 4:4:4 and 4:2:2, greyscale, Huffman tables optimised per scan, restart intervals
+    (by blocks and by rows), odd and tall-thin sizes, a photograph and a flat picture whose
+    scans are mostly end-of-band runs."""
+    from PIL import Image as PILImage
+
+    photo = np.asarray(PILImage.open(Path(__file__).resolve().parent.parent / "images"
+                                     / "grace_hopper.jpg").convert("RGB"))[::2, ::2]
+    return {
+        "4:2:0 noise": jpeg(noise(120, 160, seed=11), quality=85, progressive=True),
+        "4:4:4 odd": jpeg(noise(61, 47, seed=12), quality=90, progressive=True, subsampling=0),
+        "4:2:2 wide": jpeg(noise(17, 333, seed=13), quality=60, progressive=True,
+                           subsampling=1),
+        "grey": jpeg(noise(50, 70, 1, seed=14), quality=75, progressive=True),
+        "photo optimised": jpeg(photo, quality=92, progressive=True, optimize=True),
+        "photo restarts": jpeg(photo, quality=80, progressive=True, restart_marker_blocks=3),
+        "restart rows": jpeg(photo[:100], quality=70, progressive=True, restart_marker_rows=1),
+        "tall thin": jpeg(noise(900, 3, seed=15), quality=60, progressive=True),
+        "flat": jpeg(np.full((64, 64, 3), 128, np.uint8), quality=80, progressive=True),
+    }
+
+
+def cuts(data: bytes, count: int) -> list[int]:
+    """`count` offsets spread over the scans, and every one of the last 24 bytes before EOI
+    (inside the last progressive scan: the cut the scan headers cannot show)."""
+    first = data.index(b"\xff\xda")
+    end = len(data) - 2
+    spread = range(first, end, max(1, (end - first) // count))
+    return sorted(set(spread) | set(range(max(first, end - 24), end)))
+
+
+def test_progressive_jpegs_cut_anywhere_are_bad_images(guest: Guest) -> None:
+    """A progressive JPEG cut inside its LAST scan has all its scan headers, so only walking
+    the entropy-coded data shows the cut: jpeg-decoder pads it with zero bits and used to
+    decode it (and the model labelled the filler). Every cut, closed with EOI or not, is now
+    BadImage; every whole file still decodes."""
+    for name, full in progressive_cases().items():
+        w, h, _ = guest.decode_image(full, 1)
+        assert w > 0 and h > 0, name
+        last_scan = full.rindex(b"\xff\xda")
+        offsets = cuts(full, 120)
+        assert sum(n > last_scan for n in offsets) >= min(24, len(full) - 3 - last_scan), name
+        for n in offsets:
+            for tail in (b"\xff\xd9", b""):
+                try:
+                    guest.decode_image(full[:n] + tail, 1)
+                except BadImageError:
+                    continue
+                pytest.fail(f"{name}: cut at {n} of {len(full)} (+{tail!r}) decoded")
+    still_works(guest)
+
+
 def test_sample_jpegs_are_not_refused(guest: Guest, grace_hopper_bytes: bytes) -> None:
     folder = Path(__file__).resolve().parent.parent / "images"
     images = [grace_hopper_bytes] + [p.read_bytes() for p in sorted(folder.glob("*.jpg"))]

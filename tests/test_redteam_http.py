@@ -386,6 +386,26 @@ def test_any_png_header_gets_an_answer_or_the_documented_413(hooks_small, width:
     assert healthz_pool(hooks_small)["replaced"] == 0  # no guest ever trapped
 
 
+def test_a_progressive_jpeg_cut_in_its_last_scan_is_422_not_a_label(hooks_small) -> None:
+    """Cut inside the last progressive scan (every scan header present), with and without
+    EOI: 422 bad_image from the guest's scan walk, never a 200 labelling zero-padded
+    coefficients; the whole file is a 200 and no guest was replaced."""
+    photo = np.asarray(Image.open(IMAGES_DIR / "grace_hopper.jpg").convert("RGB"))
+    buf = io.BytesIO()
+    Image.fromarray(photo).save(buf, "JPEG", quality=85, progressive=True)
+    full = buf.getvalue()
+    url = f"{hooks_small.url}/predict"
+    r = httpx.post(url, content=full, timeout=60)
+    assert r.status_code == 200 and r.json()["top"][0]["label"] == "military uniform", r.text
+    last, end = full.rindex(b"\xff\xda"), len(full) - 2
+    for n in sorted({last + 40, (last + end) // 2, end - 50, end - 7, end - 1}):
+        for tail in (b"\xff\xd9", b""):
+            r = httpx.post(url, content=full[:n] + tail, timeout=60)
+            assert r.status_code == 422 and _code(r) == "bad_image", (n, tail, r.text)
+            assert "truncated" in r.json()["error"]["message"]
+    assert healthz_pool(hooks_small)["replaced"] == 0
+
+
 @pytest.fixture(scope="module")
 def hooks_small() -> Iterator:
     """A small memory cap, so generated headers land on both sides of it."""
