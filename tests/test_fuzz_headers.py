@@ -229,6 +229,20 @@ def test_mutated_headers_through_the_guest_entry_points(header_guest, case, mode
     assert guest.call("live_allocations") == before, name
 
 
+@settings(FUZZ, max_examples=150)
+@given(name=st.sampled_from(sorted(JPEG_SEEDS)), where=st.floats(0, 1), eoi=st.booleans())
+def test_any_cut_of_an_unmutated_jpeg_is_a_bad_image(header_guest, name, where, eoi) -> None:
+    """With its headers intact a JPEG cut anywhere in its scans, baseline or progressive,
+    closed with EOI or not, is BadImage: never pixels made up from zero padding."""
+    guest, _ = header_guest
+    data = JPEG_SEEDS[name]
+    first, end = data.index(b"\xff\xda"), len(data) - 2
+    cut = data[:first + int((end - 1 - first) * where)] + (b"\xff\xd9" if eoi else b"")
+    with pytest.raises(BadImageError):
+        guest.decode_image(cut, 1)
+    assert guest.poisoned is None
+
+
 # ------------------------------------------------------------------ the server
 @pytest.fixture(scope="module")
 def server() -> Iterator:
