@@ -26,8 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tqdm import tqdm  # noqa: E402
 
-from wasi_lab.server.harness import ImageServer, start_server_process  # noqa: E402
-from wasi_lab.server.loadgen import (  # noqa: E402
+from benchmarks.loadgen import (  # noqa: E402
     LOAD_MEMORY_FLAGS,
     faults_for,
     rare_images,
@@ -36,6 +35,8 @@ from wasi_lab.server.loadgen import (  # noqa: E402
     sample_images,
     settle_memory,
 )
+from tests.servers import HostileOrigin  # noqa: E402
+from wasi_lab.server.launch import start_server_process  # noqa: E402
 
 MAX_BODY = 4 * 1024 * 1024
 
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     images = sample_images()
     rare = {} if args.no_faults else rare_images()
     grace = images["grace_hopper.jpg"]
-    with ImageServer({"grace_hopper.jpg": grace}, drip_s=0.5, drip_limit_s=10) as img_srv, \
+    with HostileOrigin({"grace_hopper.jpg": grace}, drip_s=0.5, drip_limit_s=10) as img_srv, \
             start_server_process("--workers", str(args.workers), "--allow-private-urls",
                                  "--loopback-only-urls", *LOAD_MEMORY_FLAGS,
                                  "--test-hooks", "--max-body",

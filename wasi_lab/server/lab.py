@@ -19,7 +19,8 @@ from urllib.parse import parse_qs
 import httpx
 
 from wasi_lab.paths import IMAGES_DIR
-from wasi_lab.server.harness import ImageServer, ServerProcess, start_server_process
+from wasi_lab.server.imageorigin import ImageServer
+from wasi_lab.server.launch import ServerProcess, start_server_process
 
 #: Guests the lab server starts with unless asked for more. Each guest holds its own copy of
 #: the parsed model in its linear memory, so `wasi-lab serve`'s default (one per CPU) on a
