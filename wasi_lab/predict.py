@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -252,3 +253,24 @@ class Classifier:
                           pages={"after_load": self.pages_after_load,
                                  "after_infer": self.guest.pages},
                           image_size=size)
+
+
+def compare_models(images: Sequence[Path | str], models: Sequence[str], mode: str = "model",
+                   progress: bool = True, modes: Sequence[str] | None = None) -> list[dict]:
+    """The same images through several models (and preprocessing modes): one row per
+    image, top-1 with its probability per model and mode, and the time per image."""
+    from tqdm.auto import tqdm
+
+    modes = list(modes) if modes else [mode]
+    rows: dict[str, dict] = {}
+    for m in models:
+        clf = Classifier(m)
+        for md in modes:
+            column = m if len(modes) == 1 else f"{m} ({md})"
+            for img in tqdm(list(images), desc=column, disable=not progress, leave=False):
+                t0 = time.perf_counter()
+                pred = clf.classify(img, top=1, mode=md)
+                row = rows.setdefault(Path(str(img)).name, {"image": Path(str(img)).name})
+                row[column] = f"{pred.top[0].label} ({pred.top[0].prob:.0%})"
+                row[f"{column} ms"] = round((time.perf_counter() - t0) * 1000, 1)
+    return list(rows.values())
