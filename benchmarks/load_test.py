@@ -45,6 +45,18 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
+from benchmarks.loadgen import (  # noqa: E402
+    LOAD_MEMORY_FLAGS,
+    Fault,
+    faults_for,
+    rare_images,
+    reference_answers,
+    run_load,
+    sample_images,
+    settle_memory,
+    zero_png,
+)
+from tests.servers import HostileOrigin  # noqa: E402
 from wasi_lab.models.graphdef import (  # noqa: E402
     DataType,
     GraphBuilder,
@@ -59,19 +71,8 @@ from wasi_lab.runtime import (  # noqa: E402
     shared_module,
 )
 from wasi_lab.server.errors import ApiError  # noqa: E402
-from wasi_lab.server.harness import ImageServer, start_server_process  # noqa: E402
+from wasi_lab.server.launch import start_server_process  # noqa: E402
 from wasi_lab.server.limits import Limits, MiB  # noqa: E402
-from wasi_lab.server.loadgen import (  # noqa: E402
-    LOAD_MEMORY_FLAGS,
-    Fault,
-    faults_for,
-    rare_images,
-    reference_answers,
-    run_load,
-    sample_images,
-    settle_memory,
-    zero_png,
-)
 from wasi_lab.server.pool import EpochTicker, GuestPool  # noqa: E402
 
 MAX_BODY = 4 * 1024 * 1024
@@ -306,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     images = sample_images()
     rare = {} if args.no_faults else {**rare_images(), **extra_rare_images()}
     grace = images["grace_hopper.jpg"]
-    with ImageServer({"grace_hopper.jpg": grace}, drip_s=0.5, drip_limit_s=10) as img_srv, \
+    with HostileOrigin({"grace_hopper.jpg": grace}, drip_s=0.5, drip_limit_s=10) as img_srv, \
             start_server_process("--workers", str(args.workers), "--allow-private-urls",
                                  "--loopback-only-urls", *LOAD_MEMORY_FLAGS,
                                  "--test-hooks", "--max-body",

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from wasi_lab.build import default_module
+from wasi_lab.paths import default_module
 from wasi_lab.pngs import make_png
 from wasi_lab.runtime import Guest
 

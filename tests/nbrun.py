@@ -6,11 +6,15 @@ the kernel inherits this process's environment, so `monkeypatch.setenv` reaches 
 
 from __future__ import annotations
 
+import re
+
 import nbformat
 
 from wasi_lab.paths import REPO_ROOT
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
+
+_FENCE = re.compile(r"```python\n(.*?)```", re.DOTALL)
 
 
 def execute(name: str, timeout: int = 600) -> nbformat.NotebookNode:
@@ -32,3 +36,9 @@ def printed(cell: nbformat.NotebookNode) -> str:
 
 def tagged(nb: nbformat.NotebookNode, tag: str) -> list[nbformat.NotebookNode]:
     return [c for c in nb.cells if tag in c.get("metadata", {}).get("tags", [])]
+
+
+def solution_code(markdown: str) -> str | None:
+    """The code of a ``solution`` cell: its first fenced ``python`` block."""
+    match = _FENCE.search(markdown)
+    return match.group(1) if match else None

@@ -7,8 +7,9 @@ import math
 
 import pytest
 
-from wasi_lab.article import (
-    ARTICLE_PANIC,
+from wasi_lab.cli import main
+from wasi_lab.rayon_lesson import ARTICLE_PANIC, panic_note
+from wasi_lab.reproduction import (
     MEASURED,
     NEEDS_NETWORK,
     STAND_IN,
@@ -19,7 +20,6 @@ from wasi_lab.article import (
     mobilenet_present,
     rows_to_json,
 )
-from wasi_lab.cli import main
 
 #: What the article printed, in order: one row each.
 ARTICLE_FIGURES = [
@@ -136,7 +136,7 @@ def _row(figure: str, article: str, article_value: float | None, this: str | Non
 def test_what_to_notice_is_built_from_the_rows():
     from types import SimpleNamespace
 
-    from wasi_lab.article import what_to_notice
+    from wasi_lab.reproduction import what_to_notice
 
     rows = [_row("image crate's rayon panic under `wasmtime run`", "x", None, None, None,
                  UNAVAILABLE),
@@ -163,12 +163,10 @@ def test_what_to_notice_is_built_from_the_rows():
 
 
 def test_panic_note_reads_the_message():
-    from wasi_lab.article import _panic_note
-
-    assert "same io error text" in _panic_note(ARTICLE_PANIC)
-    assert "kind: Unsupported" in _panic_note("ThreadPoolBuildError { kind: IOError(Error { "
+    assert "same io error text" in panic_note(ARTICLE_PANIC)
+    assert "kind: Unsupported" in panic_note("ThreadPoolBuildError { kind: IOError(Error { "
                                               "kind: Unsupported, message: \"...\" }) }")
-    assert "Unsupported" not in _panic_note(ARTICLE_PANIC)
+    assert "Unsupported" not in panic_note(ARTICLE_PANIC)
 
 
 def test_text_table_fits_a_notebook():

@@ -20,7 +20,8 @@ import nbformat
 import pytest
 
 from tests.jupyterlab import jupyterlab_server, open_and_run_all
-from wasi_lab.exercises import FAIL, PASS, solution_code
+from tests.nbrun import solution_code
+from wasi_lab.exercises import FAIL, PASS
 from wasi_lab.paths import REPO_ROOT
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -211,7 +211,7 @@ async ({ labels, outputName, mode, samples }) => {
 @pytest.mark.browser
 @pytest.mark.slow
 def test_widget_view_classifies_in_chromium_and_matches_wasmtime(widget, wasmtime_ref) -> None:
-    from wasi_lab.build import default_module
+    from wasi_lab.paths import default_module
 
     raw_ref, top_ref = wasmtime_ref
     spec = widget.classifier.spec

@@ -8,10 +8,32 @@ from pathlib import Path
 
 import pytest
 
-from wasi_lab import buildrecord
+from wasi_lab import buildrecord, rayon_lesson
 from wasi_lab.build import built_module
+from wasi_lab.views.build_views import jpeg_worker_listing
 
 REGENERATE = "regenerate it with `python -m wasi_lab.buildrecord` (cold builds, minutes)"
+
+
+def stale_reasons(record: buildrecord.BuildRecord, check_crates: bool = True) -> list[str]:
+    """Why `record` no longer describes the guest (empty when it still does).
+
+    Compares the stored Cargo.toml features and dependencies with the current ones; with a
+    toolchain and `check_crates`, also each variant's crate list with today's `cargo tree`.
+    """
+    reasons = []
+    now = buildrecord.manifest_summary()
+    for key in ("features", "dependencies"):
+        if record.manifest.get(key) != now[key]:
+            reasons.append(f"guest/Cargo.toml [{key}] changed since the record was made")
+    if check_crates:
+        for name, v in record.variants.items():
+            crates = buildrecord.dependency_crates(tuple(v.features))
+            if crates is not None and crates != v.crates:
+                gone, new = set(v.crates) - set(crates), set(crates) - set(v.crates)
+                reasons.append(f"{name}: cargo tree now differs (gone {sorted(gone)}, "
+                               f"new {sorted(new)})")
+    return reasons
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +44,7 @@ def record() -> buildrecord.BuildRecord:
 def test_stored_record_still_describes_the_guest(record: buildrecord.BuildRecord) -> None:
     """guest/Cargo.toml's features and dependencies, and (with a toolchain) `cargo tree` for
     every variant, are what they were when the record was made."""
-    reasons = buildrecord.stale_reasons(record)
+    reasons = stale_reasons(record)
     assert not reasons, f"{reasons}: {REGENERATE}"
 
 
@@ -72,12 +94,12 @@ def test_stored_image_probe(record: buildrecord.BuildRecord) -> None:
 def test_stale_reasons_sees_a_changed_manifest(record: buildrecord.BuildRecord) -> None:
     changed = copy.deepcopy(record)
     changed.manifest["features"]["a-feature-nobody-has"] = []
-    assert any("[features]" in r for r in buildrecord.stale_reasons(changed, check_crates=False))
+    assert any("[features]" in r for r in stale_reasons(changed, check_crates=False))
     changed = copy.deepcopy(record)
     changed.variants["release"].crates = changed.variants["release"].crates[1:]
     if buildrecord.dependency_crates() is None:
         pytest.skip("no toolchain: cargo tree cannot be compared")
-    assert any("release: cargo tree" in r for r in buildrecord.stale_reasons(changed))
+    assert any("release: cargo tree" in r for r in stale_reasons(changed))
 
 
 def test_missing_or_corrupt_record_is_a_clear_error(tmp_path: Path) -> None:
@@ -125,10 +147,10 @@ def test_format_variant_shortens_cargo_output(record: buildrecord.BuildRecord) -
 
 
 def test_rayon_demo_outcome_on_a_real_build() -> None:
-    module = built_module(True, (buildrecord.RAYON_FEATURE,))
+    module = built_module(True, (rayon_lesson.RAYON_FEATURE,))
     if module is None:
         pytest.skip("no rayon-demo build here (`wasi-lab build --features rayon-demo`)")
-    demo = buildrecord.rayon_demo_outcome(module)
+    demo = rayon_lesson.rayon_demo_outcome(module)
     assert demo["pool_code"] == -7 and demo["pool_code_name"] == "BadArgument"
     assert demo["trapped"] and demo["rayon_frames"]
     assert "global thread pool" in demo["panic_message"]
@@ -137,8 +159,8 @@ def test_rayon_demo_outcome_on_a_real_build() -> None:
 def test_panic_text_old_and_new_rust() -> None:
     old = "thread 'main' panicked at 'boom: x', src/lib.rs:1:1\n"
     new = "thread 'main' panicked at src/lib.rs:1:1:\nboom: x\n"
-    assert buildrecord.panic_text(old) == "boom: x"
-    assert buildrecord.panic_text(new) == "boom: x"
+    assert rayon_lesson.panic_text(old) == "boom: x"
+    assert rayon_lesson.panic_text(new) == "boom: x"
 
 
 def test_record_holds_no_path_of_the_machine_it_was_made_on() -> None:
@@ -152,11 +174,11 @@ def test_record_holds_no_path_of_the_machine_it_was_made_on() -> None:
 
 def test_jpeg_worker_listing_live_or_stored(record: buildrecord.BuildRecord) -> None:
     probe = record.image_probe
-    listing = buildrecord.jpeg_worker_listing(probe)
+    listing = jpeg_worker_listing(probe)
     assert "wasm32" in listing.text
     if buildrecord.find_crate_file(probe["jpeg_worker_file"]) is not None:
         assert listing.text.splitlines() == probe["jpeg_worker_cfg"]  # same lines, same source
-    stored = buildrecord.jpeg_worker_listing({k: v for k, v in probe.items()
+    stored = jpeg_worker_listing({k: v for k, v in probe.items()
                                               if k != "jpeg_worker_file"})
     assert "kept in the build record" in stored.title
     assert stored.text.splitlines() == probe["jpeg_worker_cfg"]

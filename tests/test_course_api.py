@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.nbrun import solution_code
 from wasi_lab import exercises, listings
 from wasi_lab.paths import GUEST_DIR, REPO_ROOT
 
@@ -40,8 +41,8 @@ def test_check_call_survives_whatever_the_learner_wrote(capsys: pytest.CaptureFi
 
 def test_solution_code_is_the_first_python_fence() -> None:
     md = "<details><summary>Solution</summary>\n\n```python\nx = 1\n```\n</details>"
-    assert exercises.solution_code(md) == "x = 1\n"
-    assert exercises.solution_code("no code") is None
+    assert solution_code(md) == "x = 1\n"
+    assert solution_code("no code") is None
 
 
 def test_listings_come_from_the_files() -> None:

@@ -32,10 +32,10 @@ def test_figures_command_writes_valid_pngs(tmp_path: Path, capsys):
 
 
 def test_top5_figure_from_a_prediction(tmp_path: Path):
-    from wasi_lab.figures import save
     from wasi_lab.hosts import grace_hopper
     from wasi_lab.predict import Classifier
-    from wasi_lab.workshop import top5_figure
+    from wasi_lab.views.prediction_charts import top5_figure
+    from wasi_lab.views.render import save
 
     pred = Classifier().classify(grace_hopper())
     fig = top5_figure(pred)

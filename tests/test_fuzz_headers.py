@@ -27,6 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from tests.servers import run_in_thread
 from tests.test_fuzz_guest import MEMORY_LIMIT, load, tiny_classifier
 from wasi_lab.pngs import SIGNATURE, png_chunk
 from wasi_lab.runtime import (
@@ -37,7 +38,6 @@ from wasi_lab.runtime import (
     ImageTooLargeError,
 )
 from wasi_lab.server.errors import ERROR_CODES
-from wasi_lab.server.harness import run_in_thread
 from wasi_lab.server.limits import Limits, MiB
 
 FUZZ = settings(deadline=None, database=None, derandomize=True,

@@ -6,8 +6,8 @@ import pytest
 import wasmtime
 
 from wasi_lab import host_exercises
-from wasi_lab.build import default_module
 from wasi_lab.models.registry import ensure_model
+from wasi_lab.paths import default_module
 
 
 @pytest.fixture(scope="module")

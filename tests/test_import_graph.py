@@ -9,6 +9,7 @@ depth), not from what importing happens to execute.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import wasi_lab
@@ -169,3 +170,57 @@ def test_a_cycle_through_a_late_import_is_found(tmp_path: Path) -> None:
     assert find_cycles(graph) == [["kit.a", "kit.b", "kit.sub.c", "kit.a"]]
     (pkg / "sub" / "c.py").write_text("import os\n")
     assert find_cycles(import_graph(pkg)) == []
+
+
+ARCHITECTURE = PACKAGE.parent / "docs" / "architecture.md"
+
+
+def rooms_of_the_doc(text: str) -> dict[str, str]:
+    """Top-level module or subpackage -> its room, from the rooms table of architecture.md
+    (first column the room, second the modules in backticks; `models/` is a subpackage)."""
+    section = text.split("## The rooms", 1)[1].split("\n## ", 1)[0]
+    rooms: dict[str, str] = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) < 3 or cells[0] in ("room", "") or set(cells[0]) <= {"-", " "}:
+            continue
+        for name in re.findall(r"`([\w/]+)`", cells[1]):
+            rooms[name.rstrip("/")] = cells[0]
+    return rooms
+
+
+def room_graph(graph: dict[str, set[str]], rooms: dict[str, str]) -> dict[str, set[str]]:
+    """The module graph contracted to rooms (imports within a room dropped)."""
+    def room(module: str) -> str:
+        return rooms[module.split(".")[1]]
+
+    out: dict[str, set[str]] = {r: set() for r in rooms.values()}
+    for m, targets in graph.items():
+        if m == PACKAGE.name:
+            continue
+        out[room(m)] |= {room(t) for t in targets if t != PACKAGE.name} - {room(m)}
+    return out
+
+
+def test_every_module_has_a_room_and_rooms_import_downward() -> None:
+    """docs/architecture.md's rooms cover the package and stay layered: no room imports a
+    room that imports it back (the diagram there has no arrow pointing up)."""
+    rooms = rooms_of_the_doc(ARCHITECTURE.read_text(encoding="utf-8"))
+    graph = import_graph(PACKAGE)
+    tops = {m.split(".")[1] for m in graph if m != PACKAGE.name}
+    assert tops <= set(rooms), f"modules in no room of docs/architecture.md: {tops - set(rooms)}"
+    assert set(rooms) <= tops, f"rooms name modules that do not exist: {set(rooms) - tops}"
+    cycles = find_cycles(room_graph(graph, rooms))
+    assert not cycles, "rooms that import each other:\n" + "\n".join(" -> ".join(c)
+                                                                     for c in cycles)
+
+
+def test_a_room_that_imports_upward_is_found() -> None:
+    doc = ("## The rooms\n\n| room | modules | what |\n| --- | --- | --- |\n"
+           "| low | `a`, `sub/` | x |\n| high | `b` | y |\n\n## Next\n")
+    rooms = rooms_of_the_doc(doc)
+    assert rooms == {"a": "low", "sub": "low", "b": "high"}
+    graph = {"kit.a": {"kit.sub.c"}, "kit.sub.c": set(), "kit.b": {"kit.a"}}
+    assert find_cycles(room_graph(graph, rooms)) == []
+    graph["kit.sub.c"] = {"kit.b"}  # the low room reaches up
+    assert find_cycles(room_graph(graph, rooms)) == [["high", "low", "high"]]

@@ -9,9 +9,10 @@ import sys
 import numpy as np
 import pytest
 
-from wasi_lab.layers import format_layers, layers_figure, profile_layers
+from wasi_lab.plan_profile import format_layers, profile_layers
 from wasi_lab.predict import Classifier
 from wasi_lab.runtime import GuestError
+from wasi_lab.views.profile_charts import layers_figure
 
 # EfficientNet-Lite0 at 224x224, counted by hand from the architecture: the stem, 16 MBConv
 # blocks (expand, depthwise, project), the 1x1 head and the 1280x1000 classifier.
@@ -94,7 +95,7 @@ def test_bench_layers_cli_json() -> None:
 def test_cpu_mhz_reads_proc_cpuinfo(monkeypatch, tmp_path) -> None:
     from pathlib import Path
 
-    from wasi_lab import layers
+    from wasi_lab import plan_profile as layers
 
     info = tmp_path / "cpuinfo"
     info.write_text("processor\t: 0\nmodel name\t: Some CPU\ncpu MHz\t\t: 2100.000\n")

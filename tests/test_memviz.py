@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from wasi_lab import memviz
 from wasi_lab.models.labels import labels_for
 from wasi_lab.models.registry import ensure_model
 from wasi_lab.runtime import PAGE_SIZE, Allocation, Guest, LengthMismatchError, MemorySnapshot
+from wasi_lab.views import memviz
 
 
 def snap(pages: int, heap_base: int = PAGE_SIZE, fill: dict[int, bytes] | None = None,
@@ -46,9 +46,9 @@ def test_page_regions_blocks_data_heap_and_zero() -> None:
                           Allocation(4 * PAGE_SIZE + 10, PAGE_SIZE, "image")])
     assert memviz.page_regions(s) == ["data + stack", "data + stack", "model",
                                       "heap (guest)", "image", "image"]
-    stats = memviz.page_stats(s)
-    assert stats.count("image") == 2
-    assert stats.nonzero[5] == 0 and stats.nonzero[3] > 0
+    assert memviz.page_regions(s).count("image") == 2
+    nonzero = memviz.page_nonzero_fraction(s)
+    assert nonzero[5] == 0 and nonzero[3] > 0
 
 
 def test_untouched_and_freed_regions() -> None:
@@ -142,7 +142,7 @@ def test_replay_stages_show_the_article_flow(replay: memviz.StageReplay, model_b
 
 def test_replay_regions_and_diffs(replay: memviz.StageReplay) -> None:
     s = replay.snapshots
-    model_pages = memviz.page_stats(s[2]).count("model")
+    model_pages = memviz.page_regions(s[2]).count("model")
     assert model_pages >= replay.model_len // PAGE_SIZE
     assert "image" in memviz.page_regions(s[4])
     assert memviz.diff_snapshots(s[0], s[1]).changed_bytes < 4096  # alloc barely writes

@@ -12,13 +12,14 @@ import struct
 import pytest
 import wasmtime
 
-from wasi_lab import memviz, oob_lab
-from wasi_lab.build import default_module
+from wasi_lab import oob_lab
 from wasi_lab.images import list_images
 from wasi_lab.models.labels import labels_for
 from wasi_lab.models.registry import ensure_model
+from wasi_lab.paths import default_module
 from wasi_lab.predict import Classifier
 from wasi_lab.runtime import PAGE_SIZE, Guest
+from wasi_lab.views import memviz
 
 
 @pytest.fixture(scope="module")

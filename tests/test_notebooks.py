@@ -30,7 +30,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from wasi_lab.exercises import FAIL, PASS, solution_code
+from tests.nbrun import solution_code
+from wasi_lab.exercises import FAIL, PASS
 from wasi_lab.paths import REPO_ROOT
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"

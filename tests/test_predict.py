@@ -11,7 +11,7 @@ import pytest
 
 from wasi_lab.models.reference import run_graph
 from wasi_lab.pngs import make_png
-from wasi_lab.predict import Classifier
+from wasi_lab.predict import Classifier, GuestBuffers
 from wasi_lab.runtime import BadImageError, GuestTrap
 
 
@@ -56,6 +56,23 @@ def test_bad_image_is_a_clear_error_and_the_classifier_keeps_working(clf: Classi
         clf.classify(grace_hopper_bytes[:200])
     assert clf.classify(grace_hopper_bytes).label == "military uniform"
     assert clf.guest.call("live_allocations") == 0
+
+
+def test_every_buffer_lent_to_the_guest_is_given_back(clf: Classifier,
+                                                     grace_hopper_bytes) -> None:
+    """Each entry point's buffers go back to the guest on success and on a refused input:
+    the allocator's live blocks are the same before and after."""
+    before = dict(clf.guest.allocations)
+    clf.classify(grace_hopper_bytes)
+    clf.profile(clf.preprocess(grace_hopper_bytes))
+    with pytest.raises(BadImageError):
+        clf.classify(b"not an image at all")
+    assert clf.guest.allocations == before
+    with pytest.raises(BadImageError), GuestBuffers(clf.guest) as buf:
+        ptr = buf.write(b"nope", "image")
+        assert ptr in clf.guest.allocations
+        clf.guest.call("decode_image", ptr, 4, 0, buf.alloc(clf.guest.call("decoded_len")))
+    assert clf.guest.allocations == before
 
 
 def test_a_trap_is_recovered_by_reset(clf: Classifier, grace_hopper_bytes) -> None:

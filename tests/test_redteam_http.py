@@ -26,14 +26,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from tests.servers import run_in_thread
 from tests.test_redteam_url import no_escape, socket_guard  # noqa: F401 - fixtures
 from wasi_lab.paths import IMAGES_DIR, REPO_ROOT
 from wasi_lab.pngs import SIGNATURE, make_png, png_chunk
 from wasi_lab.predict import Classifier
 from wasi_lab.runtime import Guest, GuestOutOfMemoryError, GuestTrap, shared_module
 from wasi_lab.server.errors import ERROR_CODES, ApiError
-from wasi_lab.server.harness import free_port, run_in_thread
 from wasi_lab.server.imagehead import read_head
+from wasi_lab.server.launch import free_port
 from wasi_lab.server.limits import Limits, MiB
 from wasi_lab.server.pool import GuestPool
 

@@ -19,13 +19,13 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from benchmarks.loadgen import zero_png
+from tests.servers import HostileOrigin, run_in_thread
 from tests.test_redteam_url import no_escape, socket_guard  # noqa: F401 - fixtures
 from wasi_lab.paths import REPO_ROOT
 from wasi_lab.server.cli import add_serve_parser
 from wasi_lab.server.errors import ERROR_CODES
-from wasi_lab.server.harness import ImageServer, run_in_thread
 from wasi_lab.server.limits import Limits, MiB
-from wasi_lab.server.loadgen import zero_png
 
 #: `serve` options that are not limits; each must still be named in the API section.
 NOT_LIMITS = {"--host", "--port", "--model", "--workers", "--tick-ms", "--allow-private-urls",
@@ -123,8 +123,8 @@ def test_flags_named_by_error_descriptions_exist() -> None:
 
 # ------------------------------------------------------------------ crossing them for real
 @pytest.fixture(scope="module")
-def origin() -> Iterator[ImageServer]:
-    with ImageServer({"big.png": zero_png(64, 64) + bytes(40_000), "small.png": zero_png(8, 8)},
+def origin() -> Iterator[HostileOrigin]:
+    with HostileOrigin({"big.png": zero_png(64, 64) + bytes(40_000), "small.png": zero_png(8, 8)},
                      drip_s=0.3,
                      drip_limit_s=10) as srv:
         yield srv

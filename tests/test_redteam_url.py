@@ -24,9 +24,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.servers import HostileOrigin, run_in_thread
 from wasi_lab.paths import IMAGES_DIR
 from wasi_lab.server.errors import ERROR_CODES, ApiError
-from wasi_lab.server.harness import ImageServer, run_in_thread, start_server_process
+from wasi_lab.server.launch import start_server_process
 from wasi_lab.server.limits import Limits
 from wasi_lab.server.socketguard import ENV_VAR, MARKER, install_guard
 from wasi_lab.server.urlfetch import (
@@ -67,9 +68,9 @@ def _code(r: httpx.Response) -> str:
 
 
 @pytest.fixture(scope="module")
-def origin() -> Iterator[ImageServer]:
+def origin() -> Iterator[HostileOrigin]:
     files = {"grace_hopper.jpg": GRACE, "big.png": b"\x89PNG\r\n\x1a\n" + bytes(3 << 20)}
-    with ImageServer(files, drip_s=0.2, drip_limit_s=20) as srv:
+    with HostileOrigin(files, drip_s=0.2, drip_limit_s=20) as srv:
         yield srv
 
 

@@ -1,7 +1,8 @@
 """`wasi-lab serve` end to end: a real server on 127.0.0.1, real guests, real HTTP.
 
-Servers run in this process (uvicorn in a thread, ephemeral port); one test drives the
-CLI as a subprocess and checks the graceful drain on SIGTERM.
+Servers run in this process (uvicorn in a thread, ephemeral port), or without a socket
+under Starlette's TestClient where only the answers matter; one test drives the CLI as a
+subprocess and checks the graceful drain on SIGTERM.
 """
 
 from __future__ import annotations
@@ -13,12 +14,15 @@ from pathlib import Path
 
 import httpx
 import pytest
+from starlette.testclient import TestClient
 
+from tests.servers import HostileOrigin, run_in_thread
 from wasi_lab.paths import IMAGES_DIR
 from wasi_lab.pngs import make_png
 from wasi_lab.predict import Classifier
+from wasi_lab.server.app import create_app
 from wasi_lab.server.errors import ERROR_CODES
-from wasi_lab.server.harness import ImageServer, run_in_thread, start_server_process
+from wasi_lab.server.launch import start_server_process
 from wasi_lab.server.limits import Limits
 from wasi_lab.server.urlfetch import FetchPolicy, address_problem, fetch_image
 
@@ -59,7 +63,7 @@ def strict_server():
 
 @pytest.fixture(scope="module")
 def images(grace: bytes):
-    with ImageServer({"grace_hopper.jpg": grace,
+    with HostileOrigin({"grace_hopper.jpg": grace,
                       "big.png": b"\x89PNG\r\n\x1a\n" + bytes(2 * 1024 * 1024)}, drip_s=0.4) as srv:
         yield srv
 
@@ -144,23 +148,23 @@ def test_deadline_interrupts_the_guest_and_it_is_replaced(grace: bytes) -> None:
     """The guest spins in wasm for 3 s (a test hook) against a 300 ms deadline: it is
     interrupted on any CPU, however fast (a real inference may finish within 80 ms)."""
     limits = Limits(workers=1, deadline_ms=300, tick_ms=5, test_hooks=True)
-    with run_in_thread(limits) as server:
+    with TestClient(create_app(limits), raise_server_exceptions=False) as client:
         t0 = time.monotonic()
-        r = httpx.post(f"{server.url}/predict", content=grace, timeout=60,
-                       headers={"X-Test-Spin-Ms": "3000"})
+        r = client.post("/predict", content=grace,
+                        headers={"X-Test-Spin-Ms": "3000"})
         assert time.monotonic() - t0 < 2.5  # interrupted, not waited out
         assert _code(r) == "deadline_exceeded"
         assert "interrupted" in r.json()["error"]["message"]
         # the replacement is built off the request path (it parses the model again) ...
         pool = {}
         for _ in range(300):
-            pool = httpx.get(f"{server.url}/healthz").json()["pools"]["efficientnet-lite0"]
+            pool = client.get("/healthz").json()["pools"]["efficientnet-lite0"]
             if pool["replaced"] == 1 and pool["idle"] == 1:
                 break
             time.sleep(0.05)
         assert pool["replaced"] == 1 and pool["idle"] == 1
         # ... and then serves the next request (a cheap one, within the deadline)
-        r = httpx.post(f"{server.url}/predict", content=b"not an image", timeout=60)
+        r = client.post("/predict", content=b"not an image")
         assert _code(r) == "bad_image"
 
 
@@ -174,10 +178,11 @@ def test_memory_cap_refuses_what_cannot_fit(grace: bytes) -> None:
     pixels = np.random.default_rng(0).integers(0, 255, (3000, 3000, 3), dtype=np.uint8)
     buf = io.BytesIO()
     Image.fromarray(pixels).save(buf, format="JPEG", quality=40)
-    with run_in_thread(Limits(workers=1, memory_limit=120 * 1024 * 1024)) as server:
-        r = httpx.post(f"{server.url}/predict", content=buf.getvalue(), timeout=60)
+    app = create_app(Limits(workers=1, memory_limit=120 * 1024 * 1024))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        r = client.post("/predict", content=buf.getvalue())
         assert _code(r) == "guest_out_of_memory"
-        r = httpx.post(f"{server.url}/predict", content=grace, timeout=60)
+        r = client.post("/predict", content=grace)
         assert r.json()["top"][0]["label"] == "military uniform"
 
 

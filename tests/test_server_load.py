@@ -15,8 +15,7 @@ from types import ModuleType
 
 import pytest
 
-from wasi_lab.server.harness import ImageServer, start_server_process
-from wasi_lab.server.loadgen import (
+from benchmarks.loadgen import (
     LOAD_MEMORY_FLAGS,
     faults_for,
     rare_images,
@@ -25,6 +24,8 @@ from wasi_lab.server.loadgen import (
     sample_images,
     settle_memory,
 )
+from tests.servers import HostileOrigin
+from wasi_lab.server.launch import start_server_process
 
 MAX_BODY = 1024 * 1024
 
@@ -55,7 +56,7 @@ def test_load_with_faults_every_answer_right(tmp_path, answers: dict) -> None:
     assert len(images) >= 3, "run `make setup` for the sample images"
     grace = images["grace_hopper.jpg"]
     rare = {**rare_images(), **bench.extra_rare_images()}
-    with ImageServer({"grace_hopper.jpg": grace}, drip_s=0.5, drip_limit_s=10) as img_srv, \
+    with HostileOrigin({"grace_hopper.jpg": grace}, drip_s=0.5, drip_limit_s=10) as img_srv, \
             start_server_process("--allow-private-urls", "--loopback-only-urls",
                                  *LOAD_MEMORY_FLAGS, "--test-hooks",
                                  "--max-body", str(MAX_BODY),

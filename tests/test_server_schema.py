@@ -16,8 +16,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from tests.servers import run_in_thread
 from wasi_lab.server.errors import ERROR_CODES
-from wasi_lab.server.harness import run_in_thread
 from wasi_lab.server.limits import Limits
 
 EXAMPLES = 25

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from wasi_lab import memviz
 from wasi_lab.images import list_images
 from wasi_lab.models.registry import ensure_model
 from wasi_lab.runtime import PAGE_SIZE, Guest
-from wasi_lab.widgets import PageInspector, PredictionPanel, StageStepper
+from wasi_lab.views import memviz
+from wasi_lab.views.widgets import PageInspector, PredictionPanel, StageStepper
 
 
 @pytest.fixture(scope="module")

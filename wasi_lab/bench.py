@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from wasi_lab.build import default_module
 from wasi_lab.hosts import grace_hopper
 from wasi_lab.models.registry import ensure_model, get_model
+from wasi_lab.paths import default_module
 from wasi_lab.predict import Classifier
 from wasi_lab.runtime import Guest, compile_module, shared_module
 

@@ -21,10 +21,9 @@ import numpy as np
 import traitlets
 
 from wasi_lab.browser import HOST_JS
-from wasi_lab.build import default_module
 from wasi_lab.hosts_check import compare_raw
 from wasi_lab.images import list_images
-from wasi_lab.paths import IMAGES_DIR
+from wasi_lab.paths import IMAGES_DIR, default_module
 from wasi_lab.predict import MODE_IDS, Classifier, resolve_mode
 
 

@@ -16,9 +16,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-# The prebuilt module's location and `default_module` live in `paths`; they are named here
-# too because runtime, hosts, doctor, bench, layers, cli, notebook 02 and the tests import
-# them from `build` (to be moved to `paths` by whoever edits those next).
+# The prebuilt module's location lives in `paths` (and `default_module`, which callers
+# import from there); the names below are what a build writes, so they are named here too.
 from wasi_lab.paths import (
     CLI_NAME,
     GUEST_DIR,
@@ -26,7 +25,6 @@ from wasi_lab.paths import (
     PREBUILT_COMMAND,
     PREBUILT_DIR,
     PREBUILT_MODULE,
-    default_module,
 )
 from wasi_lab.postlink import fold_file
 from wasi_lab.relaxed import FuseReport, fuse_file
@@ -34,7 +32,7 @@ from wasi_lab.toolchain import Toolchain, find_toolchain
 
 __all__ = ["CLI_NAME", "FMA_FEATURE", "GUEST_DIR", "LIB_NAME", "PREBUILT_COMMAND",
            "PREBUILT_DIR", "PREBUILT_MODULE", "SIMD_FLAGS", "BuildError", "BuildResult",
-           "build_guest", "built_module", "default_module", "run_guest_unit_tests",
+           "build_guest", "built_module", "run_guest_unit_tests",
            "variant_name"]
 #: Wasm SIMD128: 4 f32 lanes per instruction for the engine's kernels.
 SIMD_FLAGS = "-C target-feature=+simd128"

@@ -11,9 +11,9 @@ Regenerate the record (cold builds: several minutes) with::
 
     python -m wasi_lab.buildrecord
 
-``stale_reasons`` compares a record with the current ``guest/Cargo.toml`` (features and
-dependencies) and, when a toolchain is present, with ``cargo tree``; the tests call it, so a
-record that no longer describes the guest is caught.
+tests/test_buildrecord.py compares the stored record with the current ``guest/Cargo.toml``
+(``manifest_summary``) and, when a toolchain is present, with ``cargo tree``
+(``dependency_crates``), so a record that no longer describes the guest is caught.
 """
 
 from __future__ import annotations
@@ -33,9 +33,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from wasi_lab.paths import GUEST_DIR, REPO_ROOT
+from wasi_lab.rayon_lesson import RAYON_FEATURE, format_rayon, panic_text, rayon_demo_outcome
 
 RECORD_PATH = REPO_ROOT / "docs" / "build-results" / "build-results.json"
-RAYON_FEATURE = "rayon-demo"
 #: The variants notebook 01 compares: name -> (release, features).
 VARIANTS: dict[str, tuple[bool, tuple[str, ...]]] = {
     "release": (True, ()),
@@ -169,27 +169,6 @@ def manifest_summary(manifest: Path = GUEST_DIR / "Cargo.toml") -> dict:
     return {"features": data.get("features", {}), "dependencies": data.get("dependencies", {})}
 
 
-def stale_reasons(record: BuildRecord, check_crates: bool = True) -> list[str]:
-    """Why `record` no longer describes the guest (empty when it still does).
-
-    Compares the stored Cargo.toml features and dependencies with the current ones; with a
-    toolchain and `check_crates`, also each variant's crate list with today's `cargo tree`.
-    """
-    reasons = []
-    now = manifest_summary()
-    for key in ("features", "dependencies"):
-        if record.manifest.get(key) != now[key]:
-            reasons.append(f"guest/Cargo.toml [{key}] changed since the record was made")
-    if check_crates:
-        for name, v in record.variants.items():
-            crates = dependency_crates(tuple(v.features))
-            if crates is not None and crates != v.crates:
-                gone, new = set(v.crates) - set(crates), set(crates) - set(v.crates)
-                reasons.append(f"{name}: cargo tree now differs (gone {sorted(gone)}, "
-                               f"new {sorted(new)})")
-    return reasons
-
-
 # --------------------------------------------------------------------------- cargo
 
 
@@ -311,65 +290,6 @@ def section_sizes(module: Path | str) -> dict[str, int]:
     return out
 
 
-# --------------------------------------------------------------------------- rayon demo
-
-
-def rayon_demo_outcome(module: Path | str) -> dict:
-    """Call the rayon-demo guest's two exports with plain wasmtime-py; say what happened.
-
-    `rayon_demo_build_pool` reports its failure the checked way (a negative code, the message
-    through `last_error`); `rayon_demo_global` panics inside rayon-core, and a panic in this
-    `panic = "abort"` module is a wasm trap. The panic message goes to the guest's stderr,
-    which we point at a file.
-    """
-    import wasmtime
-
-    from wasi_lab.runtime import ERROR_CLASSES, get_engine
-
-    engine = get_engine()
-    with tempfile.TemporaryDirectory(prefix="wasi-lab-rayon-") as tmp:
-        err = Path(tmp) / "stderr"
-        wasi = wasmtime.WasiConfig()
-        wasi.stderr_file = str(err)
-        store = wasmtime.Store(engine)
-        store.set_wasi(wasi)
-        linker = wasmtime.Linker(engine)
-        linker.define_wasi()
-        instance = linker.instantiate(store, wasmtime.Module.from_file(engine, str(module)))
-        ex = instance.exports(store)
-        code = ex["rayon_demo_build_pool"](store)
-        buf = ex["alloc"](store, 1024)
-        n = ex["last_error"](store, buf, 1024)
-        pool_error = ex["memory"].read(store, buf, buf + min(max(n, 0), 1024)).decode()
-        trap = ""
-        try:
-            ex["rayon_demo_global"](store)
-        except wasmtime.Trap as exc:
-            trap = str(exc)
-        stderr = err.read_text(encoding="utf-8", errors="replace")
-    cls = ERROR_CLASSES.get(code)
-    return {
-        "module": _relative(Path(module)),
-        "pool_code": code,
-        "pool_code_name": cls.__name__.removesuffix("Error") if cls else None,
-        "pool_error": pool_error,
-        "trapped": bool(trap),
-        # the last line is the cause: "wasm trap: wasm `unreachable` instruction executed"
-        "trap": re.sub(r"^\d+:\s*", "", trap.strip().splitlines()[-1].strip()) if trap else "",
-        "panic_message": panic_text(stderr),
-        "rayon_frames": [line.strip() for line in trap.splitlines() if "rayon" in line],
-    }
-
-
-def panic_text(stderr: str) -> str:
-    """The payload of Rust's panic line: `panicked at '...'` (old) or on its own line (new)."""
-    m = re.search(r"panicked at '(.*)', ", stderr, re.S)
-    if m:
-        return m.group(1)
-    m = re.search(r"panicked at [^\n]*:\n(.*)", stderr)
-    return m.group(1).strip() if m else stderr.strip()
-
-
 # --------------------------------------------------------------------------- image probe
 
 PROBE_MANIFEST = """\
@@ -425,7 +345,7 @@ def image_crate_facts(tc, manifest: Path) -> dict:
             "jpeg_decoder_version": jpeg["version"],
             "jpeg_decoder_enabled": enabled.get("jpeg-decoder", []),
             "jpeg_worker_file": f"jpeg-decoder-{jpeg['version']}/src/worker/mod.rs",
-            "jpeg_worker_cfg": _cfg_lines(lines),
+            "jpeg_worker_cfg": cfg_lines(lines),
         })
     return facts
 
@@ -435,25 +355,11 @@ _CFG = re.compile(r"#\[cfg\(all\(")
 _CFG_CONTEXT = 4
 
 
-def _cfg_lines(lines: list[str]) -> list[str]:
+def cfg_lines(lines: list[str]) -> list[str]:
+    """The lines that mention a `cfg` (and a few after each), numbered from 1."""
     keep = sorted({j for i, line in enumerate(lines) if _CFG.search(line)
                    for j in range(i, min(i + 1 + _CFG_CONTEXT, len(lines)))})
     return [f"{j + 1:>3}: {lines[j]}" for j in keep]
-
-
-def jpeg_worker_listing(probe: dict):
-    """Where jpeg-decoder decides whether to use rayon: read from its source on this machine
-    when it is there, else the lines the record kept (with the file they came from)."""
-    from wasi_lab import listings
-
-    title = probe.get("jpeg_worker_file", "jpeg-decoder src/worker/mod.rs")
-    path = find_crate_file(title) if "jpeg_worker_file" in probe else None
-    if path is not None:  # numbered like the stored lines, so the gaps between them show
-        return listings.Listing(f"{title} (read from this machine's copy)",
-                                "\n".join(_cfg_lines(path.read_text().splitlines())), "rust",
-                                path)
-    return listings.Listing(f"{title} (kept in the build record)",
-                            "\n".join(probe.get("jpeg_worker_cfg", [])), "rust")
 
 
 def image_probe(cold: bool = True, previous: dict | None = None) -> dict:
@@ -467,7 +373,7 @@ def image_probe(cold: bool = True, previous: dict | None = None) -> dict:
     import wasmtime
 
     from wasi_lab.hosts import grace_hopper
-    from wasi_lab.runtime import get_engine
+    from wasi_lab.runtime import get_engine, instantiate_with_wasi
 
     tc = _toolchain()
     if tc is None:
@@ -509,11 +415,8 @@ def image_probe(cold: bool = True, previous: dict | None = None) -> dict:
         wasi.argv = ["probe", photo.name]
         wasi.preopen_dir(str(photo.parent), ".")
         wasi.stdout_file, wasi.stderr_file = str(so), str(se)
-        store = wasmtime.Store(engine)
-        store.set_wasi(wasi)
-        linker = wasmtime.Linker(engine)
-        linker.define_wasi()
-        instance = linker.instantiate(store, wasmtime.Module.from_file(engine, str(wasm)))
+        store, instance = instantiate_with_wasi(
+            engine, wasmtime.Module.from_file(engine, str(wasm)), wasi)
         exit_code, trap = 0, ""
         try:
             instance.exports(store)["_start"](store)
@@ -591,24 +494,6 @@ def format_variant(v: VariantRecord, head: int = 3) -> str:
     state = "cold: every dependency compiled" if v.cold else "cached: nothing to compile"
     return f"== {v.name} ({state}), {v.seconds:.1f} s\n" + "\n".join(
         f"   {x}" for x in lines)
-
-
-def format_rayon(demo: dict) -> str:
-    """The rayon-demo guest's two answers, as `rayon_demo_outcome` recorded them."""
-    if not demo:
-        return "(no rayon-demo run in this record)"
-    name = f" (the guest's {demo['pool_code_name']} code)" if demo.get("pool_code_name") else ""
-    lines = [f"rayon_demo_build_pool() returned {demo['pool_code']}{name}",
-             f"    last_error: {demo['pool_error']}"]
-    if demo.get("trapped"):
-        lines += ["rayon_demo_global() raised wasmtime.Trap: " + demo["trap"],
-                  f"    the guest's stderr: {demo['panic_message']}"]
-        if demo.get("rayon_frames"):
-            lines.append("    rayon frames in the wasm backtrace:")
-            lines += [f"      {f}" for f in demo["rayon_frames"]]
-    else:
-        lines.append("rayon_demo_global() returned without a trap")
-    return "\n".join(lines)
 
 
 def format_probe(probe: dict) -> str:

@@ -77,8 +77,8 @@ def _cmd_build(args: argparse.Namespace) -> int:
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
-    from wasi_lab.build import default_module
     from wasi_lab.inspect import WasmFormatError, format_report, inspect_module
+    from wasi_lab.paths import default_module
 
     path = Path(args.wasm) if args.wasm else default_module()
     if not path.is_file():
@@ -208,7 +208,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from wasi_lab.bench import bench_json, format_table, run_bench
 
     if args.layers:
-        from wasi_lab.layers import format_layers, layers_json, profile_layers
+        from wasi_lab.plan_profile import format_layers, layers_json, profile_layers
 
         prof = profile_layers(model=args.model, repeat=args.repeat, module=args.module,
                               progress=not args.json)
@@ -286,8 +286,8 @@ def _extensions() -> list[Callable[[argparse._SubParsersAction], None]]:
     from wasi_lab.server.cli import add_serve_parser
 
     regs.append(add_serve_parser)
-    from wasi_lab.article import add_article_parser
-    from wasi_lab.figures import add_figures_parser
+    from wasi_lab.reproduction import add_article_parser
+    from wasi_lab.views.render import add_figures_parser
 
     regs += [add_article_parser, add_figures_parser]
     from wasi_lab.preflight import add_preflight_parser

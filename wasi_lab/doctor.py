@@ -7,7 +7,8 @@ import shutil
 import subprocess
 from dataclasses import dataclass, field
 
-from wasi_lab.build import PREBUILT_MODULE, built_module, default_module
+from wasi_lab.build import PREBUILT_MODULE, built_module
+from wasi_lab.paths import default_module
 from wasi_lab.runtime import WASMTIME_VERSION
 from wasi_lab.toolchain import ToolchainError, find_toolchain, missing_toolchain_advice
 

@@ -28,9 +28,6 @@ FAIL = "✗"
 #: An answer that was left as shipped: ``None`` or ``...``.
 _UNANSWERED = (None, Ellipsis)
 
-_FENCE = re.compile(r"```python\n(.*?)```", re.DOTALL)
-
-
 def unanswered(value: Any) -> bool:
     """True for the placeholders an exercise cell ships with."""
     return any(value is u for u in _UNANSWERED)
@@ -87,7 +84,24 @@ def check_call(name: str, fn: Callable[..., Any], args: tuple, verify: Callable[
     return report(False, "", f"{name}: {problem}. {hint}")
 
 
-def solution_code(markdown: str) -> str | None:
-    """The code of a ``solution`` cell: its first fenced ``python`` block."""
-    match = _FENCE.search(markdown)
-    return match.group(1) if match else None
+def trap_or_value(fn: Callable[[], object] | None) -> str | None:
+    """What calling `fn()` did, in words: "trap: ..." when wasm trapped, "returned X" when it
+    returned a value, None when `fn` is missing or returned nothing (not written yet).
+
+    Notebook 02's out-of-bounds exercise: the learner's call should trap, and a trap is an
+    exception, so the check needs the outcome as a value.
+    """
+    import wasmtime  # late: the other checks run without it
+
+    if fn is None or not callable(fn):
+        return None
+    try:
+        result = fn()
+    except wasmtime.Trap as exc:
+        # The last line is the cause ("wasm trap: out of bounds memory access"); the first
+        # is a generic "error while executing".
+        cause = str(exc).strip().splitlines()[-1].strip()
+        return "trap: " + re.sub(r"^\d+:\s*", "", cause)
+    if result is None or result is Ellipsis:
+        return None
+    return f"returned {result!r}"

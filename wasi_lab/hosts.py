@@ -33,11 +33,10 @@ from pathlib import Path
 
 import wasmtime
 
-from wasi_lab.build import PREBUILT_COMMAND, default_module
 from wasi_lab.images import SAMPLES, sample_source
 from wasi_lab.models.labels import labels_for
 from wasi_lab.models.registry import ModelSpec, ensure_model, get_model
-from wasi_lab.paths import IMAGES_DIR, REPO_ROOT
+from wasi_lab.paths import IMAGES_DIR, PREBUILT_COMMAND, REPO_ROOT, default_module
 
 #: The Node host script (ES module; needs Node 20+ for `node:wasi` with `version`).
 NODE_HOST = REPO_ROOT / "hosts" / "node" / "classify.mjs"
@@ -231,7 +230,7 @@ def run_command_guest(model: str | Path = "efficientnet-lite0",
         raise HostError(f"{wasm} not found: run `wasi-lab build` (or `make setup`)")
     argv = ["wasi-lab-classify", "--model", model_path.name, "--image", image.name,
             "--mode", _mode_name(mode, spec), "--top", str(top)]
-    from wasi_lab.runtime import get_engine
+    from wasi_lab.runtime import get_engine, instantiate_with_wasi
 
     engine = get_engine()
     module = _command_module(engine, wasm)
@@ -248,14 +247,10 @@ def run_command_guest(model: str | Path = "efficientnet-lite0",
         wasi.stderr_file = str(err)
         if preopen:
             wasi.preopen_dir(str(grant), ".")
-        store = wasmtime.Store(engine)
-        store.set_wasi(wasi)
-        linker = wasmtime.Linker(engine)
-        linker.define_wasi()
         start = time.perf_counter()
         code = 0
         try:
-            instance = linker.instantiate(store, module)
+            store, instance = instantiate_with_wasi(engine, module, wasi)
             instance.exports(store)["_start"](store)
         except wasmtime.ExitTrap as exc:
             code = exc.code

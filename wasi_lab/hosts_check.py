@@ -119,10 +119,10 @@ def run_node_host(image: Path, model: str, mode: str, top: int) -> tuple[HostRun
 def run_chromium_host(image: Path, model: str, mode: str, top: int) -> tuple[HostRun, bytes]:
     """Headless Chromium running host.js (the widget's code) on a loopback page."""
     from wasi_lab.browser.chromium import ChromiumHost
-    from wasi_lab.build import default_module
     from wasi_lab.hosts import _mode_name, _model_path
     from wasi_lab.models.labels import labels_for
     from wasi_lab.models.registry import get_model
+    from wasi_lab.paths import default_module
     from wasi_lab.predict import MODE_IDS
 
     spec = get_model(model)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -85,21 +86,55 @@ def images_in(directory: str | Path) -> list[Path]:
                   and p.suffix.lower() in GUEST_IMAGE_SUFFIXES)
 
 
+class GuestBuffers:
+    """Blocks lent to the guest for one call, given back on exit whatever happens.
+
+    The write -> call -> dealloc pattern of every entry point that takes buffers:
+
+    >>> with GuestBuffers(guest) as buf:                        # doctest: +SKIP
+    ...     ptr = buf.write(data, "image")
+    ...     guest.call("decode_image", ptr, len(data), mode, buf.alloc(n, "tensor"))
+
+    After a trap the instance's memory is gone and `Guest.dealloc` gives nothing back, so a
+    cleanup never replaces the trap being raised with an error of its own.
+    """
+
+    def __init__(self, guest: Guest):
+        self.guest = guest
+        self._held: list[tuple[int, int]] = []
+
+    def write(self, data: bytes | bytearray | memoryview | np.ndarray, label: str = "") -> int:
+        """Copy `data` into a fresh block (`Guest.write_bytes`); freed on exit."""
+        ptr = self.guest.write_bytes(data, label)
+        n = data.nbytes if isinstance(data, np.ndarray) else memoryview(data).nbytes
+        self._held.append((ptr, n))
+        return ptr
+
+    def alloc(self, length: int, label: str = "") -> int:
+        """An empty block of `length` bytes for the guest to fill; freed on exit."""
+        ptr = self.guest.alloc(length, label)
+        self._held.append((ptr, length))
+        return ptr
+
+    def __enter__(self) -> GuestBuffers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        while self._held:
+            self.guest.dealloc(*self._held.pop())
+
+
 def infer_tensor_on(guest: Guest, handle: int, output_len: int, tensor: np.ndarray,
                     what: str = "output") -> np.ndarray:
     """The guest's `infer_tensor` on one loaded model: the NHWC f32 tensor in, `output_len`
     floats out, both buffers freed whatever happens. Shared by `Classifier.infer_tensor` and
     `logits.LogitsProbe`, which loads a second model handle; `what` names the output buffer
     in allocation errors."""
-    arr = np.ascontiguousarray(tensor, dtype="<f4")
-    ptr = guest.write_bytes(arr, "tensor")
-    out = guest.alloc(4 * output_len, what)
-    try:
+    with GuestBuffers(guest) as buf:
+        ptr = buf.write(np.ascontiguousarray(tensor, dtype="<f4"), "tensor")
+        out = buf.alloc(4 * output_len, what)
         guest.call("infer_tensor", handle, ptr, out)
         return guest.read_f32(out, output_len)
-    finally:
-        guest.dealloc(ptr, arr.nbytes)
-        guest.dealloc(out, 4 * output_len)
 
 
 class Classifier:
@@ -136,18 +171,11 @@ class Classifier:
 
     def _load(self) -> int:
         """Write the model, let the guest parse it once, and free the raw bytes."""
-        g = self.guest
         model = self.model_path.read_bytes()
-        ptr = g.write_bytes(model, "model")
-        try:
-            out = self.spec.output.encode()
-            name = g.write_bytes(out, "output name")
-            try:
-                return g.call("load_model_with_output", ptr, len(model), name, len(out))
-            finally:
-                g.dealloc(name, len(out))
-        finally:
-            g.dealloc(ptr, len(model))
+        out = self.spec.output.encode()
+        with GuestBuffers(self.guest) as buf:
+            return self.guest.call("load_model_with_output", buf.write(model, "model"),
+                                   len(model), buf.write(out, "output name"), len(out))
 
     def reset(self) -> None:
         """A fresh instance after a trap, with the model loaded again."""
@@ -169,47 +197,41 @@ class Classifier:
         """One timed inference: per step of the guest's plan, its node, op, multiply-adds
         and nanoseconds (the guest reads the WASI clock around each step)."""
         g = self.guest
-        arr = np.ascontiguousarray(tensor, dtype="<f4")
-        ptr = g.write_bytes(arr, "tensor")
         cap = 64 * 1024
-        try:
+        with GuestBuffers(g) as buf:
+            ptr = buf.write(np.ascontiguousarray(tensor, dtype="<f4"), "tensor")
             while True:
-                out = g.alloc(cap, "profile")
-                try:
+                with GuestBuffers(g) as scratch:
+                    out = scratch.alloc(cap, "profile")
                     n = g.call("profile_tensor", self.handle, ptr, out, cap)
                     if n <= cap:
                         return json.loads(g.read_bytes(out, n))
-                finally:
-                    g.dealloc(out, cap)
                 cap = n  # too short: ask again with room for the whole profile
-        finally:
-            g.dealloc(ptr, arr.nbytes)
 
     # -- the whole prediction
 
     def scores(self, image: bytes | str | Path, mode: str = "model"
                ) -> tuple[np.ndarray, dict[str, float], tuple[int, int]]:
         """Probabilities, timings and original size for one image."""
-        g = self.guest
         data, _ = image_bytes(image)
-        mode_id = MODE_IDS[resolve_mode(mode, self.spec)]
+        return self._scores(data, resolve_mode(mode, self.spec))
+
+    def _scores(self, data: bytes, mode: str) -> tuple[np.ndarray, dict[str, float],
+                                                       tuple[int, int]]:
+        """`scores` for image bytes and a resolved mode name."""
+        g = self.guest
         t0 = time.perf_counter()
-        img = g.write_bytes(data, "image")
-        dec_len = g.call("decoded_len")
-        dec = g.alloc(dec_len, "tensor")
-        out = g.alloc(4 * self.output_len, "output")
-        t1 = time.perf_counter()
-        try:
-            g.call("decode_image", img, len(data), mode_id, dec)
+        with GuestBuffers(g) as buf:
+            img = buf.write(data, "image")
+            dec = buf.alloc(g.call("decoded_len"), "tensor")
+            out = buf.alloc(4 * self.output_len, "output")
+            t1 = time.perf_counter()
+            g.call("decode_image", img, len(data), MODE_IDS[mode], dec)
             t2 = time.perf_counter()
             g.call("infer_tensor", self.handle, dec + 8, out)
             t3 = time.perf_counter()
             probs = g.read_f32(out, self.output_len)
             w, h = (int(v) for v in g.read_u32(dec, 2))
-        finally:
-            for ptr, n in ((img, len(data)), (dec, dec_len), (out, 4 * self.output_len)):
-                if g.poisoned is None:
-                    g.dealloc(ptr, n)
         timings = {"write": (t1 - t0) * 1000, "decode": (t2 - t1) * 1000,
                    "infer": (t3 - t2) * 1000}
         return probs, timings, (w, h)
@@ -220,13 +242,35 @@ class Classifier:
         if not 1 <= top <= self.output_len:
             raise ValueError(f"top must be between 1 and {self.output_len}, not {top}")
         data, name = image_bytes(image)
-        probs, timings, size = self.scores(data, mode)
+        mode = resolve_mode(mode, self.spec)
+        probs, timings, size = self._scores(data, mode)
         timings = {"compile": self.setup_ms["compile"],
                    "instantiate": self.setup_ms["instantiate"],
                    "load_model": self.setup_ms["load_model"], **timings}
         best = [TopClass(i, label, p) for i, label, p in top_k(probs, top, self.spec.labels)]
-        return Prediction(image=name, model=self.spec.name, mode=resolve_mode(mode, self.spec),
+        return Prediction(image=name, model=self.spec.name, mode=mode,
                           top=best, timings_ms={k: round(v, 3) for k, v in timings.items()},
                           pages={"after_load": self.pages_after_load,
                                  "after_infer": self.guest.pages},
                           image_size=size)
+
+
+def compare_models(images: Sequence[Path | str], models: Sequence[str], mode: str = "model",
+                   progress: bool = True, modes: Sequence[str] | None = None) -> list[dict]:
+    """The same images through several models (and preprocessing modes): one row per
+    image, top-1 with its probability per model and mode, and the time per image."""
+    from tqdm.auto import tqdm
+
+    modes = list(modes) if modes else [mode]
+    rows: dict[str, dict] = {}
+    for m in models:
+        clf = Classifier(m)
+        for md in modes:
+            column = m if len(modes) == 1 else f"{m} ({md})"
+            for img in tqdm(list(images), desc=column, disable=not progress, leave=False):
+                t0 = time.perf_counter()
+                pred = clf.classify(img, top=1, mode=md)
+                row = rows.setdefault(Path(str(img)).name, {"image": Path(str(img)).name})
+                row[column] = f"{pred.top[0].label} ({pred.top[0].prob:.0%})"
+                row[f"{column} ms"] = round((time.perf_counter() - t0) * 1000, 1)
+    return list(rows.values())

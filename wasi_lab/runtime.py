@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import wasmtime
 
-from wasi_lab.build import default_module
+from wasi_lab.paths import default_module
 
 PAGE_SIZE = 65536
 #: The wasmtime-py release: part of every cache key, shown by `wasi-lab doctor`.
@@ -263,12 +263,28 @@ def compile_module(path: Path | str | None = None, epochs: bool = False,
             tmp.write_bytes(module.serialize())
             os.replace(tmp, cached)
     compile_ms = (time.perf_counter() - start) * 1000
-    linker = wasmtime.Linker(engine)
-    linker.define_wasi()
-    pre = linker.instantiate_pre(module)
+    pre = wasi_linker(engine).instantiate_pre(module)
     return CompiledModule(path=path, engine=engine, module=module, instance_pre=pre,
                           epochs=epochs, compile_ms=compile_ms, from_cache=from_cache,
                           sha256=hashlib.sha256(wasm).hexdigest())
+
+
+def wasi_linker(engine: wasmtime.Engine) -> wasmtime.Linker:
+    """A linker that provides WASI preview 1: every import the guest's modules have."""
+    linker = wasmtime.Linker(engine)
+    linker.define_wasi()
+    return linker
+
+
+def instantiate_with_wasi(engine: wasmtime.Engine, module: wasmtime.Module,
+                          wasi: wasmtime.WasiConfig | None = None
+                          ) -> tuple[wasmtime.Store, wasmtime.Instance]:
+    """A fresh Store with `wasi` (default: no arguments, no files) and one instance of
+    `module`, linked the plain way: for one-off runs (a WASI command, the rayon demo, the
+    image probe). `Guest` instantiates the pre-linked module instead, which is faster."""
+    store = wasmtime.Store(engine)
+    store.set_wasi(wasi or wasmtime.WasiConfig())
+    return store, wasi_linker(engine).instantiate(store, module)
 
 
 def shared_module(path: Path | str | None = None, epochs: bool = False) -> CompiledModule:

@@ -20,7 +20,7 @@ const ERRORS = {
   '-5': 'BadModel', '-6': 'BadHandle', '-7': 'BadArgument', '-8': 'OutOfMemory',
   '-9': 'Inference',
 };
-//: Region colours: the vocabulary of wasi_lab/memviz.py's page map (REGIONS).
+//: Region colours: the vocabulary of wasi_lab/views/memviz.py's page map (REGIONS).
 export const REGION_COLORS = {
   'data + stack': '#4c72b0', 'heap (guest)': '#dd8452', model: '#55a868', image: '#c44e52',
   'other block': '#8172b3', 'freed block': '#b8e0b9', 'untouched (zero)': '#e8e8e8',

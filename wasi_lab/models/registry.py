@@ -159,3 +159,8 @@ def list_models() -> list[dict[str, object]]:
                      "size": spec.path.stat().st_size if present else None,
                      "path": str(spec.path), "description": spec.description})
     return rows
+
+
+def available_models() -> list[str]:
+    """Registered models whose file is present (the bundled one always, after setup)."""
+    return [str(r["name"]) for r in list_models() if r["present"]]

@@ -1,8 +1,10 @@
 """`wasi-lab serve`: the article's prediction server, with a guest pool, limits and docs.
 
 Modules: app (Starlette routes), pool (pre-instantiated guests, epoch deadlines),
-urlfetch (SSRF-safe downloads), limits, errors, openapi, accesslog, harness (start/stop
-servers for notebooks and tests), loadgen (the load test), cli (`add_serve_parser`).
+urlfetch (SSRF-safe downloads), limits, errors, openapi, accesslog, launch (`wasi-lab
+serve` as a subprocess), imageorigin (a loopback image URL), lab (notebook 06's calls),
+cli (`add_serve_parser`). The test servers live in tests/servers.py, the load generator in
+benchmarks/loadgen.py.
 """
 
 from wasi_lab.server.errors import ERROR_CODES, ApiError

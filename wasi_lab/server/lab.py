@@ -19,7 +19,8 @@ from urllib.parse import parse_qs
 import httpx
 
 from wasi_lab.paths import IMAGES_DIR
-from wasi_lab.server.harness import ImageServer, ServerProcess, start_server_process
+from wasi_lab.server.imageorigin import ImageServer
+from wasi_lab.server.launch import ServerProcess, start_server_process
 
 #: Guests the lab server starts with unless asked for more. Each guest holds its own copy of
 #: the parsed model in its linear memory, so `wasi-lab serve`'s default (one per CPU) on a
@@ -169,23 +170,6 @@ def latency_under_load(server: ServerProcess, clients: tuple[int, ...] = (1, 2, 
     """Client-side latency and throughput with 1, 2, 4 ... concurrent clients (bounded)."""
     images = [p.read_bytes() for p in sorted(IMAGES_DIR.glob("*.jpg"))][:2]
     return [_measure(server.url, images, n, requests_per_client) for n in clients]
-
-
-def latency_figure(rows: list[dict]):
-    """Median/max latency and throughput against the number of concurrent clients."""
-    import matplotlib.pyplot as plt
-
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.2))
-    xs = [r["clients"] for r in rows]
-    ax1.plot(xs, [r["median_ms"] for r in rows], "o-", label="median")
-    ax1.plot(xs, [r["max_ms"] for r in rows], "s--", label="max")
-    ax1.set(xlabel="concurrent clients", ylabel="latency (ms)", xticks=xs,
-            title="Latency per request")
-    ax1.legend()
-    ax2.bar([str(x) for x in xs], [r["throughput_rps"] for r in rows], color="tab:green")
-    ax2.set(xlabel="concurrent clients", ylabel="requests / s", title="Throughput")
-    fig.tight_layout()
-    return fig
 
 
 def describe_scaling(rows: list[dict], n_guests: int, cpus: int | None = None) -> str:

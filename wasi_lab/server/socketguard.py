@@ -15,8 +15,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 ENV_VAR = "WASI_LAB_SOCKET_GUARD"
@@ -48,16 +47,6 @@ def _numeric(host: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-@contextmanager
-def guarded(on_violation: Callable[[str], None]) -> Iterator[None]:
-    """Install the guard for the duration of the block (see `install_guard`)."""
-    undo = install_guard(on_violation)
-    try:
-        yield
-    finally:
-        undo()
 
 
 def install_guard(on_violation: Callable[[str], None]) -> Callable[[], None]:

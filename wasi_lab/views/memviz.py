@@ -146,22 +146,6 @@ def _page_entropy(snap: MemorySnapshot) -> np.ndarray:
     return out
 
 
-@dataclass
-class PageStats:
-    """Per-page numbers for tables and tests."""
-
-    regions: list[str]
-    nonzero: np.ndarray
-    entropy: np.ndarray
-
-    def count(self, region: str) -> int:
-        return sum(1 for r in self.regions if r == region)
-
-
-def page_stats(snap: MemorySnapshot) -> PageStats:
-    return PageStats(page_regions(snap), page_nonzero_fraction(snap), page_entropy(snap))
-
-
 # --------------------------------------------------------------------------- diffs
 
 

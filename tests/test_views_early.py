@@ -11,9 +11,12 @@ import wasmtime
 
 matplotlib.use("Agg")
 
-from wasi_lab import buildrecord, workshop  # noqa: E402
+from wasi_lab import buildrecord  # noqa: E402
+from wasi_lab.exercises import trap_or_value  # noqa: E402
 from wasi_lab.inspect import inspect_module  # noqa: E402
 from wasi_lab.runtime import BadPointerError, Guest  # noqa: E402
+from wasi_lab.views.build_views import feature_cost_figure, size_figure  # noqa: E402
+from wasi_lab.views.module_views import tiny_module, wat_interface  # noqa: E402
 
 
 def _signatures(report) -> list[tuple[str, str, str]]:
@@ -22,7 +25,7 @@ def _signatures(report) -> list[tuple[str, str, str]]:
 
 def test_guest_interface_is_valid_wat_with_the_same_exports(module_path) -> None:
     report = inspect_module(module_path)
-    wat = workshop.wat_interface(report)
+    wat = wat_interface(report)
     stub = inspect_module(bytes(wasmtime.wat2wasm(wat)))
     assert _signatures(stub) == _signatures(report)
     assert stub.globals == report.globals
@@ -30,15 +33,15 @@ def test_guest_interface_is_valid_wat_with_the_same_exports(module_path) -> None
 
 
 def test_tiny_module_interface_round_trips() -> None:
-    report = inspect_module(workshop.tiny_module())
-    stub = inspect_module(bytes(wasmtime.wat2wasm(workshop.wat_interface(report))))
+    report = inspect_module(tiny_module())
+    stub = inspect_module(bytes(wasmtime.wat2wasm(wat_interface(report))))
     assert _signatures(stub) == _signatures(report)
 
 
 def _tiny():
     engine = wasmtime.Engine()
     store = wasmtime.Store(engine)
-    inst = wasmtime.Instance(store, wasmtime.Module(engine, workshop.tiny_module()), [])
+    inst = wasmtime.Instance(store, wasmtime.Module(engine, tiny_module()), [])
     return store, inst.exports(store)
 
 
@@ -46,22 +49,22 @@ def test_trap_or_value_on_the_tiny_module() -> None:
     store, t = _tiny()
     page = t["memory"].data_len(store)
     assert page == 65536
-    past = workshop.trap_or_value(lambda: t["sum"](store, page - 6, 10))
+    past = trap_or_value(lambda: t["sum"](store, page - 6, 10))
     assert past == "trap: wasm trap: out of bounds memory access"
-    inside = workshop.trap_or_value(lambda: t["sum"](store, page - 10, 10))
+    inside = trap_or_value(lambda: t["sum"](store, page - 10, 10))
     assert inside == "returned 0"
-    assert workshop.trap_or_value(None) is None
-    assert workshop.trap_or_value(lambda: None) is None
+    assert trap_or_value(None) is None
+    assert trap_or_value(lambda: None) is None
 
 
 def test_figures_come_from_the_record() -> None:
     rec = buildrecord.load()
-    fig = workshop.size_figure(rec)
+    fig = size_figure(rec)
     (ax,) = fig.axes
     assert [round(p.get_height()) for p in ax.patches] == \
         [round(rec.size("debug") / 1024), round(rec.size("release") / 1024)]
     assert f"{rec.cpu_count}-core" in ax.get_title()
-    fig = workshop.feature_cost_figure(rec)
+    fig = feature_cost_figure(rec)
     assert len(fig.axes) == 3
     for ax in fig.axes:  # no empty panel: every bar has a height
         assert len(ax.patches) == 2 and all(p.get_height() > 0 for p in ax.patches)

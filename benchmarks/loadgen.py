@@ -1,5 +1,7 @@
 """A bounded loopback load test with faults mixed in, checking every answer.
 
+benchmarks/load_test.py runs it at full size; tests/test_server_load.py at a small one.
+
 Each good request's answer must equal the answer the same image got when it was sent
 alone (top classes, indices and probabilities): a pool that mixed up guests, models or
 buffers would show up here as a *wrong* answer, not only as latency. Each fault must get
@@ -161,7 +163,8 @@ def faults_for(max_body: int, image: bytes, slow_url: str | None = None,
                origin: str | None = None, image_name: str = "grace_hopper.jpg"
                ) -> list[Fault]:
     """The faults of the brief: broken images, a bomb, a big body, bad URLs, a trap; with
-    `origin` (a harness.ImageServer) the slow origins that drip status line and headers."""
+    `origin` (the URL of a tests.servers.HostileOrigin) the slow origins that drip status
+    line and headers."""
     corrupt = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 8
     faults = [
         Fault("corrupt image", 422, "bad_image", corrupt),

@@ -17,6 +17,8 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from wasi_lab.rayon_lesson import ARTICLE_PANIC, panic_note, rayon_panic
+
 #: Row status values.
 MEASURED = "measured"
 STAND_IN = "stand-in"
@@ -26,10 +28,6 @@ UNAVAILABLE = "unavailable"
 ARTICLE_MODEL = "mobilenet-v2-1.4"
 BUNDLED_MODEL = "efficientnet-lite0"
 FETCH_HINT = "`wasi-lab models fetch mobilenet-v2-1.4`"
-#: The panic the article quotes (wasmtime run tf-example.wasm --dir=.).
-ARTICLE_PANIC = ("The global thread pool has not been initialized.: ThreadPoolBuildError { "
-                 "kind: IOError(Custom { error: \"operation not supported on this platform\" "
-                 "}) }")
 
 
 @dataclass
@@ -64,59 +62,7 @@ def mobilenet_present() -> bool:
     return get_model(ARTICLE_MODEL).path.is_file()
 
 
-def rayon_panic(build: bool | None = None) -> tuple[str | None, str]:
-    """(the guest's panic message, how it was obtained) or (None, why not).
-
-    Builds the guest with `--features rayon-demo`, calls `rayon_demo_global` under
-    wasmtime-py and reads the panic from the guest's stderr. `build=None` builds only when
-    no rayon-demo build exists yet (the panic does not depend on the rest of the guest, so
-    an older build shows the same thing); True always runs cargo; False never does.
-    """
-    from wasi_lab.build import BuildError, build_guest, built_module
-    from wasi_lab.buildrecord import rayon_demo_outcome
-    from wasi_lab.paths import GUEST_DIR
-    from wasi_lab.toolchain import ToolchainError
-
-    if not (GUEST_DIR / "src" / "rayon_demo.rs").is_file():
-        return None, "guest/src/rayon_demo.rs is not in this checkout"
-    module = built_module(True, ("rayon-demo",))
-    if build or (build is None and module is None):
-        try:
-            module = build_guest(release=True, features=("rayon-demo",), progress=False).module
-        except ToolchainError as exc:
-            if module is None:
-                return None, f"no Rust toolchain for wasm32-wasi: {exc}"
-        except BuildError as exc:
-            if module is None:
-                return None, f"the rayon-demo build failed: {str(exc).splitlines()[0]}"
-    if module is None:
-        return None, "no rayon-demo build: run `wasi-lab build --features rayon-demo`"
-    try:
-        outcome = rayon_demo_outcome(module)
-    except KeyError as exc:  # wasmtime's exports raise KeyError for a missing name
-        return None, f"{module} has no {exc.args[0]} export"
-    if not outcome["trapped"]:
-        return None, "rayon_demo_global returned instead of panicking"
-    message = outcome["panic_message"].strip()
-    try:
-        shown = Path(module).resolve().relative_to(GUEST_DIR.parent)
-    except ValueError:
-        shown = Path(module)
-    return message, (f"`wasi-lab build --features rayon-demo`, then rayon_demo_global() "
-                     f"under wasmtime-py; the panic from the guest's stderr ({shown})")
-
-
 # --------------------------------------------------------------------------- the table
-
-
-def _panic_note(message: str) -> str:
-    """How this guest's rayon panic compares with the article's, read from the message."""
-    note = "same cause: rayon-core cannot start its global pool on wasm32-wasi"
-    if "operation not supported on this platform" in message:
-        return note + "; the same io error text as the article's"
-    if "Unsupported" in message:
-        return note + "; this Rust spells the io error `kind: Unsupported`"
-    return note
 
 
 def _pct(p: float) -> str:
@@ -182,7 +128,7 @@ def article_table(golden_retriever: Path | str | None = None,
         figure="image crate's rayon panic under `wasmtime run`", article=ARTICLE_PANIC,
         article_value=None, this_machine=message, value=None, unit="text", how=how,
         status=MEASURED if message else UNAVAILABLE,
-        note=_panic_note(message) if message else how))
+        note=panic_note(message) if message else how))
     bar.update()
 
     # 2. result: Some((0.32560226, 654)), and 3. its label

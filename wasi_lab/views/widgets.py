@@ -15,14 +15,14 @@ from pathlib import Path
 
 import ipywidgets as W
 
-from wasi_lab import memviz
 from wasi_lab.runtime import PAGE_SIZE, MemorySnapshot
-from wasi_lab.workshop import (
-    figure_png,
+from wasi_lab.views import memviz
+from wasi_lab.views.prediction_charts import (
+    setup_and_image_figure,
     tensors_figure,
-    timings_figure,
     top5_figure,
 )
+from wasi_lab.views.style import figure_png
 
 
 def _pre(text: str) -> str:
@@ -246,7 +246,7 @@ class PredictionPanel:
     def __init__(self, images: Sequence[Path] | None = None, models: Sequence[str] | None = None,
                  auto: bool = True):
         from wasi_lab.images import list_images
-        from wasi_lab.workshop import available_models
+        from wasi_lab.models.registry import available_models
 
         found = [Path(p) for p in (images if images is not None else list_images())]
         # The article's image first: it is the one everybody knows the answer for.
@@ -364,7 +364,7 @@ class PredictionPanel:
         # charts first, status line last: a reader (or a test) that sees the new status
         # also sees the new charts
         self.top5.value = figure_png(top5_figure(pred))
-        self.timings.value = figure_png(timings_figure(pred))
+        self.timings.value = figure_png(setup_and_image_figure(pred))
         self.tensors.value = figure_png(tensors_figure(tensors), dpi=70)
         best = pred.top[0]
         self.status.value = (f"<b>{html.escape(self.source_name)}</b> → "
