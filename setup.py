@@ -1,10 +1,11 @@
-"""The wheel's build hook: copy the prebuilt guest and the notebooks into the package.
+"""The wheel's build hook: copy the kit's files that live outside the package into it.
 
-Everything else about the build is in pyproject.toml. guest/prebuilt/ and notebooks/ stay
-the only committed copies (the kit reads them there in a checkout, see wasi_lab/paths.py);
-package-data cannot reach outside the package, so `build_py` copies them into the built
-package as `wasi_lab/prebuilt/` and `wasi_lab/notebooks/`, where an installed wheel finds
-them. An editable install (`pip install -e .`) copies nothing: it runs from the checkout.
+Everything else about the build is in pyproject.toml. The prebuilt guest, its sources, the
+Node host and the notebooks stay where they are committed (a checkout reads them there, see
+wasi_lab/paths.py); package-data cannot reach outside the package, so `build_py` copies
+them into the built package under `wasi_lab/kit/`, in the checkout's layout, where an
+installed wheel finds them. An editable install (`pip install -e .`) copies nothing: it
+runs from the checkout.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from setuptools import setup
 from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).resolve().parent
-#: Package subfolder <- (folder of the checkout, files), each required to be non-empty.
-KIT_FILES = {"prebuilt": ("guest/prebuilt", "*.wasm"), "notebooks": ("notebooks", "*.ipynb")}
+#: Copied to wasi_lab/kit/ under the same relative paths; each pattern must match a file.
+KIT_FILES = ("guest/prebuilt/*.wasm", "guest/Cargo.toml", "guest/src/**/*.rs",
+             "hosts/node/*.mjs", "notebooks/*.ipynb")
 
 
 class build_py_with_kit(build_py):  # noqa: N801 (setuptools' naming)
@@ -24,13 +26,13 @@ class build_py_with_kit(build_py):  # noqa: N801 (setuptools' naming)
 
     def _kit_copies(self) -> list[tuple[Path, Path]]:
         pairs = []
-        for sub, (folder, pattern) in KIT_FILES.items():
-            found = sorted((ROOT / folder).glob(pattern))
+        kit = Path(self.build_lib) / "wasi_lab" / "kit"
+        for pattern in KIT_FILES:
+            found = sorted(p for p in ROOT.glob(pattern) if p.is_file())
             if not found:
-                raise SystemExit(f"wheel build: no {pattern} in {folder}/; the wheel would "
+                raise SystemExit(f"wheel build: nothing matches {pattern}; the wheel would "
                                  "not run (build the guest or restore the committed files)")
-            dest = Path(self.build_lib) / "wasi_lab" / sub
-            pairs += [(src, dest / src.name) for src in found]
+            pairs += [(src, kit / src.relative_to(ROOT)) for src in found]
         return pairs
 
     def run(self) -> None:

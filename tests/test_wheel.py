@@ -122,8 +122,9 @@ def test_setup_outside_a_checkout_skips_the_build_and_names_the_module(monkeypat
 #: What an sdist holds (MANIFEST.in and setuptools' defaults): the wheel is built from a copy
 #: of these, so a stale build/ in the checkout can never leak into it.
 SOURCES = ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md", "LICENSE", "wasi_lab",
-           "guest/prebuilt", "notebooks")
-IGNORE = shutil.ignore_patterns("__pycache__", "__wasmcache__", ".ipynb_checkpoints", "*.pyc")
+           "guest/Cargo.toml", "guest/src", "guest/prebuilt", "hosts/node", "notebooks")
+IGNORE = shutil.ignore_patterns("__pycache__", "__wasmcache__", ".ipynb_checkpoints", "*.pyc",
+                                "node_modules")
 
 
 @dataclass
@@ -188,18 +189,24 @@ def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+#: The checkout's files an installed kit reads, shipped under wasi_lab/kit/ in the same layout.
+SHIPPED = ("guest/prebuilt/*.wasm", "guest/Cargo.toml", "guest/src/**/*.rs", "hosts/node/*.mjs",
+           "notebooks/*.ipynb")
+
+
 @pytest.mark.slow
-def test_the_wheel_carries_the_prebuilt_guest_and_the_notebooks(kit: Kit) -> None:
+def test_the_wheel_carries_the_guest_the_node_host_and_the_notebooks(kit: Kit) -> None:
     with zipfile.ZipFile(kit.wheel) as zf:
         names = set(zf.namelist())
-        for folder, sub, pattern in (("guest/prebuilt", "prebuilt", "*.wasm"),
-                                     ("notebooks", "notebooks", "*.ipynb")):
-            files = sorted((REPO / folder).glob(pattern))
-            assert files, folder
+        for pattern in SHIPPED:
+            files = sorted(REPO.glob(pattern))
+            assert files, pattern
             for f in files:
-                member = f"wasi_lab/{sub}/{f.name}"
+                member = f"wasi_lab/kit/{f.relative_to(REPO).as_posix()}"
                 assert member in names, member
                 assert _sha(zf.read(member)) == _sha(f.read_bytes()), member
+        assert {"wasi_lab/kit/guest/src/abi.rs", "wasi_lab/kit/guest/src/engine/plan.rs",
+                "wasi_lab/kit/guest/prebuilt/wasi_lab_guest.wasm"} <= names
         assert not [n for n in names if "__pycache__" in n or "__wasmcache__" in n]
 
 
@@ -215,6 +222,8 @@ def test_the_installed_kit_is_the_wheels_not_the_checkout(kit: Kit) -> None:
     assert where["checkout"] == "None"
     assert Path(where["module"]).is_relative_to(kit.venv) and Path(where["module"]).is_file()
     assert where["models"] == str(kit.home / "models")
+    out = kit.run("build")  # nothing to build into: a clear refusal, not a cargo error
+    assert out.returncode == 1 and "building the guest needs a checkout" in out.stderr, out
 
 
 @pytest.mark.slow
@@ -298,3 +307,39 @@ def test_lab_copies_the_notebooks_then_starts_jupyterlab(kit: Kit, tmp_path: Pat
             assert (nbdir / nb.name).read_bytes() == nb.read_bytes(), nb.name
     assert mine.read_text().startswith('{"cells": []')  # the learner's copy, untouched
     assert f"--notebook-dir={nbdir}" in text or str(nbdir) in text
+
+
+#: Run by the fresh venv's Python: the notebook in a kernel of that venv, from its folder,
+#: plus one cell that reports which wasi_lab the kernel imported.
+_EXECUTE = """
+import json, sys
+from pathlib import Path
+import nbformat
+from nbclient import NotebookClient
+path = Path(sys.argv[1])
+nb = nbformat.read(path, as_version=4)
+nb.cells.append(nbformat.v4.new_code_cell("import wasi_lab; print(wasi_lab.__file__)"))
+NotebookClient(nb, timeout=300, kernel_name="python3",
+               resources={"metadata": {"path": str(path.parent)}}).execute()
+print(json.dumps(["".join(o.get("text", "") for o in c.get("outputs", [])
+                          if o.get("name") == "stdout") for c in nb.cells]))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["02_inspect_the_exports.ipynb", "04_predictions.ipynb",
+                                  "05_hosts_and_timing.ipynb"])
+def test_a_copied_notebook_runs_in_the_installed_kit(kit: Kit, name: str) -> None:
+    """Listings of the guest's sources (02), predictions from the data directory (04) and
+    the Node host (05), all from the wheel's files, in the learner's working copy."""
+    assert kit.run("setup").returncode == 0
+    nbdir = kit.home / "notebooks"
+    _run([str(kit.venv / "bin" / "python"), "-c",
+          "from wasi_lab.paths import NOTEBOOKS_SOURCE as s; from wasi_lab.setup import "
+          f"copy_notebooks; copy_notebooks(s, __import__('pathlib').Path({str(nbdir)!r}))"],
+         cwd=kit.work, env=kit.env)
+    out = _run([str(kit.venv / "bin" / "python"), "-c", _EXECUTE, str(nbdir / name)],
+               cwd=kit.work, env=kit.env)
+    printed = json.loads(out.stdout.splitlines()[-1])
+    assert Path(printed[-1].strip()).is_relative_to(kit.venv), printed[-1]
+    assert any(text.strip() for text in printed[:-1])  # the course's cells printed

@@ -3,12 +3,16 @@
 Two installs, one rule (`data_root`):
 
 * **A checkout** (wasi_lab imported from a clone: `pyproject.toml` beside the package and a
-  `guest/` folder): everything is in the clone: models/, images/, notebooks/, and
-  guest/prebuilt/, the committed guest modules.
-* **An installed wheel**: the guest modules ship inside the package (`wasi_lab/prebuilt/`,
-  copied from guest/prebuilt/ when the wheel is built), and what the kit generates (models,
+  `guest/` folder): everything is in the clone: models/, images/, notebooks/, the guest's
+  sources and guest/prebuilt/, the committed guest modules.
+* **An installed wheel**: what the kit reads ships inside the package, under `wasi_lab/kit/`
+  in the checkout's layout (guest/prebuilt/*.wasm, guest/Cargo.toml and src/, hosts/node/,
+  notebooks/), copied there when the wheel is built (setup.py); what the kit writes (models,
   images, the learner's copy of the notebooks) goes to a user data directory:
   ``$WASI_LAB_HOME``, else the platform's usual place (`user_data_dir`).
+
+So `KIT_ROOT` is where the kit's own files are read and `REPO_ROOT` where its data is
+written; in a checkout both are the clone.
 
 The prebuilt guest module is here too, not in `build`: every part of the kit runs it
 (runtime, hosts, benchmark, CLI), and only the build writes it.
@@ -21,7 +25,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-#: The installed package itself (package data: prebuilt/, notebooks/ in a wheel).
+#: The installed package itself (in a wheel, its kit/ holds the package data).
 PACKAGE_DIR = Path(__file__).resolve().parent
 #: Outside a checkout, the user data directory is $WASI_LAB_HOME when set.
 HOME_ENV = "WASI_LAB_HOME"
@@ -71,18 +75,23 @@ def data_root(package_dir: Path = PACKAGE_DIR, env: Mapping[str, str] | None = N
 
 #: The clone, or None when wasi_lab runs from an installed wheel.
 CHECKOUT = checkout_root()
-#: The kit's root: the checkout, else the user data directory. Things only a checkout has
-#: (guest/ sources, docs/, hosts/) are missing under it outside a checkout.
+#: The kit's own files, read-only: the checkout, or the wheel's copy in the package.
+KIT_ROOT = CHECKOUT or PACKAGE_DIR / "kit"
+#: Where the kit writes: the checkout, else the user data directory. Things only a checkout
+#: has (docs/, benchmarks/) are missing under it outside a checkout.
 REPO_ROOT = data_root()
 MODELS_DIR = REPO_ROOT / "models"
 IMAGES_DIR = REPO_ROOT / "images"
-GUEST_DIR = REPO_ROOT / "guest"
-#: The course as shipped: the checkout's notebooks/, or the wheel's copy (package data).
-NOTEBOOKS_SOURCE = CHECKOUT / "notebooks" if CHECKOUT else PACKAGE_DIR / "notebooks"
+#: The guest crate (Cargo.toml, src/); outside a checkout a read-only copy for the listings:
+#: building it needs a checkout (`wasi_lab.build` says so).
+GUEST_DIR = KIT_ROOT / "guest"
+#: The course as shipped; `wasi-lab lab` copies it to a working folder outside a checkout.
+NOTEBOOKS_SOURCE = KIT_ROOT / "notebooks"
+#: The Node host (`wasi_lab.hosts`).
+NODE_HOST_DIR = KIT_ROOT / "hosts" / "node"
 
-#: The release modules built from `guest/src`, committed so the kit runs without Rust;
-#: outside a checkout, the copy the wheel carries as package data.
-PREBUILT_DIR = CHECKOUT / "guest" / "prebuilt" if CHECKOUT else PACKAGE_DIR / "prebuilt"
+#: The release modules built from `guest/src`, committed so the kit runs without Rust.
+PREBUILT_DIR = GUEST_DIR / "prebuilt"
 #: The library module (the engine behind `Classifier`) and the WASI command (`_start`).
 LIB_NAME = "wasi_lab_guest.wasm"
 CLI_NAME = "wasi-lab-classify.wasm"
