@@ -31,7 +31,7 @@ import pytest
 
 from tests.jupyterlab import free_port
 from wasi_lab import paths
-from wasi_lab.setup import copy_notebooks, run_lab, run_setup
+from wasi_lab.setup import copy_notebooks, missing_test_packages, run_lab, run_setup
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -116,6 +116,13 @@ def test_setup_outside_a_checkout_skips_the_build_and_names_the_module(monkeypat
     lines.clear()
     assert run_setup(lines.append, checkout=None) == 1
     assert "is missing: reinstall wasi-lab" in lines[1]
+
+
+def test_make_test_installs_rustfmt_for_the_format_check() -> None:
+    """`make lint`'s `cargo fmt --check` needs rustfmt, which Debian's rustc does not bring."""
+    assert missing_test_packages(lambda c: None) == ["chromium", "chromium-driver", "rustfmt"]
+    assert missing_test_packages(lambda c: None if c == "cargo-fmt" else c) == ["rustfmt"]
+    assert missing_test_packages(lambda c: c) == []
 
 
 # ------------------------------------------------------------------- a wheel, elsewhere (slow)

@@ -101,30 +101,39 @@ def run_setup(log: Callable[[str], None] = print, build: bool = True,
     return 0 if ok else 1
 
 
-#: What the test suite needs beyond Python packages: Debian's Chromium for the browser test.
-TEST_APT_PACKAGES = ("chromium", "chromium-driver")
+#: What the test suite needs beyond Python packages, by the command that shows it is there:
+#: Debian's Chromium for the browser test, rustfmt for `make lint`'s `cargo fmt --check`.
+TEST_APT_PACKAGES: dict[tuple[str, ...], tuple[str, ...]] = {
+    ("chromium", "chromium-browser"): ("chromium", "chromium-driver"),
+    ("cargo-fmt",): ("rustfmt",),
+}
+
+
+def missing_test_packages(which: Callable[[str], str | None] = shutil.which) -> list[str]:
+    """The Debian packages of TEST_APT_PACKAGES whose commands are all absent."""
+    return [pkg for commands, pkgs in TEST_APT_PACKAGES.items()
+            if not any(which(c) for c in commands) for pkg in pkgs]
 
 
 def ensure_test_deps(log: Callable[[str], None] = print) -> int:
-    """Install Chromium from apt when it is missing and we may (root on Debian)."""
-    import shutil
-    import subprocess
-
+    """Install Chromium and rustfmt from apt when missing and we may (root on Debian)."""
     from wasi_lab.toolchain import apt_usable
 
-    if shutil.which("chromium") or shutil.which("chromium-browser"):
-        log("[setup] chromium: present")
+    missing = missing_test_packages()
+    if not missing:
+        log("[setup] test tools: chromium and rustfmt present")
         return 0
     if not apt_usable():
-        log("[setup] chromium: missing and apt is not usable; the browser test will be skipped")
+        log(f"[setup] test tools: {', '.join(missing)} missing and apt is not usable; the "
+            "browser test will be skipped and `cargo fmt --check` cannot run")
         return 0
     env = {"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
     for cmd in (["apt-get", "update", "-qq"],
-                ["apt-get", "install", "-y", "-qq", *TEST_APT_PACKAGES]):
+                ["apt-get", "install", "-y", "-qq", *missing]):
         if subprocess.run(cmd, env=env).returncode != 0:
-            log(f"[setup] chromium: `{' '.join(cmd)}` failed")
+            log(f"[setup] test tools: `{' '.join(cmd)}` failed")
             return 1
-    log("[setup] chromium: installed")
+    log(f"[setup] test tools: installed {', '.join(missing)}")
     return 0
 
 
