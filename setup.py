@@ -1,11 +1,11 @@
 """The wheel's build hook: copy the kit's files that live outside the package into it.
 
 Everything else about the build is in pyproject.toml. The prebuilt guest, its sources, the
-Node host and the notebooks stay where they are committed (a checkout reads them there, see
-wasi_lab/paths.py); package-data cannot reach outside the package, so `build_py` copies
-them into the built package under `wasi_lab/kit/`, in the checkout's layout, where an
-installed wheel finds them. An editable install (`pip install -e .`) copies nothing: it
-runs from the checkout.
+Node host, the notebooks and notebook 01's build record stay where they are committed (a
+checkout reads them there, see wasi_lab/paths.py); package-data cannot reach outside the
+package, so `build_py` copies them into the built package under `wasi_lab/kit/`, in the
+checkout's layout, where an installed wheel finds them. An editable install
+(`pip install -e .`) copies nothing: it runs from the checkout.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from setuptools.command.build_py import build_py
 ROOT = Path(__file__).resolve().parent
 #: Copied to wasi_lab/kit/ under the same relative paths; each pattern must match a file.
 KIT_FILES = ("guest/prebuilt/*.wasm", "guest/Cargo.toml", "guest/src/**/*.rs",
-             "hosts/node/*.mjs", "notebooks/*.ipynb")
+             "hosts/node/*.mjs", "notebooks/*.ipynb", "docs/build-results/build-results.json")
 
 
 class build_py_with_kit(build_py):  # noqa: N801 (setuptools' naming)
