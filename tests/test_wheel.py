@@ -69,6 +69,7 @@ def test_outside_a_checkout_data_goes_to_the_user_data_dir(tmp_path: Path) -> No
     assert paths.user_data_dir({}, "win32", home) == home / "AppData" / "Local" / "wasi-lab"
     assert paths.user_data_dir({"WASI_LAB_HOME": "~/k"}, "darwin", home) == (
         Path.home() / "k")  # the variable wins everywhere, ~ expanded
+    assert paths.user_data_dir({"WASI_LAB_HOME": "rel"}, "linux", home) == Path.cwd() / "rel"
     assert paths.user_data_dir({"WASI_LAB_HOME": ""}, "linux", home) == (
         home / ".local" / "share" / "wasi-lab")  # set but empty: as if unset
 

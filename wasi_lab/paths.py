@@ -54,7 +54,7 @@ def user_data_dir(env: Mapping[str, str] | None = None, platform: str = sys.plat
     """
     env = os.environ if env is None else env
     if env.get(HOME_ENV):
-        return Path(env[HOME_ENV]).expanduser()
+        return Path(env[HOME_ENV]).expanduser().absolute()  # fixed even if the cwd changes
     home = Path.home() if home is None else home
     if platform == "darwin":
         return home / "Library" / "Application Support" / APP_NAME
