@@ -38,14 +38,26 @@ setup: $(LAB_STAMP)
 lab: $(LAB_STAMP)
 	$(PY) -m wasi_lab lab
 
+# The linters. ruff check always; the format checks (`ruff format --check`, `cargo fmt
+# --check` on the guest) once the tree has been formatted (`ruff format $(LINT_PY)` and
+# `cargo fmt --manifest-path guest/Cargo.toml`): then set FORMAT_CHECK := 1 here, and
+# `make lint` and `make test` enforce them. `make lint FORMAT_CHECK=1` tries them now.
+FORMAT_CHECK ?= 0
+LINT_PY := wasi_lab tests benchmarks notebooks setup.py
+define LINT
+$(VENV)/bin/ruff check $(LINT_PY)
+$(if $(filter 1,$(FORMAT_CHECK)),$(VENV)/bin/ruff format --check $(LINT_PY))
+$(if $(filter 1,$(FORMAT_CHECK)),cargo fmt --manifest-path guest/Cargo.toml --check)
+endef
+
 test: $(TEST_STAMP)
 	$(PY) -m wasi_lab setup
 	$(PY) -m wasi_lab setup --test-deps
-	$(VENV)/bin/ruff check wasi_lab tests benchmarks notebooks
+	$(LINT)
 	$(VENV)/bin/pytest -q
 
 lint: $(TEST_STAMP)
-	$(VENV)/bin/ruff check wasi_lab tests benchmarks notebooks
+	$(LINT)
 
 figures: setup
 	$(PY) -m wasi_lab figures

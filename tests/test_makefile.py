@@ -122,3 +122,18 @@ def test_an_edited_pyproject_reinstalls(tmp_path: Path) -> None:
 
 def test_ci_calls_make_test() -> None:
     assert "make test" in (REPO_ROOT / ".ci" / "run").read_text()
+
+
+def test_lint_runs_the_format_checks_once_switched_on(tmp_path: Path) -> None:
+    """`make lint` (and `make test`) run ruff check; the format checks when FORMAT_CHECK=1."""
+    root = fresh_checkout(tmp_path)
+    make_venv(root, "lab", "bench", "test")
+    for target in ("lint", "test"):
+        off = dry_run(target, root)
+        assert "bin/ruff check" in off and "format --check" not in off
+        assert "cargo fmt" not in off
+    on = subprocess.run(["make", "-n", "lint", "FORMAT_CHECK=1"], cwd=root,
+                        capture_output=True, text=True, timeout=60).stdout
+    steps = [on.index(s) for s in ("bin/ruff check", "bin/ruff format --check",
+                                   "cargo fmt --manifest-path guest/Cargo.toml --check")]
+    assert steps == sorted(steps)

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 # The prebuilt module's location lives in `paths` (and `default_module`, which callers
 # import from there); the names below are what a build writes, so they are named here too.
 from wasi_lab.paths import (
+    CHECKOUT,
     CLI_NAME,
     GUEST_DIR,
     LIB_NAME,
@@ -106,6 +107,9 @@ def build_guest(
     if FMA_FEATURE in features and "scalar" in features:
         raise BuildError(f"`{FMA_FEATURE}` rewrites SIMD multiply-adds; the `scalar` build "
                          "has none: choose one of the two")
+    if CHECKOUT is None:  # an installed wheel: its guest sources are a read-only copy
+        raise BuildError("building the guest needs a checkout of wasi-lab (this is an "
+                         f"installed kit; it runs its packaged {PREBUILT_MODULE})")
     tc = toolchain or find_toolchain()
     target_dir = GUEST_DIR / "target" / variant_name(release, features)
     cmd = [str(tc.cargo), "build", "--target", tc.target, *tc.cargo_config_args(),

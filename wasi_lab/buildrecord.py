@@ -32,10 +32,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from wasi_lab.paths import GUEST_DIR, REPO_ROOT
+from wasi_lab.paths import GUEST_DIR, KIT_ROOT, REPO_ROOT
 from wasi_lab.rayon_lesson import RAYON_FEATURE, format_rayon, panic_text, rayon_demo_outcome
 
-RECORD_PATH = REPO_ROOT / "docs" / "build-results" / "build-results.json"
+#: Read by notebook 01 (shipped in the wheel too, as kit data); written in a checkout.
+RECORD_PATH = KIT_ROOT / "docs" / "build-results" / "build-results.json"
 #: The variants notebook 01 compares: name -> (release, features).
 VARIANTS: dict[str, tuple[bool, tuple[str, ...]]] = {
     "release": (True, ()),

@@ -36,10 +36,10 @@ import wasmtime
 from wasi_lab.images import SAMPLES, sample_source
 from wasi_lab.models.labels import labels_for
 from wasi_lab.models.registry import ModelSpec, ensure_model, get_model
-from wasi_lab.paths import IMAGES_DIR, PREBUILT_COMMAND, REPO_ROOT, default_module
+from wasi_lab.paths import IMAGES_DIR, NODE_HOST_DIR, PREBUILT_COMMAND, default_module
 
 #: The Node host script (ES module; needs Node 20+ for `node:wasi` with `version`).
-NODE_HOST = REPO_ROOT / "hosts" / "node" / "classify.mjs"
+NODE_HOST = NODE_HOST_DIR / "classify.mjs"
 #: Exit code of the Node host when the guest refused the call (e.g. the replayed bug).
 NODE_GUEST_REFUSED = 3
 

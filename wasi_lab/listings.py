@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .paths import REPO_ROOT
+from .paths import KIT_ROOT
 
 ARTICLE_CODE_DIR = Path(__file__).resolve().parent / "article_code"
 
@@ -46,7 +46,7 @@ class Listing:
 
 def _relative(path: Path) -> str:
     try:
-        return str(path.resolve().relative_to(REPO_ROOT))
+        return str(path.resolve().relative_to(KIT_ROOT))
     except ValueError:
         return path.name
 

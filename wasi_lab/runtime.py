@@ -195,12 +195,16 @@ def get_engine(epochs: bool = False) -> wasmtime.Engine:
 
 
 def cache_dir_for(module_path: Path) -> Path:
-    """Serialized modules live next to the module; elsewhere when that folder is read-only."""
+    """Serialized modules live next to the module; elsewhere when that folder is read-only
+    or is the installed package (pip would not remove a cache it did not install)."""
+    from wasi_lab.paths import PACKAGE_DIR
+
     here = module_path.parent / "__wasmcache__"
     try:
-        here.mkdir(exist_ok=True)
-        if os.access(here, os.W_OK):
-            return here
+        if not module_path.resolve().is_relative_to(PACKAGE_DIR):
+            here.mkdir(exist_ok=True)
+            if os.access(here, os.W_OK):
+                return here
     except OSError:
         pass
     fallback = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "wasi-lab"

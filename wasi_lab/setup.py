@@ -7,19 +7,26 @@ prepared when absent.
 
 `wasi-lab lab` (or `python -m wasi_lab lab`) is `make lab` for whoever has no make
 (Windows): the setup, then JupyterLab on the notebooks.
+
+From an installed wheel (no checkout, see `wasi_lab.paths`) the same two commands work:
+the setup skips the guest build (there are no guest sources; the wheel carries the
+prebuilt module) and writes models and images into the user data directory, and `lab`
+first copies the notebooks the wheel ships into a working folder, never over a copy the
+learner already has.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from wasi_lab.paths import REPO_ROOT
+from wasi_lab.paths import CHECKOUT, IMAGES_DIR, NOTEBOOKS_SOURCE, PREBUILT_MODULE, REPO_ROOT
 
 
 def _step(name: str, fn: Callable[[], str], log: Callable[[str], None]) -> bool:
@@ -73,68 +80,130 @@ def ensure_images() -> str:
     from wasi_lab.images import prepare_images
 
     files = prepare_images()
-    return f"{len(files)} images in images/"
+    return f"{len(files)} images in {IMAGES_DIR if CHECKOUT is None else 'images/'}"
 
 
-def run_setup(log: Callable[[str], None] = print, build: bool = True) -> int:
-    ok = _step("toolchain + guest" if build else "toolchain",
-               lambda: ensure_toolchain_and_build(build), log)
+def run_setup(log: Callable[[str], None] = print, build: bool = True,
+              checkout: Path | None = CHECKOUT) -> int:
+    """The setup's steps; outside a checkout (`checkout` None) the toolchain and build step
+    is replaced by a line saying which packaged module runs: there is nothing to build."""
+    if checkout is None:
+        log(f"[setup] guest: installed kit, running the packaged {PREBUILT_MODULE} "
+            "(building the guest needs a checkout of wasi-lab)")
+        ok = PREBUILT_MODULE.is_file()
+        if not ok:
+            log(f"[setup] guest: FAILED: {PREBUILT_MODULE} is missing: reinstall wasi-lab")
+    else:
+        ok = _step("toolchain + guest" if build else "toolchain",
+                   lambda: ensure_toolchain_and_build(build), log)
     ok &= _step("models", ensure_models, log)
     ok &= _step("images", ensure_images, log)
     return 0 if ok else 1
 
 
-#: What the test suite needs beyond Python packages: Debian's Chromium for the browser test.
-TEST_APT_PACKAGES = ("chromium", "chromium-driver")
+#: What the test suite needs beyond Python packages, by the command that shows it is there:
+#: Debian's Chromium for the browser test, rustfmt for `make lint`'s `cargo fmt --check`.
+TEST_APT_PACKAGES: dict[tuple[str, ...], tuple[str, ...]] = {
+    ("chromium", "chromium-browser"): ("chromium", "chromium-driver"),
+    ("cargo-fmt",): ("rustfmt",),
+}
+
+
+def missing_test_packages(which: Callable[[str], str | None] = shutil.which) -> list[str]:
+    """The Debian packages of TEST_APT_PACKAGES whose commands are all absent."""
+    return [pkg for commands, pkgs in TEST_APT_PACKAGES.items()
+            if not any(which(c) for c in commands) for pkg in pkgs]
 
 
 def ensure_test_deps(log: Callable[[str], None] = print) -> int:
-    """Install Chromium from apt when it is missing and we may (root on Debian)."""
-    import shutil
-    import subprocess
-
+    """Install Chromium and rustfmt from apt when missing and we may (root on Debian)."""
     from wasi_lab.toolchain import apt_usable
 
-    if shutil.which("chromium") or shutil.which("chromium-browser"):
-        log("[setup] chromium: present")
+    missing = missing_test_packages()
+    if not missing:
+        log("[setup] test tools: chromium and rustfmt present")
         return 0
     if not apt_usable():
-        log("[setup] chromium: missing and apt is not usable; the browser test will be skipped")
+        log(f"[setup] test tools: {', '.join(missing)} missing and apt is not usable; the "
+            "browser test will be skipped and `cargo fmt --check` cannot run")
         return 0
     env = {"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
     for cmd in (["apt-get", "update", "-qq"],
-                ["apt-get", "install", "-y", "-qq", *TEST_APT_PACKAGES]):
+                ["apt-get", "install", "-y", "-qq", *missing]):
         if subprocess.run(cmd, env=env).returncode != 0:
-            log(f"[setup] chromium: `{' '.join(cmd)}` failed")
+            log(f"[setup] test tools: `{' '.join(cmd)}` failed")
             return 1
-    log("[setup] chromium: installed")
+    log(f"[setup] test tools: installed {', '.join(missing)}")
     return 0
 
 
 # ------------------------------------------------------------------------- wasi-lab lab
-def jupyter_lab_argv(notebooks: Path, as_root: bool | None = None) -> list[str]:
+def default_notebook_dir(checkout: Path | None = CHECKOUT) -> Path:
+    """Where JupyterLab opens: the checkout's notebooks/, or outside a checkout a working
+    copy in the user data directory (the same one from whichever directory `lab` runs)."""
+    return checkout / "notebooks" if checkout else REPO_ROOT / "notebooks"
+
+
+def copy_notebooks(source: Path, dest: Path) -> tuple[list[str], list[str]]:
+    """Copy the course's notebooks from `source` into `dest`, skipping every one `dest`
+    already has, whatever its content: it is the learner's copy and may hold their edits.
+    A notebook new in `source` (a newer wheel) is added. Returns (copied, kept) names."""
+    dest.mkdir(parents=True, exist_ok=True)
+    copied, kept = [], []
+    for nb in sorted(source.glob("*.ipynb")):
+        target = dest / nb.name
+        if target.exists():
+            kept.append(nb.name)
+            continue
+        tmp = target.with_name(f".{target.name}.tmp")
+        shutil.copyfile(nb, tmp)
+        tmp.replace(target)  # never a half-written notebook, even when interrupted
+        copied.append(nb.name)
+    return copied, kept
+
+
+def jupyter_lab_argv(notebooks: Path, as_root: bool | None = None,
+                     extra: tuple[str, ...] = ()) -> list[str]:
     """JupyterLab on `notebooks`, from this interpreter (no PATH lookup, so the venv's own
     JupyterLab runs on every OS). Root needs --allow-root: containers and CI machines are."""
     if as_root is None:
         as_root = hasattr(os, "geteuid") and os.geteuid() == 0
-    argv = [sys.executable, "-m", "jupyterlab", f"--notebook-dir={notebooks}"]
+    argv = [sys.executable, "-m", "jupyterlab", f"--notebook-dir={notebooks}", *extra]
     return [*argv, "--allow-root"] if as_root else argv
 
 
 def run_lab(dry_run: bool = False, build: bool = False, log: Callable[[str], None] = print,
-            notebooks: Path = REPO_ROOT / "notebooks") -> int:
+            notebooks: Path | None = None, source: Path = NOTEBOOKS_SOURCE,
+            extra: tuple[str, ...] = ()) -> int:
     """What `make lab` does after installing: the setup (without the guest build unless
     `build`: notebook 01 does it, live), then JupyterLab until it exits. A failed setup step
-    stops here, as it stops make, with the step's message above."""
-    argv = jupyter_lab_argv(notebooks)
-    if not notebooks.is_dir():
-        log(f"wasi-lab lab: no notebooks at {notebooks}: run it from a checkout of wasi-lab")
+    stops here, as it stops make, with the step's message above.
+
+    When `notebooks` is not where the course is kept (`source`: always so for an installed
+    wheel), the notebooks are first copied there (`copy_notebooks`)."""
+    notebooks = Path(notebooks) if notebooks else default_notebook_dir()
+    argv = jupyter_lab_argv(notebooks, extra=extra)
+    if not source.is_dir():
+        log(f"wasi-lab lab: no notebooks at {source}: reinstall wasi-lab, or run it from a "
+            "checkout")
         return 1
+    copy = notebooks.resolve() != source.resolve()
     if dry_run:
-        log("setup: toolchain, " + ("guest, " if build else "")
-            + "models, images" + ("" if build else " (notebook 01 builds the guest)"))
+        if copy:
+            log(f"copy the notebooks missing in {notebooks} from {source}")
+        log("setup: " + ("toolchain, " + ("guest, " if build else "") if CHECKOUT else "")
+            + "models, images" + ("" if build or not CHECKOUT
+                                  else " (notebook 01 builds the guest)"))
         log(" ".join(argv))
         return 0
+    if copy:
+        try:
+            copied, kept = copy_notebooks(source, notebooks)
+        except OSError as exc:
+            log(f"wasi-lab lab: cannot copy the notebooks to {notebooks}: {exc}")
+            return 1
+        log(f"[lab] notebooks in {notebooks}: {len(copied)} copied"
+            + (f", {len(kept)} kept as they are (yours)" if kept else ""))
     if run_setup(log, build=build) != 0:
         log("wasi-lab lab: setup failed (see above); not starting JupyterLab")
         return 1
@@ -150,5 +219,15 @@ def add_lab_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
     p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     p.add_argument("--build", action="store_true",
                    help="also build the guest first (otherwise notebook 01 builds it)")
-    p.set_defaults(func=lambda args: run_lab(dry_run=args.dry_run, build=args.build))
+    p.add_argument("--notebook-dir", type=Path, default=None,
+                   help="working folder for the notebooks (default: the checkout's notebooks/, "
+                        "or for an installed kit notebooks/ in its data directory); missing "
+                        "notebooks are copied in, existing ones are never overwritten")
+    p.add_argument("--no-browser", action="store_true",
+                   help="do not open a browser (remote machines: open the printed URL)")
+    p.add_argument("--port", type=int, default=None, help="JupyterLab's port (default 8888)")
+    p.set_defaults(func=lambda args: run_lab(
+        dry_run=args.dry_run, build=args.build, notebooks=args.notebook_dir,
+        extra=(*(["--no-browser"] if args.no_browser else []),
+               *([f"--port={args.port}"] if args.port is not None else []))))
     return p

@@ -88,6 +88,7 @@ def start_server_process(*args: str, port: int | None = None, timeout: float = 1
     cmd = [sys.executable, "-m", "wasi_lab", "serve", "--host", LOOPBACK, "--port",
            str(port), *args]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    REPO_ROOT.mkdir(parents=True, exist_ok=True)  # outside a checkout: the data dir
     proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=stderr,
                             env=env)
     if log:
