@@ -18,8 +18,13 @@ from tqdm.auto import tqdm
 
 from wasi_lab.models.graphdef import GraphDefError
 from wasi_lab.models.registry import ModelSpec
-from wasi_lab.peers.node_peers import WASM_PEERS, NodeEngine, NodePeerError, WasmPeer, \
-    missing_reason
+from wasi_lab.peers.node_peers import (
+    WASM_PEERS,
+    NodeEngine,
+    NodePeerError,
+    WasmPeer,
+    missing_reason,
+)
 from wasi_lab.peers.tfjs_convert import ensure_tfjs_model
 
 

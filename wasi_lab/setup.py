@@ -76,11 +76,32 @@ def ensure_images() -> str:
     return f"{len(files)} images in images/"
 
 
+def ensure_node_packages(node_dir: Path = REPO_ROOT / "hosts" / "node") -> str:
+    """`npm ci` in hosts/node (the pinned wasm peers of `bench --wasm-peers`) when Node and
+    npm exist and node_modules is older than the lockfile. Never fails the setup: without
+    them the bench lists those peers as skipped, with why."""
+    import shutil
+
+    npm = shutil.which("npm")
+    if not (shutil.which("node") and npm):
+        return "node or npm missing: `wasi-lab bench --wasm-peers` will skip its peers"
+    lock, done = node_dir / "package-lock.json", node_dir / "node_modules" / ".package-lock.json"
+    if done.exists() and done.stat().st_mtime >= lock.stat().st_mtime:
+        return "npm packages up to date"
+    out = subprocess.run([npm, "ci", "--ignore-scripts", "--no-audit", "--no-fund"],
+                         cwd=node_dir, capture_output=True, text=True)
+    if out.returncode != 0:
+        tail = " | ".join(out.stderr.strip().splitlines()[-2:])
+        return f"`npm ci` failed ({tail}): `bench --wasm-peers` will skip its peers"
+    return "npm ci done (onnxruntime-web, @tensorflow/tfjs-*)"
+
+
 def run_setup(log: Callable[[str], None] = print, build: bool = True) -> int:
     ok = _step("toolchain + guest" if build else "toolchain",
                lambda: ensure_toolchain_and_build(build), log)
     ok &= _step("models", ensure_models, log)
     ok &= _step("images", ensure_images, log)
+    _step("wasm peers (npm)", ensure_node_packages, log)
     return 0 if ok else 1
 
 

@@ -27,8 +27,14 @@ from typing import Any
 
 import numpy as np
 
-from wasi_lab.models.graphdef import DataType, Graph, GraphDefError, Node, TensorShape, \
-    parse_graphdef
+from wasi_lab.models.graphdef import (
+    DataType,
+    Graph,
+    GraphDefError,
+    Node,
+    TensorShape,
+    parse_graphdef,
+)
 
 #: Bumped when the output changes, so a stale folder is rewritten.
 CONVERTER_VERSION = 1
