@@ -10,7 +10,6 @@ import base64
 import json
 import subprocess
 import sys
-from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
