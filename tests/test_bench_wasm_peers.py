@@ -166,7 +166,7 @@ def test_bench_wasm_peers_json_carries_each_peers_figures() -> None:
     res = json.loads(out.stdout)
     rows = {r["key"]: r for r in res["wasm_peers"]}
     skipped = {s.split(":")[0] for s in res["skipped"]}
-    assert set(rows) | skipped >= set(PEERS)  # every peer ran or says why not
+    assert set(rows) | skipped >= {*PEERS, "guest_browser"}  # each ran or says why not
     for key in set(PEERS) - skipped:
         r = rows[key]
         for field in ("engine", "threads", "median_ms", "max_abs_diff", "guest_ratio"):
@@ -175,3 +175,23 @@ def test_bench_wasm_peers_json_carries_each_peers_figures() -> None:
         assert r["guest_ratio"] == pytest.approx(res["guest_ms"] / r["median_ms"], rel=1e-2)
         assert 0 < res["cpu_per_wall"][key] < r["threads"] + 0.5
     assert 0 < res["cpu_per_wall"]["guest"] < 1.5
+
+
+def test_the_guest_runs_in_chromium_on_the_same_tensor(spec, guest_run) -> None:
+    from wasi_lab.browser.chromium import chromium_missing
+
+    why = chromium_missing()
+    if why:
+        pytest.skip(why)
+    from wasi_lab.build import default_module
+    from wasi_lab.peers.browser_peer import BrowserEngine
+
+    x, want = guest_run
+    eng = BrowserEngine(default_module(), spec.path, x, spec.output)
+    try:
+        times, cpu, wall = eng.turn(block=2)
+    finally:
+        eng.close()
+    assert np.array_equal(eng.output, want)  # the same module: the same bits as wasmtime
+    assert len(times) == 2 and all(t > 0 for t in times) and np.isnan(cpu)
+    assert "Chromium" in eng.detail

@@ -9,6 +9,7 @@ Medians and p90 in milliseconds.
 from __future__ import annotations
 
 import json
+import math
 import statistics
 import time
 from collections.abc import Callable
@@ -181,8 +182,8 @@ def _take_turns(engines: dict[str, TurnTaker], repeat: int, progress: bool, bloc
             wall[name] += w
     return Turns({name: t[:max(repeat, 1)] for name, t in times.items()},
                  {name: e.output for name, e in engines.items()},
-                 {name: round(cpu[name] / wall[name], 2) if wall[name] else float("nan")
-                  for name in engines})
+                 {name: round(cpu[name] / wall[name], 2) for name in engines
+                  if wall[name] and not math.isnan(cpu[name])})
 
 
 def _interleaved(runners: dict[str, Callable[[np.ndarray], np.ndarray]], x: np.ndarray,
@@ -241,7 +242,7 @@ def run_bench(model: str = "efficientnet-lite0", repeat: int = 20, module: Path 
     with ExitStack() as stack:
         node_keys: list[str] = []
         if wasm_peers:
-            started, why = start_wasm_peers(spec, x, stack, progress=progress)
+            started, why = start_wasm_peers(spec, x, stack, progress=progress, module=path)
             engines.update(started)
             node_keys = list(started)
             skipped += why
@@ -315,6 +316,10 @@ def compare_sentences(res: BenchResult) -> list[str]:
     return out
 
 
+def _cpu(v: float | None) -> str:
+    return f"{v:10.2f}" if v is not None else f"{'n/a':>10}"
+
+
 def format_table(res: BenchResult) -> str:
     """The table `wasi-lab bench` prints."""
     def ms(v: float | None) -> str:
@@ -330,10 +335,10 @@ def format_table(res: BenchResult) -> str:
              "", f"{'inference':<32}{'median ms':>10}{'p90 ms':>10}"]
     lines += [f"{name:<32}{ms(med)}{ms(p)}" for name, med, p in rows]
     if res.wasm_peers:
-        lines += ["", f"{'wasm peers in Node':<32}{'median ms':>10}{'min ms':>10}"
+        lines += ["", f"{'wasm peers (Node, Chromium)':<32}{'median ms':>10}{'min ms':>10}"
                   f"{'guest/peer':>12}{'CPU/wall':>10}{'max diff':>10}"]
         lines += [f"{w['label']:<32}{w['median_ms']:10.2f}{w['min_ms']:10.2f}"
-                  f"{w['guest_ratio']:12.2f}{w['cpu_per_wall'] or float('nan'):10.2f}"
+                  f"{w['guest_ratio']:12.2f}{_cpu(w['cpu_per_wall'])}"
                   f"{w['max_abs_diff']:10.1e}" for w in res.wasm_peers]
     if res.cpu_per_wall:
         lines += ["", "CPU seconds per wall second (all threads; below the thread count: the "

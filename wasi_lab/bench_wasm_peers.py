@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from wasi_lab.build import default_module
+from wasi_lab.hosts import HostError
 from wasi_lab.models.graphdef import GraphDefError
 from wasi_lab.models.registry import ModelSpec
 from wasi_lab.peers.node_peers import (
@@ -26,6 +28,22 @@ from wasi_lab.peers.node_peers import (
     missing_reason,
 )
 from wasi_lab.peers.tfjs_convert import ensure_tfjs_model
+
+#: The guest in headless Chromium (`wasi_lab.peers.browser_peer`), beside the Node engines.
+BROWSER_PEER = WasmPeer("guest_browser", "browser", "guest-browser", 1,
+                        "guest (wasm, Chromium)", ())
+ALL_PEERS = (WASM_PEERS[0], BROWSER_PEER, *WASM_PEERS[1:])
+
+
+def _start_browser(spec: ModelSpec, x: np.ndarray, module: Path | None):
+    try:
+        from wasi_lab.peers.browser_peer import BrowserEngine
+    except ImportError as exc:  # Playwright absent
+        raise HostError(f"no browser host: {exc}") from exc
+    eng = BrowserEngine(Path(module) if module else default_module(), spec.path, x,
+                        spec.output)
+    eng.peer = BROWSER_PEER  # type: ignore[attr-defined]
+    return eng
 
 
 def _model_for(peer: WasmPeer, spec: ModelSpec) -> Path:
@@ -39,24 +57,30 @@ def _model_for(peer: WasmPeer, spec: ModelSpec) -> Path:
 
 
 def start_wasm_peers(spec: ModelSpec, x: np.ndarray, stack: ExitStack, progress: bool = False,
-                     peers: tuple[WasmPeer, ...] = WASM_PEERS
-                     ) -> tuple[dict[str, NodeEngine], list[str]]:
-    """Start each peer on `x` (closed when `stack` closes): (engines by key, skip reasons)."""
+                     peers: tuple[WasmPeer, ...] = ALL_PEERS, module: Path | None = None
+                     ) -> tuple[dict[str, object], list[str]]:
+    """Start each peer on `x` (closed when `stack` closes): (engines by key, skip reasons).
+    The guest's own hosts (Node, Chromium) run `module`, the module the bench measures."""
     tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="wasi-lab-peers-")))
     tensor = tmp / "tensor.f32"
     np.ascontiguousarray(x, dtype="<f4").tofile(tensor)
-    engines: dict[str, NodeEngine] = {}
+    engines: dict[str, object] = {}
     skipped: list[str] = []
     for peer in tqdm(peers, desc="starting the wasm peers", leave=False, disable=not progress):
-        why = missing_reason(peer)
+        why = None if peer.runner == "browser" else missing_reason(peer)
         if why is None:
             try:
-                eng = NodeEngine(peer, _model_for(peer, spec), tensor, tuple(x.shape),
-                                 output_name=spec.output if peer.runner == "guest" else "")
+                if peer.runner == "browser":
+                    eng = _start_browser(spec, x, module)
+                else:
+                    eng = NodeEngine(peer, _model_for(peer, spec), tensor, tuple(x.shape),
+                                     output_name=spec.output if peer.runner == "guest" else "",
+                                     wasm=module)
                 stack.callback(eng.close)
                 engines[peer.key] = eng
                 continue
-            except (NodePeerError, FileNotFoundError, OSError, GraphDefError) as exc:
+            except (NodePeerError, HostError, FileNotFoundError, OSError,
+                    GraphDefError) as exc:
                 why = str(exc)
         skipped.append(f"{peer.key}: {why}")
     return engines, skipped

@@ -105,13 +105,16 @@ class NodeEngine:
     """One running `peers.mjs` process with its engine loaded; `turn()` times one turn."""
 
     def __init__(self, peer: WasmPeer, model: Path, tensor_file: Path, shape: tuple[int, ...],
-                 output_name: str = "", start_timeout: float = START_TIMEOUT_S) -> None:
+                 output_name: str = "", start_timeout: float = START_TIMEOUT_S,
+                 wasm: Path | None = None) -> None:
         self.peer = peer
         argv = [shutil.which("node") or "node", "--no-warnings", str(RUNNER),
                 "--engine", peer.runner, "--threads", str(peer.threads), "--model", str(model),
                 "--tensor", str(tensor_file), "--shape", ",".join(map(str, shape))]
         if output_name:
             argv += ["--output-name", output_name]
+        if wasm is not None:
+            argv += ["--wasm", str(wasm)]
         self._stderr = tensor_file.with_name(f"{peer.key}.stderr")
         self._err = self._stderr.open("w")
         try:
