@@ -8,13 +8,20 @@ from __future__ import annotations
 
 import base64
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from wasi_lab.bench_wasm_peers import (
+    RECORDED,
+    faq_figure,
+    faq_sentences,
+    load_record,
+    medians,
+    ratio_ranges,
+    typical_run,
+)
 from wasi_lab.hosts import grace_hopper
 from wasi_lab.models.registry import ensure_model, get_model
 from wasi_lab.peers.node_peers import WASM_PEERS, NodeEngine, NodePeerError, missing_reason
@@ -157,13 +164,20 @@ def test_missing_packages_are_a_skip_reason(tmp_path) -> None:
     assert missing_reason(PEERS["guest_node"], node_dir=tmp_path) is None  # needs no npm
 
 
-def test_bench_wasm_peers_json_carries_each_peers_figures() -> None:
+def test_bench_wasm_peers_json_carries_each_peers_figures(tmp_path) -> None:
+    """The recording script runs `wasi-lab bench --wasm-peers --json` and keeps its answer."""
     if missing_reason(PEERS["guest_node"]):
         pytest.skip("no usable node")
-    out = subprocess.run([sys.executable, "-m", "wasi_lab", "bench", "--wasm-peers", "--json",
-                          "--repeat", "2"], capture_output=True, text=True, timeout=900)
-    assert out.returncode == 0, out.stderr[-2000:]
-    res = json.loads(out.stdout)
+    from tests.test_bench_scripts import load
+
+    out = tmp_path / "record.json"
+    assert load("wasm_peers_record").main(["--runs", "1", "--repeat", "2",
+                                           "--out", str(out)]) == 0
+    record = load_record(out)
+    assert record["command"].startswith("wasi-lab bench --wasm-peers --json --repeat 2")
+    assert record["machine"]["logical_cpus"] and record["machine"]["node"].startswith("v")
+    assert record["runs"][0]["result"]["module"] == "guest/prebuilt/wasi_lab_guest.wasm"
+    res = record["runs"][0]["result"]
     rows = {r["key"]: r for r in res["wasm_peers"]}
     skipped = {s.split(":")[0] for s in res["skipped"]}
     assert set(rows) | skipped >= {*PEERS, "guest_browser"}  # each ran or says why not
@@ -175,6 +189,34 @@ def test_bench_wasm_peers_json_carries_each_peers_figures() -> None:
         assert r["guest_ratio"] == pytest.approx(res["guest_ms"] / r["median_ms"], rel=1e-2)
         assert 0 < res["cpu_per_wall"][key] < r["threads"] + 0.5
     assert 0 < res["cpu_per_wall"]["guest"] < 1.5
+    # What notebook 07 prints and draws from such a record.
+    text = "\n".join(faq_sentences(record))
+    assert "1 run on" in text and "guest (wasmtime) / ORT-Web wasm, 1 thread:" in text
+    fig = faq_figure(typical_run(record))
+    assert len(fig.axes[0].patches) == len(medians(res)) - ("ort" in medians(res))
+
+
+def test_notebook_07_quotes_the_recorded_runs() -> None:
+    """Every number in notebook 07's wasm-peers prose comes from benchmarks/wasm_peers.json."""
+    import re
+
+    import nbformat
+
+    from wasi_lab.paths import REPO_ROOT
+
+    nb = nbformat.read(REPO_ROOT / "notebooks" / "07_deep_dive_performance.ipynb", 4)
+    cell = next(c.source for c in nb.cells if c.cell_type == "markdown"
+                and c.source.startswith("## 5 · Against the other engines in WebAssembly"))
+    record = load_record()
+    ranges = ratio_ranges(record)
+    quoted = [f"{lo:.2f}–{hi:.2f}" for lo, hi in (ranges["ort_web_1t"], ranges["tfjs_wasm_1t"])]
+    for q in quoted:
+        assert f"**{q}×**" in cell, q
+    assert f"{len(record['runs'])} runs recorded on {record['date']}" in cell
+    allowed = {*(x for q in quoted for x in q.split("–")), *record["date"].split("-"),
+               str(len(record["runs"])), "5", "1", "2", "20", "0"}
+    numbers = set(re.findall(r"\d+(?:\.\d+)?", cell))
+    assert numbers <= allowed, numbers - allowed
 
 
 def test_the_guest_runs_in_chromium_on_the_same_tensor(spec, guest_run) -> None:
@@ -195,3 +237,11 @@ def test_the_guest_runs_in_chromium_on_the_same_tensor(spec, guest_run) -> None:
     assert np.array_equal(eng.output, want)  # the same module: the same bits as wasmtime
     assert len(times) == 2 and all(t > 0 for t in times) and np.isnan(cpu)
     assert "Chromium" in eng.detail
+
+
+def test_the_record_names_no_machines_folders() -> None:
+    text = RECORDED.read_text()
+    record = json.loads(text)
+    assert all(r["result"]["module"] == "guest/prebuilt/wasi_lab_guest.wasm"
+               for r in record["runs"])
+    assert str(Path.home()) not in text and "/tmp/" not in text

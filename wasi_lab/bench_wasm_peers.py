@@ -8,6 +8,7 @@ into the `wasm_peers` rows of the JSON. A peer that cannot run is a line in `ski
 
 from __future__ import annotations
 
+import json
 import statistics
 import tempfile
 from contextlib import ExitStack
@@ -20,6 +21,7 @@ from wasi_lab.build import default_module
 from wasi_lab.hosts import HostError
 from wasi_lab.models.graphdef import GraphDefError
 from wasi_lab.models.registry import ModelSpec
+from wasi_lab.paths import REPO_ROOT
 from wasi_lab.peers.node_peers import (
     WASM_PEERS,
     NodeEngine,
@@ -106,3 +108,125 @@ def wasm_peer_rows(results: dict[str, tuple[list[float], np.ndarray]], guest_tim
             "detail": getattr(eng, "detail", ""),
         })
     return rows
+
+
+# ------------------------------------------------------------------ the recorded runs
+#: The committed runs notebook 07 draws from (`benchmarks/wasm_peers_record.py` writes it).
+RECORDED = REPO_ROOT / "benchmarks" / "wasm_peers.json"
+
+#: The chart's rows: (label, where the median is in one bench JSON, kind).
+FAQ_ROWS = (
+    ("guest, wasmtime", "guest", "guest"),
+    ("guest, Node", "guest_node", "guest"),
+    ("guest, Chromium", "guest_browser", "guest"),
+    ("ORT-Web wasm, 1 thread", "ort_web_1t", "wasm"),
+    ("ORT-Web wasm, 2 threads", "ort_web_2t", "wasm"),
+    ("TF.js wasm, 1 thread", "tfjs_wasm_1t", "wasm"),
+    ("TF.js wasm, 2 threads", "tfjs_wasm_2t", "wasm"),
+    ("ONNX Runtime native, 1 thread", "ort_1t", "native"),
+    ("tract native", "tract", "native"),
+)
+
+
+def load_record(path: Path = RECORDED) -> dict:
+    """The recorded runs: {"date", "command", "machine", "runs": [{"started", ..., "result"}]}."""
+    record = json.loads(Path(path).read_text())
+    if not record.get("runs"):
+        raise ValueError(f"{path}: no runs recorded")
+    return record
+
+
+def medians(res: dict) -> dict[str, float]:
+    """Each engine's median (ms) in one bench JSON, by the keys of `FAQ_ROWS`."""
+    out = {"guest": res["guest_ms"]}
+    for key in ("tract", "ort_1t", "ort"):
+        if res.get(f"{key}_ms") is not None:
+            out[key] = res[f"{key}_ms"]
+    out.update({w["key"]: w["median_ms"] for w in res.get("wasm_peers", [])})
+    return out
+
+
+def ratio_ranges(record: dict) -> dict[str, tuple[float, float]]:
+    """Per engine, the guest's (wasmtime) time over the engine's, lowest and highest over the
+    recorded runs, rounded as the notebook prints them."""
+    per: dict[str, list[float]] = {}
+    for run in record["runs"]:
+        m = medians(run["result"])
+        for key, ms in m.items():
+            if key != "guest":
+                per.setdefault(key, []).append(m["guest"] / ms)
+    return {k: (round(min(v), 2), round(max(v), 2)) for k, v in per.items()}
+
+
+def typical_run(record: dict, key: str = "ort_web_1t") -> dict:
+    """The run whose guest/`key` ratio is the median of the runs' (the one the chart shows)."""
+    runs = [r for r in record["runs"] if key in medians(r["result"])] or record["runs"]
+    runs = sorted(runs, key=lambda r: (lambda m: m["guest"] / m.get(key, m["guest"]))(
+        medians(r["result"])))
+    return runs[len(runs) // 2]
+
+
+def faq_figure(run: dict):
+    """The article's FAQ as a chart: the guest in three hosts, the wasm peers, and native
+    engines for reference; medians (bars) and minima (ticks), with the guest's ratio."""
+    import matplotlib.pyplot as plt
+
+    res = run["result"]
+    m = medians(res)
+    mins = {"guest": res.get("guest_min_ms")}
+    mins.update({w["key"]: w["min_ms"] for w in res.get("wasm_peers", [])})
+    cpu = res.get("cpu_per_wall", {})
+    rows = [(label, key, kind) for label, key, kind in FAQ_ROWS if key in m][::-1]
+    colours = {"guest": "#4c72b0", "wasm": "#dd8452", "native": "#bbbbbb"}
+    fig, ax = plt.subplots(figsize=(9, 4.2), layout="constrained")
+    bars = ax.barh([r[0] for r in rows], [m[r[1]] for r in rows],
+                   color=[colours[r[2]] for r in rows])
+    for bar, (_, key, _) in zip(bars, rows, strict=True):
+        y = bar.get_y() + bar.get_height() / 2
+        if mins.get(key):
+            ax.plot([mins[key]] * 2, [bar.get_y(), bar.get_y() + bar.get_height()], "k-", lw=1)
+        note = f"{m[key]:.0f} ms"
+        if key != "guest":
+            note += f"  (guest {m['guest'] / m[key]:.2f}x)"
+        if key in cpu:
+            note += f"  CPU/wall {cpu[key]:.2f}"
+        ax.annotate(note, (bar.get_width(), y), va="center", xytext=(6, 0),
+                    textcoords="offset points", fontsize=9)
+    ax.margins(x=0.6)
+    ax.set_xlabel("milliseconds per inference (median; tick: minimum)")
+    ax.set_title(f"EfficientNet-Lite0, same tensor, engines in turns ({run['started']})",
+                 fontsize=11, loc="left")
+    return fig
+
+
+def faq_sentences(record: dict) -> list[str]:
+    """What the recorded runs say, computed from them: the guest's ratio to each engine (its
+    range over the runs) and whether each threaded engine got its cores (CPU per wall)."""
+    labels = {key: label for label, key, _ in FAQ_ROWS}
+    n = len(record["runs"])
+    out = [f"{n} run{'s' if n != 1 else ''} on {record['date']} "
+           f"({record['runs'][0]['started']} to {record['runs'][-1]['started']}), "
+           f"{record['machine']['cpu']}, {record['machine']['logical_cpus']} logical CPUs, "
+           f"node {record['machine']['node']}; load average "
+           + ", ".join(f"{r['load_average_before'][0]:.1f}" for r in record["runs"]
+                       if r.get("load_average_before"))
+           + " at the start of each run (a shared machine)"]
+    for key, (lo, hi) in ratio_ranges(record).items():
+        if key in labels:
+            out.append(f"guest (wasmtime) / {labels[key]}: {lo:.2f}-{hi:.2f}x its time")
+    diffs = [w["max_abs_diff"] for r in record["runs"] for w in r["result"]["wasm_peers"]]
+    same = [w["max_abs_diff"] for r in record["runs"] for w in r["result"]["wasm_peers"]
+            if w["key"] in ("guest_node", "guest_browser")]
+    if diffs:
+        out.append(f"outputs: every engine within {max(diffs):.1e} of the guest's (max abs "
+                   "diff)" + (f"; the guest under Node and Chromium within {max(same):.1e}"
+                              if same else ""))
+    for key in ("ort_web_2t", "tfjs_wasm_2t", "ort"):
+        cpu = [r["result"].get("cpu_per_wall", {}).get(key) for r in record["runs"]]
+        cpu = [c for c in cpu if c is not None]
+        if cpu:
+            got = "got both cores" if min(cpu) > 1.5 else (
+                "never got both cores" if max(cpu) < 1.5 else "got both cores in some runs")
+            out.append(f"{labels.get(key, 'ONNX Runtime native, default threads')}: "
+                       f"CPU/wall {min(cpu):.2f}-{max(cpu):.2f}: {got}")
+    return out
