@@ -3,7 +3,9 @@
 Every engine gets the same preprocessed tensor, and their outputs are compared in the same
 run (max abs difference), so a fast wrong answer cannot pass. Peers are optional extras
 (`pip install -e .[bench]`): a missing one is listed under "skipped", never faked.
-Medians and p90 in milliseconds.
+Medians and p90 in milliseconds, and each engine's CPU seconds per wall second.
+`--wasm-peers` adds engines that also run in WebAssembly (ONNX Runtime Web, TF.js's wasm
+backend, and the guest under Node and Chromium: `wasi_lab.bench_wasm_peers`), in the same turns.
 """
 
 from __future__ import annotations
