@@ -20,4 +20,5 @@ def test_lab_setup_runs_every_other_step() -> None:
     lines: list[str] = []
     assert run_setup(lines.append, build=False) == 0
     steps = [line.split(":")[0] for line in lines]
+    # No npm step: the wasm peers' packages are for tests and `bench --wasm-peers` only.
     assert steps == ["[setup] toolchain", "[setup] models", "[setup] images"], lines

@@ -3,21 +3,27 @@
 Every engine gets the same preprocessed tensor, and their outputs are compared in the same
 run (max abs difference), so a fast wrong answer cannot pass. Peers are optional extras
 (`pip install -e .[bench]`): a missing one is listed under "skipped", never faked.
-Medians and p90 in milliseconds.
+Medians and p90 in milliseconds, and each engine's CPU seconds per wall second.
+`--wasm-peers` adds engines that also run in WebAssembly (ONNX Runtime Web, TF.js's wasm
+backend, and the guest under Node and Chromium: `wasi_lab.bench_wasm_peers`), in the same turns.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import statistics
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from wasi_lab.bench_wasm_peers import start_wasm_peers, wasm_peer_rows
 from wasi_lab.hosts import grace_hopper
 from wasi_lab.models.registry import ensure_model, get_model
 from wasi_lab.paths import default_module
@@ -73,6 +79,12 @@ class BenchResult:
     diffs: dict[str, float] = field(default_factory=dict)
     peers_p90_ms: dict[str, float] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
+    # Each engine's CPU seconds per wall second over its timed calls (all its threads): about
+    # 1 for one thread, up to the thread count when a threaded engine got its cores.
+    cpu_per_wall: dict[str, float] = field(default_factory=dict)
+    guest_min_ms: float | None = None
+    # `--wasm-peers`: one entry per engine in Node that ran (see `wasm_peers.WasmPeerResult`).
+    wasm_peers: list[dict] = field(default_factory=list)
 
     @property
     def ratios(self) -> dict[str, float | None]:
@@ -113,9 +125,43 @@ def _tract_runner(onnx_path: Path) -> Callable[[np.ndarray], np.ndarray]:
     return lambda x: runnable.run([x])[0].to_numpy()
 
 
-def _interleaved(runners: dict[str, Callable[[np.ndarray], np.ndarray]], x: np.ndarray,
-                 repeat: int, progress: bool, block: int = 2
-                 ) -> tuple[dict[str, list[float]], dict[str, np.ndarray]]:
+class _InProcess:
+    """An engine in this process, timed the way `NodeEngine.turn` times one in Node."""
+
+    def __init__(self, run: Callable[[np.ndarray], np.ndarray], x: np.ndarray) -> None:
+        self.run, self.x = run, x
+        self.output = np.asarray(run(x)).reshape(-1)
+
+    def turn(self, block: int, warm: int = 1) -> tuple[list[float], float, float]:
+        for _ in range(warm):
+            self.run(self.x)
+        times = []
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        for _ in range(block):
+            t = time.perf_counter()
+            self.run(self.x)
+            times.append((time.perf_counter() - t) * 1000)
+        wall = (time.perf_counter() - wall0) * 1000
+        return times, (time.process_time() - cpu0) * 1000, wall
+
+
+class TurnTaker(Protocol):
+    output: np.ndarray
+
+    def turn(self, block: int, warm: int = 1) -> tuple[list[float], float, float]: ...
+
+
+@dataclass
+class Turns:
+    """What the engines' turns gave: timings (ms), outputs, CPU per wall second."""
+
+    times: dict[str, list[float]]
+    outputs: dict[str, np.ndarray]
+    cpu_per_wall: dict[str, float]
+
+
+def _take_turns(engines: dict[str, TurnTaker], repeat: int, progress: bool, block: int = 2
+                ) -> Turns:
     """Time the engines in turns: `block` timed calls each per turn, after one untimed call.
 
     On a shared machine noise comes in bursts; timing the engines one after the other
@@ -126,23 +172,39 @@ def _interleaved(runners: dict[str, Callable[[np.ndarray], np.ndarray]], x: np.n
     with 5 calls per turn, one run in ten caught the guest in a slow phase that the
     peers, timed a second later, escaped (guest/tract 1.11 where it is otherwise 0.70-0.97).
     """
-    outputs = {name: np.asarray(run(x)).reshape(-1) for name, run in runners.items()}
-    times: dict[str, list[float]] = {name: [] for name in runners}
+    times: dict[str, list[float]] = {name: [] for name in engines}
+    cpu = dict.fromkeys(engines, 0.0)
+    wall = dict.fromkeys(engines, 0.0)
     turns = max(1, -(-repeat // block))
     for _ in tqdm(range(turns), desc="inference turns", leave=False, disable=not progress):
-        for name, run in runners.items():
-            run(x)
-            for _ in range(block):
-                t = time.perf_counter()
-                run(x)
-                times[name].append((time.perf_counter() - t) * 1000)
-    return {name: t[:max(repeat, 1)] for name, t in times.items()}, outputs
+        for name, engine in engines.items():
+            t, c, w = engine.turn(block)
+            times[name] += t
+            cpu[name] += c
+            wall[name] += w
+    return Turns({name: t[:max(repeat, 1)] for name, t in times.items()},
+                 {name: e.output for name, e in engines.items()},
+                 {name: round(cpu[name] / wall[name], 2) for name in engines
+                  if wall[name] and not math.isnan(cpu[name])})
+
+
+def _interleaved(runners: dict[str, Callable[[np.ndarray], np.ndarray]], x: np.ndarray,
+                 repeat: int, progress: bool, block: int = 2
+                 ) -> tuple[dict[str, list[float]], dict[str, np.ndarray]]:
+    """`_take_turns` for in-process engines only: (timings, outputs)."""
+    turns = _take_turns({n: _InProcess(r, x) for n, r in runners.items()}, repeat, progress,
+                        block)
+    return turns.times, turns.outputs
 
 
 def run_bench(model: str = "efficientnet-lite0", repeat: int = 20, module: Path | None = None,
               image: bytes | None = None, progress: bool = True,
-              peers: tuple[str, ...] = ("tract", "ort_1t", "ort")) -> BenchResult:
-    """Measure everything once; `repeat` is the number of timed inferences per engine."""
+              peers: tuple[str, ...] = ("tract", "ort_1t", "ort"), wasm_peers: bool = False,
+              ) -> BenchResult:
+    """Measure everything once; `repeat` is the number of timed inferences per engine.
+
+    `wasm_peers` adds the engines in Node (`wasi_lab.peers`): the guest under node:wasi,
+    ONNX Runtime Web and TF.js's wasm backend, taking their turns with the others."""
     spec = get_model(model)
     ensure_model(spec.name, progress=False)
     path = Path(module) if module else default_module()
@@ -167,19 +229,29 @@ def run_bench(model: str = "efficientnet-lite0", repeat: int = 20, module: Path 
                             desc="decode", progress=progress)
     x = np.ascontiguousarray(tensor, dtype=np.float32)
 
-    runners: dict[str, Callable[[np.ndarray], np.ndarray]] = {"guest": clf.infer_tensor}
+    engines: dict[str, TurnTaker] = {"guest": _InProcess(clf.infer_tensor, x)}
     skipped: list[str] = []
     onnx_path = spec.onnx_path
     for peer in peers:
         try:
             if onnx_path is None or not onnx_path.exists():
                 raise FileNotFoundError(f"no ONNX export for {spec.name}")
-            runners[peer] = (_tract_runner(onnx_path) if peer == "tract"
-                             else _ort_runner(onnx_path, 1 if peer == "ort_1t" else None))
+            engines[peer] = _InProcess(_tract_runner(onnx_path) if peer == "tract"
+                                       else _ort_runner(onnx_path, 1 if peer == "ort_1t"
+                                                        else None), x)
         except (ImportError, FileNotFoundError, OSError) as exc:
             skipped.append(f"{peer}: {exc}")
-    times, outputs = _interleaved(runners, x, repeat, progress)
+    with ExitStack() as stack:
+        node_keys: list[str] = []
+        if wasm_peers:
+            started, why = start_wasm_peers(spec, x, stack, progress=progress, module=path)
+            engines.update(started)
+            node_keys = list(started)
+            skipped += why
+        turns = _take_turns(engines, repeat, progress)
+    times, outputs = turns.times, turns.outputs
     guest_t, guest_out = times.pop("guest"), outputs.pop("guest")
+    node_results = {k: (times.pop(k), outputs.pop(k)) for k in node_keys}
     results = {p: (times[p], outputs[p]) for p in times}
 
     diffs = {p: float(np.abs(out - guest_out).max()) for p, (_, out) in results.items()}
@@ -195,7 +267,10 @@ def run_bench(model: str = "efficientnet-lite0", repeat: int = 20, module: Path 
         peak_pages={"after_load": clf.pages_after_load, "after_infer": clf.guest.pages},
         max_abs_diff=max(diffs.values()) if diffs else None, diffs=diffs,
         guest_skipped_macs_share=sum(s["skipped"] for s in steps) / sum(s["macs"] for s in steps),
-        peers_p90_ms={p: p90(t) for p, (t, _) in results.items()}, skipped=skipped)
+        peers_p90_ms={p: p90(t) for p, (t, _) in results.items()}, skipped=skipped,
+        cpu_per_wall=turns.cpu_per_wall, guest_min_ms=min(guest_t),
+        wasm_peers=wasm_peer_rows(node_results, guest_t, guest_out,
+                                  turns.cpu_per_wall, engines) if wasm_peers else [])
 
 
 #: The native peers and the module each needs (the `bench` extra installs both).
@@ -243,6 +318,10 @@ def compare_sentences(res: BenchResult) -> list[str]:
     return out
 
 
+def _cpu(v: float | None) -> str:
+    return f"{v:10.2f}" if v is not None else f"{'n/a':>10}"
+
+
 def format_table(res: BenchResult) -> str:
     """The table `wasi-lab bench` prints."""
     def ms(v: float | None) -> str:
@@ -257,6 +336,16 @@ def format_table(res: BenchResult) -> str:
     lines = [f"model {res.model}, {res.repeat} timed runs each, module {res.module}",
              "", f"{'inference':<32}{'median ms':>10}{'p90 ms':>10}"]
     lines += [f"{name:<32}{ms(med)}{ms(p)}" for name, med, p in rows]
+    if res.wasm_peers:
+        lines += ["", f"{'wasm peers (Node, Chromium)':<32}{'median ms':>10}{'min ms':>10}"
+                  f"{'guest/peer':>12}{'CPU/wall':>10}{'max diff':>10}"]
+        lines += [f"{w['label']:<32}{w['median_ms']:10.2f}{w['min_ms']:10.2f}"
+                  f"{w['guest_ratio']:12.2f}{_cpu(w['cpu_per_wall'])}"
+                  f"{w['max_abs_diff']:10.1e}" for w in res.wasm_peers]
+    if res.cpu_per_wall:
+        lines += ["", "CPU seconds per wall second (all threads; below the thread count: the "
+                  "engine did not get its cores): "
+                  + ", ".join(f"{k} {v:.2f}" for k, v in res.cpu_per_wall.items())]
     r = res.ratios
     lines += ["", "ratios (median): " + ", ".join(f"{k} {v:.2f}" for k, v in r.items() if v),
               "max abs diff vs guest: "

@@ -214,8 +214,13 @@ def _cmd_bench(args: argparse.Namespace) -> int:
                               progress=not args.json)
         print(layers_json(prof) if args.json else format_layers(prof))
         return 0
+    if args.wasm_peers:  # the peers' npm packages are no workshop dependency: fetched here
+        from wasi_lab.setup import ensure_node_packages
+
+        print(f"[bench] wasm peers (npm): {ensure_node_packages()}", file=sys.stderr)
     res = run_bench(model=args.model, repeat=args.repeat, module=args.module,
-                    progress=not args.json)
+                    progress=not args.json or sys.stderr.isatty(),
+                    wasm_peers=args.wasm_peers)
     print(bench_json(res) if args.json else format_table(res))
     return 0
 
@@ -269,6 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--module", help="guest module to measure (default: the kit's)")
     p.add_argument("--layers", action="store_true",
                    help="time each step of the guest's plan instead (where the time goes)")
+    p.add_argument("--wasm-peers", action="store_true",
+                   help="also ONNX Runtime Web and TF.js wasm (and the guest) in Node")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_bench)
 

@@ -26,7 +26,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from wasi_lab.paths import CHECKOUT, IMAGES_DIR, NOTEBOOKS_SOURCE, PREBUILT_MODULE, REPO_ROOT
+from wasi_lab.paths import (
+    CHECKOUT,
+    IMAGES_DIR,
+    NODE_HOST_DIR,
+    NOTEBOOKS_SOURCE,
+    PREBUILT_MODULE,
+    REPO_ROOT,
+)
 
 
 def _step(name: str, fn: Callable[[], str], log: Callable[[str], None]) -> bool:
@@ -83,6 +90,26 @@ def ensure_images() -> str:
     return f"{len(files)} images in {IMAGES_DIR if CHECKOUT is None else 'images/'}"
 
 
+def ensure_node_packages(node_dir: Path = NODE_HOST_DIR) -> str:
+    """`npm ci` in hosts/node (the pinned wasm peers of `bench --wasm-peers`) when Node and
+    npm exist and node_modules is older than the lockfile. Never fails the setup: without
+    them the bench lists those peers as skipped, with why."""
+    import shutil
+
+    npm = shutil.which("npm")
+    if not (shutil.which("node") and npm):
+        return "node or npm missing: `wasi-lab bench --wasm-peers` will skip its peers"
+    lock, done = node_dir / "package-lock.json", node_dir / "node_modules" / ".package-lock.json"
+    if done.exists() and done.stat().st_mtime >= lock.stat().st_mtime:
+        return "npm packages up to date"
+    out = subprocess.run([npm, "ci", "--ignore-scripts", "--no-audit", "--no-fund"],
+                         cwd=node_dir, capture_output=True, text=True)
+    if out.returncode != 0:
+        tail = " | ".join(out.stderr.strip().splitlines()[-2:])
+        return f"`npm ci` failed ({tail}): `bench --wasm-peers` will skip its peers"
+    return "npm ci done (onnxruntime-web, @tensorflow/tfjs-*)"
+
+
 def run_setup(log: Callable[[str], None] = print, build: bool = True,
               checkout: Path | None = CHECKOUT) -> int:
     """The setup's steps; outside a checkout (`checkout` None) the toolchain and build step
@@ -116,9 +143,11 @@ def missing_test_packages(which: Callable[[str], str | None] = shutil.which) -> 
 
 
 def ensure_test_deps(log: Callable[[str], None] = print) -> int:
-    """Install Chromium and rustfmt from apt when missing and we may (root on Debian)."""
+    """Install Chromium and rustfmt from apt when missing and we may (root on Debian), and
+    the wasm peers' npm packages (tests and benchmarks only: a workshop laptop needs none)."""
     from wasi_lab.toolchain import apt_usable
 
+    _step("wasm peers (npm)", ensure_node_packages, log)
     missing = missing_test_packages()
     if not missing:
         log("[setup] test tools: chromium and rustfmt present")
