@@ -19,6 +19,7 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from tests.oracle import harness
@@ -148,6 +149,10 @@ def test_the_oracle_is_strict(guest: Guest, op_graphs: dict[str, Frozen]) -> Non
     nudged.flat[i] *= 1 + 3e-5
     assert "differ" in (harness.mismatch(nudged, frozen.y) or "")
     assert "shape" in (harness.mismatch(got.reshape(-1), frozen.y) or "")
+    # near-uniform probabilities, as random-weight classifiers give: 0.1% off is caught
+    probs = np.full((1, 1000), 1e-3, np.float32)
+    assert harness.mismatch(probs * (1 + 3e-6), probs) is None
+    assert "differ" in (harness.mismatch(probs * (1 + 1e-3), probs) or "")
 
 
 SKIP_RUN = """
