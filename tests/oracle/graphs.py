@@ -28,7 +28,7 @@ OUTPUT = "output"
 
 @dataclass(frozen=True)
 class Builder:
-    """One graph: how to make it, the input it takes, and how long it is expected to take."""
+    """One graph: how to make it and the input it takes."""
 
     name: str
     mode: str
@@ -36,7 +36,6 @@ class Builder:
     make: Callable[[Any, int], tuple[bytes, str, str]]
     low: float = -1.0
     high: float = 1.0
-    slow: bool = False
     doc: str = ""
 
     def input_tensor(self, seed: int) -> np.ndarray:
@@ -182,16 +181,15 @@ def _app_tf1(app: str, kwargs: dict[str, Any]) -> Callable[[Any, int], tuple[byt
 def _apps() -> list[Builder]:
     out = []
     for key, (app, kwargs, low, high) in APPS.items():
-        slow = key == "resnet50"
         for which in ("keras3", "tfkeras"):
             out.append(Builder(f"{which}-{key}", V2, (1, SIZE, SIZE, 3),
-                               _app_v2(which, app, kwargs), low, high, slow,
+                               _app_v2(which, app, kwargs), low, high,
                                f"keras.applications.{app}({kwargs or ''}) from {which}"))
     out.append(Builder("tf1-mobilenetv2-1.4", V1, (1, SIZE, SIZE, 3),
-                       _app_tf1("MobileNetV2", {"alpha": 1.4}), -1.0, 1.0, False,
+                       _app_tf1("MobileNetV2", {"alpha": 1.4}), -1.0, 1.0,
                        "tf_keras MobileNetV2(alpha=1.4) in TF1 graph mode"))
     out.append(Builder("tf1-mobilenet", V1, (1, SIZE, SIZE, 3),
-                       _app_tf1("MobileNet", {}), -1.0, 1.0, False,
+                       _app_tf1("MobileNet", {}), -1.0, 1.0,
                        "tf_keras MobileNet in TF1 graph mode"))
     return out
 
@@ -215,7 +213,7 @@ def _op(name: str, fn: OpFn, shape: tuple[int, ...] = SMALL, mode: str = V2,
         tf.random.set_seed(seed)
         freeze = freeze_function if mode == V2 else freeze_graph_mode
         return freeze(tf, lambda x: fn(tf, x, seed), shape)
-    return Builder(f"op-{name}", mode, shape, make, low, high, False, doc)
+    return Builder(f"op-{name}", mode, shape, make, low, high, doc)
 
 
 def _c(seed: int, *shape: int, low: float = -1.0, high: float = 1.0) -> np.ndarray:
