@@ -37,8 +37,10 @@ def _names(requirements: list[str]) -> set[str]:
 
 BASE = _names(PROJECT["dependencies"])
 BENCH = _names(PROJECT["optional-dependencies"]["bench"])
-#: Extras the kit imports lazily and runs without (the benchmark's peers, headless Chromium).
-OPTIONAL = BENCH | _names(PROJECT["optional-dependencies"]["browser"])
+#: Extras the kit imports lazily and runs without (the benchmark's peers, headless Chromium,
+#: the TensorFlow oracle).
+OPTIONAL = BENCH | _names(PROJECT["optional-dependencies"]["browser"]) \
+    | _names(PROJECT["optional-dependencies"]["oracle"])
 DEV = _names(PROJECT["optional-dependencies"]["dev"]) | OPTIONAL
 
 

@@ -148,6 +148,7 @@ def _predict_sources(sources: list[str]) -> tuple[list[str], list[str], list[str
 def _cmd_predict(args: argparse.Namespace) -> int:
     from wasi_lab.images import ImageError
     from wasi_lab.models.fetch import ModelError
+    from wasi_lab.models.labels import LabelsError
     from wasi_lab.predict import Classifier
     from wasi_lab.runtime import GuestError, GuestTrap
 
@@ -157,7 +158,11 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if not images:
         return 1
     try:
-        clf = Classifier(args.model)
+        clf = Classifier(args.model, labels=args.labels)
+    except LabelsError as exc:
+        where = f"--labels {args.labels}" if args.labels else f"--model {args.model}"
+        print(f"wasi-lab predict: {where}: {exc}", file=sys.stderr)
+        return 1
     except OSError as exc:
         print(f"wasi-lab predict: --model {args.model}: {os_error_line(exc)}", file=sys.stderr)
         return 1
@@ -261,6 +266,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="image file, directory of images, or http(s) URL")
     p.add_argument("--model", default="efficientnet-lite0",
                    help="efficientnet-lite0 (default), mobilenet-v2-1.4, or a .pb path")
+    p.add_argument("--labels", metavar="FILE|N",
+                   help="class names for a .pb: a text file with one label per line, or N "
+                        "for numbered labels (default: from the model's output width, "
+                        "ImageNet's for 1000 or 1001)")
     p.add_argument("--top", type=positive_int, default=5, help="classes to show (default 5)")
     p.add_argument("--mode", default="model",
                    choices=["model", "article", "efficientnet", "inception"],

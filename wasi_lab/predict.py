@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wasi_lab.models.labels import labels_for, top_k
+from wasi_lab.models.labels import labels_for, resolve_labels, top_k
 from wasi_lab.models.registry import ModelSpec, ensure_model, get_model
 from wasi_lab.runtime import CompiledModule, Guest, shared_module
 
@@ -147,14 +147,13 @@ class Classifier:
 
     def __init__(self, model: str | Path = "efficientnet-lite0",
                  module: CompiledModule | Path | str | None = None,
-                 guest: Guest | None = None):
+                 guest: Guest | None = None, labels: str | Path | int | None = None):
         self.spec = get_model(str(model))
         t0 = time.perf_counter()
         compiled = module if isinstance(module, CompiledModule) else shared_module(module)
         t1 = time.perf_counter()
         self.guest = guest or Guest(compiled)
         t2 = time.perf_counter()
-        self.labels = labels_for(self.spec.labels)
         # Only the path is kept: the guest parses the model into its own weights, and a
         # server holds one Classifier per core (the raw .pb is ~19 MB each time).
         self.model_path = ensure_model(self.spec.name, progress=False) \
@@ -162,9 +161,11 @@ class Classifier:
         self.handle = self._load()
         t3 = time.perf_counter()
         self.output_len = self.guest.call("model_output_len", self.handle)
-        if self.output_len != len(self.labels):
-            raise ValueError(f"{self.spec.name}: the graph has {self.output_len} outputs but "
-                             f"{len(self.labels)} labels")
+        # `labels`: a file, a class count or None (see resolve_labels); a registered model
+        # brings its own, and a graph that does not fit them is refused (LabelsError).
+        if labels is None and self.spec.directory is None:
+            labels = labels_for(self.spec.labels)
+        self.labels = resolve_labels(labels, self.output_len)
         self.setup_ms = {"compile": (t1 - t0) * 1000, "compile_from_cache": compiled.from_cache,
                          "instantiate": (t2 - t1) * 1000, "load_model": (t3 - t2) * 1000}
         self.pages_after_load = self.guest.pages
@@ -247,7 +248,7 @@ class Classifier:
         timings = {"compile": self.setup_ms["compile"],
                    "instantiate": self.setup_ms["instantiate"],
                    "load_model": self.setup_ms["load_model"], **timings}
-        best = [TopClass(i, label, p) for i, label, p in top_k(probs, top, self.spec.labels)]
+        best = [TopClass(i, label, p) for i, label, p in top_k(probs, top, self.labels)]
         return Prediction(image=name, model=self.spec.name, mode=mode,
                           top=best, timings_ms={k: round(v, 3) for k, v in timings.items()},
                           pages={"after_load": self.pages_after_load,
