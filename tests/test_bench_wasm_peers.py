@@ -225,7 +225,7 @@ def test_the_guest_runs_in_chromium_on_the_same_tensor(spec, guest_run) -> None:
     why = chromium_missing()
     if why:
         pytest.skip(why)
-    from wasi_lab.build import default_module
+    from wasi_lab.paths import default_module
     from wasi_lab.peers.browser_peer import BrowserEngine
 
     x, want = guest_run

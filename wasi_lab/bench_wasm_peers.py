@@ -17,11 +17,10 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from wasi_lab.build import default_module
 from wasi_lab.hosts import HostError
 from wasi_lab.models.graphdef import GraphDefError
 from wasi_lab.models.registry import ModelSpec
-from wasi_lab.paths import REPO_ROOT
+from wasi_lab.paths import REPO_ROOT, default_module
 from wasi_lab.peers.node_peers import (
     WASM_PEERS,
     NodeEngine,
