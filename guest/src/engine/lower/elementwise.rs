@@ -1,0 +1,99 @@
+//! Elementwise ops: `Add`/`AddV2` (a per-channel constant is a bias; a convolution's output
+//! plus a skip tensor is a residual fused into the convolution; anything else is a
+//! broadcasting add) and the activations `Relu`, `Relu6` (fused into the step before).
+
+use super::attrs::describe;
+use super::{arity, charge, const_f32, zeros, Builder, Val};
+use crate::abi::{ErrorCode, GuestResult};
+use crate::engine::graphdef::NodeDef;
+use crate::engine::ops::{self, Act};
+use crate::engine::plan::{Kind, Src};
+
+pub fn add<'g>(b: &mut Builder<'g>, node: &'g NodeDef, names: &[&'g str], ins: &[Val]) -> GuestResult<Val> {
+    arity(node, ins, 2)?;
+    let out = ops::broadcast_shape(ins[0].shape(), ins[1].shape()).map_err(|e| (ErrorCode::BadModel, format!("{}: {}", describe(node), e)))?;
+    // A constant that is one value per channel (or a scalar) is a bias.
+    let per_channel = |c: &Val, x: &Val| -> bool {
+        let (cs, xs) = (c.shape(), x.shape());
+        let n: usize = cs.iter().product();
+        matches!(c, Val::Const { .. }) && matches!(x, Val::Dyn { .. }) && out.as_slice() == xs && !xs.is_empty()
+            && (n == 1 || (cs.len() <= xs.len() && cs.last() == xs.last() && n == *xs.last().unwrap_or(&0)))
+    };
+    let bias_of = |node: &NodeDef, c: &Val, x: &Val| -> GuestResult<Vec<f32>> {
+        let d = const_f32(node, c, "the addend")?;
+        let ch = *x.shape().last().unwrap_or(&1);
+        Ok(if d.len() == 1 { let mut b = zeros(node, ch)?; b.iter_mut().for_each(|v| *v = d[0]); b } else { d.to_vec() })
+    };
+    if per_channel(&ins[1], &ins[0]) {
+        let bias = bias_of(node, &ins[1], &ins[0])?;
+        charge(&mut b.budget, node, bias.len())?;
+        b.affine(node, names[0], &ins[0], None, bias)
+    } else if per_channel(&ins[0], &ins[1]) {
+        let bias = bias_of(node, &ins[0], &ins[1])?;
+        charge(&mut b.budget, node, bias.len())?;
+        b.affine(node, names[1], &ins[1], None, bias)
+    } else if let Some(v) = b.fuse_residual(node, names, ins, &out)? {
+        Ok(v)
+    } else {
+        let kind = Kind::Add { a: ins[0].shape().to_vec(), b: ins[1].shape().to_vec(), out: out.clone(), act: Act::None };
+        b.push_step(node, kind, &[&ins[0], &ins[1]], out)
+    }
+}
+
+pub fn relu<'g>(b: &mut Builder<'g>, node: &'g NodeDef, names: &[&'g str], ins: &[Val]) -> GuestResult<Val> {
+    arity(node, ins, 1)?;
+    b.activation(node, names[0], &ins[0], Act::Relu)
+}
+
+pub fn relu6<'g>(b: &mut Builder<'g>, node: &'g NodeDef, names: &[&'g str], ins: &[Val]) -> GuestResult<Val> {
+    arity(node, ins, 1)?;
+    b.activation(node, names[0], &ins[0], Act::Relu6)
+}
+
+impl<'g> Builder<'g> {
+    /// `Add(conv, skip)` of two same-shaped tensors where `conv` is the last step's output,
+    /// read by nothing else: the convolution adds `skip` itself (one pass over memory
+    /// instead of three). `None` when the pattern does not apply.
+    fn fuse_residual(&mut self, node: &NodeDef, names: &[&str], ins: &[Val], out: &[usize]) -> GuestResult<Option<Val>> {
+        if ins.len() != 2 || ins[0].shape() != out || ins[1].shape() != out {
+            return Ok(None);
+        }
+        for (x, skip) in [(0, 1), (1, 0)] {
+            let skip_buf = match &ins[skip] {
+                Val::Dyn { buf, .. } => *buf,
+                _ => continue,
+            };
+            let skip_len = self.buf_len[skip_buf];
+            if let Some(step) = self.fusable(names[x], &ins[x]) {
+                if step.out == skip_buf {
+                    continue;
+                }
+                if let Kind::Conv { act: Act::None, residual, .. } = &mut step.kind {
+                    if !*residual {
+                        *residual = true;
+                        step.inputs.push(Src::Buf(skip_buf));
+                        step.in_lens.push(skip_len);
+                        step.in_shapes.push(out.to_vec());
+                        step.node = node.name.clone();
+                        return Ok(Some(ins[x].clone()));
+                    }
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    fn activation(&mut self, node: &NodeDef, x_name: &str, x: &Val, a: Act) -> GuestResult<Val> {
+        if let Some(step) = self.fusable(x_name, x) {
+            if let Some(act) = step.kind.act_mut() {
+                if *act == Act::None {
+                    *act = a;
+                    step.node = node.name.clone();
+                    return Ok(x.clone());
+                }
+            }
+        }
+        let channels = (*x.shape().last().unwrap_or(&1)).max(1);
+        let kind = Kind::Affine { channels, scale: None, shift: None, act: a };
+        self.push_step(node, kind, &[x], x.shape().to_vec())
+    }}

@@ -1,0 +1,77 @@
+//! Ops that only move or rename values: `Identity`, `Shape`, `Reshape`, `Squeeze` become
+//! renamings of a buffer (no copy, no step, since every shape is known at load time); `Pad`
+//! is a step.
+
+use super::attrs::{attr_ints, describe};
+use super::{arity, axis, bad, const_ints, with_shape, Builder, Val};
+use crate::abi::GuestResult;
+use crate::engine::graphdef::{self, element_count, NodeDef, TensorData};
+use crate::engine::plan::Kind;
+use std::rc::Rc;
+
+pub fn identity<'g>(_b: &mut Builder<'g>, node: &'g NodeDef, _names: &[&'g str], ins: &[Val]) -> GuestResult<Val> {
+    arity(node, ins, 1)?;
+    Ok(ins[0].clone())
+}
+
+/// `Shape` of a tensor whose shape is known: an integer constant.
+pub fn shape<'g>(_b: &mut Builder<'g>, node: &'g NodeDef, _names: &[&'g str], ins: &[Val]) -> GuestResult<Val> {
+    arity(node, ins, 1)?;
+    let s = ins[0].shape();
+    Ok(Val::Const { shape: vec![s.len()], data: Rc::new(TensorData::I64(s.iter().map(|&d| d as i64).collect())) })
+}
+
+pub fn reshape<'g>(_b: &mut Builder<'g>, node: &'g NodeDef, _names: &[&'g str], ins: &[Val]) -> GuestResult<Val> {
+    arity(node, ins, 2)?;
+    let want = const_ints(node, &ins[1], "the shape")?;
+    let total: usize = ins[0].shape().iter().product();
+    let unknown = want.iter().filter(|&&d| d == -1).count();
+    // Every known dimension as a checked usize: an i64 such as 2^32 must not
+    // become 0 (or 2^32 + 224 become 224) on wasm32.
+    let dims: Option<Vec<usize>> = want.iter().filter(|&&d| d != -1).map(|&d| graphdef::dim(d)).collect();
+    let known = dims.as_ref().and_then(|d| d.iter().try_fold(1usize, |a, &b| a.checked_mul(b)));
+    let known = match known {
+        Some(k) if unknown <= 1 && !(unknown == 1 && k == 0) => k,
+        _ => return bad(format!("{}: invalid target shape {:?}", describe(node), want)),
+    };
+    let shape: Vec<usize> = want.iter().map(|&d| if d == -1 { total / known } else { d as usize }).collect();
+    if element_count(&shape) != Some(total) {
+        return bad(format!("{}: cannot reshape {:?} to {:?}", describe(node), ins[0].shape(), want));
+    }
+    Ok(with_shape(&ins[0], shape))
+}
+
+pub fn squeeze<'g>(_b: &mut Builder<'g>, node: &'g NodeDef, _names: &[&'g str], ins: &[Val]) -> GuestResult<Val> {
+    arity(node, ins, 1)?;
+    let s = ins[0].shape();
+    let dims = attr_ints(node, "squeeze_dims").or_else(|| attr_ints(node, "axis")).unwrap_or_default();
+    let mut drop = vec![false; s.len()];
+    if dims.is_empty() {
+        for (i, &d) in s.iter().enumerate() {
+            drop[i] = d == 1;
+        }
+    } else {
+        for &a in &dims {
+            let a = axis(node, a, s.len())?;
+            if s[a] != 1 {
+                return bad(format!("{}: cannot squeeze dimension {} of shape {:?}", describe(node), a, s));
+            }
+            drop[a] = true;
+        }
+    }
+    let shape = s.iter().zip(&drop).filter(|(_, &d)| !d).map(|(&v, _)| v).collect();
+    Ok(with_shape(&ins[0], shape))
+}
+
+/// `Pad` with zeros: a step (the padded tensor is a new buffer).
+pub fn pad<'g>(b: &mut Builder<'g>, node: &'g NodeDef, _names: &[&'g str], ins: &[Val]) -> GuestResult<Val> {
+    arity(node, ins, 2)?;
+    let s = ins[0].shape().to_vec();
+    let p = const_ints(node, &ins[1], "the paddings")?;
+    if p.len() != 2 * s.len() || p.iter().any(|&v| !(0..=1 << 20).contains(&v)) {
+        return bad(format!("{}: paddings {:?} do not fit shape {:?}", describe(node), p, s));
+    }
+    let pads: Vec<(usize, usize)> = p.chunks(2).map(|c| (c[0] as usize, c[1] as usize)).collect();
+    let out: Vec<usize> = s.iter().zip(&pads).map(|(&d, &(a, b))| d + a + b).collect();
+    b.push_step(node, Kind::Pad { shape: s, pads, out: out.clone() }, &[&ins[0]], out)
+}
