@@ -188,6 +188,11 @@ pub struct Model {
     input_len: usize,
     output: Src,
     output_len: usize,
+    /// Scratch the steps share while running (MatMul transposes, Mean's f64 sums), sized
+    /// when the model is loaded: an inference allocates nothing, so it cannot trap on a
+    /// store memory limit that the load fitted under.
+    scratch: Vec<f32>,
+    wide: Vec<f64>,
 }
 
 
@@ -328,6 +333,7 @@ impl Model {
         for &size in &slot_size {
             slots.push(alloc_slot(size)?);
         }
+        let (scratch, wide) = plan_scratch(&steps, &mut budget, &planner)?;
 
         let weight_floats: usize = consts.iter().map(|c| c.as_f32().len()).sum::<usize>() + steps.iter().map(|s| s.kind.weight_count()).sum::<usize>();
         let mut op_counts: Vec<(String, usize)> = Vec::new();
@@ -351,7 +357,7 @@ impl Model {
             activation_bytes: slot_size.iter().sum::<usize>() * 4,
             steps: steps.len(),
         };
-        Ok(Model { info, consts, steps, slots, input_slot: assign[input_buf], input_len, output: remap(output), output_len })
+        Ok(Model { info, consts, steps, slots, input_slot: assign[input_buf], input_len, output: remap(output), output_len, scratch, wide })
     }
 
     /// Number of values the input must have.
@@ -374,7 +380,8 @@ impl Model {
     /// workshop can show where an inference spends its time. Timing is a WASI clock call
     /// (`clock_time_get`) before and after each step, so plain runs leave it out.
     pub fn run_timed(&mut self, input: &[f32]) -> GuestResult<Vec<StepTime>> {
-        let mut times = Vec::with_capacity(self.steps.len());
+        let mut times = Vec::new();
+        times.try_reserve_exact(self.steps.len()).map_err(|_| (ErrorCode::OutOfMemory, "cannot allocate the step timings".to_string()))?;
         self.run_with(input, Some(&mut times), self.steps.len())?;
         Ok(self
             .steps
@@ -399,20 +406,8 @@ impl Model {
             let start = clock.as_ref().map(|_| std::time::Instant::now());
             // Move the output slot out so it can be written while the inputs are borrowed.
             let mut out = std::mem::take(&mut self.slots[step.out]);
-            {
-                let slots = &self.slots;
-                let consts = &self.consts;
-                let ins: Vec<&[f32]> = step
-                    .inputs
-                    .iter()
-                    .zip(&step.in_lens)
-                    .map(|(src, &n)| match *src {
-                        Src::Const(i) => &consts[i].as_f32()[..n],
-                        Src::Buf(s) => &slots[s][..n],
-                    })
-                    .collect();
-                exec(&step.kind, &ins, &mut out[..step.out_len]);
-            }
+            let ins = Inputs { step, slots: &self.slots, consts: &self.consts };
+            exec(&step.kind, &ins, &mut out[..step.out_len], &mut self.scratch, &mut self.wide);
             self.slots[step.out] = out;
             if let (Some(times), Some(start)) = (clock.as_mut(), start) {
                 times.push((start.elapsed().as_nanos() as u64, kernels::gemm::take_skipped_macs()));
@@ -454,38 +449,90 @@ impl StepTime {
     }
 }
 
-/// Run one step. Shapes were checked when the plan was built.
-fn exec(kind: &Kind, ins: &[&[f32]], out: &mut [f32]) {
+/// A step's inputs, resolved one at a time (a list of slices would be an allocation per
+/// step of every inference).
+struct Inputs<'a> {
+    step: &'a Step,
+    slots: &'a [Vec<f32>],
+    consts: &'a [Rc<TensorData>],
+}
+
+impl<'a> Inputs<'a> {
+    fn get(&self, i: usize) -> &'a [f32] {
+        let n = self.step.in_lens[i];
+        match self.step.inputs[i] {
+            Src::Const(c) => &self.consts[c].as_f32()[..n],
+            Src::Buf(s) => &self.slots[s][..n],
+        }
+    }
+}
+
+/// The scratch a step needs while it runs: (f32 for transposes, f64 for sums).
+fn step_scratch(kind: &Kind, out_len: usize) -> (usize, usize) {
+    match kind {
+        Kind::MatMul { m, k, n, w, trans_a, trans_b, .. } => {
+            let a = if *trans_a { m * k } else { 0 };
+            let b = if w.is_none() && *trans_b { k * n } else { 0 };
+            (a + b, 0)
+        }
+        Kind::Mean { shape, reduce } => (0, ops::mean_scratch(shape, reduce, out_len)),
+        _ => (0, 0),
+    }
+}
+
+/// Allocate, once, the scratch every step of the plan runs in: the largest of each kind,
+/// and the convolutions' packing buffers. Charged to the model's budget; OutOfMemory if
+/// the memory is not there, now rather than in the middle of an inference.
+fn plan_scratch(steps: &[Step], budget: &mut usize, planner: &NodeDef) -> GuestResult<(Vec<f32>, Vec<f64>)> {
+    let (mut floats, mut wide) = (0usize, 0usize);
+    for s in steps {
+        let (f, w) = step_scratch(&s.kind, s.out_len);
+        floats = floats.max(f);
+        wide = wide.max(w);
+        if let Kind::Conv { win, packed, .. } = &s.kind {
+            kernels::reserve_conv(win, packed.as_ref()).map_err(|bytes| {
+                (ErrorCode::OutOfMemory, format!("node '{}': cannot allocate {} bytes of convolution scratch", s.node, bytes))
+            })?;
+        }
+    }
+    charge(budget, planner, floats.saturating_add(wide.saturating_mul(2)))?;
+    let scratch = graphdef::try_filled(floats, 0f32).map_err(|m| (ErrorCode::OutOfMemory, format!("the plan's scratch: {}", m)))?;
+    let wide = graphdef::try_filled(wide, 0f64).map_err(|m| (ErrorCode::OutOfMemory, format!("the plan's scratch: {}", m)))?;
+    Ok((scratch, wide))
+}
+
+/// Run one step. Shapes were checked when the plan was built; `scratch` and `wide` hold
+/// what [`step_scratch`] asked for.
+fn exec(kind: &Kind, ins: &Inputs<'_>, out: &mut [f32], scratch: &mut [f32], wide: &mut [f64]) {
     match kind {
         Kind::Conv { win, w, cout, bias, act, packed, residual } => {
-            let r = if *residual { Some(ins[1]) } else { None };
-            kernels::conv2d(ins[0], win, w, packed.as_ref(), *cout, bias, *act, r, out)
+            let r = if *residual { Some(ins.get(1)) } else { None };
+            kernels::conv2d(ins.get(0), win, w, packed.as_ref(), *cout, bias, *act, r, out)
         }
-        Kind::Depthwise { win, w, mult, bias, act } => kernels::depthwise(ins[0], win, w, *mult, bias, *act, out),
-        Kind::Pool { win, max } => ops::pool(ins[0], win, *max, out),
-        Kind::Affine { channels, scale, shift, act } => ops::channel_affine(ins[0], *channels, scale.as_deref(), shift.as_deref(), *act, out),
-        Kind::Add { a, b, out: shape, act } => ops::add(ins[0], a, ins[1], b, shape, *act, out),
+        Kind::Depthwise { win, w, mult, bias, act } => kernels::depthwise(ins.get(0), win, w, *mult, bias, *act, out),
+        Kind::Pool { win, max } => ops::pool(ins.get(0), win, *max, out),
+        Kind::Affine { channels, scale, shift, act } => ops::channel_affine(ins.get(0), *channels, scale.as_deref(), shift.as_deref(), *act, out),
+        Kind::Add { a, b, out: shape, act } => ops::add(ins.get(0), a, ins.get(1), b, shape, *act, out),
         Kind::MatMul { m, k, n, w, bias, act, trans_a, trans_b } => {
-            let a_t;
+            let (a_t, b_t) = scratch.split_at_mut(if *trans_a { m * k } else { 0 });
             let a = if *trans_a {
-                a_t = ops::transpose(ins[0], *k, *m);
+                ops::transpose_into(ins.get(0), *k, *m, a_t);
                 &a_t[..]
             } else {
-                ins[0]
+                ins.get(0)
             };
-            let b_t;
             let b = match w {
                 Some(w) => &w[..],
                 None if *trans_b => {
-                    b_t = ops::transpose(ins[1], *n, *k);
-                    &b_t[..]
+                    ops::transpose_into(ins.get(1), *n, *k, b_t);
+                    &b_t[..k * n]
                 }
-                None => ins[1],
+                None => ins.get(1),
             };
             ops::matmul(a, b, *m, *k, *n, bias, *act, out)
         }
-        Kind::Mean { shape, reduce } => ops::mean(ins[0], shape, reduce, out),
-        Kind::Softmax { classes } => ops::softmax(ins[0], *classes, out),
-        Kind::Pad { shape, pads, out: oshape } => ops::pad(ins[0], shape, pads, oshape, out),
+        Kind::Mean { shape, reduce } => ops::mean(ins.get(0), shape, reduce, out, wide),
+        Kind::Softmax { classes } => ops::softmax(ins.get(0), *classes, out),
+        Kind::Pad { shape, pads, out: oshape } => ops::pad(ins.get(0), shape, pads, oshape, out),
     }
 }

@@ -24,6 +24,9 @@ pub fn shape<'g>(_b: &mut Builder<'g>, node: &'g NodeDef, _names: &[&'g str], in
 pub fn reshape<'g>(_b: &mut Builder<'g>, node: &'g NodeDef, _names: &[&'g str], ins: &[Val]) -> GuestResult<Val> {
     arity(node, ins, 2)?;
     let want = const_ints(node, &ins[1], "the shape")?;
+    if want.len() > graphdef::MAX_RANK {
+        return bad(format!("{}: target shape {:?} has more than {} dimensions", describe(node), want, graphdef::MAX_RANK));
+    }
     let total: usize = ins[0].shape().iter().product();
     let unknown = want.iter().filter(|&&d| d == -1).count();
     // Every known dimension as a checked usize: an i64 such as 2^32 must not
