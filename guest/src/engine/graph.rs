@@ -2,9 +2,11 @@
 //! the nodes that output depends on, in an order where every input comes first.
 //!
 //! Everything here reads only names, ops and inputs, never attributes or weights, so it
-//! runs before any constant is decoded.
+//! runs before any constant is decoded: [`live`] scans the graph, picks the output, and
+//! keeps the nodes it depends on; [`Live::decode`] then decodes those nodes' attributes
+//! only. An unused node, or an unsupported op on a dead branch, costs nothing.
 
-use super::graphdef::{GraphDef, NodeDef};
+use super::graphdef::{self, GraphDef, NodeDef, MODEL_BUDGET_BYTES};
 use crate::abi::{ErrorCode, GuestResult};
 use std::collections::HashMap;
 
@@ -95,4 +97,59 @@ pub fn order(graph: &GraphDef, index: &HashMap<&str, usize>, out: usize) -> Gues
         }
     }
     Ok(order)
+}
+
+/// The part of a graph the output needs: every node (attributes undecoded until
+/// [`Live::decode`]), the live ones in input-first order, and the output's name.
+#[derive(Debug)]
+pub struct Live {
+    pub graph: GraphDef,
+    pub order: Vec<usize>,
+    pub output: String,
+}
+
+/// Scan `bytes`, choose the output (`output`, or the classifier's: [`default_output`]),
+/// and order the nodes it depends on.
+pub fn live(bytes: &[u8], output: Option<&str>) -> GuestResult<Live> {
+    let graph = graphdef::scan_graph(bytes).map_err(|e| (ErrorCode::BadModel, format!("not a TensorFlow GraphDef: {}", e)))?;
+    let mut index: HashMap<&str, usize> = HashMap::new();
+    for (i, n) in graph.nodes.iter().enumerate() {
+        if index.insert(n.name.as_str(), i).is_some() {
+            return bad(format!("two nodes are named '{}'", n.name));
+        }
+    }
+    let output_name = match output {
+        Some(o) => {
+            let (name, i) = split_ref(o);
+            if i != 0 {
+                return Err((ErrorCode::BadArgument, format!("output '{}': only output 0 of a node can be read", o)));
+            }
+            if !index.contains_key(name) {
+                return Err((ErrorCode::BadArgument, format!("no node named '{}' in the graph", name)));
+            }
+            name.to_string()
+        }
+        None => default_output(&graph)?,
+    };
+    let order = order(&graph, &index, index[output_name.as_str()])?;
+    drop(index);
+    Ok(Live { graph, order, output: output_name })
+}
+
+impl Live {
+    /// Decode the live nodes' attributes (their constants charged to the model's budget).
+    pub fn decode(&mut self, bytes: &[u8]) -> GuestResult<()> {
+        let mut budget = MODEL_BUDGET_BYTES;
+        for &i in &self.order {
+            graphdef::decode_attrs(bytes, &mut self.graph.nodes[i], &mut budget)
+                .map_err(|e| (ErrorCode::BadModel, format!("not a TensorFlow GraphDef: node #{}: {}", i, e)))?;
+        }
+        self.graph.budget_left = budget;
+        Ok(())
+    }
+
+    /// The live nodes, in order.
+    pub fn nodes(&self) -> impl Iterator<Item = &NodeDef> {
+        self.order.iter().map(move |&i| &self.graph.nodes[i])
+    }
 }

@@ -22,10 +22,9 @@
 use super::graph;
 use super::graphdef::{self, NodeDef, TensorData};
 use super::kernels;
-use super::lower::{charge, probe, Builder, Val};
+use super::lower::{self, charge, probe, Builder, Val};
 use super::ops::{self, Act, Window};
 use crate::abi::{ErrorCode, GuestResult};
-use std::collections::HashMap;
 use std::rc::Rc;
 
 /// Step-through hooks (`step_info`, `run_to_step`): where each step's tensors live.
@@ -208,30 +207,12 @@ impl Model {
     /// Parse a frozen graph and plan it. `output` names the output node (`name` or
     /// `name:0`); `None` picks the classifier's output (see [`graph::default_output`]).
     pub fn load(bytes: &[u8], output: Option<&str>) -> GuestResult<Model> {
-        let graph = graphdef::parse_graph(bytes).map_err(|e| (ErrorCode::BadModel, format!("not a TensorFlow GraphDef: {}", e)))?;
-        let mut index: HashMap<&str, usize> = HashMap::new();
-        for (i, n) in graph.nodes.iter().enumerate() {
-            if index.insert(n.name.as_str(), i).is_some() {
-                return bad(format!("two nodes are named '{}'", n.name));
-            }
-        }
-        let output_name = match output {
-            Some(o) => {
-                let (name, i) = graph::split_ref(o);
-                if i != 0 {
-                    return Err((ErrorCode::BadArgument, format!("output '{}': only output 0 of a node can be read", o)));
-                }
-                if !index.contains_key(name) {
-                    return Err((ErrorCode::BadArgument, format!("no node named '{}' in the graph", name)));
-                }
-                name.to_string()
-            }
-            None => graph::default_output(&graph)?,
-        };
-        let out_idx = index[output_name.as_str()];
-        let order = graph::order(&graph, &index, out_idx)?;
-        let mut b = Builder::new(&graph, &order, output_name.as_str(), graph.budget_left);
-        for &i in &order {
+        let mut live = graph::live(bytes, output)?;
+        lower::check_supported(&live)?;
+        live.decode(bytes)?;
+        let (graph, order, output_name) = (&live.graph, &live.order, live.output.clone());
+        let mut b = Builder::new(graph, order, output_name.as_str(), graph.budget_left);
+        for &i in order {
             b.lower(&graph.nodes[i])?;
         }
         let (input_name, input_buf, input_shape) = match b.input.take() {

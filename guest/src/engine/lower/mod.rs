@@ -27,7 +27,7 @@ mod reduce;
 mod shape;
 mod source;
 
-use super::graph::{data_inputs, split_ref};
+use super::graph::{data_inputs, split_ref, Live};
 use super::graphdef::{self, element_count, GraphDef, NodeDef, TensorData, MAX_ELEMENTS};
 use super::plan::{Kind, Src, Step};
 use crate::abi::{ErrorCode, GuestResult};
@@ -75,6 +75,48 @@ pub fn lookup(op: &str) -> Option<Lower> {
 /// The names of the ops the engine runs, in registry order.
 pub fn supported_ops() -> Vec<&'static str> {
     REGISTRY.iter().map(|(name, _)| *name).collect()
+}
+
+/// How a graph's live nodes use one op: how many nodes, and the first one's name.
+#[derive(Clone, Debug)]
+pub struct OpUse {
+    pub op: String,
+    pub count: usize,
+    pub example: String,
+}
+
+/// The ops of the live nodes, in the order they first appear.
+pub fn op_uses(live: &Live) -> Vec<OpUse> {
+    let mut uses: Vec<OpUse> = Vec::new();
+    for n in live.nodes() {
+        match uses.iter_mut().find(|u| u.op == n.op) {
+            Some(u) => u.count += 1,
+            None => uses.push(OpUse { op: n.op.clone(), count: 1, example: n.name.clone() }),
+        }
+    }
+    uses
+}
+
+/// One error naming every op the output needs that the engine does not run (with a
+/// count and one node each), and what to do about it; before any weight is decoded.
+pub fn check_supported(live: &Live) -> GuestResult<()> {
+    let missing: Vec<String> = op_uses(live)
+        .into_iter()
+        .filter(|u| lookup(&u.op).is_none())
+        .map(|u| format!("{} ({} node{}, e.g. '{}')", u.op, u.count, if u.count == 1 { "" } else { "s" }, u.example))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    bad(format!(
+        "unsupported op{} on the path to output '{}': {}. Supported ops: {}. To run this graph: name an \
+         earlier output node (load_model_with_output) if these ops come after it, re-export the model \
+         with supported ops, or add a lowering function for each op in guest/src/engine/lower/",
+        if missing.len() == 1 { "" } else { "s" },
+        live.output,
+        missing.join(", "),
+        supported_ops().join(", ")
+    ))
 }
 
 /// `n` zeros (a bias the graph did not give), refusing absurd sizes and answering
