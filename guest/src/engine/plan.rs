@@ -134,9 +134,27 @@ pub struct ModelInfo {
     pub weight_bytes: usize,
     pub activation_bytes: usize,
     pub steps: usize,
+    /// For `model_report` (not in `to_json`): the live nodes' ops, with how many of each
+    /// run as a step of their own (the others fold into a neighbour or cost nothing).
+    pub live_ops: Vec<LiveOp>,
+    /// Bytes of the live constants as decoded, and of the plan's scratch.
+    pub constant_bytes: usize,
+    pub scratch_bytes: usize,
+    /// Multiply-adds of one inference.
+    pub macs: u64,
 }
 
-fn json_string(s: &str) -> String {
+/// One op of the live graph: its node count, how many of them run as their own step, and
+/// the first node's name.
+#[derive(Clone, Debug, Default)]
+pub struct LiveOp {
+    pub op: String,
+    pub count: usize,
+    pub steps: usize,
+    pub example: String,
+}
+
+pub(crate) fn json_string(s: &str) -> String {
     let mut out = String::from("\"");
     for c in s.chars() {
         match c {
@@ -150,7 +168,7 @@ fn json_string(s: &str) -> String {
     out
 }
 
-fn json_dims(d: &[usize]) -> String {
+pub(crate) fn json_dims(d: &[usize]) -> String {
     format!("[{}]", d.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(","))
 }
 
@@ -314,7 +332,7 @@ impl Model {
         for &size in &slot_size {
             slots.push(alloc_slot(size)?);
         }
-        let (scratch, wide) = plan_scratch(&steps, &mut budget, &planner)?;
+        let (scratch, wide, scratch_bytes) = plan_scratch(&steps, &mut budget, &planner)?;
 
         let weight_floats: usize = consts.iter().map(|c| c.as_f32().len()).sum::<usize>() + steps.iter().map(|s| s.kind.weight_count()).sum::<usize>();
         let mut op_counts: Vec<(String, usize)> = Vec::new();
@@ -325,6 +343,17 @@ impl Model {
             }
         }
         op_counts.sort();
+        let mut live_ops: Vec<LiveOp> = Vec::new();
+        for (&i, &stepped) in order.iter().zip(&b.stepped) {
+            let n = &graph.nodes[i];
+            match live_ops.iter_mut().find(|o| o.op == n.op) {
+                Some(o) => {
+                    o.count += 1;
+                    o.steps += stepped as usize;
+                }
+                None => live_ops.push(LiveOp { op: n.op.clone(), count: 1, steps: stepped as usize, example: n.name.clone() }),
+            }
+        }
         let input_len = b.buf_len[input_buf];
         let output_len = output_shape.iter().product();
         let info = ModelInfo {
@@ -337,6 +366,10 @@ impl Model {
             weight_bytes: weight_floats * 4,
             activation_bytes: slot_size.iter().sum::<usize>() * 4,
             steps: steps.len(),
+            live_ops,
+            constant_bytes: graphdef::MODEL_BUDGET_BYTES - graph.budget_left,
+            scratch_bytes,
+            macs: steps.iter().map(|s| s.kind.macs()).sum(),
         };
         Ok(Model { info, consts, steps, slots, input_slot: assign[input_buf], input_len, output: remap(output), output_len, scratch, wide })
     }
@@ -464,22 +497,23 @@ fn step_scratch(kind: &Kind, out_len: usize) -> (usize, usize) {
 /// Allocate, once, the scratch every step of the plan runs in: the largest of each kind,
 /// and the convolutions' packing buffers. Charged to the model's budget; OutOfMemory if
 /// the memory is not there, now rather than in the middle of an inference.
-fn plan_scratch(steps: &[Step], budget: &mut usize, planner: &NodeDef) -> GuestResult<(Vec<f32>, Vec<f64>)> {
-    let (mut floats, mut wide) = (0usize, 0usize);
+fn plan_scratch(steps: &[Step], budget: &mut usize, planner: &NodeDef) -> GuestResult<(Vec<f32>, Vec<f64>, usize)> {
+    let (mut floats, mut wide, mut packing) = (0usize, 0usize, 0usize);
     for s in steps {
         let (f, w) = step_scratch(&s.kind, s.out_len);
         floats = floats.max(f);
         wide = wide.max(w);
         if let Kind::Conv { win, packed, .. } = &s.kind {
-            kernels::reserve_conv(win, packed.as_ref()).map_err(|bytes| {
+            let bytes = kernels::reserve_conv(win, packed.as_ref()).map_err(|bytes| {
                 (ErrorCode::OutOfMemory, format!("node '{}': cannot allocate {} bytes of convolution scratch", s.node, bytes))
             })?;
+            packing = packing.max(bytes);
         }
     }
     charge(budget, planner, floats.saturating_add(wide.saturating_mul(2)))?;
     let scratch = graphdef::try_filled(floats, 0f32).map_err(|m| (ErrorCode::OutOfMemory, format!("the plan's scratch: {}", m)))?;
-    let wide = graphdef::try_filled(wide, 0f64).map_err(|m| (ErrorCode::OutOfMemory, format!("the plan's scratch: {}", m)))?;
-    Ok((scratch, wide))
+    let wide_buf = graphdef::try_filled(wide, 0f64).map_err(|m| (ErrorCode::OutOfMemory, format!("the plan's scratch: {}", m)))?;
+    Ok((scratch, wide_buf, floats * 4 + wide * 8 + packing))
 }
 
 /// Run one step. Shapes were checked when the plan was built; `scratch` and `wide` hold

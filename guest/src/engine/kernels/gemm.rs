@@ -127,7 +127,7 @@ fn scratch_sizes(m: usize, k: usize, skip_zeros: bool) -> (usize, usize, usize) 
 /// Grow the shared packing buffers to what a GEMM of `m` rows and depth `k` needs, or
 /// answer how many bytes could not be had: called when a model is loaded, so that running
 /// it never allocates (the buffers only grow, and every model's needs are reserved).
-pub fn reserve_scratch(m: usize, k: usize, skip_zeros: bool) -> Result<(), usize> {
+pub fn reserve_scratch(m: usize, k: usize, skip_zeros: bool) -> Result<usize, usize> {
     fn grow<T: Clone>(v: &mut Vec<T>, len: usize, zero: T) -> Result<(), usize> {
         if v.len() < len {
             v.try_reserve_exact(len - v.len()).map_err(|_| len * std::mem::size_of::<T>())?;
@@ -137,7 +137,8 @@ pub fn reserve_scratch(m: usize, k: usize, skip_zeros: bool) -> Result<(), usize
     }
     let (_, a_len, idx_len) = scratch_sizes(m, k, skip_zeros);
     PACKED_A.with(|b| grow(&mut b.borrow_mut(), a_len, 0.0))?;
-    STEP_INDEX.with(|i| grow(&mut i.borrow_mut(), idx_len, 0))
+    STEP_INDEX.with(|i| grow(&mut i.borrow_mut(), idx_len, 0))?;
+    Ok(a_len * 4 + idx_len * 4)
 }
 
 /// The blocks of [`gemm_with`]: pack `mc` rows of A into `buf`, run the kernel over them

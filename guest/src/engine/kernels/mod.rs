@@ -42,11 +42,12 @@ pub fn pack_conv(win: &Window, w: &[f32], cout: usize, bias: &[f32]) -> Option<P
 }
 
 /// Reserve the packing buffers the convolution `win` will use (see
-/// [`gemm::reserve_scratch`]); `Err(bytes)` when they cannot be allocated.
-pub fn reserve_conv(win: &Window, packed: Option<&Packed>) -> Result<(), usize> {
+/// [`gemm::reserve_scratch`]): `Ok(bytes they need)`, `Err(bytes)` when they cannot be
+/// allocated.
+pub fn reserve_conv(win: &Window, packed: Option<&Packed>) -> Result<usize, usize> {
     let packed = match packed {
         Some(p) => p,
-        None => return Ok(()),
+        None => return Ok(0),
     };
     let m = win.n * win.oh * win.ow;
     // The same calls as `conv2d`: the pointwise GEMM skips zero steps, im2col does not.

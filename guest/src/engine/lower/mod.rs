@@ -160,6 +160,9 @@ pub struct Builder<'g> {
     pub input: Option<(String, usize, Vec<usize>)>,
     /// Bytes left of the model's budget (see `graphdef::MODEL_BUDGET_BYTES`).
     pub budget: usize,
+    /// For each node lowered, in order: whether it added a step of its own (else it was
+    /// folded into the step before, or became a renaming or a constant).
+    pub stepped: Vec<bool>,
 }
 
 /// Take `floats` f32 from the model's byte budget, or refuse the model.
@@ -309,7 +312,7 @@ impl<'g> Builder<'g> {
             }
         }
         *consumers.entry(output).or_insert(0) += 1;
-        Builder { vals: HashMap::new(), consumers, steps: Vec::new(), consts: Vec::new(), buf_len: Vec::new(), input: None, budget }
+        Builder { vals: HashMap::new(), consumers, steps: Vec::new(), consts: Vec::new(), buf_len: Vec::new(), input: None, budget, stepped: Vec::new() }
     }
 
     /// Lower one node (its inputs are lowered already) with its op's registry function.
@@ -333,7 +336,9 @@ impl<'g> Builder<'g> {
                 return bad(format!("unsupported op '{}' (node '{}'); supported ops: {}", node.op, node.name, supported_ops().join(", ")));
             }
         };
+        let before = self.steps.len();
         let v = f(self, node, &names, &ins)?;
+        self.stepped.push(self.steps.len() > before);
         self.vals.insert(node.name.as_str(), v);
         Ok(())
     }
