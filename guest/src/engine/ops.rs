@@ -328,6 +328,124 @@ pub fn add(a: &[f32], ashape: &[usize], b: &[f32], bshape: &[usize], oshape: &[u
     }
 }
 
+/// A broadcasting binary op (`Add` has its own loop, [`add`], with a fused activation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BinOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Max,
+    Min,
+}
+
+impl BinOp {
+    #[inline(always)]
+    pub fn apply(self, x: f32, y: f32) -> f32 {
+        match self {
+            BinOp::Add => x + y,
+            BinOp::Sub => x - y,
+            BinOp::Mul => x * y,
+            BinOp::Div => x / y,
+            // TensorFlow's Maximum/Minimum propagate NaN.
+            BinOp::Max => if x.is_nan() || y.is_nan() { f32::NAN } else if x > y { x } else { y },
+            BinOp::Min => if x.is_nan() || y.is_nan() { f32::NAN } else if x < y { x } else { y },
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            BinOp::Add => "Add",
+            BinOp::Sub => "Sub",
+            BinOp::Mul => "Mul",
+            BinOp::Div => "RealDiv",
+            BinOp::Max => "Maximum",
+            BinOp::Min => "Minimum",
+        }
+    }
+}
+
+/// `out = a (op) b` with NumPy broadcasting (TensorFlow's rule for these ops).
+pub fn binary(op: BinOp, a: &[f32], ashape: &[usize], b: &[f32], bshape: &[usize], oshape: &[usize], out: &mut [f32]) {
+    if ashape == bshape {
+        for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
+            *o = op.apply(x, y);
+        }
+        return;
+    }
+    let sa = broadcast_strides(ashape, oshape);
+    let sb = broadcast_strides(bshape, oshape);
+    let mut index = [0usize; MAX_RANK];
+    let (mut ia, mut ib) = (0usize, 0usize);
+    for o in out.iter_mut() {
+        *o = op.apply(a[ia], b[ib]);
+        for d in (0..oshape.len()).rev() {
+            index[d] += 1;
+            ia += sa[d];
+            ib += sb[d];
+            if index[d] < oshape[d] {
+                break;
+            }
+            ia -= sa[d] * oshape[d];
+            ib -= sb[d] * oshape[d];
+            index[d] = 0;
+        }
+    }
+}
+
+/// An elementwise function of one tensor.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum UnOp {
+    Rsqrt,
+    Sqrt,
+    Sigmoid,
+    Tanh,
+    LeakyRelu(f32),
+}
+
+impl UnOp {
+    #[inline(always)]
+    pub fn apply(self, x: f32) -> f32 {
+        match self {
+            UnOp::Rsqrt => 1.0 / x.sqrt(),
+            UnOp::Sqrt => x.sqrt(),
+            UnOp::Sigmoid => 1.0 / (1.0 + (-x).exp()),
+            UnOp::Tanh => x.tanh(),
+            // TensorFlow: x > 0 ? x : x * alpha.
+            UnOp::LeakyRelu(alpha) => if x > 0.0 { x } else { x * alpha },
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            UnOp::Rsqrt => "Rsqrt",
+            UnOp::Sqrt => "Sqrt",
+            UnOp::Sigmoid => "Sigmoid",
+            UnOp::Tanh => "Tanh",
+            UnOp::LeakyRelu(_) => "LeakyRelu",
+        }
+    }
+}
+
+pub fn unary(op: UnOp, x: &[f32], out: &mut [f32]) {
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o = op.apply(v);
+    }
+}
+
+/// `ConcatV2`: input `i` is `[outer, inners[i]]` (everything from the axis on, flattened);
+/// the output interleaves them row by row of `outer`.
+pub fn concat<'a>(input: impl Fn(usize) -> &'a [f32], outer: usize, inners: &[usize], out: &mut [f32]) {
+    let row: usize = inners.iter().sum();
+    for o in 0..outer {
+        let mut at = o * row;
+        for (i, &n) in inners.iter().enumerate() {
+            out[at..at + n].copy_from_slice(&input(i)[o * n..(o + 1) * n]);
+            at += n;
+        }
+    }
+}
+
 /// The f64 sums [`mean`] needs (its `acc`): planned at load time, so running allocates
 /// nothing.
 pub fn mean_scratch(shape: &[usize], reduce: &[bool], out_len: usize) -> usize {

@@ -55,6 +55,11 @@ pub enum Kind {
     Mean { shape: Vec<usize>, reduce: Vec<bool> },
     Softmax { classes: usize },
     Pad { shape: Vec<usize>, pads: Vec<(usize, usize)>, out: Vec<usize> },
+    /// `Sub`, `Mul`, `RealDiv`, `Maximum`, `Minimum` with broadcasting.
+    Binary { op: ops::BinOp, a: Vec<usize>, b: Vec<usize>, out: Vec<usize> },
+    Unary { op: ops::UnOp },
+    /// `ConcatV2`: `outer` rows, input `i` contributing `inners[i]` values to each.
+    Concat { outer: usize, inners: Vec<usize> },
 }
 
 impl Kind {
@@ -81,6 +86,9 @@ impl Kind {
             Kind::Mean { .. } => "Mean".into(),
             Kind::Softmax { .. } => "Softmax".into(),
             Kind::Pad { .. } => "Pad".into(),
+            Kind::Binary { op, .. } => op.name().into(),
+            Kind::Unary { op } => op.name().into(),
+            Kind::Concat { .. } => "ConcatV2".into(),
         }
     }
 
@@ -549,5 +557,8 @@ fn exec(kind: &Kind, ins: &Inputs<'_>, out: &mut [f32], scratch: &mut [f32], wid
         Kind::Mean { shape, reduce } => ops::mean(ins.get(0), shape, reduce, out, wide),
         Kind::Softmax { classes } => ops::softmax(ins.get(0), *classes, out),
         Kind::Pad { shape, pads, out: oshape } => ops::pad(ins.get(0), shape, pads, oshape, out),
+        Kind::Binary { op, a, b, out: shape } => ops::binary(*op, ins.get(0), a, ins.get(1), b, shape, out),
+        Kind::Unary { op } => ops::unary(*op, ins.get(0), out),
+        Kind::Concat { outer, inners } => ops::concat(|i| ins.get(i), *outer, inners, out),
     }
 }

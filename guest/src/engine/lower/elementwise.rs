@@ -6,30 +6,24 @@ use super::attrs::describe;
 use super::{arity, charge, const_f32, zeros, Builder, Val};
 use crate::abi::{ErrorCode, GuestResult};
 use crate::engine::graphdef::NodeDef;
-use crate::engine::ops::{self, Act};
+use super::math::{float_const, folded};
+use crate::engine::ops::{self, Act, BinOp};
 use crate::engine::plan::{Kind, Src};
 
 pub fn add<'g>(b: &mut Builder<'g>, node: &'g NodeDef, names: &[&'g str], ins: &[Val]) -> GuestResult<Val> {
     arity(node, ins, 2)?;
     let out = ops::broadcast_shape(ins[0].shape(), ins[1].shape()).map_err(|e| (ErrorCode::BadModel, format!("{}: {}", describe(node), e)))?;
-    // A constant that is one value per channel (or a scalar) is a bias.
-    let per_channel = |c: &Val, x: &Val| -> bool {
-        let (cs, xs) = (c.shape(), x.shape());
-        let n: usize = cs.iter().product();
-        matches!(c, Val::Const { .. }) && matches!(x, Val::Dyn { .. }) && out.as_slice() == xs && !xs.is_empty()
-            && (n == 1 || (cs.len() <= xs.len() && cs.last() == xs.last() && n == *xs.last().unwrap_or(&0)))
-    };
-    let bias_of = |node: &NodeDef, c: &Val, x: &Val| -> GuestResult<Vec<f32>> {
-        let d = const_f32(node, c, "the addend")?;
-        let ch = *x.shape().last().unwrap_or(&1);
-        Ok(if d.len() == 1 { let mut b = zeros(node, ch)?; b.iter_mut().for_each(|v| *v = d[0]); b } else { d.to_vec() })
-    };
-    if per_channel(&ins[1], &ins[0]) {
-        let bias = bias_of(node, &ins[1], &ins[0])?;
+    if let (Some(x), Some(y)) = (float_const(&ins[0]), float_const(&ins[1])) {
+        // Over constants: folded (a batch norm's `variance + epsilon`).
+        let (sx, sy) = (ins[0].shape(), ins[1].shape());
+        return folded(b, node, out.clone(), |v| ops::binary(BinOp::Add, x, sx, y, sy, &out, v));
+    }
+    if per_channel(&ins[1], &ins[0], &out) {
+        let bias = channel_values(node, &ins[1], &ins[0])?;
         charge(&mut b.budget, node, bias.len())?;
         b.affine(node, names[0], &ins[0], None, bias)
-    } else if per_channel(&ins[0], &ins[1]) {
-        let bias = bias_of(node, &ins[0], &ins[1])?;
+    } else if per_channel(&ins[0], &ins[1], &out) {
+        let bias = channel_values(node, &ins[0], &ins[1])?;
         charge(&mut b.budget, node, bias.len())?;
         b.affine(node, names[1], &ins[1], None, bias)
     } else if let Some(v) = b.fuse_residual(node, names, ins, &out)? {
@@ -38,6 +32,28 @@ pub fn add<'g>(b: &mut Builder<'g>, node: &'g NodeDef, names: &[&'g str], ins: &
         let kind = Kind::Add { a: ins[0].shape().to_vec(), b: ins[1].shape().to_vec(), out: out.clone(), act: Act::None };
         b.push_step(node, kind, &[&ins[0], &ins[1]], out)
     }
+}
+
+/// A constant that is one value per channel of `x` (or a scalar), where `x` is computed
+/// and already has the result's shape: a bias, or a per-channel scale.
+pub fn per_channel(c: &Val, x: &Val, out: &[usize]) -> bool {
+    let (cs, xs) = (c.shape(), x.shape());
+    let n: usize = cs.iter().product();
+    matches!(c, Val::Const { .. }) && matches!(x, Val::Dyn { .. }) && out == xs && !xs.is_empty()
+        && (n == 1 || (cs.len() <= xs.len() && cs.last() == xs.last() && n == *xs.last().unwrap_or(&0)))
+}
+
+/// The per-channel values of `c` for `x` (a scalar repeated).
+pub fn channel_values(node: &NodeDef, c: &Val, x: &Val) -> GuestResult<Vec<f32>> {
+    let d = const_f32(node, c, "the per-channel constant")?;
+    let ch = *x.shape().last().unwrap_or(&1);
+    Ok(if d.len() == 1 {
+        let mut b = zeros(node, ch)?;
+        b.iter_mut().for_each(|v| *v = d[0]);
+        b
+    } else {
+        d.to_vec()
+    })
 }
 
 pub fn relu<'g>(b: &mut Builder<'g>, node: &'g NodeDef, names: &[&'g str], ins: &[Val]) -> GuestResult<Val> {

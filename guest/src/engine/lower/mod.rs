@@ -9,10 +9,14 @@
 //!
 //! A new op is a new function in the file of its family, plus one line in [`REGISTRY`]:
 //! - [`source`]: `Placeholder`, `Const`;
-//! - [`shape`]: `Identity`, `Shape`, `Reshape`, `Squeeze`, `Pad`;
+//! - [`shape`]: `Identity`, `IdentityN`, `PlaceholderWithDefault`, `Shape`, `Reshape`,
+//!   `Squeeze`, `ExpandDims`, `Pad`, `ConcatV2`, `NoOp`;
 //! - [`conv`]: `Conv2D`, `DepthwiseConv2dNative`, `AvgPool`, `MaxPool`;
 //! - [`norm`]: `FusedBatchNorm(V3)`, `BiasAdd`, and the per-channel affine fusion they share;
 //! - [`elementwise`]: `Add`/`AddV2` (with the residual fusion), `Relu`, `Relu6`;
+//! - [`math`]: `Sub`, `Mul`, `RealDiv`, `Maximum`, `Minimum`, `Rsqrt`, `Sqrt`, `Sigmoid`,
+//!   `Tanh`, `LeakyRelu`, folded over constants (a batch norm written out in them folds
+//!   into the convolution before it);
 //! - [`reduce`]: `Mean`, `Softmax`; [`matmul`]: `MatMul`.
 //!
 //! [`Builder`] holds what lowering builds: the values by node name, the steps, the float
@@ -21,6 +25,7 @@
 pub mod attrs;
 mod conv;
 mod elementwise;
+mod math;
 mod matmul;
 mod norm;
 mod reduce;
@@ -65,6 +70,21 @@ pub const REGISTRY: &[(&str, Lower)] = &[
     ("MatMul", matmul::matmul as Lower),
     ("Softmax", reduce::softmax as Lower),
     ("Pad", shape::pad as Lower),
+    ("Sub", math::sub as Lower),
+    ("Mul", math::mul as Lower),
+    ("RealDiv", math::real_div as Lower),
+    ("Maximum", math::maximum as Lower),
+    ("Minimum", math::minimum as Lower),
+    ("Rsqrt", math::rsqrt as Lower),
+    ("Sqrt", math::sqrt as Lower),
+    ("Sigmoid", math::sigmoid as Lower),
+    ("Tanh", math::tanh as Lower),
+    ("LeakyRelu", math::leaky_relu as Lower),
+    ("ConcatV2", shape::concat as Lower),
+    ("ExpandDims", shape::expand_dims as Lower),
+    ("IdentityN", shape::identity_n as Lower),
+    ("PlaceholderWithDefault", shape::placeholder_with_default as Lower),
+    ("NoOp", shape::no_op as Lower),
 ];
 
 /// The lowering function of `op`, if the engine runs it.
