@@ -233,6 +233,19 @@ impl Model {
     /// Parse a frozen graph and plan it. `output` names the output node (`name` or
     /// `name:0`); `None` picks the classifier's output (see [`graph::default_output`]).
     pub fn load(bytes: &[u8], output: Option<&str>) -> GuestResult<Model> {
+        let (mut model, mut budget) = Model::plan(bytes, output)?;
+        // The scratch is allocated once the graph is gone (where the first inference used
+        // to allocate it), so the heap is laid out as before this scratch was planned.
+        let planner = NodeDef { name: model.info.output_name.clone(), op: "scratch".into(), ..NodeDef::default() };
+        let (scratch, wide, scratch_bytes) = plan_scratch(&model.steps, &mut budget, &planner)?;
+        model.scratch = scratch;
+        model.wide = wide;
+        model.info.scratch_bytes = scratch_bytes;
+        Ok(model)
+    }
+
+    /// [`Model::load`] without the scratch; also returns what is left of the budget.
+    fn plan(bytes: &[u8], output: Option<&str>) -> GuestResult<(Model, usize)> {
         let mut live = graph::live(bytes, output)?;
         lower::check_supported(&live)?;
         live.decode(bytes)?;
@@ -340,7 +353,6 @@ impl Model {
         for &size in &slot_size {
             slots.push(alloc_slot(size)?);
         }
-        let (scratch, wide, scratch_bytes) = plan_scratch(&steps, &mut budget, &planner)?;
 
         let weight_floats: usize = consts.iter().map(|c| c.as_f32().len()).sum::<usize>() + steps.iter().map(|s| s.kind.weight_count()).sum::<usize>();
         let mut op_counts: Vec<(String, usize)> = Vec::new();
@@ -376,10 +388,11 @@ impl Model {
             steps: steps.len(),
             live_ops,
             constant_bytes: graphdef::MODEL_BUDGET_BYTES - graph.budget_left,
-            scratch_bytes,
+            scratch_bytes: 0,
             macs: steps.iter().map(|s| s.kind.macs()).sum(),
         };
-        Ok(Model { info, consts, steps, slots, input_slot: assign[input_buf], input_len, output: remap(output), output_len, scratch, wide })
+        let model = Model { info, consts, steps, slots, input_slot: assign[input_buf], input_len, output: remap(output), output_len, scratch: Vec::new(), wide: Vec::new() };
+        Ok((model, budget))
     }
 
     /// Number of values the input must have.

@@ -130,7 +130,8 @@ fn scratch_sizes(m: usize, k: usize, skip_zeros: bool) -> (usize, usize, usize) 
 pub fn reserve_scratch(m: usize, k: usize, skip_zeros: bool) -> Result<usize, usize> {
     fn grow<T: Clone>(v: &mut Vec<T>, len: usize, zero: T) -> Result<(), usize> {
         if v.len() < len {
-            v.try_reserve_exact(len - v.len()).map_err(|_| len * std::mem::size_of::<T>())?;
+            // Amortised growth, as `resize` grew it when the first inference did this.
+            v.try_reserve(len - v.len()).map_err(|_| len * std::mem::size_of::<T>())?;
             v.resize(len, zero);
         }
         Ok(())
