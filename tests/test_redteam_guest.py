@@ -326,7 +326,10 @@ def test_constants_share_one_budget(module_path) -> None:
     per-tensor cap but 320 MiB together, over the model's 256 MiB budget for constants."""
     one = struct.pack("<f", 0.5)
     nodes = b"".join(raw_const(f"c{i}", 1, [1 << 24], b"\x2d" + one) for i in range(5))
-    pb = softmax_of(nodes, "c0")
+    # All five on the output's path (the guest decodes only the constants it needs).
+    nodes += node("AddV2", "s1", ["c0", "c1"])
+    nodes += b"".join(node("AddV2", f"s{i}", [f"s{i - 1}", f"c{i}"]) for i in range(2, 5))
+    pb = softmax_of(nodes, "s4")
     g = Guest(module_path)  # no store limit: only the budget stands in the way
     with pytest.raises(BadModelError, match="budget"):
         load(g, pb)

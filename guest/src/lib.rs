@@ -6,7 +6,8 @@
 //! - [`image_exports`]: `decode_image`, the image decoding and preprocessing lesson;
 //! - `model_exports`: `load_model`, `classify`, `infer_tensor` and the article's
 //!   `infer_from_ptrs`, backed by [`engine`];
-//! - `step_exports`: `step_info` and `run_to_step`, step-through inference.
+//! - `step_exports`: `step_info` and `run_to_step`, step-through inference;
+//! - `report_exports`: `model_report`, "will my model run?" without running it.
 //!
 //! Errors never panic across the boundary: a function returns a negative [`abi::ErrorCode`]
 //! and the host reads the message with `last_error`.
@@ -19,6 +20,7 @@ pub mod model_exports;
 pub mod preprocess;
 #[cfg(feature = "rayon-demo")]
 pub mod rayon_demo;
+pub mod report_exports;
 pub mod step_exports;
 
 /// Trap on purpose (wasm `unreachable`). A test hook: hosts use it to check that a trapped

@@ -138,7 +138,7 @@ pub extern "C" fn profile_tensor(handle: i32, tensor_ptr: *const u8, out_ptr: *m
         check_apart((out_ptr, cap), &[(tensor_ptr, TENSOR_LEN * 4)], "profile_tensor output")?;
         with_model(handle, |model| {
             check_image_input(model)?;
-            let steps = model.run_timed(&read_f32s(raw))?;
+            let steps = model.run_timed(&read_f32s(raw)?)?;
             let json = format!("[{}]", steps.iter().map(|s| s.to_json()).collect::<Vec<_>>().join(","));
             write_truncated(out_ptr, cap, &json, "profile_tensor output")
         })
@@ -146,8 +146,10 @@ pub extern "C" fn profile_tensor(handle: i32, tensor_ptr: *const u8, out_ptr: *m
 }
 
 /// The `k` largest probabilities, best first, as (index, probability).
-fn top_k(probs: &[f32], k: usize) -> Vec<(usize, f32)> {
-    let mut order: Vec<(usize, f32)> = probs.iter().cloned().enumerate().collect();
+fn top_k(probs: &[f32], k: usize) -> GuestResult<Vec<(usize, f32)>> {
+    let mut order: Vec<(usize, f32)> = Vec::new();
+    order.try_reserve_exact(probs.len()).map_err(|_| (ErrorCode::OutOfMemory, format!("cannot sort {} scores", probs.len())))?;
+    order.extend(probs.iter().cloned().enumerate());
     // Descending by value, NaN last, ties by lower index: deterministic on every host.
     order.sort_by(|a, b| {
         b.1.partial_cmp(&a.1)
@@ -155,7 +157,7 @@ fn top_k(probs: &[f32], k: usize) -> Vec<(usize, f32)> {
             .then(a.0.cmp(&b.0))
     });
     order.truncate(k);
-    order
+    Ok(order)
 }
 
 /// Decode and preprocess an image (`mode` 0 article, 1 efficientnet, 2 inception), run the
@@ -176,7 +178,7 @@ pub extern "C" fn classify(handle: i32, img_ptr: *const u8, img_len: usize, mode
             let out = output_slice_apart(out_ptr, 8 * k, &[(img_ptr, img_len)], "classify output")?;
             let (_, _, tensor) = preprocess::preprocess(image, mode)?;
             let probs = model.run(&tensor)?;
-            for (chunk, (i, p)) in out.chunks_exact_mut(8).zip(top_k(probs, k)) {
+            for (chunk, (i, p)) in out.chunks_exact_mut(8).zip(top_k(probs, k)?) {
                 chunk[..4].copy_from_slice(&(i as u32).to_le_bytes());
                 chunk[4..].copy_from_slice(&p.to_le_bytes());
             }
@@ -185,17 +187,23 @@ pub extern "C" fn classify(handle: i32, img_ptr: *const u8, img_len: usize, mode
     })())
 }
 
-fn read_f32s(bytes: &[u8]) -> Cow<'_, [f32]> {
+/// The f32 values of `bytes` (LE): borrowed when aligned, else copied into a buffer whose
+/// allocation fails cleanly (OutOfMemory) instead of trapping.
+pub(crate) fn read_f32s(bytes: &[u8]) -> GuestResult<Cow<'_, [f32]>> {
     // wasm is little-endian, so aligned bytes already are the floats: borrow them (the
     // host's blocks from `alloc` are 8-aligned) instead of converting 150k values.
     if cfg!(target_endian = "little") {
         // SAFETY: every bit pattern is a valid f32; `align_to` only returns an aligned middle.
         let (head, floats, tail) = unsafe { bytes.align_to::<f32>() };
         if head.is_empty() && tail.is_empty() {
-            return Cow::Borrowed(floats);
+            return Ok(Cow::Borrowed(floats));
         }
     }
-    Cow::Owned(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+    let mut v: Vec<f32> = Vec::new();
+    v.try_reserve_exact(bytes.len() / 4)
+        .map_err(|_| (ErrorCode::OutOfMemory, format!("cannot copy an input of {} bytes", bytes.len())))?;
+    v.extend(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])));
+    Ok(Cow::Owned(v))
 }
 
 /// Run the model on a preprocessed tensor: `tensor_ptr` holds 1x224x224x3 f32 (LE, NHWC,
@@ -208,7 +216,7 @@ pub extern "C" fn infer_tensor(handle: i32, tensor_ptr: *const u8, out_ptr: *mut
         with_model(handle, |model| {
             check_image_input(model)?;
             let out = output_slice_apart(out_ptr, model.output_len() * 4, &[(tensor_ptr, TENSOR_LEN * 4)], "infer_tensor output")?;
-            let values = model.run(&read_f32s(raw))?;
+            let values = model.run(&read_f32s(raw)?)?;
             write_f32s(out, values);
             Ok(values.len() as i32)
         })
@@ -234,7 +242,7 @@ pub extern "C" fn infer_raw(handle: i32, in_ptr: *const u8, in_len: usize, out_p
                 return Err((ErrorCode::BadArgument, format!("infer_raw: output buffer of {} bytes, the output needs {}", out_cap, need)));
             }
             let out = output_slice_apart(out_ptr, out_cap, &[(in_ptr, in_len)], "infer_raw output")?;
-            let values = model.run(&read_f32s(raw))?;
+            let values = model.run(&read_f32s(raw)?)?;
             write_f32s(&mut out[..need], values);
             Ok(values.len() as i32)
         })
@@ -298,7 +306,7 @@ pub extern "C" fn infer_from_ptrs(model_ptr: *const u8, model_len: usize, img_pt
             check_image_input(&model)?;
             let (_, _, tensor) = preprocess::preprocess(image, Mode::Article)?;
             let probs = model.run(&tensor)?;
-            let best = top_k(probs, 1).first().map(|&(i, _)| i).unwrap_or(0);
+            let best = top_k(probs, 1)?.first().map(|&(i, _)| i).unwrap_or(0);
             Ok(if probs.len() == 1001 { best as i32 } else { best as i32 + 1 })
         })();
         release(mp, model_len);
@@ -313,7 +321,7 @@ mod tests {
 
     #[test]
     fn top_k_orders_and_handles_nan() {
-        let t = top_k(&[0.1, f32::NAN, 0.5, 0.5, 0.2], 3);
+        let t = top_k(&[0.1, f32::NAN, 0.5, 0.5, 0.2], 3).unwrap();
         assert_eq!(t.iter().map(|x| x.0).collect::<Vec<_>>(), vec![2, 3, 4]);
     }
 }

@@ -8,7 +8,7 @@
 //! negative `ErrorCode` plus `last_error` on failure, never a trap on bad input.
 
 use crate::abi::{finish, input_slice, write_truncated, ErrorCode};
-use crate::model_exports::with_model;
+use crate::model_exports::{read_f32s, with_model};
 
 /// Write the plan as JSON (`{"input", "output", "steps": [{"index", "op", "node", "macs",
 /// "inputs": [{"kind", "ptr", "bytes", "shape"}], "output", "weights": [{"name", "ptr",
@@ -41,8 +41,7 @@ pub extern "C" fn run_to_step(handle: i32, in_ptr: *const u8, in_len: usize, ste
             let last = usize::try_from(step).map_err(|_| {
                 (ErrorCode::BadArgument, format!("run_to_step: step {} is negative; the plan has steps 0..={}", step, model.step_count() as i64 - 1))
             })?;
-            let input: Vec<f32> = raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-            model.run_to(&input, last)?;
+            model.run_to(&read_f32s(raw)?, last)?;
             Ok(step + 1)
         })
     })())

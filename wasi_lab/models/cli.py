@@ -58,8 +58,14 @@ def _models_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _models_check(args: argparse.Namespace) -> int:
+    from wasi_lab.models.check import check_command
+
+    return check_command(args)
+
+
 def add_models_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add ``models {list,fetch,prepare}`` to a CLI's sub-parsers."""
+    """Add ``models {list,fetch,prepare,check}`` to a CLI's sub-parsers."""
     from wasi_lab.models.registry import MODELS
 
     parser = subparsers.add_parser("models", help="list, build or download models")
@@ -77,6 +83,10 @@ def add_models_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
     prepare = sub.add_parser("prepare", help="convert the EfficientNet-Lite0 checkpoint (offline)")
     prepare.add_argument("-q", "--quiet", action="store_true")
     prepare.set_defaults(func=_models_prepare)
+    check = sub.add_parser("check", help="will this frozen graph (.pb) run in the guest?")
+    check.add_argument("file", help="a TensorFlow frozen GraphDef (.pb)")
+    check.add_argument("--json", action="store_true", help="print the guest's report as JSON")
+    check.set_defaults(func=_models_check)
     return parser
 
 

@@ -54,6 +54,10 @@ pub struct NodeDef {
     pub op: String,
     pub inputs: Vec<String>,
     pub attrs: Vec<(String, AttrValue)>,
+    /// Where the node's attribute entries lie in the model's bytes (offset, length) until
+    /// [`decode_attrs`] reads them: [`scan_graph`] leaves attributes (weights included)
+    /// undecoded, so nodes the output does not need are never decoded at all.
+    pub attr_spans: Vec<(usize, usize)>,
 }
 
 impl NodeDef {
@@ -148,16 +152,29 @@ pub fn element_count(shape: &[usize]) -> Option<usize> {
     }
 }
 
-/// Parse a whole `GraphDef`.
+/// Parse a whole `GraphDef`, every node's attributes included.
 pub fn parse_graph(bytes: &[u8]) -> ProtoResult<GraphDef> {
+    let mut graph = scan_graph(bytes)?;
+    let mut budget = MODEL_BUDGET_BYTES;
+    for i in 0..graph.nodes.len() {
+        decode_attrs(bytes, &mut graph.nodes[i], &mut budget).map_err(|e| super::proto::ProtoError(format!("node #{}: {}", i, e)))?;
+    }
+    graph.budget_left = budget;
+    Ok(graph)
+}
+
+/// Read a `GraphDef`'s nodes (names, ops, inputs) without decoding their attributes: the
+/// planner decodes only the nodes its output depends on ([`decode_attrs`]), so a dead
+/// branch costs neither memory nor a failure. `budget_left` is the whole budget.
+pub fn scan_graph(bytes: &[u8]) -> ProtoResult<GraphDef> {
     let mut r = Reader::new(bytes, "GraphDef");
     let mut graph = GraphDef::default();
-    let mut budget = MODEL_BUDGET_BYTES;
     while let Some((field, value)) = r.next_field()? {
         if field == 1 {
             match value {
                 Value::Bytes(b) => {
-                    let node = parse_node(b, &mut budget).map_err(|e| {
+                    let base = b.as_ptr() as usize - bytes.as_ptr() as usize;
+                    let node = scan_node(b, base).map_err(|e| {
                         super::proto::ProtoError(format!("node #{}: {}", graph.nodes.len(), e))
                     })?;
                     graph.nodes.push(node);
@@ -170,8 +187,17 @@ pub fn parse_graph(bytes: &[u8]) -> ProtoResult<GraphDef> {
     if graph.nodes.is_empty() {
         return err("GraphDef has no nodes (empty or not a GraphDef)");
     }
-    graph.budget_left = budget;
+    graph.budget_left = MODEL_BUDGET_BYTES;
     Ok(graph)
+}
+
+/// Decode the attributes [`scan_graph`] left in `bytes` (the same bytes), charging
+/// constants to `budget`. Decoding twice is a no-op.
+pub fn decode_attrs(bytes: &[u8], node: &mut NodeDef, budget: &mut usize) -> ProtoResult<()> {
+    for (offset, len) in std::mem::take(&mut node.attr_spans) {
+        node.attrs.push(parse_attr_entry(&bytes[offset..offset + len], budget)?);
+    }
+    Ok(())
 }
 
 fn bytes_of<'a>(value: Value<'a>, what: &'static str) -> ProtoResult<&'a [u8]> {
@@ -188,7 +214,8 @@ fn varint_of(value: Value<'_>, what: &'static str) -> ProtoResult<u64> {
     }
 }
 
-fn parse_node(bytes: &[u8], budget: &mut usize) -> ProtoResult<NodeDef> {
+/// A `NodeDef` at offset `base` of the model: name, op and inputs now, attributes later.
+fn scan_node(bytes: &[u8], base: usize) -> ProtoResult<NodeDef> {
     let mut r = Reader::new(bytes, "NodeDef");
     let mut node = NodeDef::default();
     while let Some((field, value)) = r.next_field()? {
@@ -198,7 +225,7 @@ fn parse_node(bytes: &[u8], budget: &mut usize) -> ProtoResult<NodeDef> {
             3 => node.inputs.push(string(bytes_of(value, "NodeDef.input")?, "NodeDef.input")?),
             5 => {
                 let entry = bytes_of(value, "NodeDef.attr")?;
-                node.attrs.push(parse_attr_entry(entry, budget)?);
+                node.attr_spans.push((base + (entry.as_ptr() as usize - bytes.as_ptr() as usize), entry.len()));
             }
             _ => {} // 4 = device, 6 = experimental debug info
         }

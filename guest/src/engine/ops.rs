@@ -253,9 +253,14 @@ pub fn channel_affine(x: &[f32], channels: usize, scale: Option<&[f32]>, shift: 
     }
 }
 
-/// Row-major strides of a shape.
-pub fn strides(shape: &[usize]) -> Vec<usize> {
-    let mut s = vec![1; shape.len()];
+/// The highest rank the elementwise loops index (the planner refuses higher ranks), so
+/// their multi-indices are fixed arrays: an inference allocates nothing.
+pub const MAX_RANK: usize = crate::engine::graphdef::MAX_RANK;
+
+/// Row-major strides of a shape (rank at most [`MAX_RANK`]).
+pub fn strides(shape: &[usize]) -> [usize; MAX_RANK] {
+    assert!(shape.len() <= MAX_RANK);
+    let mut s = [1; MAX_RANK];
     for i in (0..shape.len().saturating_sub(1)).rev() {
         s[i] = s[i + 1] * shape[i + 1];
     }
@@ -281,12 +286,17 @@ pub fn broadcast_shape(a: &[usize], b: &[usize]) -> Result<Vec<usize>, String> {
 }
 
 /// Strides of `shape` seen through the broadcast `out` shape (0 where it stretches).
-fn broadcast_strides(shape: &[usize], out: &[usize]) -> Vec<usize> {
+fn broadcast_strides(shape: &[usize], out: &[usize]) -> [usize; MAX_RANK] {
+    assert!(out.len() <= MAX_RANK && shape.len() <= out.len());
     let s = strides(shape);
     let off = out.len() - shape.len();
-    (0..out.len())
-        .map(|i| if i < off || shape[i - off] == 1 { 0 } else { s[i - off] })
-        .collect()
+    let mut b = [0; MAX_RANK];
+    for i in off..out.len() {
+        if shape[i - off] != 1 {
+            b[i] = s[i - off];
+        }
+    }
+    b
 }
 
 /// `Add` / `AddV2` with broadcasting, then the fused activation.
@@ -299,7 +309,7 @@ pub fn add(a: &[f32], ashape: &[usize], b: &[f32], bshape: &[usize], oshape: &[u
     }
     let sa = broadcast_strides(ashape, oshape);
     let sb = broadcast_strides(bshape, oshape);
-    let mut index = vec![0usize; oshape.len()];
+    let mut index = [0usize; MAX_RANK];
     let (mut ia, mut ib) = (0usize, 0usize);
     for o in out.iter_mut() {
         *o = act.apply(a[ia] + b[ib]);
@@ -318,37 +328,173 @@ pub fn add(a: &[f32], ashape: &[usize], b: &[f32], bshape: &[usize], oshape: &[u
     }
 }
 
-/// `Mean` over the dimensions flagged in `reduce` (accumulated in f64, as NumPy does).
-pub fn mean(x: &[f32], shape: &[usize], reduce: &[bool], out: &mut [f32]) {
+/// A broadcasting binary op (`Add` has its own loop, [`add`], with a fused activation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BinOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Max,
+    Min,
+}
+
+impl BinOp {
+    #[inline(always)]
+    pub fn apply(self, x: f32, y: f32) -> f32 {
+        match self {
+            BinOp::Add => x + y,
+            BinOp::Sub => x - y,
+            BinOp::Mul => x * y,
+            BinOp::Div => x / y,
+            // TensorFlow's Maximum/Minimum propagate NaN.
+            BinOp::Max => if x.is_nan() || y.is_nan() { f32::NAN } else if x > y { x } else { y },
+            BinOp::Min => if x.is_nan() || y.is_nan() { f32::NAN } else if x < y { x } else { y },
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            BinOp::Add => "Add",
+            BinOp::Sub => "Sub",
+            BinOp::Mul => "Mul",
+            BinOp::Div => "RealDiv",
+            BinOp::Max => "Maximum",
+            BinOp::Min => "Minimum",
+        }
+    }
+}
+
+/// `out = a (op) b` with NumPy broadcasting (TensorFlow's rule for these ops).
+pub fn binary(op: BinOp, a: &[f32], ashape: &[usize], b: &[f32], bshape: &[usize], oshape: &[usize], out: &mut [f32]) {
+    if ashape == bshape {
+        for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
+            *o = op.apply(x, y);
+        }
+        return;
+    }
+    let sa = broadcast_strides(ashape, oshape);
+    let sb = broadcast_strides(bshape, oshape);
+    let mut index = [0usize; MAX_RANK];
+    let (mut ia, mut ib) = (0usize, 0usize);
+    for o in out.iter_mut() {
+        *o = op.apply(a[ia], b[ib]);
+        for d in (0..oshape.len()).rev() {
+            index[d] += 1;
+            ia += sa[d];
+            ib += sb[d];
+            if index[d] < oshape[d] {
+                break;
+            }
+            ia -= sa[d] * oshape[d];
+            ib -= sb[d] * oshape[d];
+            index[d] = 0;
+        }
+    }
+}
+
+/// An elementwise function of one tensor.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum UnOp {
+    Rsqrt,
+    Sqrt,
+    Sigmoid,
+    Tanh,
+    LeakyRelu(f32),
+}
+
+impl UnOp {
+    #[inline(always)]
+    pub fn apply(self, x: f32) -> f32 {
+        match self {
+            UnOp::Rsqrt => 1.0 / x.sqrt(),
+            UnOp::Sqrt => x.sqrt(),
+            UnOp::Sigmoid => 1.0 / (1.0 + (-x).exp()),
+            UnOp::Tanh => x.tanh(),
+            // TensorFlow: x > 0 ? x : x * alpha.
+            UnOp::LeakyRelu(alpha) => if x > 0.0 { x } else { x * alpha },
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            UnOp::Rsqrt => "Rsqrt",
+            UnOp::Sqrt => "Sqrt",
+            UnOp::Sigmoid => "Sigmoid",
+            UnOp::Tanh => "Tanh",
+            UnOp::LeakyRelu(_) => "LeakyRelu",
+        }
+    }
+}
+
+pub fn unary(op: UnOp, x: &[f32], out: &mut [f32]) {
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o = op.apply(v);
+    }
+}
+
+/// `ConcatV2`: input `i` is `[outer, inners[i]]` (everything from the axis on, flattened);
+/// the output interleaves them row by row of `outer`.
+pub fn concat<'a>(input: impl Fn(usize) -> &'a [f32], outer: usize, inners: &[usize], out: &mut [f32]) {
+    let row: usize = inners.iter().sum();
+    for o in 0..outer {
+        let mut at = o * row;
+        for (i, &n) in inners.iter().enumerate() {
+            out[at..at + n].copy_from_slice(&input(i)[o * n..(o + 1) * n]);
+            at += n;
+        }
+    }
+}
+
+/// The f64 sums [`mean`] needs (its `acc`): planned at load time, so running allocates
+/// nothing.
+pub fn mean_scratch(shape: &[usize], reduce: &[bool], out_len: usize) -> usize {
+    match reduced_run(shape, reduce) {
+        Some((_, _, inner)) => inner,
+        None => out_len,
+    }
+}
+
+/// `(outer, reduced, inner)` when the reduced axes are one contiguous run.
+fn reduced_run(shape: &[usize], reduce: &[bool]) -> Option<(usize, usize, usize)> {
+    let a = reduce.iter().position(|&r| r)?;
+    let b = reduce.iter().rposition(|&r| r)?;
+    if !reduce[a..=b].iter().all(|&r| r) {
+        return None;
+    }
+    Some((shape[..a].iter().product(), shape[a..=b].iter().product(), shape[b + 1..].iter().product()))
+}
+
+/// `Mean` over the dimensions flagged in `reduce` (accumulated in f64, as NumPy does);
+/// `acc` holds at least [`mean_scratch`] values.
+pub fn mean(x: &[f32], shape: &[usize], reduce: &[bool], out: &mut [f32], acc: &mut [f64]) {
     // One run of reduced axes (a global average pool is H and W of NHWC): `x` is
     // [outer, reduced, inner] and each row of `inner` values adds straight into the sums,
     // a loop LLVM vectorises, instead of walking an index per element.
-    let first = reduce.iter().position(|&r| r);
-    let last = reduce.iter().rposition(|&r| r);
-    if let (Some(a), Some(b)) = (first, last) {
-        if reduce[a..=b].iter().all(|&r| r) {
-            let outer: usize = shape[..a].iter().product();
-            let red: usize = shape[a..=b].iter().product();
-            let inner: usize = shape[b + 1..].iter().product();
-            let mut acc = vec![0f64; inner];
-            for o in 0..outer {
-                acc.iter_mut().for_each(|v| *v = 0.0);
-                for row in x[o * red * inner..(o + 1) * red * inner].chunks_exact(inner.max(1)) {
-                    for (s, &v) in acc.iter_mut().zip(row) {
-                        *s += f64::from(v);
-                    }
-                }
-                for (y, s) in out[o * inner..(o + 1) * inner].iter_mut().zip(&acc) {
-                    *y = (s / red.max(1) as f64) as f32;
+    if let Some((outer, red, inner)) = reduced_run(shape, reduce) {
+        let acc = &mut acc[..inner];
+        for o in 0..outer {
+            acc.iter_mut().for_each(|v| *v = 0.0);
+            for row in x[o * red * inner..(o + 1) * red * inner].chunks_exact(inner.max(1)) {
+                for (s, &v) in acc.iter_mut().zip(row) {
+                    *s += f64::from(v);
                 }
             }
-            return;
+            for (y, s) in out[o * inner..(o + 1) * inner].iter_mut().zip(acc.iter()) {
+                *y = (s / red.max(1) as f64) as f32;
+            }
         }
+        return;
     }
-    let kept: Vec<usize> = shape.iter().zip(reduce).map(|(&d, &r)| if r { 1 } else { d }).collect();
-    let so = broadcast_strides(&kept, shape);
-    let mut acc = vec![0f64; out.len()];
-    let mut index = vec![0usize; shape.len()];
+    assert!(shape.len() <= MAX_RANK);
+    let mut kept = [1usize; MAX_RANK];
+    for (k, (&d, &r)) in kept.iter_mut().zip(shape.iter().zip(reduce)) {
+        *k = if r { 1 } else { d };
+    }
+    let so = broadcast_strides(&kept[..shape.len()], shape);
+    let acc = &mut acc[..out.len()];
+    acc.iter_mut().for_each(|v| *v = 0.0);
+    let mut index = [0usize; MAX_RANK];
     let mut io = 0usize;
     for &v in x {
         acc[io] += f64::from(v);
@@ -363,7 +509,7 @@ pub fn mean(x: &[f32], shape: &[usize], reduce: &[bool], out: &mut [f32]) {
         }
     }
     let count: usize = shape.iter().zip(reduce).filter(|(_, &r)| r).map(|(&d, _)| d).product();
-    for (o, a) in out.iter_mut().zip(acc) {
+    for (o, a) in out.iter_mut().zip(acc.iter()) {
         *o = (a / count.max(1) as f64) as f32;
     }
 }
@@ -386,7 +532,7 @@ pub fn pad(x: &[f32], shape: &[usize], pads: &[(usize, usize)], oshape: &[usize]
     out.iter_mut().for_each(|v| *v = 0.0);
     let so = strides(oshape);
     let base: usize = pads.iter().zip(&so).map(|(p, s)| p.0 * s).sum();
-    let mut index = vec![0usize; shape.len()];
+    let mut index = [0usize; MAX_RANK];
     let mut io = base;
     for &v in x {
         out[io] = v;
@@ -417,15 +563,20 @@ pub fn matmul(a: &[f32], b: &[f32], m: usize, k: usize, n: usize, bias: &[f32], 
     }
 }
 
-/// Transpose a row-major `[rows, cols]` matrix.
+/// Transpose a row-major `[rows, cols]` matrix (at load time: it allocates).
 pub fn transpose(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     let mut t = vec![0f32; rows * cols];
+    transpose_into(x, rows, cols, &mut t);
+    t
+}
+
+/// Transpose a row-major `[rows, cols]` matrix into `t` (at least `rows * cols` values).
+pub fn transpose_into(x: &[f32], rows: usize, cols: usize, t: &mut [f32]) {
     for r in 0..rows {
         for c in 0..cols {
             t[c * rows + r] = x[r * cols + c];
         }
     }
-    t
 }
 
 #[cfg(test)]
@@ -509,7 +660,7 @@ mod tests {
         assert!(broadcast_shape(&[2, 3], &[2]).is_err());
 
         let mut m = vec![0.0; 2];
-        mean(&[1., 2., 3., 4., 5., 6., 7., 8.], &[1, 2, 2, 2], &[false, true, true, false], &mut m);
+        mean(&[1., 2., 3., 4., 5., 6., 7., 8.], &[1, 2, 2, 2], &[false, true, true, false], &mut m, &mut [0.0; 2]);
         assert_eq!(m, vec![4.0, 5.0]);
         // Every reduction of a 2x3x2 tensor against brute force: one run of axes takes
         // the row loop, [true, false, true] the general index walk.
@@ -525,7 +676,7 @@ mod tests {
                 want[o] += v / count;
             }
             let mut got = vec![0f32; want.len()];
-            mean(&x, &[2, 3, 2], &reduce, &mut got);
+            mean(&x, &[2, 3, 2], &reduce, &mut got, &mut vec![0.0; mean_scratch(&[2, 3, 2], &reduce, want.len())]);
             for (g, w) in got.iter().zip(&want) {
                 assert!((g - w).abs() < 1e-6, "{:?}: {:?} vs {:?}", reduce, got, want);
             }

@@ -19,11 +19,12 @@
 //!    scan, best fit by size) that are allocated once and reused by every inference. The
 //!    weights stay resident in the steps.
 
-use super::graphdef::{self, element_count, AttrValue, GraphDef, NodeDef, TensorData, DT_FLOAT, MAX_ELEMENTS};
+use super::graph;
+use super::graphdef::{self, NodeDef, TensorData};
 use super::kernels;
-use super::ops::{self, Act, Padding, Window};
+use super::lower::{self, charge, probe, Builder, Val};
+use super::ops::{self, Act, Window};
 use crate::abi::{ErrorCode, GuestResult};
-use std::collections::HashMap;
 use std::rc::Rc;
 
 /// Step-through hooks (`step_info`, `run_to_step`): where each step's tensors live.
@@ -31,37 +32,6 @@ mod steps;
 
 fn bad<T>(message: String) -> GuestResult<T> {
     Err((ErrorCode::BadModel, message))
-}
-
-/// `n` zeros (a bias the graph did not give), refusing absurd sizes and answering
-/// OutOfMemory instead of an aborting allocation.
-fn zeros(node: &NodeDef, n: usize) -> GuestResult<Vec<f32>> {
-    if n > MAX_ELEMENTS {
-        return bad(format!("{}: {} output channels is too many", describe(node), n));
-    }
-    graphdef::try_filled(n, 0.0).map_err(|m| (ErrorCode::OutOfMemory, format!("{}: {}", describe(node), m)))
-}
-
-/// The ops this engine runs (`Placeholder` and `Const` included).
-pub const SUPPORTED_OPS: &[&str] = &[
-    "Placeholder", "Const", "Identity", "Conv2D", "DepthwiseConv2dNative", "FusedBatchNorm",
-    "FusedBatchNormV3", "BiasAdd", "Add", "AddV2", "Relu", "Relu6", "AvgPool", "MaxPool", "Mean",
-    "Squeeze", "Reshape", "Shape", "MatMul", "Softmax", "Pad",
-];
-
-/// A tensor while the plan is being built: a constant, or a buffer some step will fill.
-#[derive(Clone, Debug)]
-enum Val {
-    Const { shape: Vec<usize>, data: Rc<TensorData> },
-    Dyn { shape: Vec<usize>, buf: usize },
-}
-
-impl Val {
-    fn shape(&self) -> &[usize] {
-        match self {
-            Val::Const { shape, .. } | Val::Dyn { shape, .. } => shape,
-        }
-    }
 }
 
 /// Where a step reads an input: a float constant of the model, or an activation slot.
@@ -85,10 +55,15 @@ pub enum Kind {
     Mean { shape: Vec<usize>, reduce: Vec<bool> },
     Softmax { classes: usize },
     Pad { shape: Vec<usize>, pads: Vec<(usize, usize)>, out: Vec<usize> },
+    /// `Sub`, `Mul`, `RealDiv`, `Maximum`, `Minimum` with broadcasting.
+    Binary { op: ops::BinOp, a: Vec<usize>, b: Vec<usize>, out: Vec<usize> },
+    Unary { op: ops::UnOp },
+    /// `ConcatV2`: `outer` rows, input `i` contributing `inners[i]` values to each.
+    Concat { outer: usize, inners: Vec<usize> },
 }
 
 impl Kind {
-    fn act_mut(&mut self) -> Option<&mut Act> {
+    pub(crate) fn act_mut(&mut self) -> Option<&mut Act> {
         match self {
             Kind::Conv { act, .. } | Kind::Depthwise { act, .. } | Kind::Affine { act, .. } | Kind::Add { act, .. } | Kind::MatMul { act, .. } => Some(act),
             _ => None,
@@ -111,6 +86,9 @@ impl Kind {
             Kind::Mean { .. } => "Mean".into(),
             Kind::Softmax { .. } => "Softmax".into(),
             Kind::Pad { .. } => "Pad".into(),
+            Kind::Binary { op, .. } => op.name().into(),
+            Kind::Unary { op } => op.name().into(),
+            Kind::Concat { .. } => "ConcatV2".into(),
         }
     }
 
@@ -164,9 +142,27 @@ pub struct ModelInfo {
     pub weight_bytes: usize,
     pub activation_bytes: usize,
     pub steps: usize,
+    /// For `model_report` (not in `to_json`): the live nodes' ops, with how many of each
+    /// run as a step of their own (the others fold into a neighbour or cost nothing).
+    pub live_ops: Vec<LiveOp>,
+    /// Bytes of the live constants as decoded, and of the plan's scratch.
+    pub constant_bytes: usize,
+    pub scratch_bytes: usize,
+    /// Multiply-adds of one inference.
+    pub macs: u64,
 }
 
-fn json_string(s: &str) -> String {
+/// One op of the live graph: its node count, how many of them run as their own step, and
+/// the first node's name.
+#[derive(Clone, Debug, Default)]
+pub struct LiveOp {
+    pub op: String,
+    pub count: usize,
+    pub steps: usize,
+    pub example: String,
+}
+
+pub(crate) fn json_string(s: &str) -> String {
     let mut out = String::from("\"");
     for c in s.chars() {
         match c {
@@ -180,7 +176,7 @@ fn json_string(s: &str) -> String {
     out
 }
 
-fn json_dims(d: &[usize]) -> String {
+pub(crate) fn json_dims(d: &[usize]) -> String {
     format!("[{}]", d.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(","))
 }
 
@@ -217,696 +213,13 @@ pub struct Model {
     input_len: usize,
     output: Src,
     output_len: usize,
+    /// Scratch the steps share while running (MatMul transposes, Mean's f64 sums), sized
+    /// when the model is loaded: an inference allocates nothing, so it cannot trap on a
+    /// store memory limit that the load fitted under.
+    scratch: Vec<f32>,
+    wide: Vec<f64>,
 }
 
-/// `"name:1"` -> `("name", 1)`; `"name"` -> `("name", 0)`.
-fn split_ref(r: &str) -> (&str, usize) {
-    if let Some(pos) = r.rfind(':') {
-        if let Ok(i) = r[pos + 1..].parse::<usize>() {
-            return (&r[..pos], i);
-        }
-    }
-    (r, 0)
-}
-
-/// Inputs that carry data (`^name` is a control dependency: ordering only).
-fn data_inputs(node: &NodeDef) -> impl Iterator<Item = &str> {
-    node.inputs.iter().filter(|i| !i.starts_with('^')).map(|i| i.as_str())
-}
-
-/// The output a classifier graph means: the last `Softmax`, followed through any
-/// `Reshape`/`Identity`/`Squeeze` that consumes it (TF-slim's `Predictions/Reshape_1`).
-fn default_output(graph: &GraphDef) -> GuestResult<String> {
-    let mut current = match graph.nodes.iter().rev().find(|n| n.op == "Softmax") {
-        Some(n) => n.name.clone(),
-        None => return bad("the graph has no Softmax node; name the output node explicitly (load_model_with_output)".into()),
-    };
-    // The last Reshape/Identity/Squeeze reading each node, found in one pass: following a
-    // chain of them is then linear in its length (a reverse scan per link was quadratic).
-    let mut follower: HashMap<&str, &NodeDef> = HashMap::new();
-    for n in &graph.nodes {
-        if matches!(n.op.as_str(), "Reshape" | "Identity" | "Squeeze") {
-            if let Some(i) = data_inputs(n).next() {
-                follower.insert(split_ref(i).0, n);
-            }
-        }
-    }
-    for _ in 0..graph.nodes.len() {
-        match follower.get(current.as_str()) {
-            Some(n) if n.name != current => current = n.name.clone(),
-            _ => break,
-        }
-    }
-    Ok(current)
-}
-
-/// Depth-first order of the nodes `out` depends on, inputs first; errors on a cycle.
-fn order(graph: &GraphDef, index: &HashMap<&str, usize>, out: usize) -> GuestResult<Vec<usize>> {
-    const NEW: u8 = 0;
-    const ACTIVE: u8 = 1;
-    const DONE: u8 = 2;
-    let mut state = vec![NEW; graph.nodes.len()];
-    let mut order = Vec::new();
-    // (node, how many of its inputs were already visited)
-    let mut stack: Vec<(usize, usize)> = vec![(out, 0)];
-    state[out] = ACTIVE;
-    while let Some(top) = stack.last_mut() {
-        let node = &graph.nodes[top.0];
-        match data_inputs(node).nth(top.1) {
-            Some(input) => {
-                top.1 += 1;
-                let name = split_ref(input).0;
-                let i = match index.get(name) {
-                    Some(&i) => i,
-                    None => return bad(format!("node '{}' ({}): input '{}' is not a node of the graph", node.name, node.op, input)),
-                };
-                match state[i] {
-                    NEW => {
-                        state[i] = ACTIVE;
-                        stack.push((i, 0));
-                    }
-                    ACTIVE => {
-                        let start = stack.iter().position(|&(n, _)| n == i).unwrap_or(0);
-                        let mut path: Vec<&str> = stack[start..].iter().map(|&(n, _)| graph.nodes[n].name.as_str()).collect();
-                        path.push(name);
-                        return bad(format!("the graph has a cycle: {}", path.join(" -> ")));
-                    }
-                    _ => {}
-                }
-            }
-            None => {
-                state[top.0] = DONE;
-                order.push(top.0);
-                stack.pop();
-            }
-        }
-    }
-    Ok(order)
-}
-
-// ------------------------------------------------------------------------------ attrs
-fn attr_ints(node: &NodeDef, key: &str) -> Option<Vec<i64>> {
-    match node.attr(key) {
-        Some(AttrValue::List(l)) => Some(l.i.clone()),
-        _ => None,
-    }
-}
-
-fn attr_str(node: &NodeDef, key: &str) -> Option<String> {
-    match node.attr(key) {
-        Some(AttrValue::S(s)) => Some(String::from_utf8_lossy(s).into_owned()),
-        _ => None,
-    }
-}
-
-fn attr_bool(node: &NodeDef, key: &str) -> Option<bool> {
-    match node.attr(key) {
-        Some(AttrValue::B(b)) => Some(*b),
-        _ => None,
-    }
-}
-
-fn describe(node: &NodeDef) -> String {
-    format!("node '{}' ({})", node.name, node.op)
-}
-
-/// NHWC only, dilations of 1 only: anything else is refused by name.
-fn check_nhwc(node: &NodeDef) -> GuestResult<()> {
-    if let Some(f) = attr_str(node, "data_format") {
-        if f != "NHWC" {
-            return bad(format!("{}: data_format {} is not supported (NHWC only)", describe(node), f));
-        }
-    }
-    if let Some(d) = attr_ints(node, "dilations") {
-        if d.iter().any(|&v| v != 1) {
-            return bad(format!("{}: dilations {:?} are not supported (only 1)", describe(node), d));
-        }
-    }
-    Ok(())
-}
-
-/// A `[1, h, w, 1]` list attribute (strides, ksize).
-fn spatial(node: &NodeDef, key: &str) -> GuestResult<(usize, usize)> {
-    match attr_ints(node, key) {
-        Some(v) if v.len() == 4 && v[0] == 1 && v[3] == 1 && v[1] >= 1 && v[2] >= 1 && v[1] <= 1 << 16 && v[2] <= 1 << 16 => {
-            Ok((v[1] as usize, v[2] as usize))
-        }
-        Some(v) => bad(format!("{}: {} {:?} is not supported (expected [1, h, w, 1])", describe(node), key, v)),
-        None => bad(format!("{}: missing attr '{}'", describe(node), key)),
-    }
-}
-
-fn padding(node: &NodeDef) -> GuestResult<Padding> {
-    match attr_str(node, "padding").as_deref() {
-        Some("SAME") => Ok(Padding::Same),
-        Some("VALID") => Ok(Padding::Valid),
-        Some(other) => bad(format!("{}: padding {} is not supported (SAME or VALID)", describe(node), other)),
-        None => bad(format!("{}: missing attr 'padding'", describe(node))),
-    }
-}
-
-// ------------------------------------------------------------------------------ builder
-struct Builder<'g> {
-    vals: HashMap<&'g str, Val>,
-    consumers: HashMap<&'g str, usize>,
-    steps: Vec<Step>,
-    consts: Vec<Rc<TensorData>>,
-    buf_len: Vec<usize>,
-    input: Option<(String, usize, Vec<usize>)>,
-    /// Bytes left of the model's budget (see `graphdef::MODEL_BUDGET_BYTES`).
-    budget: usize,
-}
-
-/// Take `floats` f32 from the model's byte budget, or refuse the model.
-fn charge(budget: &mut usize, node: &NodeDef, floats: usize) -> GuestResult<()> {
-    match floats.checked_mul(4) {
-        Some(bytes) if bytes <= *budget => {
-            *budget -= bytes;
-            Ok(())
-        }
-        _ => bad(format!(
-            "{}: the model needs more than its budget of {} MiB for weights and activations",
-            describe(node),
-            graphdef::MODEL_BUDGET_BYTES >> 20
-        )),
-    }
-}
-
-/// Check that `floats` f32 can be allocated now (then give them back), before a copy whose
-/// allocation cannot fail cleanly (a transpose, a packing).
-fn probe(node: &NodeDef, floats: usize) -> GuestResult<()> {
-    let mut v: Vec<f32> = Vec::new();
-    v.try_reserve_exact(floats)
-        .map_err(|_| (ErrorCode::OutOfMemory, format!("{}: cannot allocate {} floats of weights", describe(node), floats)))
-}
-
-impl<'g> Builder<'g> {
-    /// `n` zeros charged to the budget.
-    fn zeros(&mut self, node: &NodeDef, n: usize) -> GuestResult<Vec<f32>> {
-        charge(&mut self.budget, node, n)?;
-        zeros(node, n)
-    }
-
-    /// A copy of constant values the step will change (folding), charged to the budget.
-    fn copy(&mut self, node: &NodeDef, values: &[f32]) -> GuestResult<Vec<f32>> {
-        charge(&mut self.budget, node, values.len())?;
-        let mut v: Vec<f32> = Vec::new();
-        v.try_reserve_exact(values.len())
-            .map_err(|_| (ErrorCode::OutOfMemory, format!("{}: cannot copy {} floats of weights", describe(node), values.len())))?;
-        v.extend_from_slice(values);
-        Ok(v)
-    }
-}
-
-fn const_f32<'a>(node: &NodeDef, v: &'a Val, what: &str) -> GuestResult<&'a [f32]> {
-    match v {
-        Val::Const { data, .. } => match &**data {
-            TensorData::F32(d) => Ok(d),
-            TensorData::I64(_) => bad(format!("{}: {} must be a float constant", describe(node), what)),
-        },
-        Val::Dyn { .. } => bad(format!("{}: {} must be a constant (a frozen graph), not computed", describe(node), what)),
-    }
-}
-
-fn const_ints(node: &NodeDef, v: &Val, what: &str) -> GuestResult<Vec<i64>> {
-    match v {
-        Val::Const { data, .. } => match &**data {
-            TensorData::I64(d) => Ok(d.clone()),
-            TensorData::F32(_) => bad(format!("{}: {} must be an integer constant", describe(node), what)),
-        },
-        Val::Dyn { .. } => bad(format!("{}: {} must be a constant", describe(node), what)),
-    }
-}
-
-fn arity(node: &NodeDef, ins: &[Val], n: usize) -> GuestResult<()> {
-    if ins.len() != n {
-        return bad(format!("{}: expected {} data inputs, got {}", describe(node), n, ins.len()));
-    }
-    Ok(())
-}
-
-fn rank(node: &NodeDef, v: &Val, r: usize, what: &str) -> GuestResult<()> {
-    if v.shape().len() != r {
-        return bad(format!("{}: {} must have rank {}, has shape {:?}", describe(node), what, r, v.shape()));
-    }
-    Ok(())
-}
-
-/// Normalise an axis (negative counts from the end).
-fn axis(node: &NodeDef, a: i64, rank: usize) -> GuestResult<usize> {
-    let r = rank as i64;
-    if a < -r || a >= r {
-        return bad(format!("{}: axis {} is out of range for rank {}", describe(node), a, rank));
-    }
-    Ok(((a + r) % r.max(1)) as usize)
-}
-
-impl<'g> Builder<'g> {
-    fn new_buf(&mut self, node: &NodeDef, shape: &[usize]) -> GuestResult<(usize, usize)> {
-        let len = match element_count(shape) {
-            Some(n) => n,
-            None => return bad(format!("{}: tensor of shape {:?} is too large", describe(node), shape)),
-        };
-        self.buf_len.push(len);
-        Ok((self.buf_len.len() - 1, len))
-    }
-
-    fn src(&mut self, node: &NodeDef, v: &Val) -> GuestResult<(Src, usize)> {
-        match v {
-            Val::Dyn { buf, .. } => Ok((Src::Buf(*buf), self.buf_len[*buf])),
-            Val::Const { data, .. } => {
-                let n = const_f32(node, v, "a data input")?.len();
-                self.consts.push(data.clone());
-                Ok((Src::Const(self.consts.len() - 1), n))
-            }
-        }
-    }
-
-    fn push_step(&mut self, node: &NodeDef, kind: Kind, ins: &[&Val], shape: Vec<usize>) -> GuestResult<Val> {
-        let mut inputs = Vec::new();
-        let mut in_lens = Vec::new();
-        let in_shapes = ins.iter().map(|v| v.shape().to_vec()).collect();
-        for v in ins {
-            let (s, n) = self.src(node, v)?;
-            inputs.push(s);
-            in_lens.push(n);
-        }
-        let (buf, out_len) = self.new_buf(node, &shape)?;
-        self.steps.push(Step { node: node.name.clone(), kind, inputs, in_lens, out: buf, out_len, in_shapes, out_shape: shape.clone() });
-        Ok(Val::Dyn { shape, buf })
-    }
-
-    /// The step that produced `v`, if its result may be changed in place: `v` is the last
-    /// step's output, produced for node `name`, and nothing else reads that node.
-    fn fusable(&mut self, name: &str, v: &Val) -> Option<&mut Step> {
-        let buf = match v {
-            Val::Dyn { buf, .. } => *buf,
-            _ => return None,
-        };
-        if self.consumers.get(name).copied() != Some(1) {
-            return None;
-        }
-        match self.steps.last_mut() {
-            Some(s) if s.out == buf && s.node == name => Some(s),
-            _ => None,
-        }
-    }
-
-    /// `y = x * scale + shift` per channel (scale `None` = 1), fused when possible.
-    fn affine(&mut self, node: &NodeDef, x_name: &str, x: &Val, scale: Option<Vec<f32>>, shift: Vec<f32>) -> GuestResult<Val> {
-        let channels = *x.shape().last().unwrap_or(&0);
-        if channels == 0 || shift.len() != channels || scale.as_ref().map_or(false, |s| s.len() != channels) {
-            return bad(format!("{}: {} per-channel values for input of shape {:?}", describe(node), shift.len(), x.shape()));
-        }
-        if let Some(step) = self.fusable(x_name, x) {
-            let folded = match &mut step.kind {
-                // Not after a fused residual: (conv + r) * s + t is not a folded conv + r.
-                Kind::Conv { w, bias, act: Act::None, residual: false, .. } | Kind::Depthwise { w, bias, act: Act::None, .. } => {
-                    // Output channel = innermost index of the weights in both layouts.
-                    if let Some(s) = &scale {
-                        for (i, v) in w.iter_mut().enumerate() {
-                            *v *= s[i % channels];
-                        }
-                    }
-                    fold(bias, scale.as_deref(), &shift);
-                    true
-                }
-                Kind::MatMul { w: Some(w), bias, act: Act::None, .. } => {
-                    if let Some(s) = &scale {
-                        for (i, v) in w.iter_mut().enumerate() {
-                            *v *= s[i % channels];
-                        }
-                    }
-                    fold(bias, scale.as_deref(), &shift);
-                    true
-                }
-                Kind::Affine { scale: s0, shift: t0, act: Act::None, .. } => {
-                    // (x * s0 + t0) * s + t = x * (s0 * s) + (t0 * s + t)
-                    let mut t = t0.take().unwrap_or_else(|| vec![0.0; channels]);
-                    fold(&mut t, scale.as_deref(), &shift);
-                    *t0 = Some(t);
-                    if let Some(s) = &scale {
-                        let combined = match s0.take() {
-                            Some(a) => a.iter().zip(s).map(|(a, b)| a * b).collect(),
-                            None => s.clone(),
-                        };
-                        *s0 = Some(combined);
-                    }
-                    true
-                }
-                _ => false,
-            };
-            if folded {
-                step.node = node.name.clone();
-                return Ok(x.clone());
-            }
-        }
-        let kind = Kind::Affine { channels, scale, shift: Some(shift), act: Act::None };
-        self.push_step(node, kind, &[x], x.shape().to_vec())
-    }
-
-    /// `Add(conv, skip)` of two same-shaped tensors where `conv` is the last step's output,
-    /// read by nothing else: the convolution adds `skip` itself (one pass over memory
-    /// instead of three). `None` when the pattern does not apply.
-    fn fuse_residual(&mut self, node: &NodeDef, names: &[&str], ins: &[Val], out: &[usize]) -> GuestResult<Option<Val>> {
-        if ins.len() != 2 || ins[0].shape() != out || ins[1].shape() != out {
-            return Ok(None);
-        }
-        for (x, skip) in [(0, 1), (1, 0)] {
-            let skip_buf = match &ins[skip] {
-                Val::Dyn { buf, .. } => *buf,
-                _ => continue,
-            };
-            let skip_len = self.buf_len[skip_buf];
-            if let Some(step) = self.fusable(names[x], &ins[x]) {
-                if step.out == skip_buf {
-                    continue;
-                }
-                if let Kind::Conv { act: Act::None, residual, .. } = &mut step.kind {
-                    if !*residual {
-                        *residual = true;
-                        step.inputs.push(Src::Buf(skip_buf));
-                        step.in_lens.push(skip_len);
-                        step.in_shapes.push(out.to_vec());
-                        step.node = node.name.clone();
-                        return Ok(Some(ins[x].clone()));
-                    }
-                }
-            }
-        }
-        Ok(None)
-    }
-
-    fn activation(&mut self, node: &NodeDef, x_name: &str, x: &Val, a: Act) -> GuestResult<Val> {
-        if let Some(step) = self.fusable(x_name, x) {
-            if let Some(act) = step.kind.act_mut() {
-                if *act == Act::None {
-                    *act = a;
-                    step.node = node.name.clone();
-                    return Ok(x.clone());
-                }
-            }
-        }
-        let channels = (*x.shape().last().unwrap_or(&1)).max(1);
-        let kind = Kind::Affine { channels, scale: None, shift: None, act: a };
-        self.push_step(node, kind, &[x], x.shape().to_vec())
-    }
-
-    fn lower(&mut self, node: &'g NodeDef) -> GuestResult<()> {
-        let mut names: Vec<&str> = Vec::new();
-        let mut ins: Vec<Val> = Vec::new();
-        for r in data_inputs(node) {
-            let (name, index) = split_ref(r);
-            if index != 0 {
-                return bad(format!("{}: input '{}' uses output {} of a node; only output 0 is supported", describe(node), r, index));
-            }
-            match self.vals.get(name) {
-                Some(v) => ins.push(v.clone()),
-                None => return bad(format!("{}: input '{}' has no value", describe(node), r)),
-            }
-            names.push(name);
-        }
-        let v = match node.op.as_str() {
-            "Placeholder" => {
-                if let Some((first, _, _)) = &self.input {
-                    return bad(format!("the graph needs two Placeholders ('{}' and '{}'); the engine feeds exactly one", first, node.name));
-                }
-                if let Some(AttrValue::Type(t)) = node.attr("dtype") {
-                    if *t != DT_FLOAT {
-                        return bad(format!("{}: input dtype {} is not float", describe(node), t));
-                    }
-                }
-                let dims = match node.attr("shape") {
-                    Some(AttrValue::Shape(s)) => s.dims.clone(),
-                    _ => None,
-                };
-                let dims = match dims {
-                    Some(d) => d,
-                    None => return bad(format!("{}: the input shape is unknown; the engine needs a static shape", describe(node))),
-                };
-                let mut shape = Vec::new();
-                for (i, &d) in dims.iter().enumerate() {
-                    if d == -1 && i == 0 {
-                        shape.push(1); // unknown batch: one image
-                    } else if d < 1 {
-                        return bad(format!("{}: input dimension {} is {} (must be known)", describe(node), i, d));
-                    } else {
-                        match graphdef::dim(d) {
-                            Some(d) => shape.push(d),
-                            None => return bad(format!("{}: input dimension {} is {}, larger than any tensor can be", describe(node), i, d)),
-                        }
-                    }
-                }
-                let (buf, _) = self.new_buf(node, &shape)?;
-                self.input = Some((node.name.clone(), buf, shape.clone()));
-                Val::Dyn { shape, buf }
-            }
-            "Const" => match node.attr("value") {
-                Some(AttrValue::Tensor(t)) => Val::Const { shape: t.shape.clone(), data: t.data.clone() },
-                _ => return bad(format!("{}: no 'value' tensor", describe(node))),
-            },
-            "Identity" => {
-                arity(node, &ins, 1)?;
-                ins[0].clone()
-            }
-            "Shape" => {
-                arity(node, &ins, 1)?;
-                let s = ins[0].shape();
-                Val::Const { shape: vec![s.len()], data: Rc::new(TensorData::I64(s.iter().map(|&d| d as i64).collect())) }
-            }
-            "Reshape" => {
-                arity(node, &ins, 2)?;
-                let want = const_ints(node, &ins[1], "the shape")?;
-                let total: usize = ins[0].shape().iter().product();
-                let unknown = want.iter().filter(|&&d| d == -1).count();
-                // Every known dimension as a checked usize: an i64 such as 2^32 must not
-                // become 0 (or 2^32 + 224 become 224) on wasm32.
-                let dims: Option<Vec<usize>> = want.iter().filter(|&&d| d != -1).map(|&d| graphdef::dim(d)).collect();
-                let known = dims.as_ref().and_then(|d| d.iter().try_fold(1usize, |a, &b| a.checked_mul(b)));
-                let known = match known {
-                    Some(k) if unknown <= 1 && !(unknown == 1 && k == 0) => k,
-                    _ => return bad(format!("{}: invalid target shape {:?}", describe(node), want)),
-                };
-                let shape: Vec<usize> = want.iter().map(|&d| if d == -1 { total / known } else { d as usize }).collect();
-                if element_count(&shape) != Some(total) {
-                    return bad(format!("{}: cannot reshape {:?} to {:?}", describe(node), ins[0].shape(), want));
-                }
-                with_shape(&ins[0], shape)
-            }
-            "Squeeze" => {
-                arity(node, &ins, 1)?;
-                let s = ins[0].shape();
-                let dims = attr_ints(node, "squeeze_dims").or_else(|| attr_ints(node, "axis")).unwrap_or_default();
-                let mut drop = vec![false; s.len()];
-                if dims.is_empty() {
-                    for (i, &d) in s.iter().enumerate() {
-                        drop[i] = d == 1;
-                    }
-                } else {
-                    for &a in &dims {
-                        let a = axis(node, a, s.len())?;
-                        if s[a] != 1 {
-                            return bad(format!("{}: cannot squeeze dimension {} of shape {:?}", describe(node), a, s));
-                        }
-                        drop[a] = true;
-                    }
-                }
-                let shape = s.iter().zip(&drop).filter(|(_, &d)| !d).map(|(&v, _)| v).collect();
-                with_shape(&ins[0], shape)
-            }
-            "Conv2D" | "DepthwiseConv2dNative" => {
-                arity(node, &ins, 2)?;
-                check_nhwc(node)?;
-                rank(node, &ins[0], 4, "the input")?;
-                rank(node, &ins[1], 4, "the filter")?;
-                let f = ins[1].shape().to_vec();
-                let w = const_f32(node, &ins[1], "the filter")?;
-                if w.is_empty() {
-                    return bad(format!("{}: the filter {:?} has no values", describe(node), f));
-                }
-                let w = self.copy(node, w)?;
-                let (sh, sw) = spatial(node, "strides")?;
-                let win = Window::new(ins[0].shape(), f[0], f[1], sh, sw, padding(node)?).map_err(|e| (ErrorCode::BadModel, format!("{}: {}", describe(node), e)))?;
-                if f[2] != win.c {
-                    return bad(format!("{}: the input has {} channels, the filter {:?} expects {}", describe(node), win.c, f, f[2]));
-                }
-                let shape_out;
-                let kind = if node.op == "Conv2D" {
-                    shape_out = vec![win.n, win.oh, win.ow, f[3]];
-                    let bias = self.zeros(node, f[3])?;
-                    Kind::Conv { win, w, cout: f[3], bias, act: Act::None, packed: None, residual: false }
-                } else {
-                    shape_out = vec![win.n, win.oh, win.ow, f[2] * f[3]];
-                    let bias = self.zeros(node, f[2] * f[3])?;
-                    Kind::Depthwise { win, w, mult: f[3], bias, act: Act::None }
-                };
-                self.push_step(node, kind, &[&ins[0]], shape_out)?
-            }
-            "FusedBatchNorm" | "FusedBatchNormV3" => {
-                if ins.len() != 5 {
-                    return bad(format!("{}: expected 5 data inputs, got {}", describe(node), ins.len()));
-                }
-                check_nhwc(node)?;
-                if attr_bool(node, "is_training").unwrap_or(true) {
-                    return bad(format!("{}: is_training is true (batch statistics); a frozen inference graph sets is_training=false", describe(node)));
-                }
-                let eps = match node.attr("epsilon") {
-                    Some(AttrValue::F(e)) => *e as f64,
-                    _ => 1e-4,
-                };
-                let gamma = const_f32(node, &ins[1], "scale")?;
-                let beta = const_f32(node, &ins[2], "offset")?;
-                let mean = const_f32(node, &ins[3], "mean")?;
-                let var = const_f32(node, &ins[4], "variance")?;
-                let c = gamma.len();
-                if beta.len() != c || mean.len() != c || var.len() != c {
-                    return bad(format!("{}: scale/offset/mean/variance lengths differ", describe(node)));
-                }
-                // Inference batch norm: (x - mean) / sqrt(var + eps) * gamma + beta = x * s + t.
-                let s: Vec<f32> = (0..c).map(|i| (gamma[i] as f64 / (var[i] as f64 + eps).sqrt()) as f32).collect();
-                let t: Vec<f32> = (0..c).map(|i| beta[i] - mean[i] * s[i]).collect();
-                self.affine(node, names[0], &ins[0], Some(s), t)?
-            }
-            "BiasAdd" => {
-                arity(node, &ins, 2)?;
-                check_nhwc(node)?;
-                rank(node, &ins[1], 1, "the bias")?;
-                let b = const_f32(node, &ins[1], "the bias")?;
-                let b = self.copy(node, b)?;
-                self.affine(node, names[0], &ins[0], None, b)?
-            }
-            "Add" | "AddV2" => {
-                arity(node, &ins, 2)?;
-                let out = ops::broadcast_shape(ins[0].shape(), ins[1].shape()).map_err(|e| (ErrorCode::BadModel, format!("{}: {}", describe(node), e)))?;
-                // A constant that is one value per channel (or a scalar) is a bias.
-                let per_channel = |c: &Val, x: &Val| -> bool {
-                    let (cs, xs) = (c.shape(), x.shape());
-                    let n: usize = cs.iter().product();
-                    matches!(c, Val::Const { .. }) && matches!(x, Val::Dyn { .. }) && out.as_slice() == xs && !xs.is_empty()
-                        && (n == 1 || (cs.len() <= xs.len() && cs.last() == xs.last() && n == *xs.last().unwrap_or(&0)))
-                };
-                let bias_of = |node: &NodeDef, c: &Val, x: &Val| -> GuestResult<Vec<f32>> {
-                    let d = const_f32(node, c, "the addend")?;
-                    let ch = *x.shape().last().unwrap_or(&1);
-                    Ok(if d.len() == 1 { let mut b = zeros(node, ch)?; b.iter_mut().for_each(|v| *v = d[0]); b } else { d.to_vec() })
-                };
-                if per_channel(&ins[1], &ins[0]) {
-                    let b = bias_of(node, &ins[1], &ins[0])?;
-                    charge(&mut self.budget, node, b.len())?;
-                    self.affine(node, names[0], &ins[0], None, b)?
-                } else if per_channel(&ins[0], &ins[1]) {
-                    let b = bias_of(node, &ins[0], &ins[1])?;
-                    charge(&mut self.budget, node, b.len())?;
-                    self.affine(node, names[1], &ins[1], None, b)?
-                } else if let Some(v) = self.fuse_residual(node, &names, &ins, &out)? {
-                    v
-                } else {
-                    let kind = Kind::Add { a: ins[0].shape().to_vec(), b: ins[1].shape().to_vec(), out: out.clone(), act: Act::None };
-                    self.push_step(node, kind, &[&ins[0], &ins[1]], out)?
-                }
-            }
-            "Relu" | "Relu6" => {
-                arity(node, &ins, 1)?;
-                let a = if node.op == "Relu" { Act::Relu } else { Act::Relu6 };
-                self.activation(node, names[0], &ins[0], a)?
-            }
-            "AvgPool" | "MaxPool" => {
-                arity(node, &ins, 1)?;
-                check_nhwc(node)?;
-                rank(node, &ins[0], 4, "the input")?;
-                let (kh, kw) = spatial(node, "ksize")?;
-                let (sh, sw) = spatial(node, "strides")?;
-                let win = Window::new(ins[0].shape(), kh, kw, sh, sw, padding(node)?).map_err(|e| (ErrorCode::BadModel, format!("{}: {}", describe(node), e)))?;
-                let shape = vec![win.n, win.oh, win.ow, win.c];
-                self.push_step(node, Kind::Pool { win, max: node.op == "MaxPool" }, &[&ins[0]], shape)?
-            }
-            "Mean" => {
-                arity(node, &ins, 2)?;
-                let s = ins[0].shape().to_vec();
-                let mut reduce = vec![false; s.len()];
-                for a in const_ints(node, &ins[1], "the axes")? {
-                    reduce[axis(node, a, s.len())?] = true;
-                }
-                let keep = attr_bool(node, "keep_dims").unwrap_or(false);
-                let shape = s.iter().zip(&reduce).filter(|(_, &r)| keep || !r).map(|(&d, &r)| if r { 1 } else { d }).collect();
-                self.push_step(node, Kind::Mean { shape: s, reduce }, &[&ins[0]], shape)?
-            }
-            "MatMul" => {
-                arity(node, &ins, 2)?;
-                rank(node, &ins[0], 2, "a")?;
-                rank(node, &ins[1], 2, "b")?;
-                let ta = attr_bool(node, "transpose_a").unwrap_or(false);
-                let tb = attr_bool(node, "transpose_b").unwrap_or(false);
-                let (a, b) = (ins[0].shape(), ins[1].shape());
-                let (m, k) = if ta { (a[1], a[0]) } else { (a[0], a[1]) };
-                let (k2, n) = if tb { (b[1], b[0]) } else { (b[0], b[1]) };
-                if k != k2 {
-                    return bad(format!("{}: cannot multiply {:?} by {:?}", describe(node), a, b));
-                }
-                if m.checked_mul(n).map_or(true, |v| v > MAX_ELEMENTS) {
-                    return bad(format!("{}: the product of {:?} and {:?} is too large", describe(node), a, b));
-                }
-                if let Val::Const { .. } = ins[1] {
-                    let w = const_f32(node, &ins[1], "b")?;
-                    let w = if tb {
-                        charge(&mut self.budget, node, w.len())?;
-                        probe(node, w.len())?;
-                        ops::transpose(w, n, k)
-                    } else {
-                        self.copy(node, w)?
-                    };
-                    let bias = self.zeros(node, n)?;
-                    let kind = Kind::MatMul { m, k, n, w: Some(w), bias, act: Act::None, trans_a: ta, trans_b: false };
-                    self.push_step(node, kind, &[&ins[0]], vec![m, n])?
-                } else {
-                    let bias = self.zeros(node, n)?;
-                    let kind = Kind::MatMul { m, k, n, w: None, bias, act: Act::None, trans_a: ta, trans_b: tb };
-                    self.push_step(node, kind, &[&ins[0], &ins[1]], vec![m, n])?
-                }
-            }
-            "Softmax" => {
-                arity(node, &ins, 1)?;
-                let classes = *ins[0].shape().last().unwrap_or(&0);
-                if classes == 0 {
-                    return bad(format!("{}: softmax over an empty or scalar tensor {:?}", describe(node), ins[0].shape()));
-                }
-                self.push_step(node, Kind::Softmax { classes }, &[&ins[0]], ins[0].shape().to_vec())?
-            }
-            "Pad" => {
-                arity(node, &ins, 2)?;
-                let s = ins[0].shape().to_vec();
-                let p = const_ints(node, &ins[1], "the paddings")?;
-                if p.len() != 2 * s.len() || p.iter().any(|&v| !(0..=1 << 20).contains(&v)) {
-                    return bad(format!("{}: paddings {:?} do not fit shape {:?}", describe(node), p, s));
-                }
-                let pads: Vec<(usize, usize)> = p.chunks(2).map(|c| (c[0] as usize, c[1] as usize)).collect();
-                let out: Vec<usize> = s.iter().zip(&pads).map(|(&d, &(a, b))| d + a + b).collect();
-                self.push_step(node, Kind::Pad { shape: s, pads, out: out.clone() }, &[&ins[0]], out)?
-            }
-            other => {
-                return Err((
-                    ErrorCode::BadModel,
-                    format!("unsupported op '{}' (node '{}'); supported ops: {}", other, node.name, SUPPORTED_OPS.join(", ")),
-                ))
-            }
-        };
-        self.vals.insert(node.name.as_str(), v);
-        Ok(())
-    }
-}
-
-fn fold(bias: &mut [f32], scale: Option<&[f32]>, shift: &[f32]) {
-    for (i, b) in bias.iter_mut().enumerate() {
-        *b = *b * scale.map_or(1.0, |s| s[i]) + shift[i];
-    }
-}
-
-fn with_shape(v: &Val, shape: Vec<usize>) -> Val {
-    match v {
-        Val::Const { data, .. } => Val::Const { shape, data: data.clone() },
-        Val::Dyn { buf, .. } => Val::Dyn { shape, buf: *buf },
-    }
-}
 
 fn alloc_slot(size: usize) -> GuestResult<Vec<f32>> {
     let mut v: Vec<f32> = Vec::new();
@@ -918,41 +231,27 @@ fn alloc_slot(size: usize) -> GuestResult<Vec<f32>> {
 
 impl Model {
     /// Parse a frozen graph and plan it. `output` names the output node (`name` or
-    /// `name:0`); `None` picks the classifier's output (see [`default_output`]).
+    /// `name:0`); `None` picks the classifier's output (see [`graph::default_output`]).
     pub fn load(bytes: &[u8], output: Option<&str>) -> GuestResult<Model> {
-        let graph = graphdef::parse_graph(bytes).map_err(|e| (ErrorCode::BadModel, format!("not a TensorFlow GraphDef: {}", e)))?;
-        let mut index: HashMap<&str, usize> = HashMap::new();
-        for (i, n) in graph.nodes.iter().enumerate() {
-            if index.insert(n.name.as_str(), i).is_some() {
-                return bad(format!("two nodes are named '{}'", n.name));
-            }
-        }
-        let output_name = match output {
-            Some(o) => {
-                let (name, i) = split_ref(o);
-                if i != 0 {
-                    return Err((ErrorCode::BadArgument, format!("output '{}': only output 0 of a node can be read", o)));
-                }
-                if !index.contains_key(name) {
-                    return Err((ErrorCode::BadArgument, format!("no node named '{}' in the graph", name)));
-                }
-                name.to_string()
-            }
-            None => default_output(&graph)?,
-        };
-        let out_idx = index[output_name.as_str()];
-        let order = order(&graph, &index, out_idx)?;
+        let (mut model, mut budget) = Model::plan(bytes, output)?;
+        // The scratch is allocated once the graph is gone (where the first inference used
+        // to allocate it), so the heap is laid out as before this scratch was planned.
+        let planner = NodeDef { name: model.info.output_name.clone(), op: "scratch".into(), ..NodeDef::default() };
+        let (scratch, wide, scratch_bytes) = plan_scratch(&model.steps, &mut budget, &planner)?;
+        model.scratch = scratch;
+        model.wide = wide;
+        model.info.scratch_bytes = scratch_bytes;
+        Ok(model)
+    }
 
-        let mut consumers: HashMap<&str, usize> = HashMap::new();
-        for &i in &order {
-            for r in data_inputs(&graph.nodes[i]) {
-                *consumers.entry(split_ref(r).0).or_insert(0) += 1;
-            }
-        }
-        *consumers.entry(output_name.as_str()).or_insert(0) += 1;
-
-        let mut b = Builder { vals: HashMap::new(), consumers, steps: Vec::new(), consts: Vec::new(), buf_len: Vec::new(), input: None, budget: graph.budget_left };
-        for &i in &order {
+    /// [`Model::load`] without the scratch; also returns what is left of the budget.
+    fn plan(bytes: &[u8], output: Option<&str>) -> GuestResult<(Model, usize)> {
+        let mut live = graph::live(bytes, output)?;
+        lower::check_supported(&live)?;
+        live.decode(bytes)?;
+        let (graph, order, output_name) = (&live.graph, &live.order, live.output.clone());
+        let mut b = Builder::new(graph, order, output_name.as_str(), graph.budget_left);
+        for &i in order {
             b.lower(&graph.nodes[i])?;
         }
         let (input_name, input_buf, input_shape) = match b.input.take() {
@@ -1064,6 +363,17 @@ impl Model {
             }
         }
         op_counts.sort();
+        let mut live_ops: Vec<LiveOp> = Vec::new();
+        for (&i, &stepped) in order.iter().zip(&b.stepped) {
+            let n = &graph.nodes[i];
+            match live_ops.iter_mut().find(|o| o.op == n.op) {
+                Some(o) => {
+                    o.count += 1;
+                    o.steps += stepped as usize;
+                }
+                None => live_ops.push(LiveOp { op: n.op.clone(), count: 1, steps: stepped as usize, example: n.name.clone() }),
+            }
+        }
         let input_len = b.buf_len[input_buf];
         let output_len = output_shape.iter().product();
         let info = ModelInfo {
@@ -1076,8 +386,13 @@ impl Model {
             weight_bytes: weight_floats * 4,
             activation_bytes: slot_size.iter().sum::<usize>() * 4,
             steps: steps.len(),
+            live_ops,
+            constant_bytes: graphdef::MODEL_BUDGET_BYTES - graph.budget_left,
+            scratch_bytes: 0,
+            macs: steps.iter().map(|s| s.kind.macs()).sum(),
         };
-        Ok(Model { info, consts, steps, slots, input_slot: assign[input_buf], input_len, output: remap(output), output_len })
+        let model = Model { info, consts, steps, slots, input_slot: assign[input_buf], input_len, output: remap(output), output_len, scratch: Vec::new(), wide: Vec::new() };
+        Ok((model, budget))
     }
 
     /// Number of values the input must have.
@@ -1100,7 +415,8 @@ impl Model {
     /// workshop can show where an inference spends its time. Timing is a WASI clock call
     /// (`clock_time_get`) before and after each step, so plain runs leave it out.
     pub fn run_timed(&mut self, input: &[f32]) -> GuestResult<Vec<StepTime>> {
-        let mut times = Vec::with_capacity(self.steps.len());
+        let mut times = Vec::new();
+        times.try_reserve_exact(self.steps.len()).map_err(|_| (ErrorCode::OutOfMemory, "cannot allocate the step timings".to_string()))?;
         self.run_with(input, Some(&mut times), self.steps.len())?;
         Ok(self
             .steps
@@ -1125,20 +441,8 @@ impl Model {
             let start = clock.as_ref().map(|_| std::time::Instant::now());
             // Move the output slot out so it can be written while the inputs are borrowed.
             let mut out = std::mem::take(&mut self.slots[step.out]);
-            {
-                let slots = &self.slots;
-                let consts = &self.consts;
-                let ins: Vec<&[f32]> = step
-                    .inputs
-                    .iter()
-                    .zip(&step.in_lens)
-                    .map(|(src, &n)| match *src {
-                        Src::Const(i) => &consts[i].as_f32()[..n],
-                        Src::Buf(s) => &slots[s][..n],
-                    })
-                    .collect();
-                exec(&step.kind, &ins, &mut out[..step.out_len]);
-            }
+            let ins = Inputs { step, slots: &self.slots, consts: &self.consts };
+            exec(&step.kind, &ins, &mut out[..step.out_len], &mut self.scratch, &mut self.wide);
             self.slots[step.out] = out;
             if let (Some(times), Some(start)) = (clock.as_mut(), start) {
                 times.push((start.elapsed().as_nanos() as u64, kernels::gemm::take_skipped_macs()));
@@ -1180,38 +484,94 @@ impl StepTime {
     }
 }
 
-/// Run one step. Shapes were checked when the plan was built.
-fn exec(kind: &Kind, ins: &[&[f32]], out: &mut [f32]) {
+/// A step's inputs, resolved one at a time (a list of slices would be an allocation per
+/// step of every inference).
+struct Inputs<'a> {
+    step: &'a Step,
+    slots: &'a [Vec<f32>],
+    consts: &'a [Rc<TensorData>],
+}
+
+impl<'a> Inputs<'a> {
+    fn get(&self, i: usize) -> &'a [f32] {
+        let n = self.step.in_lens[i];
+        match self.step.inputs[i] {
+            Src::Const(c) => &self.consts[c].as_f32()[..n],
+            Src::Buf(s) => &self.slots[s][..n],
+        }
+    }
+}
+
+/// The scratch a step needs while it runs: (f32 for transposes, f64 for sums).
+fn step_scratch(kind: &Kind, out_len: usize) -> (usize, usize) {
+    match kind {
+        Kind::MatMul { m, k, n, w, trans_a, trans_b, .. } => {
+            let a = if *trans_a { m * k } else { 0 };
+            let b = if w.is_none() && *trans_b { k * n } else { 0 };
+            (a + b, 0)
+        }
+        Kind::Mean { shape, reduce } => (0, ops::mean_scratch(shape, reduce, out_len)),
+        _ => (0, 0),
+    }
+}
+
+/// Allocate, once, the scratch every step of the plan runs in: the largest of each kind,
+/// and the convolutions' packing buffers. Charged to the model's budget; OutOfMemory if
+/// the memory is not there, now rather than in the middle of an inference.
+fn plan_scratch(steps: &[Step], budget: &mut usize, planner: &NodeDef) -> GuestResult<(Vec<f32>, Vec<f64>, usize)> {
+    let (mut floats, mut wide, mut packing) = (0usize, 0usize, 0usize);
+    for s in steps {
+        let (f, w) = step_scratch(&s.kind, s.out_len);
+        floats = floats.max(f);
+        wide = wide.max(w);
+        if let Kind::Conv { win, packed, .. } = &s.kind {
+            let bytes = kernels::reserve_conv(win, packed.as_ref()).map_err(|bytes| {
+                (ErrorCode::OutOfMemory, format!("node '{}': cannot allocate {} bytes of convolution scratch", s.node, bytes))
+            })?;
+            packing = packing.max(bytes);
+        }
+    }
+    charge(budget, planner, floats.saturating_add(wide.saturating_mul(2)))?;
+    let scratch = graphdef::try_filled(floats, 0f32).map_err(|m| (ErrorCode::OutOfMemory, format!("the plan's scratch: {}", m)))?;
+    let wide_buf = graphdef::try_filled(wide, 0f64).map_err(|m| (ErrorCode::OutOfMemory, format!("the plan's scratch: {}", m)))?;
+    Ok((scratch, wide_buf, floats * 4 + wide * 8 + packing))
+}
+
+/// Run one step. Shapes were checked when the plan was built; `scratch` and `wide` hold
+/// what [`step_scratch`] asked for.
+fn exec(kind: &Kind, ins: &Inputs<'_>, out: &mut [f32], scratch: &mut [f32], wide: &mut [f64]) {
     match kind {
         Kind::Conv { win, w, cout, bias, act, packed, residual } => {
-            let r = if *residual { Some(ins[1]) } else { None };
-            kernels::conv2d(ins[0], win, w, packed.as_ref(), *cout, bias, *act, r, out)
+            let r = if *residual { Some(ins.get(1)) } else { None };
+            kernels::conv2d(ins.get(0), win, w, packed.as_ref(), *cout, bias, *act, r, out)
         }
-        Kind::Depthwise { win, w, mult, bias, act } => kernels::depthwise(ins[0], win, w, *mult, bias, *act, out),
-        Kind::Pool { win, max } => ops::pool(ins[0], win, *max, out),
-        Kind::Affine { channels, scale, shift, act } => ops::channel_affine(ins[0], *channels, scale.as_deref(), shift.as_deref(), *act, out),
-        Kind::Add { a, b, out: shape, act } => ops::add(ins[0], a, ins[1], b, shape, *act, out),
+        Kind::Depthwise { win, w, mult, bias, act } => kernels::depthwise(ins.get(0), win, w, *mult, bias, *act, out),
+        Kind::Pool { win, max } => ops::pool(ins.get(0), win, *max, out),
+        Kind::Affine { channels, scale, shift, act } => ops::channel_affine(ins.get(0), *channels, scale.as_deref(), shift.as_deref(), *act, out),
+        Kind::Add { a, b, out: shape, act } => ops::add(ins.get(0), a, ins.get(1), b, shape, *act, out),
         Kind::MatMul { m, k, n, w, bias, act, trans_a, trans_b } => {
-            let a_t;
+            let (a_t, b_t) = scratch.split_at_mut(if *trans_a { m * k } else { 0 });
             let a = if *trans_a {
-                a_t = ops::transpose(ins[0], *k, *m);
+                ops::transpose_into(ins.get(0), *k, *m, a_t);
                 &a_t[..]
             } else {
-                ins[0]
+                ins.get(0)
             };
-            let b_t;
             let b = match w {
                 Some(w) => &w[..],
                 None if *trans_b => {
-                    b_t = ops::transpose(ins[1], *n, *k);
-                    &b_t[..]
+                    ops::transpose_into(ins.get(1), *n, *k, b_t);
+                    &b_t[..k * n]
                 }
-                None => ins[1],
+                None => ins.get(1),
             };
             ops::matmul(a, b, *m, *k, *n, bias, *act, out)
         }
-        Kind::Mean { shape, reduce } => ops::mean(ins[0], shape, reduce, out),
-        Kind::Softmax { classes } => ops::softmax(ins[0], *classes, out),
-        Kind::Pad { shape, pads, out: oshape } => ops::pad(ins[0], shape, pads, oshape, out),
+        Kind::Mean { shape, reduce } => ops::mean(ins.get(0), shape, reduce, out, wide),
+        Kind::Softmax { classes } => ops::softmax(ins.get(0), *classes, out),
+        Kind::Pad { shape, pads, out: oshape } => ops::pad(ins.get(0), shape, pads, oshape, out),
+        Kind::Binary { op, a, b, out: shape } => ops::binary(*op, ins.get(0), a, ins.get(1), b, shape, out),
+        Kind::Unary { op } => ops::unary(*op, ins.get(0), out),
+        Kind::Concat { outer, inners } => ops::concat(|i| ins.get(i), *outer, inners, out),
     }
 }

@@ -98,23 +98,48 @@ fn gemm_with(m: usize, b: &PackedB, act: Act, residual: Option<&[f32]>, c: &mut 
         return;
     }
     let (lo, hi) = act_bounds(act);
-    // Cache blocking: a block of `mc` rows of A (about 128 KiB) is packed once and reused
-    // for every panel of W; each panel (k x 8) is reused for every tile of the block.
-    let mc = ((A_BLOCK_FLOATS / k.max(1)) / MR * MR).max(MR);
+    let (mc, a_len, idx_len) = scratch_sizes(m, k, skip_zeros);
     PACKED_A.with(|buf| {
         STEP_INDEX.with(|idx| {
             let (mut buf, mut idx) = (buf.borrow_mut(), idx.borrow_mut());
-            let tiles = round_up(mc.min(m), MR) / MR;
-            if buf.len() < tiles * MR * k {
-                buf.resize(tiles * MR * k, 0.0);
+            // Reserved at load time (`reserve_scratch`), so these never grow while running.
+            if buf.len() < a_len {
+                buf.resize(a_len, 0.0);
             }
-            let idx_len = if skip_zeros { tiles * (k + 1) } else { 0 };
             if idx.len() < idx_len {
                 idx.resize(idx_len, 0);
             }
             gemm_blocks(&mut buf, &mut idx[..idx_len], m, mc, b, (lo, hi), residual, c, pack)
         })
     })
+}
+
+/// `(mc, packed A floats, step-index entries)` a GEMM of `m` rows and depth `k` uses.
+///
+/// Cache blocking: a block of `mc` rows of A (about 128 KiB) is packed once and reused for
+/// every panel of W; each panel (k x 8) is reused for every tile of the block.
+fn scratch_sizes(m: usize, k: usize, skip_zeros: bool) -> (usize, usize, usize) {
+    let mc = ((A_BLOCK_FLOATS / k.max(1)) / MR * MR).max(MR);
+    let tiles = round_up(mc.min(m), MR) / MR;
+    (mc, tiles * MR * k, if skip_zeros { tiles * (k + 1) } else { 0 })
+}
+
+/// Grow the shared packing buffers to what a GEMM of `m` rows and depth `k` needs, or
+/// answer how many bytes could not be had: called when a model is loaded, so that running
+/// it never allocates (the buffers only grow, and every model's needs are reserved).
+pub fn reserve_scratch(m: usize, k: usize, skip_zeros: bool) -> Result<usize, usize> {
+    fn grow<T: Clone>(v: &mut Vec<T>, len: usize, zero: T) -> Result<(), usize> {
+        if v.len() < len {
+            // Amortised growth, as `resize` grew it when the first inference did this.
+            v.try_reserve(len - v.len()).map_err(|_| len * std::mem::size_of::<T>())?;
+            v.resize(len, zero);
+        }
+        Ok(())
+    }
+    let (_, a_len, idx_len) = scratch_sizes(m, k, skip_zeros);
+    PACKED_A.with(|b| grow(&mut b.borrow_mut(), a_len, 0.0))?;
+    STEP_INDEX.with(|i| grow(&mut i.borrow_mut(), idx_len, 0))?;
+    Ok(a_len * 4 + idx_len * 4)
 }
 
 /// The blocks of [`gemm_with`]: pack `mc` rows of A into `buf`, run the kernel over them

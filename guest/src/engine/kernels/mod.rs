@@ -41,6 +41,19 @@ pub fn pack_conv(win: &Window, w: &[f32], cout: usize, bias: &[f32]) -> Option<P
     Some(gemm::PackedB::new(w, k, cout, bias))
 }
 
+/// Reserve the packing buffers the convolution `win` will use (see
+/// [`gemm::reserve_scratch`]): `Ok(bytes they need)`, `Err(bytes)` when they cannot be
+/// allocated.
+pub fn reserve_conv(win: &Window, packed: Option<&Packed>) -> Result<usize, usize> {
+    let packed = match packed {
+        Some(p) => p,
+        None => return Ok(0),
+    };
+    let m = win.n * win.oh * win.ow;
+    // The same calls as `conv2d`: the pointwise GEMM skips zero steps, im2col does not.
+    gemm::reserve_scratch(m, packed.k, is_pointwise(win))
+}
+
 /// A 1x1, stride-1 convolution reads the input as the GEMM's left matrix directly.
 fn is_pointwise(win: &Window) -> bool {
     win.kh == 1 && win.kw == 1 && win.sh == 1 && win.sw == 1
