@@ -17,8 +17,14 @@ from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).resolve().parent
 #: Copied to wasi_lab/kit/ under the same relative paths; each pattern must match a file.
-KIT_FILES = ("guest/prebuilt/*.wasm", "guest/Cargo.toml", "guest/src/**/*.rs",
-             "hosts/node/*.mjs", "notebooks/*.ipynb", "docs/build-results/build-results.json")
+KIT_FILES = (
+    "guest/prebuilt/*.wasm",
+    "guest/Cargo.toml",
+    "guest/src/**/*.rs",
+    "hosts/node/*.mjs",
+    "notebooks/*.ipynb",
+    "docs/build-results/build-results.json",
+)
 
 
 class build_py_with_kit(build_py):  # noqa: N801 (setuptools' naming)
@@ -30,8 +36,10 @@ class build_py_with_kit(build_py):  # noqa: N801 (setuptools' naming)
         for pattern in KIT_FILES:
             found = sorted(p for p in ROOT.glob(pattern) if p.is_file())
             if not found:
-                raise SystemExit(f"wheel build: nothing matches {pattern}; the wheel would "
-                                 "not run (build the guest or restore the committed files)")
+                raise SystemExit(
+                    f"wheel build: nothing matches {pattern}; the wheel would "
+                    "not run (build the guest or restore the committed files)"
+                )
             pairs += [(src, kit / src.relative_to(ROOT)) for src in found]
         return pairs
 

@@ -64,9 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'op':22s}" + "".join(f"{n:>18s}" for n in names))
     for op in sorted(by_op[0], key=lambda o: -by_op[0][o]):
         print(f"{op:22s}" + "".join(f"{ops.get(op, 0.0):18.2f}" for ops in by_op))
-    rows = [("sum of step minima", [sum(o.values()) for o in by_op]),
-            ("wall median", [float(np.median(w)) for w in walls]),
-            ("wall minimum", [min(w) for w in walls])]
+    rows = [
+        ("sum of step minima", [sum(o.values()) for o in by_op]),
+        ("wall median", [float(np.median(w)) for w in walls]),
+        ("wall minimum", [min(w) for w in walls]),
+    ]
     for label, vals in rows:
         print(f"{label:22s}" + "".join(f"{v:18.2f}" for v in vals))
     diffs = [float(np.abs(o - outs[0]).max()) for o in outs]

@@ -40,8 +40,9 @@ def _splat_lane(src: int, lane: int) -> str:
 
 def _loads(ptr: int, first: int, count: int) -> list[str]:
     """`count` consecutive vectors from local `ptr` into locals `first`, `first + 1`, ..."""
-    return [f"local.get {ptr} v128.load offset={16 * i} local.set {first + i}"
-            for i in range(count)]
+    return [
+        f"local.get {ptr} v128.load offset={16 * i} local.set {first + i}" for i in range(count)
+    ]
 
 
 def _madd(acc: int, a: str, b: str, fma: bool = False) -> str:
@@ -165,8 +166,14 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "kernel.cwasm"
             path.write_bytes(module.serialize())
-            print(subprocess.run(["objdump", "-d", "--no-show-raw-insn", "-M", "intel", str(path)],
-                                 capture_output=True, text=True, check=True).stdout)
+            print(
+                subprocess.run(
+                    ["objdump", "-d", "--no-show-raw-insn", "-M", "intel", str(path)],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                ).stdout
+            )
         return 0
     store = wasmtime.Store(engine)
     ghz = clock_ghz(wasmtime.Store(get_engine()))

@@ -45,8 +45,12 @@ def cpu_model() -> str:
 
 def node_version() -> str | None:
     try:
-        return subprocess.run(["node", "--version"], capture_output=True, text=True,
-                              timeout=30).stdout.strip() or None
+        return (
+            subprocess.run(
+                ["node", "--version"], capture_output=True, text=True, timeout=30
+            ).stdout.strip()
+            or None
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
 
@@ -66,8 +70,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=20)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "wasm_peers.json")
     args = ap.parse_args(argv)
-    bench = [sys.executable, "-m", "wasi_lab", "bench", "--wasm-peers", "--json",
-             "--repeat", str(args.repeat)]
+    bench = [
+        sys.executable,
+        "-m",
+        "wasi_lab",
+        "bench",
+        "--wasm-peers",
+        "--json",
+        "--repeat",
+        str(args.repeat),
+    ]
     runs = []
     for _ in tqdm(range(args.runs), desc="bench --wasm-peers runs"):
         start, before = dt.datetime.now(dt.UTC), load_average()
@@ -77,15 +89,24 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         result = json.loads(out.stdout)
         result["module"] = _relative(result["module"])
-        runs.append({"started": start.strftime("%Y-%m-%d %H:%M UTC"),
-                     "load_average_before": before, "load_average_after": load_average(),
-                     "result": result})
+        runs.append(
+            {
+                "started": start.strftime("%Y-%m-%d %H:%M UTC"),
+                "load_average_before": before,
+                "load_average_after": load_average(),
+                "result": result,
+            }
+        )
     record = {
         "date": runs[0]["started"].split()[0],
         "command": f"wasi-lab bench --wasm-peers --json --repeat {args.repeat}"
-                   f" (x{args.runs}, benchmarks/wasm_peers_record.py)",
-        "machine": {"cpu": cpu_model(), "logical_cpus": os.cpu_count(),
-                    "python": platform.python_version(), "node": node_version()},
+        f" (x{args.runs}, benchmarks/wasm_peers_record.py)",
+        "machine": {
+            "cpu": cpu_model(),
+            "logical_cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "node": node_version(),
+        },
         "runs": runs,
     }
     args.out.write_text(json.dumps(record, indent=1) + "\n")

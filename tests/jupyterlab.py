@@ -36,16 +36,33 @@ def jupyterlab_server(nbdir: Path) -> Iterator[str]:
 
     root = nbdir.parent
     port = free_port()
-    env = dict(os.environ, JUPYTER_CONFIG_DIR=str(root / "cfg"),
-               JUPYTER_DATA_DIR=str(root / "data"), JUPYTER_RUNTIME_DIR=str(root / "rt"))
+    env = dict(
+        os.environ,
+        JUPYTER_CONFIG_DIR=str(root / "cfg"),
+        JUPYTER_DATA_DIR=str(root / "data"),
+        JUPYTER_RUNTIME_DIR=str(root / "rt"),
+    )
     log = (root / "lab.log").open("w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1",
-         f"--port={port}", f"--ServerApp.root_dir={nbdir}", f"--IdentityProvider.token={TOKEN}",
-         "--ServerApp.disable_check_xsrf=True", "--LabApp.news_url=",
-         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-         *(["--allow-root"] if os.geteuid() == 0 else [])],
-        env=env, stdout=log, stderr=subprocess.STDOUT, cwd=nbdir)
+        [
+            sys.executable,
+            "-m",
+            "jupyterlab",
+            "--no-browser",
+            "--ip=127.0.0.1",
+            f"--port={port}",
+            f"--ServerApp.root_dir={nbdir}",
+            f"--IdentityProvider.token={TOKEN}",
+            "--ServerApp.disable_check_xsrf=True",
+            "--LabApp.news_url=",
+            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+            *(["--allow-root"] if os.geteuid() == 0 else []),
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=nbdir,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 90
@@ -54,8 +71,12 @@ def jupyterlab_server(nbdir: Path) -> Iterator[str]:
                 tail = (root / "lab.log").read_text()[-2000:]
                 raise RuntimeError(f"jupyter lab exited: {tail}")
             try:
-                if httpx.get(f"{base}/api/status", params={"token": TOKEN},
-                             timeout=2, trust_env=False).status_code == 200:
+                if (
+                    httpx.get(
+                        f"{base}/api/status", params={"token": TOKEN}, timeout=2, trust_env=False
+                    ).status_code
+                    == 200
+                ):
                     break
             except httpx.HTTPError:
                 pass
@@ -106,7 +127,9 @@ def open_and_run_all(browser, base: str, name: str):
         try:
             page.wait_for_function(
                 "() => [...document.querySelectorAll('.jp-InputArea-prompt')]"
-                ".some(p => /\\[(\\*|\\d+)\\]/.test(p.innerText))", timeout=30_000)
+                ".some(p => /\\[(\\*|\\d+)\\]/.test(p.innerText))",
+                timeout=30_000,
+            )
             break
         except PlaywrightTimeout:
             if attempt:

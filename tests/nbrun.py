@@ -22,16 +22,23 @@ def execute(name: str, timeout: int = 600) -> nbformat.NotebookNode:
     from nbclient import NotebookClient
 
     nb = nbformat.read(NOTEBOOK_DIR / name, as_version=4)
-    NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                   resources={"metadata": {"path": str(NOTEBOOK_DIR)}},
-                   allow_errors=False).execute()
+    NotebookClient(
+        nb,
+        timeout=timeout,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(NOTEBOOK_DIR)}},
+        allow_errors=False,
+    ).execute()
     return nb
 
 
 def printed(cell: nbformat.NotebookNode) -> str:
     """Everything a code cell wrote to stdout."""
-    return "".join(o.get("text", "") for o in cell.get("outputs", [])
-                   if o.get("output_type") == "stream" and o.get("name") == "stdout")
+    return "".join(
+        o.get("text", "")
+        for o in cell.get("outputs", [])
+        if o.get("output_type") == "stream" and o.get("name") == "stdout"
+    )
 
 
 def tagged(nb: nbformat.NotebookNode, tag: str) -> list[nbformat.NotebookNode]:

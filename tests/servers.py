@@ -44,8 +44,9 @@ class RunningServer:
         self.stop()
 
 
-def run_in_thread(limits: Limits | None = None, access_log: str | None = None,
-                  **app_kwargs: object) -> RunningServer:
+def run_in_thread(
+    limits: Limits | None = None, access_log: str | None = None, **app_kwargs: object
+) -> RunningServer:
     """uvicorn on an ephemeral loopback port in a thread; returns once it is healthy."""
     from wasi_lab.server.accesslog import configure_access_log
 
@@ -56,8 +57,9 @@ def run_in_thread(limits: Limits | None = None, access_log: str | None = None,
     port = sock.getsockname()[1]
     app = create_app(limits, **app_kwargs)  # type: ignore[arg-type]
     server = uvicorn.Server(uvicorn_config(app, limit_concurrency=1024))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True,
-                              name="uvicorn")
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [sock]}, daemon=True, name="uvicorn"
+    )
     thread.start()
     url = f"http://{LOOPBACK}:{port}"
     deadline = time.monotonic() + 180
@@ -66,8 +68,6 @@ def run_in_thread(limits: Limits | None = None, access_log: str | None = None,
             raise RuntimeError("the server did not start (see the log above)")
         time.sleep(0.05)
     return RunningServer(url, server, thread)
-
-
 
 
 HOSTILE = ("drip-status", "drip-headers", "drip-body", "chunked", "unsized")
@@ -83,8 +83,7 @@ class HostileOrigin(ImageServer):
     redirects n times, then to `url`.
     """
 
-    def extra_route(self, handler: BaseHTTPRequestHandler, parts: list[str],
-                    query: str) -> bool:
+    def extra_route(self, handler: BaseHTTPRequestHandler, parts: list[str], query: str) -> bool:
         if parts[:1] == ["chain"] and len(parts) == 2 and parts[1].isdigit():
             n = int(parts[1])
             to = parse_qs(query).get("to", [""])[0]
@@ -109,13 +108,15 @@ class HostileOrigin(ImageServer):
         for i in range(len(data)):
             if time.monotonic() > end:
                 return
-            handler.wfile.write(data[i:i + 1])
+            handler.wfile.write(data[i : i + 1])
             handler.wfile.flush()
             time.sleep(self.drip_s)
 
     def _hostile(self, handler: BaseHTTPRequestHandler, kind: str, data: bytes) -> None:
-        head = (f"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\n"
-                f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n").encode()
+        head = (
+            f"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\n"
+            f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n"
+        ).encode()
         out = handler.wfile
         if kind == "drip-status":
             self._drip(handler, head + data)
@@ -126,10 +127,9 @@ class HostileOrigin(ImageServer):
             out.write(head)
             self._drip(handler, data)
         elif kind == "chunked":
-            out.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n"
-                      b"Connection: close\r\n\r\n")
+            out.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
             for i in range(0, len(data), 65536):
-                piece = data[i:i + 65536]
+                piece = data[i : i + 65536]
                 out.write(b"%x\r\n%s\r\n" % (len(piece), piece))
             out.write(b"0\r\n\r\n")
         else:  # unsized: no length, the end is the close

@@ -23,8 +23,14 @@ from wasi_lab.reproduction import (
 
 #: What the article printed, in order: one row each.
 ARTICLE_FIGURES = [
-    "ThreadPoolBuildError", "Some((0.32560226, 654))", "military uniform", "golden retriever",
-    "Eskimo dog, husky", "832 ms / 541 ms", "774.715145ms", "723.531083ms",
+    "ThreadPoolBuildError",
+    "Some((0.32560226, 654))",
+    "military uniform",
+    "golden retriever",
+    "Eskimo dog, husky",
+    "832 ms / 541 ms",
+    "774.715145ms",
+    "723.531083ms",
 ]
 
 
@@ -90,8 +96,17 @@ def test_rayon_panic_row(rows):
 def test_json_and_text(rows):
     data = json.loads(rows_to_json(rows))
     assert [d["article"] for d in data] == [r.article for r in rows]
-    assert set(data[0]) == {"figure", "article", "article_value", "this_machine", "value",
-                            "unit", "how", "status", "note"}
+    assert set(data[0]) == {
+        "figure",
+        "article",
+        "article_value",
+        "this_machine",
+        "value",
+        "unit",
+        "how",
+        "status",
+        "note",
+    }
     text = format_table(rows)
     for i, r in enumerate(rows, 1):
         assert f"{i}. how:" in text
@@ -109,8 +124,9 @@ def test_your_own_photo_fills_a_row(tmp_path):
     assert "cat" in row.this_machine  # Chelsea is a tabby: the model says some kind of cat
 
 
-@pytest.mark.skipif(not mobilenet_present(), reason="needs network: "
-                    "`wasi-lab models fetch mobilenet-v2-1.4`")
+@pytest.mark.skipif(
+    not mobilenet_present(), reason="needs network: `wasi-lab models fetch mobilenet-v2-1.4`"
+)
 def test_article_model_reproduces_the_result_line():
     from wasi_lab.hosts import grace_hopper
     from wasi_lab.predict import Classifier
@@ -126,11 +142,25 @@ def test_cli_article_json(capsys):
     assert len(data) == len(ARTICLE_FIGURES)
 
 
-def _row(figure: str, article: str, article_value: float | None, this: str | None,
-         value: float | None, status: str) -> ArticleRow:
-    return ArticleRow(figure=figure, article=article, article_value=article_value,
-                      this_machine=this, value=value, unit="ms", how="how", status=status,
-                      note="no rayon-demo build: run `wasi-lab build --features rayon-demo`")
+def _row(
+    figure: str,
+    article: str,
+    article_value: float | None,
+    this: str | None,
+    value: float | None,
+    status: str,
+) -> ArticleRow:
+    return ArticleRow(
+        figure=figure,
+        article=article,
+        article_value=article_value,
+        this_machine=this,
+        value=value,
+        unit="ms",
+        how="how",
+        status=status,
+        note="no rayon-demo build: run `wasi-lab build --features rayon-demo`",
+    )
 
 
 def test_what_to_notice_is_built_from_the_rows():
@@ -138,14 +168,33 @@ def test_what_to_notice_is_built_from_the_rows():
 
     from wasi_lab.reproduction import what_to_notice
 
-    rows = [_row("image crate's rayon panic under `wasmtime run`", "x", None, None, None,
-                 UNAVAILABLE),
-            _row("class of grace_hopper.jpg", "military uniform (32.6%)", 0.33,
-                 "military uniform (38.2%)", 0.38, STAND_IN),
-            _row("module instantiation time (wasmtime host)", "774.715145ms", 774.715145,
-                 "0.50 ms", 0.5, MEASURED),
-            _row("inference time (wasmtime host)", "723.531083ms", 723.531083, "480.0 ms",
-                 480.0, STAND_IN)]
+    rows = [
+        _row("image crate's rayon panic under `wasmtime run`", "x", None, None, None, UNAVAILABLE),
+        _row(
+            "class of grace_hopper.jpg",
+            "military uniform (32.6%)",
+            0.33,
+            "military uniform (38.2%)",
+            0.38,
+            STAND_IN,
+        ),
+        _row(
+            "module instantiation time (wasmtime host)",
+            "774.715145ms",
+            774.715145,
+            "0.50 ms",
+            0.5,
+            MEASURED,
+        ),
+        _row(
+            "inference time (wasmtime host)",
+            "723.531083ms",
+            723.531083,
+            "480.0 ms",
+            480.0,
+            STAND_IN,
+        ),
+    ]
     text = "\n".join(what_to_notice(rows, SimpleNamespace(compile_cold_ms=1234.0)))
     assert "not reproduced here" in text and "notebook 01" in text
     assert "a different model: military uniform (38.2%) (the same class)" in text
@@ -153,10 +202,17 @@ def test_what_to_notice_is_built_from_the_rows():
     assert "rough comparison" in text
     assert "1 of 4 rows are empty" in text
     # Another machine, other sentences: nothing is fixed in advance.
-    rows[1] = _row("class of grace_hopper.jpg", "military uniform (32.6%)", 0.33,
-                   "bulletproof vest (20.0%)", 0.2, MEASURED)
-    rows[0] = _row("image crate's rayon panic under `wasmtime run`", "x", None,
-                   ARTICLE_PANIC, None, MEASURED)
+    rows[1] = _row(
+        "class of grace_hopper.jpg",
+        "military uniform (32.6%)",
+        0.33,
+        "bulletproof vest (20.0%)",
+        0.2,
+        MEASURED,
+    )
+    rows[0] = _row(
+        "image crate's rayon panic under `wasmtime run`", "x", None, ARTICLE_PANIC, None, MEASURED
+    )
     text = "\n".join(what_to_notice(rows))
     assert "(a different class)" in text and "the article's model" in text
     assert "starts like the article's" in text and "cold compile" not in text
@@ -164,8 +220,9 @@ def test_what_to_notice_is_built_from_the_rows():
 
 def test_panic_note_reads_the_message():
     assert "same io error text" in panic_note(ARTICLE_PANIC)
-    assert "kind: Unsupported" in panic_note("ThreadPoolBuildError { kind: IOError(Error { "
-                                              "kind: Unsupported, message: \"...\" }) }")
+    assert "kind: Unsupported" in panic_note(
+        'ThreadPoolBuildError { kind: IOError(Error { kind: Unsupported, message: "..." }) }'
+    )
     assert "Unsupported" not in panic_note(ARTICLE_PANIC)
 
 

@@ -43,8 +43,7 @@ def guest_run(spec):
     from wasi_lab.predict import Classifier
 
     clf = Classifier(spec.name)
-    x = np.ascontiguousarray(clf.guest.decode_image(grace_hopper().read_bytes(), 1)[2],
-                             dtype="<f4")
+    x = np.ascontiguousarray(clf.guest.decode_image(grace_hopper().read_bytes(), 1)[2], dtype="<f4")
     return x, clf.infer_tensor(x)
 
 
@@ -68,14 +67,15 @@ def test_attrs_are_written_in_protobufs_json_mapping() -> None:
     assert attr_json([1, 2, 2, 1]) == {"list": {"i": ["1", "2", "2", "1"]}}
     assert attr_json(True) == {"b": True}  # a bool, not the int 1
     assert attr_json(DataType.DT_FLOAT) == {"type": "DT_FLOAT"}
-    assert attr_json(TensorShape([1, 224])) == {"shape": {"dim": [{"size": "1"},
-                                                                  {"size": "224"}]}}
-    assert attr_json(np.zeros((3, 2), "<f4")) == {"tensor": {
-        "dtype": "DT_FLOAT", "tensorShape": {"dim": [{"size": "3"}, {"size": "2"}]}}}
+    assert attr_json(TensorShape([1, 224])) == {"shape": {"dim": [{"size": "1"}, {"size": "224"}]}}
+    assert attr_json(np.zeros((3, 2), "<f4")) == {
+        "tensor": {"dtype": "DT_FLOAT", "tensorShape": {"dim": [{"size": "3"}, {"size": "2"}]}}
+    }
 
 
 def test_the_graph_model_is_fused_like_tensorflowjs_converter_and_its_weights_add_up(
-        spec, tmp_path) -> None:
+    spec, tmp_path
+) -> None:
     model = convert_graphdef(spec.path, tmp_path / "m.tfjs")
     doc = json.loads(model.model_json.read_text())
     ops = model.op_counts
@@ -118,8 +118,9 @@ def _one_turn(key: str, model: Path, tensor: Path, x: np.ndarray, output_name: s
 
 
 @pytest.mark.parametrize("fused", [True, False])
-def test_tfjs_graph_model_gives_the_guests_output(spec, guest_run, tensor_file, tmp_path,
-                                                  fused) -> None:
+def test_tfjs_graph_model_gives_the_guests_output(
+    spec, guest_run, tensor_file, tmp_path, fused
+) -> None:
     _need("tfjs_wasm_1t")
     x, want = guest_run
     model = convert_graphdef(spec.path, tmp_path / "m.tfjs", fused=fused)
@@ -133,8 +134,9 @@ def test_each_peer_runs_on_the_guests_tensor(key, spec, guest_run, tensor_file) 
     _need(key)
     x, want = guest_run
     peer = PEERS[key]
-    model = {"guest": spec.path, "ort": spec.onnx_path}.get(peer.runner) or \
-        ensure_tfjs_model(spec.path)
+    model = {"guest": spec.path, "ort": spec.onnx_path}.get(peer.runner) or ensure_tfjs_model(
+        spec.path
+    )
     eng = _one_turn(key, model, tensor_file, x, spec.output if peer.runner == "guest" else "")
     diff = np.abs(eng.output - want).max()
     if peer.runner == "guest":
@@ -171,8 +173,7 @@ def test_bench_wasm_peers_json_carries_each_peers_figures(tmp_path) -> None:
     from tests.test_bench_scripts import load
 
     out = tmp_path / "record.json"
-    assert load("wasm_peers_record").main(["--runs", "1", "--repeat", "2",
-                                           "--out", str(out)]) == 0
+    assert load("wasm_peers_record").main(["--runs", "1", "--repeat", "2", "--out", str(out)]) == 0
     record = load_record(out)
     assert record["command"].startswith("wasi-lab bench --wasm-peers --json --repeat 2")
     assert record["machine"]["logical_cpus"] and record["machine"]["node"].startswith("v")
@@ -205,16 +206,28 @@ def test_notebook_07_quotes_the_recorded_runs() -> None:
     from wasi_lab.paths import REPO_ROOT
 
     nb = nbformat.read(REPO_ROOT / "notebooks" / "07_deep_dive_performance.ipynb", 4)
-    cell = next(c.source for c in nb.cells if c.cell_type == "markdown"
-                and c.source.startswith("## 5 · Against the other engines in WebAssembly"))
+    cell = next(
+        c.source
+        for c in nb.cells
+        if c.cell_type == "markdown"
+        and c.source.startswith("## 5 · Against the other engines in WebAssembly")
+    )
     record = load_record()
     ranges = ratio_ranges(record)
     quoted = [f"{lo:.2f}–{hi:.2f}" for lo, hi in (ranges["ort_web_1t"], ranges["tfjs_wasm_1t"])]
     for q in quoted:
         assert f"**{q}×**" in cell, q
     assert f"{len(record['runs'])} runs recorded on {record['date']}" in cell
-    allowed = {*(x for q in quoted for x in q.split("–")), *record["date"].split("-"),
-               str(len(record["runs"])), "5", "1", "2", "20", "0"}
+    allowed = {
+        *(x for q in quoted for x in q.split("–")),
+        *record["date"].split("-"),
+        str(len(record["runs"])),
+        "5",
+        "1",
+        "2",
+        "20",
+        "0",
+    }
     numbers = set(re.findall(r"\d+(?:\.\d+)?", cell))
     assert numbers <= allowed, numbers - allowed
 
@@ -242,6 +255,7 @@ def test_the_guest_runs_in_chromium_on_the_same_tensor(spec, guest_run) -> None:
 def test_the_record_names_no_machines_folders() -> None:
     text = RECORDED.read_text()
     record = json.loads(text)
-    assert all(r["result"]["module"] == "guest/prebuilt/wasi_lab_guest.wasm"
-               for r in record["runs"])
+    assert all(
+        r["result"]["module"] == "guest/prebuilt/wasi_lab_guest.wasm" for r in record["runs"]
+    )
     assert str(Path.home()) not in text and "/tmp/" not in text

@@ -26,15 +26,22 @@ from wasi_lab.paths import REPO_ROOT
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = REPO_ROOT / "test-artifacts" / "browser"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.slow,
-    pytest.mark.skipif(not CHROMIUM.exists(),
-                       reason="/usr/bin/chromium is absent (apt-get install chromium; "
-                              "`make test` installs it)"),
+    pytest.mark.skipif(
+        not CHROMIUM.exists(),
+        reason="/usr/bin/chromium is absent (apt-get install chromium; `make test` installs it)",
+    ),
 ]
 
 
@@ -42,8 +49,9 @@ pytestmark = [
 def lab_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of notebooks/ for the server to work in (the browser saves into it, not ours)."""
     nbdir = tmp_path_factory.mktemp("lab") / "notebooks"
-    shutil.copytree(REPO_ROOT / "notebooks", nbdir,
-                    ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+    shutil.copytree(
+        REPO_ROOT / "notebooks", nbdir, ignore=shutil.ignore_patterns(".ipynb_checkpoints")
+    )
     return nbdir
 
 
@@ -59,8 +67,7 @@ def browser():
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS,
-                               headless=True)
+        b = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
         try:
             yield b
         finally:
@@ -93,11 +100,15 @@ def test_notebook_04_prediction_panel(lab: str, browser) -> None:
         page.wait_for_selector("img.wasi-top5", timeout=180_000)
         page.wait_for_function(
             "() => { const i = document.querySelector('img.wasi-top5');"
-            " return i && i.src && i.naturalWidth > 0; }", timeout=180_000)
+            " return i && i.src && i.naturalWidth > 0; }",
+            timeout=180_000,
+        )
         page.locator(".wasi-status").first.scroll_into_view_if_needed()
         page.wait_for_function(
             "() => (document.querySelector('.wasi-status') || {}).textContent"
-            "?.includes('military uniform')", timeout=60_000)
+            "?.includes('military uniform')",
+            timeout=60_000,
+        )
         before = _src(page, "img.wasi-top5")
         page.screenshot(path=str(ARTIFACTS / "04-before.png"), full_page=False)
         select = page.locator(".wasi-image-pick select").first
@@ -106,7 +117,8 @@ def test_notebook_04_prediction_panel(lab: str, browser) -> None:
         # the status line is written last, once the result is in ("name → label")
         page.wait_for_function(
             "() => document.querySelector('.wasi-status').textContent.includes('chelsea.png →')",
-            timeout=60_000)
+            timeout=60_000,
+        )
         assert "cat" in _text(page, ".wasi-status")
         page.locator("img.wasi-top5").first.scroll_into_view_if_needed()
         page.screenshot(path=str(ARTIFACTS / "04-after.png"), full_page=False)
@@ -120,7 +132,9 @@ def test_notebook_03_stage_slider(lab: str, browser) -> None:
     try:
         page.wait_for_function(
             "() => { const i = document.querySelector('img.wasi-pagemap');"
-            " return i && i.src && i.naturalWidth > 0; }", timeout=180_000)
+            " return i && i.src && i.naturalWidth > 0; }",
+            timeout=180_000,
+        )
         before = _src(page, "img.wasi-pagemap")
         page.locator(".wasi-stage-caption").first.scroll_into_view_if_needed()
         assert "fresh instance" in _text(page, ".wasi-stage-caption")
@@ -134,7 +148,9 @@ def test_notebook_03_stage_slider(lab: str, browser) -> None:
         _wait_src_change(page, "img.wasi-pagemap", before)
         page.wait_for_function(
             "() => document.querySelector('.wasi-stage-caption').textContent"
-            ".includes('model written')", timeout=60_000)
+            ".includes('model written')",
+            timeout=60_000,
+        )
         page.screenshot(path=str(ARTIFACTS / "03-after.png"), full_page=False)
     finally:
         page.close()
@@ -148,12 +164,15 @@ def test_notebook_09_step_slider(lab: str, browser) -> None:
         page.wait_for_function(
             "() => { const p = [...document.querySelectorAll('.jp-CodeCell .jp-InputArea-prompt')];"
             " return p.length && p.every(e => /\\[\\d+\\]/.test(e.textContent)); }",
-            timeout=240_000)
+            timeout=240_000,
+        )
         pagemap = page.locator("img.wasi-step-pagemap").first
         pagemap.scroll_into_view_if_needed()  # an off-screen image is not decoded
         page.wait_for_function(
             "() => { const i = document.querySelector('img.wasi-step-pagemap');"
-            " return i && i.src && i.naturalWidth > 0; }", timeout=60_000)
+            " return i && i.src && i.naturalWidth > 0; }",
+            timeout=60_000,
+        )
         before_map = _src(page, "img.wasi-step-pagemap")
         before = _text(page, ".wasi-step-caption")
         assert before.startswith("step 0: "), before
@@ -166,12 +185,15 @@ def test_notebook_09_step_slider(lab: str, browser) -> None:
             page.wait_for_timeout(300)
         _wait_src_change(page, "img.wasi-step-pagemap", before_map)
         page.wait_for_function(
-            "() => document.querySelector('.wasi-step-caption').textContent"
-            ".startsWith('step 2: ')", timeout=60_000)
+            "() => document.querySelector('.wasi-step-caption').textContent.startsWith('step 2: ')",
+            timeout=60_000,
+        )
         after = _text(page, ".wasi-step-caption")
         # the op (text up to the first comma) is not step 0's: Conv 3x3/2 vs Conv 1x1
-        assert after.split(",")[0].split(": ", 1)[1] != before.split(",")[0].split(": ", 1)[1], \
-            (before, after)
+        assert after.split(",")[0].split(": ", 1)[1] != before.split(",")[0].split(": ", 1)[1], (
+            before,
+            after,
+        )
         assert "recomputed in NumPy" in _text(page, ".wasi-step-recomputed")
         page.screenshot(path=str(ARTIFACTS / "09-after.png"), full_page=False)
     except Exception:
@@ -196,7 +218,7 @@ def _first_exercise(path: Path) -> tuple[int, str] | None:
     cells = nbformat.read(path, as_version=4).cells
     for i, cell in enumerate(cells):
         if "exercise" in cell.get("metadata", {}).get("tags", []):
-            for later in cells[i + 1:]:
+            for later in cells[i + 1 :]:
                 if "solution" in later.get("metadata", {}).get("tags", []):
                     code = solution_code(later.source)
                     return (i, code) if code else None
@@ -205,20 +227,33 @@ def _first_exercise(path: Path) -> tuple[int, str] | None:
 
 def _stage_exercise_notebook(nbdir: Path) -> Path:
     v4 = nbformat.v4
-    nb = v4.new_notebook(cells=[
-        v4.new_markdown_cell("# An exercise, answered in the browser"),
-        v4.new_code_cell("from wasi_lab.exercises import check_value\n"
-                         "from wasi_lab.runtime import Guest\n\nguest = Guest()"),
-        v4.new_code_cell("# How many 64 KiB pages does a fresh guest's memory have?\n"
-                         "pages = None", metadata={"tags": ["exercise"]}),
-        v4.new_code_cell("check_value('pages', pages, guest.memory.size(guest.store),\n"
-                         "            'ask the memory export: guest.memory.size(guest.store)')",
-                         metadata={"tags": ["check"]}),
-        v4.new_markdown_cell("<details><summary>Solution</summary>\n\n```python\n"
-                             "memory = guest.memory\npages = memory.size(guest.store)\n"
-                             "```\n</details>", metadata={"tags": ["solution"]}),
-    ], metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
-                                "language": "python"}})
+    nb = v4.new_notebook(
+        cells=[
+            v4.new_markdown_cell("# An exercise, answered in the browser"),
+            v4.new_code_cell(
+                "from wasi_lab.exercises import check_value\n"
+                "from wasi_lab.runtime import Guest\n\nguest = Guest()"
+            ),
+            v4.new_code_cell(
+                "# How many 64 KiB pages does a fresh guest's memory have?\npages = None",
+                metadata={"tags": ["exercise"]},
+            ),
+            v4.new_code_cell(
+                "check_value('pages', pages, guest.memory.size(guest.store),\n"
+                "            'ask the memory export: guest.memory.size(guest.store)')",
+                metadata={"tags": ["check"]},
+            ),
+            v4.new_markdown_cell(
+                "<details><summary>Solution</summary>\n\n```python\n"
+                "memory = guest.memory\npages = memory.size(guest.store)\n"
+                "```\n</details>",
+                metadata={"tags": ["solution"]},
+            ),
+        ],
+        metadata={
+            "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}
+        },
+    )
     path = nbdir / STAGED_EXERCISE
     nbformat.write(nb, path)
     return path
@@ -240,14 +275,17 @@ def _wait_output_line(page, index: int, mark: str, timeout_s: float) -> str:
         if any(line.startswith(mark) for line in text.splitlines()):
             return text
         page.wait_for_timeout(500)
-    raise AssertionError(f"cell {index} printed no line starting with {mark} within "
-                         f"{timeout_s:.0f} s; it shows: {text!r}")
+    raise AssertionError(
+        f"cell {index} printed no line starting with {mark} within "
+        f"{timeout_s:.0f} s; it shows: {text!r}"
+    )
 
 
 def test_an_exercise_answered_in_the_browser(lab: str, lab_dir: Path, browser) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    target = next(((name, ex) for name in EXERCISE_NOTEBOOKS
-                   if (ex := _first_exercise(lab_dir / name))), None)
+    target = next(
+        ((name, ex) for name in EXERCISE_NOTEBOOKS if (ex := _first_exercise(lab_dir / name))), None
+    )
     if target is None:
         target = (STAGED_EXERCISE, _first_exercise(_stage_exercise_notebook(lab_dir)))
     name, (index, code) = target
@@ -283,8 +321,9 @@ def test_preflight_shows_its_slider(lab: str, browser) -> None:
     page = open_and_run_all(browser, lab, "00_preflight.ipynb")
     try:
         text = _wait_output_line(page, 1, f"{PASS} widgets", 120)
-        page.wait_for_selector(".jp-OutputArea-output .widget-slider", state="visible",
-                               timeout=30_000)
+        page.wait_for_selector(
+            ".jp-OutputArea-output .widget-slider", state="visible", timeout=30_000
+        )
         assert not [ln for ln in text.splitlines() if ln.startswith(FAIL)], text
         page.screenshot(path=str(ARTIFACTS / "00-preflight.png"), full_page=False)
     finally:

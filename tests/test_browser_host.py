@@ -37,9 +37,10 @@ def _node_missing() -> str | None:
     return None
 
 
-needs_chromium = pytest.mark.skipif(not CHROMIUM.exists(),
-                                    reason="/usr/bin/chromium is absent (apt-get install "
-                                           "chromium; `make test` installs it)")
+needs_chromium = pytest.mark.skipif(
+    not CHROMIUM.exists(),
+    reason="/usr/bin/chromium is absent (apt-get install chromium; `make test` installs it)",
+)
 needs_node = pytest.mark.skipif(_node_missing() is not None, reason=str(_node_missing()))
 
 
@@ -101,16 +102,18 @@ def test_summarize_detects_a_disagreement() -> None:
 @needs_node
 @pytest.mark.slow
 def test_hosts_check_exits_non_zero_when_two_hosts_disagree() -> None:
-    code, out, _ = _cli("hosts", "check", "--only", "wasmtime", "node",
-                        "--image-for", f"node={CHELSEA}", "--json")
+    code, out, _ = _cli(
+        "hosts", "check", "--only", "wasmtime", "node", "--image-for", f"node={CHELSEA}", "--json"
+    )
     rep = json.loads(out)
     assert code == 1
     assert rep["agree"] is False
     node = next(h for h in rep["hosts"] if h["host"] == "node")
     assert Path(node["image"]).name == "chelsea.png"
     assert len(rep["distinct_raw_sha256"]) == 2
-    code, out, _ = _cli("hosts", "check", "--only", "wasmtime", "node",
-                        "--image-for", f"node={CHELSEA}")
+    code, out, _ = _cli(
+        "hosts", "check", "--only", "wasmtime", "node", "--image-for", f"node={CHELSEA}"
+    )
     assert code == 1 and "DISAGREE" in out
 
 
@@ -118,8 +121,7 @@ def test_hosts_check_exits_non_zero_when_two_hosts_disagree() -> None:
 def test_hosts_check_reports_a_failing_host_and_exits_non_zero(tmp_path: Path) -> None:
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
-    code, out, _ = _cli("hosts", "check", "--only", "node", "--image-for", f"node={bad}",
-                        "--json")
+    code, out, _ = _cli("hosts", "check", "--only", "node", "--image-for", f"node={bad}", "--json")
     rep = json.loads(out)
     assert code == 1 and rep["agree"] is False
     assert rep["failed"][0]["host"] == "node"
@@ -222,12 +224,20 @@ def test_widget_view_classifies_in_chromium_and_matches_wasmtime(widget, wasmtim
         from wasi_lab.inspect import inspect_module
 
         wanted = sorted(i["name"] for i in inspect_module(default_module()).to_dict()["imports"])
-        shim = page.evaluate("() => Object.keys(window.wasiLabHost.makeWasi(() => null)"
-                             ".wasi_snapshot_preview1).sort()")
+        shim = page.evaluate(
+            "() => Object.keys(window.wasiLabHost.makeWasi(() => null)"
+            ".wasi_snapshot_preview1).sort()"
+        )
         assert shim == wanted
-        page.evaluate(_FAKE_WIDGET_JS, {"labels": list(widget.labels),
-                                        "outputName": spec.output, "mode": widget.mode,
-                                        "samples": list(widget.sample_names)})
+        page.evaluate(
+            _FAKE_WIDGET_JS,
+            {
+                "labels": list(widget.labels),
+                "outputName": spec.output,
+                "mode": widget.mode,
+                "samples": list(widget.sample_names),
+            },
+        )
         page.wait_for_function("() => window.sent.length >= 1")
         sent = page.evaluate("() => window.sent[0]")
         raw, image = bytes(sent["buffers"][0]), bytes(sent["buffers"][1])
@@ -240,7 +250,8 @@ def test_widget_view_classifies_in_chromium_and_matches_wasmtime(widget, wasmtim
         assert "grace_hopper.jpg → military uniform" in status
         # one page map per stage, each drawn from this tab's memory.buffer
         stages = page.eval_on_selector_all(
-            "canvas.wasi-browser-pagemap", "cs => cs.map(c => [c.dataset.stage, c.height])")
+            "canvas.wasi-browser-pagemap", "cs => cs.map(c => [c.dataset.stage, c.height])"
+        )
         assert [s for s, _ in stages] == ["model loaded", "image written", "inferred"]
         assert all(h > 0 for _, h in stages)
         times = sent["content"]["timings_ms"]
@@ -259,20 +270,31 @@ def test_widget_view_classifies_in_chromium_and_matches_wasmtime(widget, wasmtim
         page.wait_for_function("() => window.sent.length >= 2")
         sent2 = page.evaluate("() => window.sent[1]")
         assert bytes(sent2["buffers"][1]) == CHELSEA.read_bytes()
-        verdict2 = widget.receive(sent2["content"], bytes(sent2["buffers"][0]),
-                                  bytes(sent2["buffers"][1]))
+        verdict2 = widget.receive(
+            sent2["content"], bytes(sent2["buffers"][0]), bytes(sent2["buffers"][1])
+        )
         assert verdict2["identical"] and verdict2["sha256"] != verdict["sha256"]
         assert "chelsea.png →" in page.locator(".wasi-browser-status").inner_text()
-        live_after_ok = page.eval_on_selector_all(".wasi-browser-status",
-                                                  "e => e[0].dataset.liveBlocks")
+        live_after_ok = page.eval_on_selector_all(
+            ".wasi-browser-status", "e => e[0].dataset.liveBlocks"
+        )
         assert live_after_ok is not None
         # a file that is not an image: the guest's own message, nothing sent, nothing lost
         junk = Path(chromium.files.routes["/model.pb"]).parent / "junk.png"
-        page.set_input_files("input.wasi-browser-upload",
-                             files=[{"name": junk.name, "mimeType": "image/png",
-                                     "buffer": b"\x89PNG\r\n\x1a\n not a png"}])
-        page.wait_for_function("() => document.querySelector('.wasi-browser-status')"
-                               ".innerText.includes('junk.png: decode_image')")
+        page.set_input_files(
+            "input.wasi-browser-upload",
+            files=[
+                {
+                    "name": junk.name,
+                    "mimeType": "image/png",
+                    "buffer": b"\x89PNG\r\n\x1a\n not a png",
+                }
+            ],
+        )
+        page.wait_for_function(
+            "() => document.querySelector('.wasi-browser-status')"
+            ".innerText.includes('junk.png: decode_image')"
+        )
         assert page.locator(".wasi-browser-top5 li").count() == 0
         live = page.eval_on_selector_all(".wasi-browser-status", "e => e[0].dataset.liveBlocks")
         assert live == live_after_ok, "a refused image left blocks behind in the guest"
@@ -314,8 +336,9 @@ def test_notebook_08_widget_classifies_in_jupyterlab(lab: str, wasmtime_ref) -> 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     raw, _ = wasmtime_ref
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS,
-                                     headless=True)
+        browser = pw.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
+        )
         try:
             page = open_and_run_all(browser, lab, "08_browser_host.ipynb")
             page.wait_for_selector(".wasi-browser-top5 li", timeout=240_000)
@@ -323,7 +346,9 @@ def test_notebook_08_widget_classifies_in_jupyterlab(lab: str, wasmtime_ref) -> 
             verdict = page.locator(".wasi-browser-verdict").first
             page.wait_for_function(
                 "() => document.querySelector('.wasi-browser-verdict').dataset.identical"
-                " === 'true'", timeout=240_000)
+                " === 'true'",
+                timeout=240_000,
+            )
             assert raw_sha256(raw)[:16] in verdict.inner_text()
             assert page.locator("canvas.wasi-browser-pagemap").count() == 3
             page.locator(".wasi-browser-host").first.scroll_into_view_if_needed()
@@ -331,10 +356,14 @@ def test_notebook_08_widget_classifies_in_jupyterlab(lab: str, wasmtime_ref) -> 
             page.locator("select.wasi-browser-sample").first.select_option("chelsea.png")
             page.wait_for_function(
                 "() => document.querySelector('.wasi-browser-status').innerText"
-                ".includes('chelsea.png →')", timeout=120_000)
+                ".includes('chelsea.png →')",
+                timeout=120_000,
+            )
             page.wait_for_function(
                 "() => document.querySelector('.wasi-browser-verdict').dataset.identical"
-                " === 'true'", timeout=120_000)
+                " === 'true'",
+                timeout=120_000,
+            )
             assert raw_sha256(raw)[:16] not in verdict.inner_text()  # a new image, new bytes
             page.screenshot(path=str(ARTIFACTS / "08-chelsea.png"))
         finally:

@@ -40,5 +40,6 @@ def test_second_build_is_a_no_op(rebuilt) -> None:
 
 def test_only_the_default_release_build_may_replace_prebuilt(rebuilt) -> None:
     with pytest.raises(BuildError, match="only the default release build"):
-        build_guest(toolchain=rebuilt.toolchain, release=False, progress=False,
-                    update_prebuilt=True)
+        build_guest(
+            toolchain=rebuilt.toolchain, release=False, progress=False, update_prebuilt=True
+        )

@@ -31,8 +31,9 @@ def stale_reasons(record: buildrecord.BuildRecord, check_crates: bool = True) ->
             crates = buildrecord.dependency_crates(tuple(v.features))
             if crates is not None and crates != v.crates:
                 gone, new = set(v.crates) - set(crates), set(crates) - set(v.crates)
-                reasons.append(f"{name}: cargo tree now differs (gone {sorted(gone)}, "
-                               f"new {sorted(new)})")
+                reasons.append(
+                    f"{name}: cargo tree now differs (gone {sorted(gone)}, new {sorted(new)})"
+                )
     return reasons
 
 
@@ -64,10 +65,24 @@ def test_stored_record_is_complete(record: buildrecord.BuildRecord) -> None:
     assert record.variants["debug"].debug_info_bytes > 0
     assert record.variants["release"].debug_info_bytes == 0
     assert record.extra_crates(), "the rayon-demo build should add crates"
-    assert all(c.startswith(("rayon", "crossbeam", "either", "num_cpus", "memoffset",
-                             "scopeguard", "cfg-if", "autocfg", "libc", "hermit",
-                             "lazy_static"))
-               for c in record.extra_crates()), record.extra_crates()
+    assert all(
+        c.startswith(
+            (
+                "rayon",
+                "crossbeam",
+                "either",
+                "num_cpus",
+                "memoffset",
+                "scopeguard",
+                "cfg-if",
+                "autocfg",
+                "libc",
+                "hermit",
+                "lazy_static",
+            )
+        )
+        for c in record.extra_crates()
+    ), record.extra_crates()
     assert record.cpu_count and record.toolchain and record.target.startswith("wasm32")
 
 
@@ -127,7 +142,8 @@ def test_where_says_stored_or_live(record: buildrecord.BuildRecord) -> None:
 
 
 def test_live_request_without_rust_falls_back_and_says_so(
-        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     monkeypatch.setattr(buildrecord, "_toolchain", lambda: None)
     rec = buildrecord.results(live=True)
     assert capsys.readouterr().out == ""  # the notebook prints rec.where(): one line
@@ -168,8 +184,10 @@ def test_record_holds_no_path_of_the_machine_it_was_made_on() -> None:
 
     text = buildrecord.RECORD_PATH.read_text()
     assert str(REPO_ROOT) not in text and "/home/" not in text and "/root/" not in text
-    assert buildrecord.scrub(f"Compiling x v0.1.0 ({REPO_ROOT}/guest)") == \
-        "Compiling x v0.1.0 (<repo>/guest)"
+    assert (
+        buildrecord.scrub(f"Compiling x v0.1.0 ({REPO_ROOT}/guest)")
+        == "Compiling x v0.1.0 (<repo>/guest)"
+    )
 
 
 def test_jpeg_worker_listing_live_or_stored(record: buildrecord.BuildRecord) -> None:
@@ -178,7 +196,6 @@ def test_jpeg_worker_listing_live_or_stored(record: buildrecord.BuildRecord) -> 
     assert "wasm32" in listing.text
     if buildrecord.find_crate_file(probe["jpeg_worker_file"]) is not None:
         assert listing.text.splitlines() == probe["jpeg_worker_cfg"]  # same lines, same source
-    stored = jpeg_worker_listing({k: v for k, v in probe.items()
-                                              if k != "jpeg_worker_file"})
+    stored = jpeg_worker_listing({k: v for k, v in probe.items() if k != "jpeg_worker_file"})
     assert "kept in the build record" in stored.title
     assert stored.text.splitlines() == probe["jpeg_worker_cfg"]

@@ -8,8 +8,9 @@ import sys
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "wasi_lab", *args], capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "wasi_lab", *args], capture_output=True, text=True, timeout=300
+    )
 
 
 def test_inspect_json_lists_the_abi() -> None:

@@ -31,8 +31,14 @@ from wasi_lab.user_errors import network_reason
 
 def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
-    return subprocess.run([sys.executable, "-m", "wasi_lab", *args], capture_output=True,
-                          text=True, timeout=300, cwd=cwd, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "wasi_lab", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=cwd,
+        env=env,
+    )
 
 
 def error_line(out: subprocess.CompletedProcess, status: int = 1) -> str:
@@ -73,31 +79,50 @@ def test_predict_a_directory_classifies_each_image_in_it(files: Path) -> None:
     assert rows[1]["top"][0]["label"] == "military uniform"
     # the GIF is named as skipped (the guest decodes JPEG and PNG); other files are ignored
     assert "Traceback" not in out.stderr
-    assert out.stderr.strip() == "wasi-lab predict: photos: skipped old.gif: the guest " \
+    assert (
+        out.stderr.strip() == "wasi-lab predict: photos: skipped old.gif: the guest "
         "decodes JPEG and PNG"
+    )
 
 
-@pytest.mark.parametrize(("args", "status", "needles"), [
-    (["predict", "missing.jpg"], 1, ["missing.jpg: not found", "directory of images"]),
-    (["predict", "notes.txt"], 1, ["notes.txt: not a JPEG or PNG image"]),
-    (["predict", "empty"], 1, ["empty: no .jpg, .jpeg, .png files in this directory"]),
-    (["predict", "photos/b_hopper.jpg", "--model", "bogus"], 1,
-     ["cannot load --model bogus", "efficientnet-lite0", "mobilenet-v2-1.4"]),
-    (["predict", "photos/b_hopper.jpg", "--model", "notes.txt"], 1,
-     ["cannot load --model notes.txt", "not a TensorFlow frozen graph"]),
-    (["predict", "photos/b_hopper.jpg", "--model", "empty"], 1, ["cannot load --model empty"]),
-    (["predict", "photos/b_hopper.jpg", "--mode", "bogus"], 2,
-     ["argument --mode: invalid choice: 'bogus'", "'article'"]),
-    (["predict", "photos/b_hopper.jpg", "--top", "0"], 2, ["--top: must be at least 1, not 0"]),
-    (["predict", "photos/b_hopper.jpg", "--top", "-1"], 2, ["--top: must be at least 1"]),
-    (["predict", "photos/b_hopper.jpg", "--top", "abc"], 2,
-     ["--top: must be a whole number, not 'abc'"]),
-    (["predict", "photos/b_hopper.jpg", "--top", "5000"], 2,
-     ["--top 5000 is more than the 1000 classes of efficientnet-lite0"]),
-    (["predict"], 2, ["the following arguments are required: IMAGE"]),
-])
-def test_predict_mistakes(files: Path, args: list[str], status: int,
-                          needles: list[str]) -> None:
+@pytest.mark.parametrize(
+    ("args", "status", "needles"),
+    [
+        (["predict", "missing.jpg"], 1, ["missing.jpg: not found", "directory of images"]),
+        (["predict", "notes.txt"], 1, ["notes.txt: not a JPEG or PNG image"]),
+        (["predict", "empty"], 1, ["empty: no .jpg, .jpeg, .png files in this directory"]),
+        (
+            ["predict", "photos/b_hopper.jpg", "--model", "bogus"],
+            1,
+            ["cannot load --model bogus", "efficientnet-lite0", "mobilenet-v2-1.4"],
+        ),
+        (
+            ["predict", "photos/b_hopper.jpg", "--model", "notes.txt"],
+            1,
+            ["cannot load --model notes.txt", "not a TensorFlow frozen graph"],
+        ),
+        (["predict", "photos/b_hopper.jpg", "--model", "empty"], 1, ["cannot load --model empty"]),
+        (
+            ["predict", "photos/b_hopper.jpg", "--mode", "bogus"],
+            2,
+            ["argument --mode: invalid choice: 'bogus'", "'article'"],
+        ),
+        (["predict", "photos/b_hopper.jpg", "--top", "0"], 2, ["--top: must be at least 1, not 0"]),
+        (["predict", "photos/b_hopper.jpg", "--top", "-1"], 2, ["--top: must be at least 1"]),
+        (
+            ["predict", "photos/b_hopper.jpg", "--top", "abc"],
+            2,
+            ["--top: must be a whole number, not 'abc'"],
+        ),
+        (
+            ["predict", "photos/b_hopper.jpg", "--top", "5000"],
+            2,
+            ["--top 5000 is more than the 1000 classes of efficientnet-lite0"],
+        ),
+        (["predict"], 2, ["the following arguments are required: IMAGE"]),
+    ],
+)
+def test_predict_mistakes(files: Path, args: list[str], status: int, needles: list[str]) -> None:
     line = error_line(run(*args, cwd=files), status)
     assert line.startswith("wasi-lab predict")
     for needle in needles:
@@ -106,8 +131,14 @@ def test_predict_mistakes(files: Path, args: list[str], status: int,
 
 def test_predict_a_refused_url_and_a_good_image_together(files: Path) -> None:
     port = free_port()
-    out = run("predict", f"http://127.0.0.1:{port}/cat.jpg", "photos/b_hopper.jpg",
-              "--top", "1", cwd=files)
+    out = run(
+        "predict",
+        f"http://127.0.0.1:{port}/cat.jpg",
+        "photos/b_hopper.jpg",
+        "--top",
+        "1",
+        cwd=files,
+    )
     line = error_line(out, 1)
     assert f"cannot fetch http://127.0.0.1:{port}/cat.jpg" in line
     assert "military uniform" in out.stdout, "one bad input does not lose the others"
@@ -116,33 +147,51 @@ def test_predict_a_refused_url_and_a_good_image_together(files: Path) -> None:
 # --------------------------------------------------------------------------- other commands
 
 
-@pytest.mark.parametrize(("args", "status", "needles"), [
-    (["inspect", "missing.wasm"], 1, ["missing.wasm: not found", "no argument"]),
-    (["inspect", "empty"], 1, ["empty: is a directory"]),
-    (["inspect", "notes.txt"], 1, ["notes.txt: not a WebAssembly module"]),
-    (["bench", "--model", "bogus", "--json"], 1, ["wasi-lab bench: unknown model 'bogus'"]),
-    (["bench", "--repeat", "0"], 2, ["--repeat: must be at least 1, not 0"]),
-    (["bench", "--repeat", "many"], 2, ["--repeat: must be a whole number"]),
-    (["bench", "--module", "missing.wasm", "--json"], 1, ["missing.wasm not found"]),
-    (["bench", "--module", "notes.txt", "--json"], 1, ["not a valid WebAssembly module"]),
-    (["article", "--repeat", "0"], 2, ["wasi-lab article", "--repeat: must be at least 1"]),
-    (["figures", "--repeat", "-1"], 2, ["wasi-lab figures", "--repeat: must be at least 1"]),
-    (["images", "list", "--dest", "missing"], 1,
-     ["--dest missing does not exist", "wasi-lab images prepare"]),
-    (["images", "list", "--dest", "notes.txt"], 1, ["notes.txt is a file, not a directory"]),
-    (["images", "prepare", "--dest", "notes.txt"], 1, ["notes.txt is a file"]),
-    (["images", "prepare", "--dest", "notes.txt/sub"], 1,
-     ["notes.txt/sub: part of the path is a file", "writable --dest"]),
-    (["models", "fetch", "bogus"], 2, ["invalid choice: 'bogus'"]),
-    (["models", "fetch", "mobilenet-v2-1.4", "--url", "ftp://mirror/x.tgz"], 2,
-     ["'ftp://mirror/x.tgz' is not an http(s):// URL"]),
-    (["models", "fetch", "efficientnet-lite0", "--url", "http://127.0.0.1:9/x.tgz"], 2,
-     ["apply to mobilenet-v2-1.4 only"]),
-    (["models", "fetch", "mobilenet-v2-1.4", "-q", "--dest", "notes.txt/models"], 1,
-     ["cannot create the models directory notes.txt/models"]),
-    ([], 2, ["the following arguments are required: command"]),
-    (["nonsense"], 2, ["invalid choice: 'nonsense'"]),
-])
+@pytest.mark.parametrize(
+    ("args", "status", "needles"),
+    [
+        (["inspect", "missing.wasm"], 1, ["missing.wasm: not found", "no argument"]),
+        (["inspect", "empty"], 1, ["empty: is a directory"]),
+        (["inspect", "notes.txt"], 1, ["notes.txt: not a WebAssembly module"]),
+        (["bench", "--model", "bogus", "--json"], 1, ["wasi-lab bench: unknown model 'bogus'"]),
+        (["bench", "--repeat", "0"], 2, ["--repeat: must be at least 1, not 0"]),
+        (["bench", "--repeat", "many"], 2, ["--repeat: must be a whole number"]),
+        (["bench", "--module", "missing.wasm", "--json"], 1, ["missing.wasm not found"]),
+        (["bench", "--module", "notes.txt", "--json"], 1, ["not a valid WebAssembly module"]),
+        (["article", "--repeat", "0"], 2, ["wasi-lab article", "--repeat: must be at least 1"]),
+        (["figures", "--repeat", "-1"], 2, ["wasi-lab figures", "--repeat: must be at least 1"]),
+        (
+            ["images", "list", "--dest", "missing"],
+            1,
+            ["--dest missing does not exist", "wasi-lab images prepare"],
+        ),
+        (["images", "list", "--dest", "notes.txt"], 1, ["notes.txt is a file, not a directory"]),
+        (["images", "prepare", "--dest", "notes.txt"], 1, ["notes.txt is a file"]),
+        (
+            ["images", "prepare", "--dest", "notes.txt/sub"],
+            1,
+            ["notes.txt/sub: part of the path is a file", "writable --dest"],
+        ),
+        (["models", "fetch", "bogus"], 2, ["invalid choice: 'bogus'"]),
+        (
+            ["models", "fetch", "mobilenet-v2-1.4", "--url", "ftp://mirror/x.tgz"],
+            2,
+            ["'ftp://mirror/x.tgz' is not an http(s):// URL"],
+        ),
+        (
+            ["models", "fetch", "efficientnet-lite0", "--url", "http://127.0.0.1:9/x.tgz"],
+            2,
+            ["apply to mobilenet-v2-1.4 only"],
+        ),
+        (
+            ["models", "fetch", "mobilenet-v2-1.4", "-q", "--dest", "notes.txt/models"],
+            1,
+            ["cannot create the models directory notes.txt/models"],
+        ),
+        ([], 2, ["the following arguments are required: command"]),
+        (["nonsense"], 2, ["invalid choice: 'nonsense'"]),
+    ],
+)
 def test_other_mistakes(files: Path, args: list[str], status: int, needles: list[str]) -> None:
     line = error_line(run(*args, cwd=files), status)
     for needle in needles:
@@ -152,8 +201,11 @@ def test_other_mistakes(files: Path, args: list[str], status: int, needles: list
 def test_images_list_of_a_good_directory_still_works(files: Path) -> None:
     out = run("images", "list", "--dest", "photos", cwd=files)
     assert out.returncode == 0, out.stderr
-    assert [Path(p).name for p in out.stdout.split()] == ["a_gradient.PNG", "b_hopper.jpg",
-                                                          "old.gif"]
+    assert [Path(p).name for p in out.stdout.split()] == [
+        "a_gradient.PNG",
+        "b_hopper.jpg",
+        "old.gif",
+    ]
 
 
 # --------------------------------------------------------------------------- models fetch
@@ -194,7 +246,7 @@ def origin() -> Iterator[Origin]:
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(BLOB)))
                 self.end_headers()
-                self.wfile.write(BLOB[:state.truncate_at])
+                self.wfile.write(BLOB[: state.truncate_at])
                 self.wfile.flush()
                 self.connection.shutdown(socket.SHUT_RDWR)
                 return
@@ -214,8 +266,9 @@ def origin() -> Iterator[Origin]:
 
 
 def fetch(url: str, dest: Path, cwd: Path) -> subprocess.CompletedProcess:
-    return run("models", "fetch", "mobilenet-v2-1.4", "-q", "--url", url, "--dest", str(dest),
-               cwd=cwd)
+    return run(
+        "models", "fetch", "mobilenet-v2-1.4", "-q", "--url", url, "--dest", str(dest), cwd=cwd
+    )
 
 
 def test_fetch_offline_says_nothing_was_kept(tmp_path: Path) -> None:
@@ -228,7 +281,8 @@ def test_fetch_offline_says_nothing_was_kept(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("path", ["/mobilenet_v2_1.4_224.tgz", "/"])
 def test_fetch_cut_off_keeps_the_part_it_names_and_resumes_from_it(
-        origin: Origin, tmp_path: Path, path: str) -> None:
+    origin: Origin, tmp_path: Path, path: str
+) -> None:
     url = origin.url.rsplit("/", 1)[0] + path  # a mirror URL may have no file name
     dest = tmp_path / "models"
     part = dest / "mobilenet_v2_1.4_224.tgz.part"
@@ -275,16 +329,18 @@ def test_toolchain_advice_fits_the_machine(rustup: bool, debian: bool, root: boo
     assert ("sudo apt-get" in text) == (debian and not root)
 
 
-@pytest.mark.parametrize(("content", "expected"), [
-    ('PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nID=debian\n', True),
-    ('ID=ubuntu\nID_LIKE=debian\n', True),
-    ('ID=linuxmint\nID_LIKE="ubuntu debian"\n', True),
-    ('ID="fedora"\n', False),
-    ('ID=arch\n', False),
-    (None, False),  # macOS: no os-release
-])
-def test_debian_like_reads_os_release(tmp_path: Path, content: str | None,
-                                      expected: bool) -> None:
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ('PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nID=debian\n', True),
+        ("ID=ubuntu\nID_LIKE=debian\n", True),
+        ('ID=linuxmint\nID_LIKE="ubuntu debian"\n', True),
+        ('ID="fedora"\n', False),
+        ("ID=arch\n", False),
+        (None, False),  # macOS: no os-release
+    ],
+)
+def test_debian_like_reads_os_release(tmp_path: Path, content: str | None, expected: bool) -> None:
     path = tmp_path / "os-release"
     if content is not None:
         path.write_text(content)
@@ -302,14 +358,24 @@ def test_pyproject_licence_is_an_spdx_string_with_its_file() -> None:
         assert text.startswith("MIT License") and "Copyright (c) the wasi-lab authors" in text
 
 
-@pytest.mark.parametrize(("exc", "expected"), [
-    (httpx.ConnectError("[Errno -3] Temporary failure in name resolution"),
-     "cannot resolve the host name (Temporary failure in name resolution): are you offline?"),
-    (httpx.ConnectError("[Errno -2] Name or service not known"),
-     "cannot resolve the host name (Name or service not known): are you offline?"),
-    (httpx.ConnectError("[Errno 111] Connection refused"), "cannot connect (connection refused)"),
-    (httpx.ConnectTimeout("timed out"), "the connection timed out"),
-    (httpx.RemoteProtocolError("peer closed connection"), "peer closed connection"),
-])
+@pytest.mark.parametrize(
+    ("exc", "expected"),
+    [
+        (
+            httpx.ConnectError("[Errno -3] Temporary failure in name resolution"),
+            "cannot resolve the host name (Temporary failure in name resolution): are you offline?",
+        ),
+        (
+            httpx.ConnectError("[Errno -2] Name or service not known"),
+            "cannot resolve the host name (Name or service not known): are you offline?",
+        ),
+        (
+            httpx.ConnectError("[Errno 111] Connection refused"),
+            "cannot connect (connection refused)",
+        ),
+        (httpx.ConnectTimeout("timed out"), "the connection timed out"),
+        (httpx.RemoteProtocolError("peer closed connection"), "peer closed connection"),
+    ],
+)
 def test_network_reasons_are_words_not_errno_numbers(exc: Exception, expected: str) -> None:
     assert network_reason(exc) == expected

@@ -32,8 +32,9 @@ def test_the_contract_is_read_from_the_guest() -> None:
     assert c.mode_variants["efficientnet"] == "EfficientNet"
 
 
-def test_the_prebuilt_guest_answers_with_the_parsed_codes(module_path: Path,
-                                                          grace_hopper_bytes: bytes) -> None:
+def test_the_prebuilt_guest_answers_with_the_parsed_codes(
+    module_path: Path, grace_hopper_bytes: bytes
+) -> None:
     """The parsed numbers are the ones the compiled guest uses: every mode decodes, the next
     number is refused as a bad argument, garbage as a bad image, a foreign pointer and a
     wrong length as what they are."""
@@ -44,8 +45,10 @@ def test_the_prebuilt_guest_answers_with_the_parsed_codes(module_path: Path,
     out = g.alloc(out_len, "decoded")
     for mode in c.modes.values():
         assert g.raw_call("decode_image", img, len(grace_hopper_bytes), mode, out) >= 0
-    assert g.raw_call("decode_image", img, len(grace_hopper_bytes), len(c.modes), out) \
+    assert (
+        g.raw_call("decode_image", img, len(grace_hopper_bytes), len(c.modes), out)
         == c.error_codes["BadArgument"]
+    )
     junk = g.write_bytes(b"not an image at all", "junk")
     assert g.raw_call("decode_image", junk, 19, 0, out) == c.error_codes["BadImage"]
     assert g.raw_call("dealloc", junk, 18) == c.error_codes["LengthMismatch"]
@@ -63,9 +66,13 @@ def tree(tmp_path: Path) -> Path:
     root = tmp_path / "repo"
     for rel in ("wasi_lab", "guest/src", "hosts/node", "notebooks", "docs"):
         if (REPO_ROOT / rel).is_dir():
-            shutil.copytree(REPO_ROOT / rel, root / rel,
-                            ignore=shutil.ignore_patterns("__pycache__", "*.wasm", "node_modules",
-                                                          ".ipynb_checkpoints", "article_code"))
+            shutil.copytree(
+                REPO_ROOT / rel,
+                root / rel,
+                ignore=shutil.ignore_patterns(
+                    "__pycache__", "*.wasm", "node_modules", ".ipynb_checkpoints", "article_code"
+                ),
+            )
     shutil.copy(REPO_ROOT / "README.md", root / "README.md")
     assert check_copies(root) == []
     return root
@@ -74,30 +81,59 @@ def tree(tmp_path: Path) -> Path:
 # (file, text in it, replacement, the name the failure must give)
 EDITS = [
     ("wasi_lab/predict.py", '"inception": 2}', '"inception": 3}', "MODE_IDS"),
-    ("wasi_lab/models/preprocess.py", 'MODES = ("article", "efficientnet", "inception")',
-     'MODES = ("article", "efficientnet")', "MODES"),
-    ("wasi_lab/hosts.py", '("article", "efficientnet", "inception")',
-     '("article", "efficientnet", "inceptionv3")', "_mode_name"),
+    (
+        "wasi_lab/models/preprocess.py",
+        'MODES = ("article", "efficientnet", "inception")',
+        'MODES = ("article", "efficientnet")',
+        "MODES",
+    ),
+    (
+        "wasi_lab/hosts.py",
+        '("article", "efficientnet", "inception")',
+        '("article", "efficientnet", "inceptionv3")',
+        "_mode_name",
+    ),
     ("wasi_lab/hosts.py", "def _mode_name(", "def _preprocessing_name(", "_mode_name"),
     ("wasi_lab/cli.py", '"efficientnet", "inception"]', '"efficientnet"]', "--mode choices"),
     ("wasi_lab/runtime.py", "-9: InferenceError,", "-9: BadModelError,", "ERROR_CLASSES[-9]"),
-    ("wasi_lab/runtime.py", 'BadArgumentError("alloc", -7,', 'BadArgumentError("alloc", -8,',
-     "BadArgumentError(..., -8, ...)"),
+    (
+        "wasi_lab/runtime.py",
+        'BadArgumentError("alloc", -7,',
+        'BadArgumentError("alloc", -8,',
+        "BadArgumentError(..., -8, ...)",
+    ),
     ("hosts/node/classify.mjs", "inception: 2 }", "inception: 3 }", "MODES"),
     ("hosts/node/classify.mjs", "'-9': 'Inference'", "'-9': 'InferenceFailed'", "ERRORS"),
-    ("guest/src/bin/classify.rs", '"inception" => Mode::Inception',
-     '"inception" => Mode::EfficientNet', "--mode parser"),
-    ("guest/src/bin/classify.rs", "[--mode article|efficientnet|inception] [--top K]\n  def",
-     "[--mode article|efficientnet] [--top K]\n  def", "usage text #2"),
-    ("guest/src/preprocess.rs", "(0 article, 1 efficientnet, 2 inception)",
-     "(0 article, 1 efficientnet)", "from_i32 message"),
-    ("hosts/node/README.md", "`LengthMismatch`, code -2", "`LengthMismatch`, code -3",
-     "`LengthMismatch` code -3"),
+    (
+        "guest/src/bin/classify.rs",
+        '"inception" => Mode::Inception',
+        '"inception" => Mode::EfficientNet',
+        "--mode parser",
+    ),
+    (
+        "guest/src/bin/classify.rs",
+        "[--mode article|efficientnet|inception] [--top K]\n  def",
+        "[--mode article|efficientnet] [--top K]\n  def",
+        "usage text #2",
+    ),
+    (
+        "guest/src/preprocess.rs",
+        "(0 article, 1 efficientnet, 2 inception)",
+        "(0 article, 1 efficientnet)",
+        "from_i32 message",
+    ),
+    (
+        "hosts/node/README.md",
+        "`LengthMismatch`, code -2",
+        "`LengthMismatch`, code -3",
+        "`LengthMismatch` code -3",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("rel", "old", "new", "name"), EDITS,
-                         ids=[f"{e[0].rsplit('/', 1)[-1]}:{e[3]}" for e in EDITS])
+@pytest.mark.parametrize(
+    ("rel", "old", "new", "name"), EDITS, ids=[f"{e[0].rsplit('/', 1)[-1]}:{e[3]}" for e in EDITS]
+)
 def test_editing_a_copy_is_caught(tree: Path, rel: str, old: str, new: str, name: str) -> None:
     path = tree / rel
     text = path.read_text(encoding="utf-8")
@@ -114,8 +150,10 @@ def test_changing_the_owner_shows_every_copy_to_update(tree: Path) -> None:
     abi.write_text(abi.read_text().replace("Inference = -9,", "Inference = -9,\n    Busy = -10,"))
     assert read_contract(tree).error_codes["Busy"] == -10
     where = {(d.file, d.name) for d in check_copies(tree)}
-    assert where == {("wasi_lab/runtime.py", "ERROR_CLASSES"),
-                     ("hosts/node/classify.mjs", "ERRORS")}
+    assert where == {
+        ("wasi_lab/runtime.py", "ERROR_CLASSES"),
+        ("hosts/node/classify.mjs", "ERRORS"),
+    }
 
 
 def test_an_unreadable_owner_is_an_error_not_an_empty_contract(tree: Path) -> None:

@@ -14,8 +14,9 @@ def test_check_value_prints_one_line_and_never_raises(capsys: pytest.CaptureFixt
     assert exercises.check_value("pages", 3, 3, "count them")
     assert not exercises.check_value("pages", 2, 3, "count them")
     weird = object()
-    assert not exercises.check_value("pages", weird, 3, "hint",
-                                     equal=lambda a, b: a.bit_length() == b)
+    assert not exercises.check_value(
+        "pages", weird, 3, "hint", equal=lambda a, b: a.bit_length() == b
+    )
     lines = capsys.readouterr().out.splitlines()
     assert [line[0] for line in lines] == ["✗", "✓", "✗", "✗"]
     assert "not answered" in lines[0] and "the run says 3" in lines[2]
@@ -25,8 +26,7 @@ def test_check_call_survives_whatever_the_learner_wrote(capsys: pytest.CaptureFi
     def raises(x: int) -> int:
         raise ValueError("boom")
 
-    def unwritten(x: int) -> None:
-        ...
+    def unwritten(x: int) -> None: ...
 
     verify = lambda r: None if r == 4 else f"expected 4, got {r}"  # noqa: E731
     assert not exercises.check_call("f", None, (2,), verify, "hint")
@@ -48,7 +48,7 @@ def test_solution_code_is_the_first_python_fence() -> None:
 def test_listings_come_from_the_files() -> None:
     alloc = listings.rust_fn(GUEST_DIR / "src" / "abi.rs", "alloc")
     assert alloc.text.splitlines()[-1] == "}"
-    assert "pub extern \"C\" fn alloc(len: usize)" in alloc.text
+    assert 'pub extern "C" fn alloc(len: usize)' in alloc.text
     assert alloc.text in (GUEST_DIR / "src" / "abi.rs").read_text()
     js = listings.js_function(REPO_ROOT / "hosts" / "node" / "classify.mjs", "writeGuestMemory")
     assert "bytes.byteOffset" in js.text and js.text.rstrip().endswith("}")

@@ -39,8 +39,11 @@ BASE = _names(PROJECT["dependencies"])
 BENCH = _names(PROJECT["optional-dependencies"]["bench"])
 #: Extras the kit imports lazily and runs without (the benchmark's peers, headless Chromium,
 #: the TensorFlow oracle).
-OPTIONAL = BENCH | _names(PROJECT["optional-dependencies"]["browser"]) \
+OPTIONAL = (
+    BENCH
+    | _names(PROJECT["optional-dependencies"]["browser"])
     | _names(PROJECT["optional-dependencies"]["oracle"])
+)
 DEV = _names(PROJECT["optional-dependencies"]["dev"]) | OPTIONAL
 
 
@@ -68,8 +71,12 @@ def third_party_imports(*folders: str) -> dict[str, dict[str, bool]]:
     found: dict[str, dict[str, bool]] = {}
     for where, source in _sources(*folders):
         tree = ast.parse(source, where)
-        lazy = {id(n) for f in ast.walk(tree)
-                if isinstance(f, ast.FunctionDef | ast.AsyncFunctionDef) for n in ast.walk(f)}
+        lazy = {
+            id(n)
+            for f in ast.walk(tree)
+            if isinstance(f, ast.FunctionDef | ast.AsyncFunctionDef)
+            for n in ast.walk(f)
+        }
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
                 tops = [a.name.split(".")[0] for a in node.names]
@@ -94,8 +101,10 @@ def test_every_import_of_the_kit_and_the_notebooks_is_declared() -> None:
             continue
         if dist in OPTIONAL and not eager:
             continue  # a lazy import of a benchmark peer: the caller runs without it
-        problems.append(f"{dist}: imported by {eager or sorted(uses)} but "
-                        + ("only in an extra" if dist in DEV else "not declared"))
+        problems.append(
+            f"{dist}: imported by {eager or sorted(uses)} but "
+            + ("only in an extra" if dist in DEV else "not declared")
+        )
     assert not problems, "\n".join(problems)
 
 
@@ -106,17 +115,24 @@ def test_every_base_dependency_is_used() -> None:
 
 
 def test_tests_and_benchmarks_import_only_what_make_test_installs() -> None:
-    missing = {d: sorted(u) for d, u in third_party_imports("tests", "benchmarks").items()
-               if d not in BASE | DEV}
+    missing = {
+        d: sorted(u)
+        for d, u in third_party_imports("tests", "benchmarks").items()
+        if d not in BASE | DEV
+    }
     assert not missing, f"not in the base or the dev extra: {missing}"
     unused = DEV - OPTIONAL - set(third_party_imports("tests", "benchmarks")) - PROGRAMS
     assert not unused, f"declared in dev but imported by no test: {unused}"
 
 
 #: Import names of the extras, as their distributions provide them.
-EXTRA_MODULES = sorted({top for top, ds in packages_distributions().items()
-                        if any(_norm(d) in DEV - BASE for d in ds)
-                        and not top.startswith("_")})
+EXTRA_MODULES = sorted(
+    {
+        top
+        for top, ds in packages_distributions().items()
+        if any(_norm(d) in DEV - BASE for d in ds) and not top.startswith("_")
+    }
+)
 
 BLOCKED_IMPORT = """
 import importlib, importlib.abc, pkgutil, sys
@@ -143,8 +159,13 @@ def test_the_package_imports_without_the_extras() -> None:
     """What a `make lab` venv has: every module imports, the CLI builds its parser, and the
     model step knows not to export ONNX."""
     assert {"onnx", "onnxruntime", "tract", "pytest", "playwright"} <= set(EXTRA_MODULES)
-    out = subprocess.run([sys.executable, "-c", BLOCKED_IMPORT, ",".join(EXTRA_MODULES)],
-                         cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", BLOCKED_IMPORT, ",".join(EXTRA_MODULES)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert int(out.stdout.split()[0]) > 30
 
@@ -152,6 +173,7 @@ def test_the_package_imports_without_the_extras() -> None:
 def test_the_blocker_blocks() -> None:
     """The check above can fail: a blocked package does not import."""
     script = BLOCKED_IMPORT.replace("import wasi_lab\n", "import tract\n")
-    out = subprocess.run([sys.executable, "-c", script, "tract"], capture_output=True,
-                         text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", script, "tract"], capture_output=True, text=True, timeout=120
+    )
     assert out.returncode != 0 and "(blocked)" in out.stderr

@@ -38,15 +38,21 @@ def _cap_at_current_size(guest: Guest) -> int:
     return pages
 
 
-def _matmul_graph(transpose_a: bool,
-                  rng: np.random.Generator) -> tuple[bytes, np.ndarray, np.ndarray]:
+def _matmul_graph(
+    transpose_a: bool, rng: np.random.Generator
+) -> tuple[bytes, np.ndarray, np.ndarray]:
     """`x^T @ w` (a transpose of the 2 MiB input at run time) or `x @ x^T` (of input 1)."""
     g = GraphBuilder()
     if transpose_a:
         x = rng.standard_normal((512, 1024)).astype(np.float32)
         w = rng.standard_normal((512, 8)).astype(np.float32)
-        g.op("MatMul", "out", [g.placeholder("input", list(x.shape)), g.const("w", w)],
-             transpose_a=True, transpose_b=False)
+        g.op(
+            "MatMul",
+            "out",
+            [g.placeholder("input", list(x.shape)), g.const("w", w)],
+            transpose_a=True,
+            transpose_b=False,
+        )
         want = x.T.astype(np.float64) @ w
     else:
         x = rng.standard_normal((16, 32768)).astype(np.float32)

@@ -35,8 +35,13 @@ def test_broken_constant_is_refused_when_live(guest: Guest) -> None:
 
 def test_dead_branch_is_never_decoded(guest: Guest) -> None:
     """The same broken constant and an op the engine does not run, both off the path."""
-    pb = (_input() + BROKEN + node("AddV2", "dead", ["input", "broken"])
-          + node("Erf", "dead_erf", ["dead"]) + node("Relu", "out", ["input"]))
+    pb = (
+        _input()
+        + BROKEN
+        + node("AddV2", "dead", ["input", "broken"])
+        + node("Erf", "dead_erf", ["dead"])
+        + node("Relu", "out", ["input"])
+    )
     np.testing.assert_array_equal(run_guest(guest, pb, X, "out"), [0, 2, 0, 4])
 
 

@@ -12,7 +12,7 @@ def _pip_section(text: str) -> list[str]:
     lines = text.splitlines()
     start = next(i for i, line in enumerate(lines) if re.match(r"\s+- pip:\s*$", line))
     out = []
-    for line in lines[start + 1:]:
+    for line in lines[start + 1 :]:
         m = re.match(r"\s{6,}- (.+)$", line)
         if not m:
             break

@@ -8,8 +8,14 @@ from PIL import Image
 
 from wasi_lab.cli import main
 
-EXPECTED = {"article-table.png", "timing-breakdown.png", "cold-vs-cached.png",
-            "top5-grace-hopper.png", "page-map.png", "bench.png"}
+EXPECTED = {
+    "article-table.png",
+    "timing-breakdown.png",
+    "cold-vs-cached.png",
+    "top5-grace-hopper.png",
+    "page-map.png",
+    "bench.png",
+}
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 

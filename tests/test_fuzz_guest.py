@@ -18,8 +18,13 @@ from wasi_lab.paths import IMAGES_DIR
 from wasi_lab.pngs import make_png
 from wasi_lab.runtime import BadArgumentError, Guest, GuestError
 
-FUZZ = settings(max_examples=200, derandomize=True, deadline=None, database=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FUZZ = settings(
+    max_examples=200,
+    derandomize=True,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 #: Room for the guest's own 40-megapixel cap: a mutated header may announce ~100 MB of
 #: pixels, and under a tighter store limit Rust's allocation failure aborts (a trap; the
 #: server refuses such images from the header before decoding, see check_memory).
@@ -54,10 +59,11 @@ def mutate(data: bytes, edits: list[tuple[int, int]], cut: int | None) -> bytes:
     return bytes(buf[:cut] if cut is not None else buf)
 
 
-mutations = st.tuples(st.sampled_from(range(len(SEEDS))),
-                      st.lists(st.tuples(st.integers(0, 1 << 20), st.integers(0, 255)),
-                               max_size=12),
-                      st.one_of(st.none(), st.integers(1, 4000)))
+mutations = st.tuples(
+    st.sampled_from(range(len(SEEDS))),
+    st.lists(st.tuples(st.integers(0, 1 << 20), st.integers(0, 255)), max_size=12),
+    st.one_of(st.none(), st.integers(1, 4000)),
+)
 random_bytes = st.binary(min_size=1, max_size=4096)
 
 
@@ -119,9 +125,11 @@ def test_bad_mode_is_a_clean_error(fuzz_guest: Guest) -> None:
 
 
 @FUZZ
-@given(edits=st.lists(st.tuples(st.integers(0, 1 << 16), st.integers(0, 255)), max_size=8),
-       cut=st.one_of(st.none(), st.integers(1, len(SMALL_MODEL))),
-       junk=st.one_of(st.none(), random_bytes))
+@given(
+    edits=st.lists(st.tuples(st.integers(0, 1 << 16), st.integers(0, 255)), max_size=8),
+    cut=st.one_of(st.none(), st.integers(1, len(SMALL_MODEL))),
+    junk=st.one_of(st.none(), random_bytes),
+)
 def test_load_mutated_and_random_models(fuzz_guest: Guest, edits, cut, junk) -> None:
     baseline = fuzz_guest.call("live_allocations")
     data = junk if junk is not None else mutate(SMALL_MODEL, edits, cut)
@@ -149,17 +157,21 @@ def image_model(fuzz_guest: Guest) -> int:
 
 
 @FUZZ
-@given(case=mutations, mode=st.integers(-1, 3), k=st.integers(-2, 12),
-       handle_delta=st.sampled_from([0, 0, 0, 1, -1000]))
-def test_classify_mutated_images(fuzz_guest: Guest, image_model: int, case, mode: int,
-                                 k: int, handle_delta: int) -> None:
+@given(
+    case=mutations,
+    mode=st.integers(-1, 3),
+    k=st.integers(-2, 12),
+    handle_delta=st.sampled_from([0, 0, 0, 1, -1000]),
+)
+def test_classify_mutated_images(
+    fuzz_guest: Guest, image_model: int, case, mode: int, k: int, handle_delta: int
+) -> None:
     seed, edits, cut = case
     data = mutate(SEEDS[seed], edits, cut)
     before = fuzz_guest.call("live_allocations")
     ip, op = fuzz_guest.write_bytes(data), fuzz_guest.alloc(8 * 12)
     try:
-        n = fuzz_guest.call("classify", image_model + handle_delta, ip, len(data), mode, op,
-                            k)
+        n = fuzz_guest.call("classify", image_model + handle_delta, ip, len(data), mode, op, k)
         assert 1 <= n <= min(k, 10)
         idx = fuzz_guest.read_u32(op, 2 * n)[0::2]
         assert all(0 <= i < 10 for i in idx)

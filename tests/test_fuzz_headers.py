@@ -40,8 +40,9 @@ from wasi_lab.runtime import (
 from wasi_lab.server.errors import ERROR_CODES
 from wasi_lab.server.limits import Limits, MiB
 
-FUZZ = settings(deadline=None, database=None, derandomize=True,
-                suppress_health_check=list(HealthCheck))
+FUZZ = settings(
+    deadline=None, database=None, derandomize=True, suppress_health_check=list(HealthCheck)
+)
 GUEST_ERRORS = (BadImageError, ImageTooLargeError, GuestOutOfMemoryError)
 #: What POST /predict may answer an image with (besides 200).
 SERVER_CODES = {"bad_image", "image_too_large", "guest_out_of_memory"}
@@ -71,32 +72,43 @@ def jpeg_fields(data: bytes) -> list[tuple[str, int, int]]:
             continue
         if marker == 0xD9:
             break
-        length = struct.unpack(">H", data[pos + 2:pos + 4])[0]
+        length = struct.unpack(">H", data[pos + 2 : pos + 4])[0]
         seg = pos + 4  # first byte after the length
         fields.append((f"{marker:02X} length", pos + 2, 2))
         if marker in (0xC0, 0xC1, 0xC2):
-            fields += [("SOF precision", seg, 1), ("SOF height", seg + 1, 2),
-                       ("SOF width", seg + 3, 2), ("SOF components", seg + 5, 1)]
+            fields += [
+                ("SOF precision", seg, 1),
+                ("SOF height", seg + 1, 2),
+                ("SOF width", seg + 3, 2),
+                ("SOF components", seg + 5, 1),
+            ]
             for i in range(data[seg + 5]):
-                fields += [(f"SOF c{i} id", seg + 6 + 3 * i, 1),
-                           (f"SOF c{i} sampling", seg + 7 + 3 * i, 1),
-                           (f"SOF c{i} quant table", seg + 8 + 3 * i, 1)]
+                fields += [
+                    (f"SOF c{i} id", seg + 6 + 3 * i, 1),
+                    (f"SOF c{i} sampling", seg + 7 + 3 * i, 1),
+                    (f"SOF c{i} quant table", seg + 8 + 3 * i, 1),
+                ]
         elif marker == 0xC4:
             p = seg
             while p + 17 <= pos + 2 + length:
                 fields.append(("DHT class/id", p, 1))
                 fields += [(f"DHT count {n + 1}", p + 1 + n, 1) for n in range(16)]
-                total = sum(data[p + 1:p + 17])
+                total = sum(data[p + 1 : p + 17])
                 fields += [("DHT symbol", p + 17 + k, 1) for k in range(0, total, 7)]
                 p += 17 + total
         elif marker == 0xDA:
             ns = data[seg]
             fields.append(("SOS components", seg, 1))
             for i in range(ns):
-                fields += [(f"SOS c{i} id", seg + 1 + 2 * i, 1),
-                           (f"SOS c{i} tables", seg + 2 + 2 * i, 1)]
-            fields += [("SOS Ss", seg + 1 + 2 * ns, 1), ("SOS Se", seg + 2 + 2 * ns, 1),
-                       ("SOS Ah/Al", seg + 3 + 2 * ns, 1)]
+                fields += [
+                    (f"SOS c{i} id", seg + 1 + 2 * i, 1),
+                    (f"SOS c{i} tables", seg + 2 + 2 * i, 1),
+                ]
+            fields += [
+                ("SOS Ss", seg + 1 + 2 * ns, 1),
+                ("SOS Se", seg + 2 + 2 * ns, 1),
+                ("SOS Ah/Al", seg + 3 + 2 * ns, 1),
+            ]
         elif marker == 0xDB:
             fields.append(("DQT precision/id", seg, 1))
         elif marker == 0xDD:
@@ -111,12 +123,15 @@ def _png(width: int, height: int, depth: int, colour: int) -> bytes:
     rng = np.random.default_rng(width + height + depth + colour)
     rows = bytearray(rng.integers(0, 256, row * height, dtype=np.uint8).tobytes())
     rows[::row] = bytes(height)  # filter type 0 on every row
-    chunks = [png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0,
-                                             0))]
+    chunks = [png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, 0))]
     if colour == 3:
         chunks.append(png_chunk(b"PLTE", bytes(range(48))))
-    return (SIGNATURE + b"".join(chunks) + png_chunk(b"IDAT", zlib.compress(bytes(rows)))
-            + png_chunk(b"IEND", b""))
+    return (
+        SIGNATURE
+        + b"".join(chunks)
+        + png_chunk(b"IDAT", zlib.compress(bytes(rows)))
+        + png_chunk(b"IEND", b"")
+    )
 
 
 JPEG_SEEDS = {
@@ -124,25 +139,42 @@ JPEG_SEEDS = {
     "baseline 4:4:4 restarts": _jpeg((33, 47, 3), subsampling=0, restart_marker_blocks=2),
     "grey": _jpeg((24, 40)),
     "progressive": _jpeg((48, 64, 3), progressive=True),
-    "progressive 4:4:4 optimised": _jpeg((30, 30, 3), progressive=True, subsampling=0,
-                                         optimize=True),
+    "progressive 4:4:4 optimised": _jpeg(
+        (30, 30, 3), progressive=True, subsampling=0, optimize=True
+    ),
 }
 JPEG_FIELDS = {name: jpeg_fields(data) for name, data in JPEG_SEEDS.items()}
-PNG_SEEDS = {"rgb8": _png(30, 20, 8, 2), "rgba16": _png(9, 7, 16, 6),
-             "palette": _png(16, 12, 8, 3), "grey1": _png(33, 5, 1, 0),
-             "grey-alpha8": _png(12, 12, 8, 4)}
+PNG_SEEDS = {
+    "rgb8": _png(30, 20, 8, 2),
+    "rgba16": _png(9, 7, 16, 6),
+    "palette": _png(16, 12, 8, 3),
+    "grey1": _png(33, 5, 1, 0),
+    "grey-alpha8": _png(12, 12, 8, 4),
+}
 #: IHDR field -> (offset in the file, struct format).
-IHDR = {"width": (16, ">I"), "height": (20, ">I"), "bit depth": (24, "B"),
-        "colour type": (25, "B"), "compression": (26, "B"), "filter": (27, "B"),
-        "interlace": (28, "B")}
+IHDR = {
+    "width": (16, ">I"),
+    "height": (20, ">I"),
+    "bit depth": (24, "B"),
+    "colour type": (25, "B"),
+    "compression": (26, "B"),
+    "filter": (27, "B"),
+    "interlace": (28, "B"),
+}
 
 
 def _interesting(width: int) -> st.SearchStrategy[int]:
     if width == 2:
-        return st.one_of(st.integers(0, 700), st.sampled_from(
-            [0, 1, 2, 7, 8, 9, 15, 16, 17, 255, 256, 4095, 4096, 8192, 32767, 65535]))
-    return st.one_of(st.integers(0, 255), st.sampled_from([0, 1, 2, 3, 4, 5, 15, 16, 17,
-                                                           0x11, 0x22, 0x44, 0x41, 0xFF]))
+        return st.one_of(
+            st.integers(0, 700),
+            st.sampled_from(
+                [0, 1, 2, 7, 8, 9, 15, 16, 17, 255, 256, 4095, 4096, 8192, 32767, 65535]
+            ),
+        )
+    return st.one_of(
+        st.integers(0, 255),
+        st.sampled_from([0, 1, 2, 3, 4, 5, 15, 16, 17, 0x11, 0x22, 0x44, 0x41, 0xFF]),
+    )
 
 
 @st.composite
@@ -153,9 +185,9 @@ def mutated_jpegs(draw: st.DrawFn) -> tuple[str, bytes]:
     edits = draw(st.lists(st.sampled_from(fields), min_size=1, max_size=4))
     for field, offset, width in edits:
         value = draw(_interesting(width), label=field)
-        data[offset:offset + width] = value.to_bytes(width, "big")
+        data[offset : offset + width] = value.to_bytes(width, "big")
     if draw(st.booleans()):
-        data = data[:draw(st.integers(2, len(data)))] + b"\xff\xd9"
+        data = data[: draw(st.integers(2, len(data)))] + b"\xff\xd9"
     return name, bytes(data)
 
 
@@ -166,12 +198,19 @@ def mutated_pngs(draw: st.DrawFn) -> tuple[str, bytes]:
     for field in draw(st.lists(st.sampled_from(sorted(IHDR)), min_size=1, max_size=3)):
         offset, fmt = IHDR[field]
         if fmt == ">I":
-            value = draw(st.one_of(st.integers(0, 5000), st.sampled_from(
-                [0, 1, 2**31 - 1, 2**31, 2**32 - 1, 65535, 65536, 100_000])), label=field)
+            value = draw(
+                st.one_of(
+                    st.integers(0, 5000),
+                    st.sampled_from([0, 1, 2**31 - 1, 2**31, 2**32 - 1, 65535, 65536, 100_000]),
+                ),
+                label=field,
+            )
         else:
-            value = draw(st.one_of(st.sampled_from([0, 1, 2, 3, 4, 6, 7, 8, 16, 255]),
-                                   st.integers(0, 255)), label=field)
-        data[offset:offset + struct.calcsize(fmt)] = struct.pack(fmt, value)
+            value = draw(
+                st.one_of(st.sampled_from([0, 1, 2, 3, 4, 6, 7, 8, 16, 255]), st.integers(0, 255)),
+                label=field,
+            )
+        data[offset : offset + struct.calcsize(fmt)] = struct.pack(fmt, value)
     if draw(st.booleans()):  # usually the CRC is right, so the decoder reads the fields
         data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
     return name, bytes(data)
@@ -190,8 +229,7 @@ def test_the_seeds_decode_and_their_fields_were_found() -> None:
         kinds = {f[0].split()[0] for f in fields}
         assert {"SOF", "DHT", "SOS", "DQT"} <= kinds, (name, kinds)
         assert ("DRI" in kinds) == ("restarts" in name), name
-        assert sum(f[0] == "SOS Ss" for f in fields) == (10 if "progressive" in name
-                                                          else 1), name
+        assert sum(f[0] == "SOS Ss" for f in fields) == (10 if "progressive" in name else 1), name
 
 
 # ------------------------------------------------------------------ the guest
@@ -237,7 +275,7 @@ def test_any_cut_of_an_unmutated_jpeg_is_a_bad_image(header_guest, name, where, 
     guest, _ = header_guest
     data = JPEG_SEEDS[name]
     first, end = data.index(b"\xff\xda"), len(data) - 2
-    cut = data[:first + int((end - 1 - first) * where)] + (b"\xff\xd9" if eoi else b"")
+    cut = data[: first + int((end - 1 - first) * where)] + (b"\xff\xd9" if eoi else b"")
     with pytest.raises(BadImageError):
         guest.decode_image(cut, 1)
     assert guest.poisoned is None
@@ -247,8 +285,10 @@ def test_any_cut_of_an_unmutated_jpeg_is_a_bad_image(header_guest, name, where, 
 @pytest.fixture(scope="module")
 def server() -> Iterator:
     """A tight guest (128 MiB, 8 megapixels), so generated headers land on both sides."""
-    with run_in_thread(Limits(workers=1, memory_limit=128 * MiB, max_pixels=8_000_000,
-                              deadline_ms=20_000), access_log=None) as running:
+    with run_in_thread(
+        Limits(workers=1, memory_limit=128 * MiB, max_pixels=8_000_000, deadline_ms=20_000),
+        access_log=None,
+    ) as running:
         yield running
 
 

@@ -33,21 +33,40 @@ from wasi_lab.server.urlfetch import (
     resolve_checked,
 )
 
-FUZZ = settings(deadline=None, database=None, derandomize=True,
-                suppress_health_check=list(HealthCheck))
+FUZZ = settings(
+    deadline=None, database=None, derandomize=True, suppress_health_check=list(HealthCheck)
+)
 LINK_LOCAL = (ipaddress.ip_network("169.254.0.0/16"), ipaddress.ip_network("fe80::/10"))
 #: (allow_private, loopback_only) as the server's flags set them.
 POLICIES = [(False, False), (True, False), (False, True), (True, True)]
 GRACE = (IMAGES_DIR / "grace_hopper.jpg").read_bytes()
 
 # Interesting IPv4 addresses: every special range's edges, and anything at all.
-SPECIAL_V4 = ["0.0.0.0", "0.1.2.3", "10.0.0.1", "100.64.0.1", "100.100.100.200",
-              "127.0.0.1", "127.255.255.254", "169.254.169.254", "169.254.170.2",
-              "172.16.0.1", "172.31.255.255", "192.0.0.192", "192.0.2.1", "192.168.1.1",
-              "198.18.0.1", "168.63.129.16", "224.0.0.1", "240.0.0.1", "255.255.255.255",
-              "8.8.8.8", "1.1.1.1", "93.184.216.34"]
-V4 = st.one_of(st.sampled_from(SPECIAL_V4).map(ipaddress.IPv4Address),
-               st.ip_addresses(v=4))
+SPECIAL_V4 = [
+    "0.0.0.0",
+    "0.1.2.3",
+    "10.0.0.1",
+    "100.64.0.1",
+    "100.100.100.200",
+    "127.0.0.1",
+    "127.255.255.254",
+    "169.254.169.254",
+    "169.254.170.2",
+    "172.16.0.1",
+    "172.31.255.255",
+    "192.0.0.192",
+    "192.0.2.1",
+    "192.168.1.1",
+    "198.18.0.1",
+    "168.63.129.16",
+    "224.0.0.1",
+    "240.0.0.1",
+    "255.255.255.255",
+    "8.8.8.8",
+    "1.1.1.1",
+    "93.184.216.34",
+]
+V4 = st.one_of(st.sampled_from(SPECIAL_V4).map(ipaddress.IPv4Address), st.ip_addresses(v=4))
 
 
 def wrappings(v4: ipaddress.IPv4Address) -> dict[str, ipaddress.IPv6Address]:
@@ -64,8 +83,11 @@ def wrappings(v4: ipaddress.IPv4Address) -> dict[str, ipaddress.IPv6Address]:
     }
 
 
-WRAPPED = st.builds(lambda v4, form: (v4, form), V4, st.sampled_from(sorted(wrappings(
-    ipaddress.IPv4Address("1.2.3.4")))))
+WRAPPED = st.builds(
+    lambda v4, form: (v4, form),
+    V4,
+    st.sampled_from(sorted(wrappings(ipaddress.IPv4Address("1.2.3.4")))),
+)
 ADDRESSES = st.one_of(V4, st.ip_addresses(v=6), WRAPPED.map(lambda c: wrappings(c[0])[c[1]]))
 
 
@@ -111,8 +133,13 @@ def test_an_ipv4_refused_is_refused_in_every_ipv6_dress(case) -> None:
         return  # ::  and ::1 are themselves, not a wrapping
     for allow_private, loopback_only in POLICIES:
         if address_problem(v4, allow_private, loopback_only) is not None:
-            assert address_problem(wrapped, allow_private, loopback_only) is not None, \
-                (str(v4), form, str(wrapped), allow_private, loopback_only)
+            assert address_problem(wrapped, allow_private, loopback_only) is not None, (
+                str(v4),
+                form,
+                str(wrapped),
+                allow_private,
+                loopback_only,
+            )
 
 
 def literal_spellings(ip) -> st.SearchStrategy[str]:
@@ -124,10 +151,25 @@ def literal_spellings(ip) -> st.SearchStrategy[str]:
 
 LITERAL_HOSTS = ADDRESSES.flatmap(literal_spellings) | st.just("localhost")
 NAME_HOSTS = st.one_of(
-    st.sampled_from(["0x7f.1", "2130706433", "0177.0.0.1", "127.1", "metadata.google.internal",
-                     "localhost.", "LOCALHOST", "xn--nxasmq6b", "images.example", "a.b",
-                     "[::ffff:169.254.169.254]", "[fe80::1%25eth0]", "[127.0.0.1]"]),
-    st.from_regex(r"\A[a-z0-9][a-z0-9.-]{0,20}\Z"))
+    st.sampled_from(
+        [
+            "0x7f.1",
+            "2130706433",
+            "0177.0.0.1",
+            "127.1",
+            "metadata.google.internal",
+            "localhost.",
+            "LOCALHOST",
+            "xn--nxasmq6b",
+            "images.example",
+            "a.b",
+            "[::ffff:169.254.169.254]",
+            "[fe80::1%25eth0]",
+            "[127.0.0.1]",
+        ]
+    ),
+    st.from_regex(r"\A[a-z0-9][a-z0-9.-]{0,20}\Z"),
+)
 PORTS = st.one_of(st.just(""), st.integers(0, 70000).map(lambda p: f":{p}"))
 PATHS = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=20)
 ALLOWED_CODES = {"bad_url", "forbidden_address", "fetch_failed"}
@@ -146,19 +188,31 @@ def check_url(url: str, allow_private: bool, loopback_only: bool) -> None:
 
 
 @settings(FUZZ, max_examples=300)
-@given(scheme=st.sampled_from(["http", "https"]), host=LITERAL_HOSTS, port=PORTS,
-       path=PATHS, policy=st.sampled_from(POLICIES))
-def test_literal_urls_resolve_only_to_addresses_their_policy_allows(scheme, host, port, path,
-                                                                    policy) -> None:
+@given(
+    scheme=st.sampled_from(["http", "https"]),
+    host=LITERAL_HOSTS,
+    port=PORTS,
+    path=PATHS,
+    policy=st.sampled_from(POLICIES),
+)
+def test_literal_urls_resolve_only_to_addresses_their_policy_allows(
+    scheme, host, port, path, policy
+) -> None:
     """IP literals (and localhost) need no DNS: every policy is tried."""
     check_url(f"{scheme}://{host}{port}/{path}", *policy)
 
 
 @settings(FUZZ, max_examples=200)
-@given(scheme=st.sampled_from(["http", "https", "HTTP"]), host=NAME_HOSTS | LITERAL_HOSTS,
-       port=PORTS, path=PATHS, allow_private=st.booleans())
-def test_any_host_under_loopback_only_never_asks_dns_or_leaves(scheme, host, port, path,
-                                                              allow_private) -> None:
+@given(
+    scheme=st.sampled_from(["http", "https", "HTTP"]),
+    host=NAME_HOSTS | LITERAL_HOSTS,
+    port=PORTS,
+    path=PATHS,
+    allow_private=st.booleans(),
+)
+def test_any_host_under_loopback_only_never_asks_dns_or_leaves(
+    scheme, host, port, path, allow_private
+) -> None:
     """Names, odd numeric spellings and zones: refused before DNS or resolved to loopback;
     the socket guard fails the example if a query or a connection left the machine."""
     check_url(f"{scheme}://{host}{port}/{path}", allow_private, True)
@@ -204,11 +258,16 @@ REDIRECT_HOSTS = st.one_of(LITERAL_HOSTS, NAME_HOSTS)
 
 
 @settings(FUZZ, max_examples=80)
-@given(scheme=st.sampled_from(["http", "https", "ftp", ""]), host=REDIRECT_HOSTS, port=PORTS,
-       path=st.sampled_from(["/grace_hopper.jpg", "/x", "/go", ""]),
-       relative=st.booleans())
-def test_a_redirect_anywhere_is_checked_like_the_first_url(redirector: str, scheme, host,
-                                                           port, path, relative) -> None:
+@given(
+    scheme=st.sampled_from(["http", "https", "ftp", ""]),
+    host=REDIRECT_HOSTS,
+    port=PORTS,
+    path=st.sampled_from(["/grace_hopper.jpg", "/x", "/go", ""]),
+    relative=st.booleans(),
+)
+def test_a_redirect_anywhere_is_checked_like_the_first_url(
+    redirector: str, scheme, host, port, path, relative
+) -> None:
     """The loopback origin redirects to a generated URL (or a relative one): under
     loopback-only the download ends as the image from 127.0.0.1 or a documented refusal,
     and the guard sees no query and no connection leave."""

@@ -28,8 +28,16 @@ HAND_BYTES = bytes.fromhex(
     "0a2e"  # node, 46 bytes
     "0a0163"  # name "c"
     "1205436f6e7374"  # op "Const"
-    "2a0b" "0a056474797065" "12023001"  # attr dtype: type = 1
-    "2a15" "0a0576616c7565" "120c" "420a" "0801" "1200" "2a040000c03f"  # attr value
+    "2a0b"
+    "0a056474797065"
+    "12023001"  # attr dtype: type = 1
+    "2a15"
+    "0a0576616c7565"
+    "120c"
+    "420a"
+    "0801"
+    "1200"
+    "2a040000c03f"  # attr value
     "2202081b"  # versions { producer: 27 }
 )
 
@@ -65,11 +73,25 @@ def _rich_graph() -> GraphBuilder:
     axes = g.const("axes", np.array([1, 2], np.int32))
     neg = g.const("neg", np.array([-7, 1 << 40], np.int64), use_content=False)
     negi = g.const("negi", np.array([[-3, 4]], np.int32), use_content=False)
-    c = g.op("Conv2D", "conv", [x, w], T=DataType.DT_FLOAT, strides=[1, 2, 2, 1],
-             padding="SAME", data_format="NHWC", use_cudnn_on_gpu=True,
-             dilations=[1, 1, 1, 1])
-    bn = g.op("FusedBatchNormV3", "bn", [c, small, small, small, small], epsilon=1e-3,
-              is_training=False, U=DataType.DT_FLOAT)
+    c = g.op(
+        "Conv2D",
+        "conv",
+        [x, w],
+        T=DataType.DT_FLOAT,
+        strides=[1, 2, 2, 1],
+        padding="SAME",
+        data_format="NHWC",
+        use_cudnn_on_gpu=True,
+        dilations=[1, 1, 1, 1],
+    )
+    bn = g.op(
+        "FusedBatchNormV3",
+        "bn",
+        [c, small, small, small, small],
+        epsilon=1e-3,
+        is_training=False,
+        U=DataType.DT_FLOAT,
+    )
     g.op("Mean", "mean", [bn, axes], keep_dims=False, Tidx=DataType.DT_INT32)
     g.op("Squeeze", "sq", ["mean"], squeeze_dims=[-1, 2], names=["a", "b"])
     g.op("Identity", "id", [neg + ":0", "^" + negi], shape=TensorShape(None), n=-5)
@@ -82,8 +104,10 @@ def test_round_trip_all_attr_kinds() -> None:
     graph = parse_graphdef(data)
     assert [n.name for n in graph.nodes] == [n.name for n in g.graph.nodes]
     byname = graph.by_name
-    assert byname["input"].attrs == {"dtype": DataType.DT_FLOAT,
-                                     "shape": TensorShape([1, 224, 224, 3])}
+    assert byname["input"].attrs == {
+        "dtype": DataType.DT_FLOAT,
+        "shape": TensorShape([1, 224, 224, 3]),
+    }
     np.testing.assert_array_equal(byname["w"].attrs["value"], g.graph.node("w").attrs["value"])
     np.testing.assert_array_equal(byname["small"].attrs["value"], [-1.25, 2.5])
     assert byname["axes"].attrs["value"].dtype == np.int32
@@ -114,7 +138,7 @@ def test_round_trip_all_attr_kinds() -> None:
 
 def test_scalar_value_fills_shape_like_tensorflow() -> None:
     # TensorProto{dtype=DT_FLOAT, shape=[2,3], float_val=[4.0]}: TF repeats the last value.
-    shape = bytes.fromhex("12020802" "12020803")  # dim{size:2} dim{size:3}
+    shape = bytes.fromhex("1202080212020803")  # dim{size:2} dim{size:3}
     proto = bytes.fromhex("0801") + b"\x12" + bytes([len(shape)]) + shape
     proto += bytes.fromhex("2a0400008040")
     arr = decode_tensor(proto)
@@ -126,7 +150,7 @@ def test_unpacked_repeated_and_unknown_fields_are_accepted() -> None:
     # and an unknown varint field 50: a proto3 parser must accept all of it.
     shape = bytes.fromhex("12020802")
     proto = bytes.fromhex("0803") + b"\x12" + bytes([len(shape)]) + shape
-    proto += bytes.fromhex("3805" "38ffffffffffffffffff01")  # 5, -1
+    proto += bytes.fromhex("380538ffffffffffffffffff01")  # 5, -1
     proto += encode_varint((99 << 3) | 1) + b"\x00" * 8 + encode_varint(50 << 3) + b"\x07"
     arr = decode_tensor(proto)
     assert arr.dtype == np.int32
@@ -152,8 +176,9 @@ def test_truncated_graph_raises_graphdef_error() -> None:
             parse_graphdef(data[:cut])
 
 
-@pytest.mark.parametrize("garbage", [b"", b"\x00\x00", b"\xff" * 20, b"hello world",
-                                     b"\x0a\x05ab", b"\x0b\x01"])
+@pytest.mark.parametrize(
+    "garbage", [b"", b"\x00\x00", b"\xff" * 20, b"hello world", b"\x0a\x05ab", b"\x0b\x01"]
+)
 def test_garbage_raises_graphdef_error(garbage: bytes) -> None:
     with pytest.raises(GraphDefError):
         parse_graphdef(garbage)

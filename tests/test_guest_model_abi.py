@@ -29,8 +29,9 @@ from wasi_lab.runtime import (
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
 EFFICIENTNET = MODELS / "efficientnet-lite0.pb"
-needs_model = pytest.mark.skipif(not EFFICIENTNET.exists(),
-                                 reason="models/efficientnet-lite0.pb not converted yet")
+needs_model = pytest.mark.skipif(
+    not EFFICIENTNET.exists(), reason="models/efficientnet-lite0.pb not converted yet"
+)
 
 
 def load(guest: Guest, pb: bytes) -> int:
@@ -47,8 +48,9 @@ def tiny_classifier(side: int = 224, classes: int = 1001) -> bytes:
     g = GraphBuilder()
     x = g.placeholder("input", [-1, side, side, 3])
     m = g.op("Mean", "mean", [x, g.const("axes", np.array([1, 2], np.int32))])
-    mm = g.op("MatMul", "logits", [m, g.const("w", rng.standard_normal((3, classes))
-                                               .astype(np.float32))])
+    mm = g.op(
+        "MatMul", "logits", [m, g.const("w", rng.standard_normal((3, classes)).astype(np.float32))]
+    )
     g.op("Softmax", "prob", [mm])
     return g.to_bytes()
 
@@ -89,20 +91,27 @@ def test_bad_models_are_clear_errors(guest: Guest) -> None:
             load(guest, data)
         works(guest)
 
-    cycle = Graph(nodes=[
-        Node("input", "Placeholder", [], {"shape": TensorShape([1, 2])}),
-        Node("a", "AddV2", ["input", "b"]),
-        Node("b", "Relu", ["a"]),
-        Node("prob", "Softmax", ["b"]),
-    ])
+    cycle = Graph(
+        nodes=[
+            Node("input", "Placeholder", [], {"shape": TensorShape([1, 2])}),
+            Node("a", "AddV2", ["input", "b"]),
+            Node("b", "Relu", ["a"]),
+            Node("prob", "Softmax", ["b"]),
+        ]
+    )
     with pytest.raises(BadModelError, match="cycle: (a -> b -> a|b -> a -> b)"):
         load(guest, encode_graph(cycle))
     works(guest)
 
     g = GraphBuilder()
     x = g.placeholder("input", [1, 8, 8, 3])
-    c = g.op("Conv2D", "conv", [x, g.const("w", np.ones((3, 3, 4, 2), np.float32))],
-             strides=[1, 1, 1, 1], padding="SAME")
+    c = g.op(
+        "Conv2D",
+        "conv",
+        [x, g.const("w", np.ones((3, 3, 4, 2), np.float32))],
+        strides=[1, 1, 1, 1],
+        padding="SAME",
+    )
     g.op("Softmax", "prob", [c])
     with pytest.raises(BadModelError, match="3 channels"):
         load(guest, g.to_bytes())
@@ -218,8 +227,9 @@ def test_efficientnet_matches_numpy(guest: Guest, efficientnet_pb: bytes) -> Non
 
 
 @needs_model
-def test_efficientnet_grace_hopper(guest: Guest, efficientnet_pb: bytes,
-                                   grace_hopper_bytes: bytes) -> None:
+def test_efficientnet_grace_hopper(
+    guest: Guest, efficientnet_pb: bytes, grace_hopper_bytes: bytes
+) -> None:
     h = load(guest, efficientnet_pb)
     img = guest.write_bytes(grace_hopper_bytes)
     out = guest.alloc(8 * 5)

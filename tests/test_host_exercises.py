@@ -31,20 +31,21 @@ def right(store, instance, data):
     return ptr
 
 
-def test_check_writer(plain, model: bytes, grace_hopper_bytes: bytes,
-                      capsys: pytest.CaptureFixture) -> None:
+def test_check_writer(
+    plain, model: bytes, grace_hopper_bytes: bytes, capsys: pytest.CaptureFixture
+) -> None:
     engine, linker, module = plain
     store, instance = host_exercises.fresh_instance(engine, linker, module)
     mptr, iptr = right(store, instance, model), right(store, instance, grace_hopper_bytes)
-    cls = instance.exports(store)["infer_from_ptrs"](store, mptr, len(model), iptr,
-                                                     len(grace_hopper_bytes))
+    cls = instance.exports(store)["infer_from_ptrs"](
+        store, mptr, len(model), iptr, len(grace_hopper_bytes)
+    )
     args = (engine, linker, module, model, grace_hopper_bytes)
 
     def no_copy(store, instance, data):
         return instance.exports(store)["alloc"](store, len(data))
 
-    def unwritten(store, instance, data):
-        ...
+    def unwritten(store, instance, data): ...
 
     assert host_exercises.check_writer(right, *args, expected_class=cls)
     assert not host_exercises.check_writer(None, *args, expected_class=cls)
@@ -60,8 +61,7 @@ def test_check_writer(plain, model: bytes, grace_hopper_bytes: bytes,
     assert f"returned {cls}" in lines[5]
 
 
-def test_check_jpeg_page(plain, grace_hopper_bytes: bytes,
-                         capsys: pytest.CaptureFixture) -> None:
+def test_check_jpeg_page(plain, grace_hopper_bytes: bytes, capsys: pytest.CaptureFixture) -> None:
     engine, linker, module = plain
     store, instance = host_exercises.fresh_instance(engine, linker, module)
     ex = instance.exports(store)

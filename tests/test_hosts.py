@@ -123,9 +123,18 @@ def test_command_guest_without_preopen_fails_cleanly():
 
 def test_wasmtime_timings_are_measured():
     t = wasmtime_timings(repeat=2)
-    for name in ("compile_cold_ms", "compile_cached_ms", "instantiate_ms", "load_model_ms",
-                 "fresh_write_ms", "fresh_decode_ms", "fresh_infer_ms", "write_ms",
-                 "decode_ms", "infer_ms"):
+    for name in (
+        "compile_cold_ms",
+        "compile_cached_ms",
+        "instantiate_ms",
+        "load_model_ms",
+        "fresh_write_ms",
+        "fresh_decode_ms",
+        "fresh_infer_ms",
+        "write_ms",
+        "decode_ms",
+        "infer_ms",
+    ):
         v = getattr(t, name)
         assert isinstance(v, float) and math.isfinite(v) and v > 0, name
     assert len(t.samples["infer"]) == 2
@@ -135,6 +144,7 @@ def test_wasmtime_timings_are_measured():
 
 
 # --------------------------------------------------------------------------- without Node
+
 
 @pytest.fixture()
 def no_node(monkeypatch, tmp_path):
@@ -185,8 +195,10 @@ def _article_js(replacement: str = ARTICLE_LINE) -> str:
     return listings.article("writeGuestMemory.js").text.replace(ARTICLE_LINE, replacement)
 
 
-FIXES = ("m.set(new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength));",
-         "m.set(bytes);")
+FIXES = (
+    "m.set(new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength));",
+    "m.set(bytes);",
+)
 
 
 @needs_node
@@ -205,8 +217,10 @@ def test_fixed_write_guest_memory_passes_when_run_in_node(fix):
 
 @needs_node
 def test_the_node_hosts_own_write_guest_memory_passes():
-    assert check_write_guest_memory_js(
-        listings.js_function(NODE_HOST, "writeGuestMemory").text) is None
+    assert (
+        check_write_guest_memory_js(listings.js_function(NODE_HOST, "writeGuestMemory").text)
+        is None
+    )
 
 
 @needs_node
@@ -225,7 +239,8 @@ def test_a_view_taken_before_alloc_is_caught():
 def test_broken_javascript_is_a_clear_sentence():
     assert "SyntaxError" in check_write_guest_memory_js("function writeGuestMemory( {")
     assert "not the pointer" in check_write_guest_memory_js(
-        "function writeGuestMemory(bytes, instance) { }")
+        "function writeGuestMemory(bytes, instance) { }"
+    )
 
 
 def test_without_node_the_check_reads_the_code(no_node):

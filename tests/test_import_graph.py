@@ -44,10 +44,14 @@ def _imported_names(tree: ast.AST, module: str, is_package: bool) -> set[str]:
             names.add(prefix)
             # `from pkg import mod` imports the module `pkg.mod`.
             names.update(f"{prefix}.{a.name}" for a in node.names)
-        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-              and node.func.attr == "import_module" and node.args
-              and isinstance(node.args[0], ast.Constant)
-              and isinstance(node.args[0].value, str)):
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "import_module"
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+        ):
             names.add(node.args[0].value)
     return names
 
@@ -163,7 +167,8 @@ def test_a_cycle_through_a_late_import_is_found(tmp_path: Path) -> None:
     (pkg / "b.py").write_text("def later():\n    from .sub import c\n    return c\n")
     (pkg / "sub" / "__init__.py").write_text("")
     (pkg / "sub" / "c.py").write_text(
-        "import importlib\n\ndef f():\n    return importlib.import_module('kit.a')\n")
+        "import importlib\n\ndef f():\n    return importlib.import_module('kit.a')\n"
+    )
     (pkg / "d.py").write_text("import kit.a\nimport os\n")
     graph = import_graph(pkg)
     assert graph["kit.b"] == {"kit.sub", "kit.sub.c"} and graph["kit.sub.c"] == {"kit.a"}
@@ -191,6 +196,7 @@ def rooms_of_the_doc(text: str) -> dict[str, str]:
 
 def room_graph(graph: dict[str, set[str]], rooms: dict[str, str]) -> dict[str, set[str]]:
     """The module graph contracted to rooms (imports within a room dropped)."""
+
     def room(module: str) -> str:
         return rooms[module.split(".")[1]]
 
@@ -211,13 +217,14 @@ def test_every_module_has_a_room_and_rooms_import_downward() -> None:
     assert tops <= set(rooms), f"modules in no room of docs/architecture.md: {tops - set(rooms)}"
     assert set(rooms) <= tops, f"rooms name modules that do not exist: {set(rooms) - tops}"
     cycles = find_cycles(room_graph(graph, rooms))
-    assert not cycles, "rooms that import each other:\n" + "\n".join(" -> ".join(c)
-                                                                     for c in cycles)
+    assert not cycles, "rooms that import each other:\n" + "\n".join(" -> ".join(c) for c in cycles)
 
 
 def test_a_room_that_imports_upward_is_found() -> None:
-    doc = ("## The rooms\n\n| room | modules | what |\n| --- | --- | --- |\n"
-           "| low | `a`, `sub/` | x |\n| high | `b` | y |\n\n## Next\n")
+    doc = (
+        "## The rooms\n\n| room | modules | what |\n| --- | --- | --- |\n"
+        "| low | `a`, `sub/` | x |\n| high | `b` | y |\n\n## Next\n"
+    )
     rooms = rooms_of_the_doc(doc)
     assert rooms == {"a": "low", "sub": "low", "b": "high"}
     graph = {"kit.a": {"kit.sub.c"}, "kit.sub.c": set(), "kit.b": {"kit.a"}}

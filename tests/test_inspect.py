@@ -36,18 +36,31 @@ def test_guest_exports_the_memory_abi(module_path) -> None:
 def test_hand_written_module() -> None:
     wasm = wasmtime.wat2wasm(TINY_WAT)
     rep = inspect_module(bytes(wasm))
-    assert [s.name for s in rep.sections] == ["type", "function", "memory", "global", "export",
-                                             "code"]
-    assert rep.memory == {"name": "memory", "min_pages": 1, "max_pages": 2,
-                          "min_bytes": 65536}
+    assert [s.name for s in rep.sections] == [
+        "type",
+        "function",
+        "memory",
+        "global",
+        "export",
+        "code",
+    ]
+    assert rep.memory == {"name": "memory", "min_pages": 1, "max_pages": 2, "min_bytes": 65536}
     assert rep.globals == {"answer": 42}
     (add,) = [e for e in rep.exports if e.name == "add"]
     assert add.signature == "[i32, i32] -> [i32]"
     assert rep.imports == []
 
 
-@pytest.mark.parametrize("bad", [b"", b"\0asm", b"MZ\x90\0" * 4, b"\0asm\x02\0\0\0",
-                                 b"\0asm\x01\0\0\0\x01\xff\xff\xff\xff\x0f"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        b"",
+        b"\0asm",
+        b"MZ\x90\0" * 4,
+        b"\0asm\x02\0\0\0",
+        b"\0asm\x01\0\0\0\x01\xff\xff\xff\xff\x0f",
+    ],
+)
 def test_garbage_is_a_clear_error(bad: bytes) -> None:
     with pytest.raises(WasmFormatError):
         read_sections(bad)

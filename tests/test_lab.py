@@ -24,8 +24,16 @@ def test_lab_workers_default_to_at_most_two(monkeypatch):
 
 
 def _rows(*rps: float) -> list[dict]:
-    return [{"clients": n, "requests": 3 * n, "median_ms": 100.0 * n, "max_ms": 120.0 * n,
-             "throughput_rps": r} for n, r in zip((1, 2, 4), rps, strict=False)]
+    return [
+        {
+            "clients": n,
+            "requests": 3 * n,
+            "median_ms": 100.0 * n,
+            "max_ms": 120.0 * n,
+            "throughput_rps": r,
+        }
+        for n, r in zip((1, 2, 4), rps, strict=False)
+    ]
 
 
 def test_scaling_sentence_follows_the_measured_ratio():

@@ -24,15 +24,15 @@ def clf() -> Classifier:
     return Classifier("efficientnet-lite0")
 
 
-def test_profile_covers_every_step_and_leaves_the_answer_alone(clf: Classifier,
-                                                               grace_hopper_bytes) -> None:
+def test_profile_covers_every_step_and_leaves_the_answer_alone(
+    clf: Classifier, grace_hopper_bytes
+) -> None:
     x = clf.preprocess(grace_hopper_bytes)
     steps = clf.profile(x)
     assert len(steps) >= 50
     assert all(s["ns"] > 0 for s in steps)
     ops = {s["op"] for s in steps}
-    assert {"Conv 3x3/2", "Conv 1x1", "Depthwise 3x3", "Depthwise 5x5", "MatMul",
-            "Softmax"} <= ops
+    assert {"Conv 3x3/2", "Conv 1x1", "Depthwise 3x3", "Depthwise 5x5", "MatMul", "Softmax"} <= ops
     stem = next(s for s in steps if s["op"] == "Conv 3x3/2")
     assert stem["macs"] == STEM
     head = next(s for s in steps if s["op"] == "MatMul")
@@ -83,8 +83,12 @@ def test_profile_layers_groups_by_op() -> None:
 
 
 def test_bench_layers_cli_json() -> None:
-    out = subprocess.run([sys.executable, "-m", "wasi_lab", "bench", "--layers", "--json",
-                          "--repeat", "2"], capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        [sys.executable, "-m", "wasi_lab", "bench", "--layers", "--json", "--repeat", "2"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr
     res = json.loads(out.stdout)
     assert res["model"] == "efficientnet-lite0" and res["total_ms"] > 0

@@ -28,8 +28,14 @@ def test_softmax_of_the_logits_is_the_guests_probabilities(grace_hopper_bytes: b
 
 
 def test_logits_node_walks_back_over_reshapes() -> None:
-    g = Graph([Node("x", "Placeholder"), Node("fc/BiasAdd", "BiasAdd", ["x", "b"]),
-               Node("sm", "Softmax", ["fc/BiasAdd"]), Node("out", "Reshape", ["sm", "shape"])])
+    g = Graph(
+        [
+            Node("x", "Placeholder"),
+            Node("fc/BiasAdd", "BiasAdd", ["x", "b"]),
+            Node("sm", "Softmax", ["fc/BiasAdd"]),
+            Node("out", "Reshape", ["sm", "shape"]),
+        ]
+    )
     assert logits_node(g, "out") == "fc/BiasAdd"
     with pytest.raises(ValueError, match="not a Softmax"):
         logits_node(g, "fc/BiasAdd")

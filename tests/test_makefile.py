@@ -16,8 +16,9 @@ from wasi_lab.setup import jupyter_lab_argv
 
 
 def dry_run(target: str, cwd: Path = REPO_ROOT) -> str:
-    out = subprocess.run(["make", "-n", target], cwd=cwd, capture_output=True, text=True,
-                         timeout=60)
+    out = subprocess.run(
+        ["make", "-n", target], cwd=cwd, capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0, out.stderr
     return out.stdout
 
@@ -29,8 +30,13 @@ def test_make_lab_installs_the_workshop_then_runs_wasi_lab_lab(tmp_path: Path) -
 
 
 def test_wasi_lab_lab_sets_up_then_starts_jupyterlab_on_the_notebooks() -> None:
-    out = subprocess.run([sys.executable, "-m", "wasi_lab", "lab", "--dry-run"], cwd=REPO_ROOT,
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "wasi_lab", "lab", "--dry-run"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     setup, lab = out.stdout.index("setup: toolchain, models"), out.stdout.index("-m jupyterlab")
     assert setup < lab and "notebook 01 builds the guest" in out.stdout
@@ -51,8 +57,10 @@ def test_make_test_installs_everything_sets_up_lints_and_runs_pytest(tmp_path: P
     text = dry_run("test", fresh_checkout(tmp_path))
     assert "pip install -q -e '.[dev]'" in text
     # whole commands, not words: make's "Entering directory" line may hold pytest's tmp path
-    steps = [text.index(s) for s in ("bin/pip install", "-m wasi_lab setup", "bin/ruff check",
-                                     "bin/pytest -q")]
+    steps = [
+        text.index(s)
+        for s in ("bin/pip install", "-m wasi_lab setup", "bin/ruff check", "bin/pytest -q")
+    ]
     assert steps == sorted(steps)
 
 
@@ -75,16 +83,20 @@ def make_venv(root: Path, *stamps: str) -> None:
         os.utime(path, (later, later))
 
 
-@pytest.mark.parametrize(("stamps", "target", "installs"), [
-    ((), "lab", "-e ."),                      # fresh clone: the workshop only
-    (("lab",), "lab", None),                  # second make lab: nothing to install
-    (("lab",), "test", "-e '.[dev]'"),        # a workshop venv upgraded for the tests
-    (("lab",), "bench", "-e '.[bench]'"),     # ... or for the benchmark's peers
-    (("lab", "bench", "test"), "lab", None),  # a test venv is a workshop venv
-    (("lab", "bench", "test"), "test", None),
-])
-def test_stamps_upgrade_a_venv_in_place(tmp_path: Path, stamps: tuple[str, ...], target: str,
-                                        installs: str | None) -> None:
+@pytest.mark.parametrize(
+    ("stamps", "target", "installs"),
+    [
+        ((), "lab", "-e ."),  # fresh clone: the workshop only
+        (("lab",), "lab", None),  # second make lab: nothing to install
+        (("lab",), "test", "-e '.[dev]'"),  # a workshop venv upgraded for the tests
+        (("lab",), "bench", "-e '.[bench]'"),  # ... or for the benchmark's peers
+        (("lab", "bench", "test"), "lab", None),  # a test venv is a workshop venv
+        (("lab", "bench", "test"), "test", None),
+    ],
+)
+def test_stamps_upgrade_a_venv_in_place(
+    tmp_path: Path, stamps: tuple[str, ...], target: str, installs: str | None
+) -> None:
     root = fresh_checkout(tmp_path)
     make_venv(root, *stamps)
     text = dry_run(target, root)
@@ -103,8 +115,7 @@ def test_after_the_test_install_nothing_is_reinstalled(tmp_path: Path) -> None:
     pip.write_text(f'#!/bin/sh\necho "$*" >> {log}\n')
     pip.chmod(0o755)
     for target in (".venv/.installed-lab", ".venv/.installed-test"):
-        out = subprocess.run(["make", target], cwd=root, capture_output=True, text=True,
-                             timeout=60)
+        out = subprocess.run(["make", target], cwd=root, capture_output=True, text=True, timeout=60)
         assert out.returncode == 0, out.stderr
     assert log.read_text().splitlines() == ["install -q -e .", "install -q -e .[dev]"]
     for target in ("lab", "bench", "test", "lint"):
@@ -124,16 +135,29 @@ def test_ci_calls_make_test() -> None:
     assert "make test" in (REPO_ROOT / ".ci" / "run").read_text()
 
 
-def test_lint_runs_the_format_checks_once_switched_on(tmp_path: Path) -> None:
-    """`make lint` (and `make test`) run ruff check; the format checks when FORMAT_CHECK=1."""
+def test_lint_runs_the_format_checks_unless_switched_off(tmp_path: Path) -> None:
+    """`make lint` and `make test` run ruff check and both format checks; FORMAT_CHECK=0
+    leaves ruff check alone."""
     root = fresh_checkout(tmp_path)
     make_venv(root, "lab", "bench", "test")
     for target in ("lint", "test"):
-        off = dry_run(target, root)
-        assert "bin/ruff check" in off and "format --check" not in off
-        assert "cargo fmt" not in off
-    on = subprocess.run(["make", "-n", "lint", "FORMAT_CHECK=1"], cwd=root,
-                        capture_output=True, text=True, timeout=60).stdout
-    steps = [on.index(s) for s in ("bin/ruff check", "bin/ruff format --check",
-                                   "cargo fmt --manifest-path guest/Cargo.toml --check")]
+        default = dry_run(target, root)
+        assert "bin/ruff format --check" in default and "cargo fmt" in default, target
+    off = subprocess.run(
+        ["make", "-n", "lint", "FORMAT_CHECK=0"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
+    assert "bin/ruff check" in off and "format --check" not in off and "cargo fmt" not in off
+    on = dry_run("lint", root)
+    steps = [
+        on.index(s)
+        for s in (
+            "bin/ruff check",
+            "bin/ruff format --check",
+            "cargo fmt --manifest-path guest/Cargo.toml --check",
+        )
+    ]
     assert steps == sorted(steps)

@@ -11,11 +11,16 @@ from wasi_lab.runtime import PAGE_SIZE, Allocation, Guest, LengthMismatchError, 
 from wasi_lab.views import memviz
 
 
-def snap(pages: int, heap_base: int = PAGE_SIZE, fill: dict[int, bytes] | None = None,
-         allocations: list[Allocation] | None = None, label: str = "s") -> MemorySnapshot:
+def snap(
+    pages: int,
+    heap_base: int = PAGE_SIZE,
+    fill: dict[int, bytes] | None = None,
+    allocations: list[Allocation] | None = None,
+    label: str = "s",
+) -> MemorySnapshot:
     data = bytearray(pages * PAGE_SIZE)
     for off, chunk in (fill or {}).items():
-        data[off:off + len(chunk)] = chunk
+        data[off : off + len(chunk)] = chunk
     return MemorySnapshot(bytes(data), pages, heap_base, heap_base - 8, allocations or [], label)
 
 
@@ -26,8 +31,9 @@ def test_hex_dump_layout() -> None:
     data = bytes(range(0x41, 0x41 + 20))
     lines = memviz.hex_dump(data, base=0x1000).splitlines()
     assert len(lines) == 2
-    assert lines[0] == (" 00001000  41 42 43 44 45 46 47 48 49 4a 4b 4c 4d 4e 4f 50  "
-                        "|ABCDEFGHIJKLMNOP|")
+    assert lines[0] == (
+        " 00001000  41 42 43 44 45 46 47 48 49 4a 4b 4c 4d 4e 4f 50  |ABCDEFGHIJKLMNOP|"
+    )
     assert lines[1].startswith(" 00001010  51 52 53 54")
     assert lines[1].endswith("|QRST|")
 
@@ -40,12 +46,23 @@ def test_hex_dump_marks_rows_and_hides_control_bytes() -> None:
 
 
 def test_page_regions_blocks_data_heap_and_zero() -> None:
-    s = snap(6, heap_base=PAGE_SIZE + 100,
-             fill={3 * PAGE_SIZE + 5: b"guest heap", 0: b"static"},
-             allocations=[Allocation(2 * PAGE_SIZE, 100, "model"),
-                          Allocation(4 * PAGE_SIZE + 10, PAGE_SIZE, "image")])
-    assert memviz.page_regions(s) == ["data + stack", "data + stack", "model",
-                                      "heap (guest)", "image", "image"]
+    s = snap(
+        6,
+        heap_base=PAGE_SIZE + 100,
+        fill={3 * PAGE_SIZE + 5: b"guest heap", 0: b"static"},
+        allocations=[
+            Allocation(2 * PAGE_SIZE, 100, "model"),
+            Allocation(4 * PAGE_SIZE + 10, PAGE_SIZE, "image"),
+        ],
+    )
+    assert memviz.page_regions(s) == [
+        "data + stack",
+        "data + stack",
+        "model",
+        "heap (guest)",
+        "image",
+        "image",
+    ]
     assert memviz.page_regions(s).count("image") == 2
     nonzero = memviz.page_nonzero_fraction(s)
     assert nonzero[5] == 0 and nonzero[3] > 0
@@ -58,8 +75,13 @@ def test_untouched_and_freed_regions() -> None:
 
 def test_page_entropy_bounds() -> None:
     rng = np.random.default_rng(0)
-    s = snap(3, fill={PAGE_SIZE: rng.integers(0, 256, PAGE_SIZE, dtype=np.uint8).tobytes(),
-                      2 * PAGE_SIZE: b"\x07" * PAGE_SIZE})
+    s = snap(
+        3,
+        fill={
+            PAGE_SIZE: rng.integers(0, 256, PAGE_SIZE, dtype=np.uint8).tobytes(),
+            2 * PAGE_SIZE: b"\x07" * PAGE_SIZE,
+        },
+    )
     ent = memviz.page_entropy(s)
     assert ent[0] == 0.0 and ent[2] == 0.0
     assert 7.9 < ent[1] <= 8.0
@@ -118,8 +140,9 @@ def replay(model_bytes: bytes, grace_hopper_bytes: bytes) -> memviz.StageReplay:
     return memviz.replay_article_stages(Guest(), model_bytes, grace_hopper_bytes)
 
 
-def test_replay_stages_show_the_article_flow(replay: memviz.StageReplay, model_bytes: bytes,
-                                             grace_hopper_bytes: bytes) -> None:
+def test_replay_stages_show_the_article_flow(
+    replay: memviz.StageReplay, model_bytes: bytes, grace_hopper_bytes: bytes
+) -> None:
     snaps = replay.snapshots
     assert [s.label for s in snaps] == list(memviz.ARTICLE_STAGES)
     pages = [s.pages for s in snaps]
@@ -127,12 +150,12 @@ def test_replay_stages_show_the_article_flow(replay: memviz.StageReplay, model_b
     assert pages[1] > pages[0], "alloc(model) grows memory"
     assert pages[5] > pages[4], "inference grows memory (memory.grow)"
     m, n = replay.model_ptr, replay.model_len
-    block = np.frombuffer(snaps[1].data[m:m + n], np.uint8)
+    block = np.frombuffer(snaps[1].data[m : m + n], np.uint8)
     # fresh pages from memory.grow are zero; only allocator bookkeeping may show through
     assert np.count_nonzero(block) < 256, "alloc(model) should not fill the block"
-    assert snaps[2].data[m:m + n] == model_bytes
+    assert snaps[2].data[m : m + n] == model_bytes
     i, k = replay.img_ptr, replay.img_len
-    assert snaps[4].data[i:i + k] == grace_hopper_bytes
+    assert snaps[4].data[i : i + k] == grace_hopper_bytes
     assert m >= snaps[0].heap_base and i >= m + n
     # infer_from_ptrs took ownership and freed both blocks
     assert replay.live_blocks_after == 0
@@ -163,8 +186,7 @@ def test_node_bug_replay_is_refused(model_bytes: bytes, grace_hopper_bytes: byte
     assert bug.past_end_of_memory > 0  # the image is the last block: the read leaves memory
     assert "refused: LengthMismatchError" in bug.explain()
     assert guest.call("live_allocations") == 0, "both blocks were given back"
-    labels = [t.get_text() for t in
-              memviz.node_bug_figure(bug).axes[0].get_legend().get_texts()]
+    labels = [t.get_text() for t in memviz.node_bug_figure(bug).axes[0].get_legend().get_texts()]
     assert any(t.startswith("read range") for t in labels)
 
 
@@ -213,43 +235,56 @@ def test_page_labels_at_every_article_stage(replay: memviz.StageReplay) -> None:
     # after inference: both blocks freed (kept on the map), the guest's weights and
     # activations above them are its own heap
     regions = memviz.page_regions(s[5])
-    assert regions[:image.stop] == data + ["freed block"] * (image.stop - model.start)
+    assert regions[: image.stop] == data + ["freed block"] * (image.stop - model.start)
     nonzero = memviz.page_nonzero_fraction(s[5]) > 0
-    rest = ["heap (guest)" if nz else "untouched (zero)" for nz in nonzero[image.stop:]]
-    assert regions[image.stop:] == rest
+    rest = ["heap (guest)" if nz else "untouched (zero)" for nz in nonzero[image.stop :]]
+    assert regions[image.stop :] == rest
     assert rest.count("heap (guest)") > 0.9 * len(rest) > 500
 
 
 def test_a_shared_page_goes_to_the_block_with_more_bytes_on_it() -> None:
     # page 1: 0x4000 bytes of model, 0xC000 of image -> image; page 3: model 0xC000, image
     # 0x4000 -> model (whatever the order of the blocks in the list)
-    blocks = [Allocation(PAGE_SIZE + 0x4000, PAGE_SIZE, "image"),
-              Allocation(0, PAGE_SIZE + 0x4000, "model"),
-              Allocation(2 * PAGE_SIZE, PAGE_SIZE + 0xC000, "model"),
-              Allocation(3 * PAGE_SIZE + 0xC000, 0x4000, "image")]
+    blocks = [
+        Allocation(PAGE_SIZE + 0x4000, PAGE_SIZE, "image"),
+        Allocation(0, PAGE_SIZE + 0x4000, "model"),
+        Allocation(2 * PAGE_SIZE, PAGE_SIZE + 0xC000, "model"),
+        Allocation(3 * PAGE_SIZE + 0xC000, 0x4000, "image"),
+    ]
     for order in (blocks, blocks[::-1]):
         s = snap(5, heap_base=0, allocations=order)
-        assert memviz.page_regions(s) == ["model", "image", "model", "model",
-                                          "untouched (zero)"]
+        assert memviz.page_regions(s) == ["model", "image", "model", "model", "untouched (zero)"]
 
 
 def test_heap_base_page_blocks_and_other_labels() -> None:
     # __heap_base in the middle of page 1: page 1 is still data + stack; page 2 starts at
     # a page boundary above it, so it is heap (non-zero) or untouched (zero)
-    s = snap(6, heap_base=PAGE_SIZE + 1, fill={2 * PAGE_SIZE + 7: b"x"},
-             allocations=[Allocation(4 * PAGE_SIZE, 0, "model"),  # empty: owns nothing
-                          Allocation(5 * PAGE_SIZE + 1, 10, "output")])
-    assert memviz.page_regions(s) == ["data + stack", "data + stack", "heap (guest)",
-                                      "untouched (zero)", "untouched (zero)", "other block"]
+    s = snap(
+        6,
+        heap_base=PAGE_SIZE + 1,
+        fill={2 * PAGE_SIZE + 7: b"x"},
+        allocations=[
+            Allocation(4 * PAGE_SIZE, 0, "model"),  # empty: owns nothing
+            Allocation(5 * PAGE_SIZE + 1, 10, "output"),
+        ],
+    )
+    assert memviz.page_regions(s) == [
+        "data + stack",
+        "data + stack",
+        "heap (guest)",
+        "untouched (zero)",
+        "untouched (zero)",
+        "other block",
+    ]
     exact = snap(2, heap_base=PAGE_SIZE, fill={PAGE_SIZE: b"y"})
     assert memviz.page_regions(exact) == ["data + stack", "heap (guest)"]
     # a block below __heap_base still wins its page; "freed" beats the block's kind
-    low = snap(3, heap_base=2 * PAGE_SIZE,
-               allocations=[Allocation(PAGE_SIZE, 8, "image (freed)")])
+    low = snap(3, heap_base=2 * PAGE_SIZE, allocations=[Allocation(PAGE_SIZE, 8, "image (freed)")])
     assert memviz.page_regions(low) == ["data + stack", "freed block", "untouched (zero)"]
 
 
 def test_a_block_past_the_end_of_memory_labels_only_the_pages_that_exist() -> None:
-    s = snap(3, heap_base=PAGE_SIZE, allocations=[Allocation(2 * PAGE_SIZE, 5 * PAGE_SIZE,
-                                                             "image")])
+    s = snap(
+        3, heap_base=PAGE_SIZE, allocations=[Allocation(2 * PAGE_SIZE, 5 * PAGE_SIZE, "image")]
+    )
     assert memviz.page_regions(s) == ["data + stack", "untouched (zero)", "image"]

@@ -43,8 +43,9 @@ def _json_export(g: Guest, name: str, *args: int) -> dict:
     return json.loads(text)
 
 
-def test_bundled_model_report_matches_a_real_load(report: dict, bundled: bytes,
-                                                  module_path: Path) -> None:
+def test_bundled_model_report_matches_a_real_load(
+    report: dict, bundled: bytes, module_path: Path
+) -> None:
     assert report["loadable"] is True and report["error"] is None
     assert report["input"] == {"name": "input", "shape": [1, 224, 224, 3]}
     assert report["output"]["shape"] == [1, 1000]
@@ -65,8 +66,9 @@ def test_bundled_model_report_matches_a_real_load(report: dict, bundled: bytes,
     assert report["nodes"] == info["nodes"]
 
 
-def test_memory_estimate_is_enough_and_not_absurd(report: dict, bundled: bytes,
-                                                  module_path: Path) -> None:
+def test_memory_estimate_is_enough_and_not_absurd(
+    report: dict, bundled: bytes, module_path: Path
+) -> None:
     pages = report["pages"]
     g = Guest(module_path, memory_limit=pages * PAGE)
     mp = g.write_bytes(bundled)
@@ -109,8 +111,7 @@ def test_unsupported_graph_is_reported(guest: Guest) -> None:
     assert r["loadable"] is False
     assert "Erf (2 nodes, e.g. 'gelu/erf')" in r["error"] and "Sin (1 node" in r["error"]
     ops = {o["op"]: o for o in r["ops"]}
-    assert ops["Erf"] == {"op": "Erf", "count": 2, "status": "unsupported",
-                          "example": "gelu/erf"}
+    assert ops["Erf"] == {"op": "Erf", "count": 2, "status": "unsupported", "example": "gelu/erf"}
     assert ops["Relu"]["status"] == "supported"
     assert r["input"] == {"name": "input", "shape": [1, 8]}
     assert r["output"]["name"] == "prob" and r["pages"] is None
@@ -119,16 +120,27 @@ def test_unsupported_graph_is_reported(guest: Guest) -> None:
 
 def _cycle() -> bytes:
     inp = node("Placeholder", "input", [], dtype=DataType.DT_FLOAT, shape=TensorShape([1, 4]))
-    return inp + node("AddV2", "a", ["input", "b"]) + node("Relu", "b", ["a"]) + node(
-        "Softmax", "prob", ["b"])
+    return (
+        inp
+        + node("AddV2", "a", ["input", "b"])
+        + node("Relu", "b", ["a"])
+        + node("Softmax", "prob", ["b"])
+    )
 
 
-@pytest.mark.parametrize("pb, error", [
-    (b"\x08\x01garbage", "not a TensorFlow GraphDef"),
-    (_cycle(), "cycle"),
-    (node("Placeholder", "input", [], dtype=DataType.DT_FLOAT, shape=TensorShape([1, 4]))
-     + node("Relu", "r", ["input"]), "no Softmax"),
-], ids=["garbage", "cycle", "no-softmax"])
+@pytest.mark.parametrize(
+    "pb, error",
+    [
+        (b"\x08\x01garbage", "not a TensorFlow GraphDef"),
+        (_cycle(), "cycle"),
+        (
+            node("Placeholder", "input", [], dtype=DataType.DT_FLOAT, shape=TensorShape([1, 4]))
+            + node("Relu", "r", ["input"]),
+            "no Softmax",
+        ),
+    ],
+    ids=["garbage", "cycle", "no-softmax"],
+)
 def test_hostile_graphs_get_a_report_not_a_trap(guest: Guest, pb: bytes, error: str) -> None:
     r = model_report(pb, guest)
     assert r["loadable"] is False and error in r["error"]
@@ -139,9 +151,12 @@ def test_hostile_graphs_get_a_report_not_a_trap(guest: Guest, pb: bytes, error: 
 def test_constant_bomb_under_a_memory_limit(module_path: Path) -> None:
     """2^24 floats announced by one float_val (a few bytes), in a 32 MiB instance: the
     report says the load runs out of memory; the instance keeps working."""
-    pb = (node("Placeholder", "input", [], dtype=DataType.DT_FLOAT, shape=TensorShape([1, 4]))
-          + raw_const("bomb", 1, [1 << 12, 1 << 12], b"\x2d" + struct.pack("<f", 1.0))
-          + node("AddV2", "s", ["input", "bomb"]) + node("Softmax", "prob", ["s"]))
+    pb = (
+        node("Placeholder", "input", [], dtype=DataType.DT_FLOAT, shape=TensorShape([1, 4]))
+        + raw_const("bomb", 1, [1 << 12, 1 << 12], b"\x2d" + struct.pack("<f", 1.0))
+        + node("AddV2", "s", ["input", "bomb"])
+        + node("Softmax", "prob", ["s"])
+    )
     g = Guest(module_path, memory_limit=32 * 2**20)
     r = model_report(pb, g)
     assert r["loadable"] is False and "out of memory" in r["error"].lower(), r["error"]
@@ -163,22 +178,35 @@ def test_cli_unsupported_graph_exits_1(tmp_path: Path, capsys: pytest.CaptureFix
     assert main(["models", "check", str(pb)]) == 1
     out = capsys.readouterr().out
     assert "will not load" in out
-    first_op = out.splitlines()[out.splitlines().index(
-        next(line for line in out.splitlines() if line.strip().startswith("op "))) + 1]
+    first_op = out.splitlines()[
+        out.splitlines().index(
+            next(line for line in out.splitlines() if line.strip().startswith("op "))
+        )
+        + 1
+    ]
     assert first_op.split()[:3] == ["Erf", "2", "unsupported"]
 
 
-@pytest.mark.parametrize("make, expect", [
-    (lambda d: d / "missing.pb", "no such file or directory"),
-    (lambda d: d, "is a directory"),
-    (lambda d: (d / "empty.pb").write_bytes(b"") or d / "empty.pb", "the file is empty"),
-    (lambda d: (d / "notes.txt").write_text("hello\n") and d / "notes.txt",
-     "not a TensorFlow GraphDef"),
-    (lambda d: (d / "m.onnx").write_bytes(b"\x08\x07\x12\x04test") and d / "m.onnx",
-     "an ONNX model"),
-], ids=["missing", "directory", "empty", "text", "onnx"])
-def test_cli_bad_files_get_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                    make, expect: str) -> None:
+@pytest.mark.parametrize(
+    "make, expect",
+    [
+        (lambda d: d / "missing.pb", "no such file or directory"),
+        (lambda d: d, "is a directory"),
+        (lambda d: (d / "empty.pb").write_bytes(b"") or d / "empty.pb", "the file is empty"),
+        (
+            lambda d: (d / "notes.txt").write_text("hello\n") and d / "notes.txt",
+            "not a TensorFlow GraphDef",
+        ),
+        (
+            lambda d: (d / "m.onnx").write_bytes(b"\x08\x07\x12\x04test") and d / "m.onnx",
+            "an ONNX model",
+        ),
+    ],
+    ids=["missing", "directory", "empty", "text", "onnx"],
+)
+def test_cli_bad_files_get_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], make, expect: str
+) -> None:
     assert main(["models", "check", str(make(tmp_path))]) == 2
     captured = capsys.readouterr()
     assert captured.out == ""

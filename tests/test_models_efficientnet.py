@@ -59,8 +59,10 @@ def test_state_dict_keys_and_shapes(state_dict: dict[str, np.ndarray]) -> None:
 
 
 def _legacy_prefix() -> bytes:
-    return b"".join(pickle.dumps(x, protocol=2) for x in (
-        MAGIC_NUMBER, PROTOCOL_VERSION, {"little_endian": True, "protocol_version": 1001}))
+    return b"".join(
+        pickle.dumps(x, protocol=2)
+        for x in (MAGIC_NUMBER, PROTOCOL_VERSION, {"little_endian": True, "protocol_version": 1001})
+    )
 
 
 class _Evil:
@@ -75,8 +77,9 @@ def test_refuses_code_execution(tmp_path: Path) -> None:
         load_state_dict(bad)
 
 
-@pytest.mark.parametrize("content", [b"", b"not a pickle at all", b"PK\x03\x04zipzip",
-                                     pickle.dumps(12345, protocol=2)])
+@pytest.mark.parametrize(
+    "content", [b"", b"not a pickle at all", b"PK\x03\x04zipzip", pickle.dumps(12345, protocol=2)]
+)
 def test_garbage_is_rejected(tmp_path: Path, content: bytes) -> None:
     bad = tmp_path / "bad.pth"
     bad.write_bytes(content)
@@ -124,8 +127,7 @@ def test_reference_forward_is_fast_and_classifies(graph: Graph, grace_hopper: st
     # "academic gown" first, "military uniform" (652) in the top 3.
     assert 652 in [i for i, _, _ in top_k(probs, 3)]
     # Without the crop, the uniform wins outright.
-    (full,) = run_graph(graph, {"input": preprocess(grace_hopper, "efficientnet")},
-                        [E.OUTPUT_NAME])
+    (full,) = run_graph(graph, {"input": preprocess(grace_hopper, "efficientnet")}, [E.OUTPUT_NAME])
     assert top_k(full, 1)[0][:2] == (652, "military uniform")
 
 
@@ -138,8 +140,9 @@ def test_coffee_is_espresso(graph: Graph) -> None:
     assert (index, name) == (967, "espresso") and p > 0.8
 
 
-def test_onnx_matches_reference(state_dict: dict[str, np.ndarray], graph: Graph,
-                                tmp_path: Path) -> None:
+def test_onnx_matches_reference(
+    state_dict: dict[str, np.ndarray], graph: Graph, tmp_path: Path
+) -> None:
     ort = pytest.importorskip("onnxruntime")
     pb, onnx_path = tmp_path / "m.pb", tmp_path / "m.onnx"
     E.convert(pb, onnx_path)

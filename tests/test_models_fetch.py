@@ -40,8 +40,14 @@ def make_tgz(entries: list[tuple[str, bytes | None, str]]) -> bytes:
     return buf.getvalue()
 
 
-GOOD = make_tgz([(".", None, "dir"), ("./mobilenet_v2_1.4_224.ckpt.index", b"idx", "file"),
-                 (f"./{MEMBER}", PAYLOAD, "file"), ("./info.txt", b"hello", "file")])
+GOOD = make_tgz(
+    [
+        (".", None, "dir"),
+        ("./mobilenet_v2_1.4_224.ckpt.index", b"idx", "file"),
+        (f"./{MEMBER}", PAYLOAD, "file"),
+        ("./info.txt", b"hello", "file"),
+    ]
+)
 
 
 def sha(data: bytes) -> str:
@@ -154,21 +160,25 @@ def test_http_error_and_unreachable(server: Server, tmp_path: Path) -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     with pytest.raises(ModelError, match="network failure"):
-        fetch_mobilenet(f"http://127.0.0.1:{port}/x.tgz", tmp_path, progress=False,
-                        sha256=sha(GOOD), retries=1)
+        fetch_mobilenet(
+            f"http://127.0.0.1:{port}/x.tgz", tmp_path, progress=False, sha256=sha(GOOD), retries=1
+        )
 
 
-@pytest.mark.parametrize(("entries", "message"), [
-    ([(f"../{MEMBER}", PAYLOAD, "file")], "path traversal"),
-    ([("./a/../../evil", b"x", "file"), (MEMBER, PAYLOAD, "file")], "path traversal"),
-    ([("/etc/passwd", b"x", "file"), (MEMBER, PAYLOAD, "file")], "absolute"),
-    ([(MEMBER, b"/etc/passwd", "symlink")], "link"),
-    ([("./other.pb", b"x", "file")], "no member"),
-    ([(f"./sub/{MEMBER}", PAYLOAD, "file")], "no member"),
-])
-def test_bad_archives_are_refused(server: Server, tmp_path: Path,
-                                  entries: list[tuple[str, bytes | None, str]],
-                                  message: str) -> None:
+@pytest.mark.parametrize(
+    ("entries", "message"),
+    [
+        ([(f"../{MEMBER}", PAYLOAD, "file")], "path traversal"),
+        ([("./a/../../evil", b"x", "file"), (MEMBER, PAYLOAD, "file")], "path traversal"),
+        ([("/etc/passwd", b"x", "file"), (MEMBER, PAYLOAD, "file")], "absolute"),
+        ([(MEMBER, b"/etc/passwd", "symlink")], "link"),
+        ([("./other.pb", b"x", "file")], "no member"),
+        ([(f"./sub/{MEMBER}", PAYLOAD, "file")], "no member"),
+    ],
+)
+def test_bad_archives_are_refused(
+    server: Server, tmp_path: Path, entries: list[tuple[str, bytes | None, str]], message: str
+) -> None:
     server.blob = make_tgz(entries)
     with pytest.raises(ModelError, match=message):
         fetch_mobilenet(server.url, tmp_path, progress=False, sha256=sha(server.blob))

@@ -57,8 +57,12 @@ def test_list_models(efficientnet_pb: Path) -> None:
 
 def test_specs() -> None:
     eff, mob = MODELS["efficientnet-lite0"], MODELS["mobilenet-v2-1.4"]
-    assert (eff.labels, eff.preprocess, eff.input, eff.input_size) == (1000, "efficientnet",
-                                                                        "input", 224)
+    assert (eff.labels, eff.preprocess, eff.input, eff.input_size) == (
+        1000,
+        "efficientnet",
+        "input",
+        224,
+    )
     assert (mob.labels, mob.preprocess, mob.sha256) == (1001, "inception", MOBILENET_SHA256)
     assert mob.output == "MobilenetV2/Predictions/Reshape_1"
     assert model_path("mobilenet-v2-1.4") == MODELS_DIR / "mobilenet_v2_1.4_224_frozen.pb"

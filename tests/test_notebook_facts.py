@@ -33,11 +33,12 @@ def replay(model: bytes, grace_hopper_bytes: bytes) -> memviz.StageReplay:
 
 
 def _size_word(snap, ptr: int) -> int:
-    return struct.unpack("<I", snap.data[ptr - 4:ptr])[0]
+    return struct.unpack("<I", snap.data[ptr - 4 : ptr])[0]
 
 
-def test_03_plain_sequence_matches_the_packaged_one(model: bytes, grace_hopper_bytes: bytes,
-                                                    replay: memviz.StageReplay) -> None:
+def test_03_plain_sequence_matches_the_packaged_one(
+    model: bytes, grace_hopper_bytes: bytes, replay: memviz.StageReplay
+) -> None:
     engine = wasmtime.Engine()
     module = wasmtime.Module.from_file(engine, str(default_module()))
     linker = wasmtime.Linker(engine)
@@ -55,8 +56,7 @@ def test_03_plain_sequence_matches_the_packaged_one(model: bytes, grace_hopper_b
     assert (mptr, iptr, cls) == (replay.model_ptr, replay.img_ptr, replay.class_index)
 
 
-def test_03_freeing_leaves_the_image_and_writes_into_the_model(
-        replay: memviz.StageReplay) -> None:
+def test_03_freeing_leaves_the_image_and_writes_into_the_model(replay: memviz.StageReplay) -> None:
     written, after = replay.snapshots[4], replay.snapshots[5]
     assert memviz.changed_offsets(written, after, replay.img_ptr, replay.img_len).size == 0
     changed = memviz.changed_offsets(written, after, replay.model_ptr, replay.model_len)
@@ -74,11 +74,12 @@ def test_03_the_image_starts_in_the_models_last_page(replay: memviz.StageReplay)
     held = [a.label for a, _, _ in memviz.blocks_on_page(snap, page)]
     assert held == ["model", "image"]
     assert memviz.page_regions(snap)[page] == "model", "coloured by the larger share"
-    assert snap.data[replay.img_ptr:replay.img_ptr + 3] == b"\xff\xd8\xff"
+    assert snap.data[replay.img_ptr : replay.img_ptr + 3] == b"\xff\xd8\xff"
 
 
-def test_03_the_node_call_is_refused_and_frees_nothing(model: bytes,
-                                                       grace_hopper_bytes: bytes) -> None:
+def test_03_the_node_call_is_refused_and_frees_nothing(
+    model: bytes, grace_hopper_bytes: bytes
+) -> None:
     g = Guest()
     m, i = g.write_bytes(model, "model"), g.write_bytes(grace_hopper_bytes, "image")
     assert g.raw_call("infer_from_ptrs", m, len(model), i, len(model)) == -2
@@ -111,7 +112,10 @@ def test_04_numberings_and_the_wrong_samples() -> None:
     assert clf.classify(samples["rocket.jpg"], top=1).label == "drilling platform"
     assert "cat" in clf.classify(samples["chelsea.png"], top=1).label
     assert clf.classify(samples["coffee.png"], top=1).label == "espresso"
-    changed = {n for n, p in samples.items()
-               if clf.classify(p, top=1).label != clf.classify(p, top=1, mode="article").label}
+    changed = {
+        n
+        for n, p in samples.items()
+        if clf.classify(p, top=1).label != clf.classify(p, top=1, mode="article").label
+    }
     assert "chelsea.png" not in changed, "the cat stays a cat"
     assert changed, "/255 changes at least one answer (the exercise would be trivial)"

@@ -96,8 +96,9 @@ def exercise_layout(nb: nbformat.NotebookNode) -> tuple[list[Exercise], list[str
             problems.append(f"cell {i + 1}: a check must be a code cell")
         sols = [j for j in range(i + 2, end) if "solution" in tags(cells[j])]
         if len(sols) != 1:
-            problems.append(f"cell {i}: {len(sols)} `solution` cells before the next "
-                            f"exercise (want 1)")
+            problems.append(
+                f"cell {i}: {len(sols)} `solution` cells before the next exercise (want 1)"
+            )
             continue
         sol = cells[sols[0]]
         code = solution_code(sol.source) if sol.cell_type == "markdown" else None
@@ -108,11 +109,16 @@ def exercise_layout(nb: nbformat.NotebookNode) -> tuple[list[Exercise], list[str
         else:
             found.append(Exercise(i, i + 1, sols[0], code))
     claimed = {x.solution for x in found}
-    problems += [f"cell {j}: a `check` cell must come right after its exercise"
-                 for j, c in enumerate(cells) if "check" in tags(c) and j - 1 not in ex_at]
-    problems += [f"cell {j}: a `solution` with no exercise before it"
-                 for j, c in enumerate(cells) if "solution" in tags(c) and j not in claimed
-                 and not any(i < j for i in ex_at)]
+    problems += [
+        f"cell {j}: a `check` cell must come right after its exercise"
+        for j, c in enumerate(cells)
+        if "check" in tags(c) and j - 1 not in ex_at
+    ]
+    problems += [
+        f"cell {j}: a `solution` with no exercise before it"
+        for j, c in enumerate(cells)
+        if "solution" in tags(c) and j not in claimed and not any(i < j for i in ex_at)
+    ]
     return found, problems
 
 
@@ -122,8 +128,9 @@ def _ids(paths: list[Path]) -> list[str]:
 
 def test_there_are_notebooks() -> None:
     assert any(is_preflight(p) for p in NOTEBOOKS), "notebooks/00_preflight.ipynb is missing"
-    assert len([p for p in NOTEBOOKS if number(p) in CORE]) == len(CORE), \
+    assert len([p for p in NOTEBOOKS if number(p) in CORE]) == len(CORE), (
         f"expected the six core notebooks in {NOTEBOOK_DIR}"
+    )
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
@@ -134,8 +141,9 @@ def test_structure_stored_without_outputs(path: Path) -> None:
         if cell.cell_type != "code":
             continue
         assert not cell.get("outputs"), f"{path.name} cell {i} is stored with outputs"
-        assert cell.get("execution_count") is None, \
+        assert cell.get("execution_count") is None, (
             f"{path.name} cell {i} is stored with an execution count"
+        )
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
@@ -143,16 +151,24 @@ def test_structure_opening_and_closing(path: Path) -> None:
     """First cell: objectives, minutes, prerequisites. Last: key points and what is next."""
     nb = nbformat.read(path, as_version=4)
     first, last = nb.cells[0].source, nb.cells[-1].source
-    missing = [what for what, ok in [
-        ("'Objectives'", "objectives" in first.lower()),
-        ("a time in minutes", bool(_MINUTES.search(first))),
-        ("'Prerequisites'", "prerequisites" in first.lower()),
-    ] if not ok]
+    missing = [
+        what
+        for what, ok in [
+            ("'Objectives'", "objectives" in first.lower()),
+            ("a time in minutes", bool(_MINUTES.search(first))),
+            ("'Prerequisites'", "prerequisites" in first.lower()),
+        ]
+        if not ok
+    ]
     assert not missing, f"{path.name}: the first cell lacks {', '.join(missing)}"
-    missing = [what for what, ok in [
-        ("'Key points'", "key points" in last.lower()),
-        ("what comes next", bool(_NEXT.search(last))),
-    ] if not ok]
+    missing = [
+        what
+        for what, ok in [
+            ("'Key points'", "key points" in last.lower()),
+            ("what comes next", bool(_NEXT.search(last))),
+        ]
+        if not ok
+    ]
     assert not missing, f"{path.name}: the last cell lacks {', '.join(missing)}"
 
 
@@ -172,8 +188,11 @@ def test_structure_exercises(path: Path) -> None:
 
 GUIDE = REPO_ROOT / "INSTRUCTOR.md"
 #: A schedule row: | 0:05 | `01_compile_the_guest` | 15 | 10 | 25 |  (or a break row).
-_ROW = re.compile(r"^\|\s*(\d+:\d\d)\s*\|\s*(`(\w+)`|break)\s*\|\s*(\d*)\s*\|\s*(\d*)\s*\|"
-                  r"\s*(\d+)\s*\|", re.M)
+_ROW = re.compile(
+    r"^\|\s*(\d+:\d\d)\s*\|\s*(`(\w+)`|break)\s*\|\s*(\d*)\s*\|\s*(\d*)\s*\|"
+    r"\s*(\d+)\s*\|",
+    re.M,
+)
 COURSE_MINUTES = 180
 
 
@@ -193,8 +212,9 @@ def test_structure_instructor_guide_schedules_every_core_notebook() -> None:
     clock = 0
     for name, (start, teach, ex, total) in rows.items():
         h, mm = map(int, start.split(":"))
-        assert h * 60 + mm == clock, f"INSTRUCTOR.md: {name} starts at {start}, expected " \
-                                     f"{clock // 60}:{clock % 60:02d}"
+        assert h * 60 + mm == clock, (
+            f"INSTRUCTOR.md: {name} starts at {start}, expected {clock // 60}:{clock % 60:02d}"
+        )
         assert name.startswith("break") or teach + ex == total, f"{name}: {teach}+{ex}≠{total}"
         clock += total
     assert clock == COURSE_MINUTES, f"INSTRUCTOR.md's schedule is {clock} min, not 180"
@@ -205,15 +225,19 @@ def test_structure_instructor_guide_schedules_every_core_notebook() -> None:
         assert f"### {p.stem[:2]} ·" in text, f"INSTRUCTOR.md has no section for {p.name}"
 
 
-@pytest.mark.parametrize("path", [p for p in NOTEBOOKS if number(p) in CORE or is_preflight(p)],
-                         ids=_ids([p for p in NOTEBOOKS if number(p) in CORE or is_preflight(p)]))
+@pytest.mark.parametrize(
+    "path",
+    [p for p in NOTEBOOKS if number(p) in CORE or is_preflight(p)],
+    ids=_ids([p for p in NOTEBOOKS if number(p) in CORE or is_preflight(p)]),
+)
 def test_structure_minutes_agree_with_the_guide(path: Path) -> None:
     """The time a notebook's first cell states is the one the teacher's schedule gives it."""
     stated = _MINUTES.search(nbformat.read(path, as_version=4).cells[0].source)
     assert stated, f"{path.name}: no time in minutes in the first cell"
     total = schedule()[path.stem][3]
-    assert str(total) in re.findall(r"\d+", stated.group()), \
+    assert str(total) in re.findall(r"\d+", stated.group()), (
         f"{path.name} says {stated.group()!r}, INSTRUCTOR.md schedules {total} min"
+    )
 
 
 # --------------------------------------------------------------------------- execution
@@ -257,8 +281,9 @@ def verdict_problems(nb: nbformat.NotebookNode, expect: str) -> list[str]:
     return problems
 
 
-def execute(nb: nbformat.NotebookNode, cwd: Path, timeout: int, keep_as: Path | None = None
-            ) -> float:
+def execute(
+    nb: nbformat.NotebookNode, cwd: Path, timeout: int, keep_as: Path | None = None
+) -> float:
     """Run every cell in a fresh kernel; fail the test on the first error, naming the cell.
 
     The executed copy goes to ``keep_as`` even when a cell failed, so it can be read.
@@ -266,8 +291,13 @@ def execute(nb: nbformat.NotebookNode, cwd: Path, timeout: int, keep_as: Path | 
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
 
-    client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                            resources={"metadata": {"path": str(cwd)}}, allow_errors=False)
+    client = NotebookClient(
+        nb,
+        timeout=timeout,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(cwd)}},
+        allow_errors=False,
+    )
     start = time.perf_counter()
     failure = None
     try:
@@ -283,15 +313,21 @@ def execute(nb: nbformat.NotebookNode, cwd: Path, timeout: int, keep_as: Path | 
     return time.perf_counter() - start
 
 
-def run_and_judge(path: Path, mode: str, cwd: Path, timeout: int,
-                  keep_as: Path | None = None) -> tuple[nbformat.NotebookNode, float]:
+def run_and_judge(
+    path: Path, mode: str, cwd: Path, timeout: int, keep_as: Path | None = None
+) -> tuple[nbformat.NotebookNode, float]:
     """One of the two runs: execute, then judge every check; the executed copy, wall time."""
     nb = nbformat.read(path, as_version=4)
     if mode == SOLVED:
         nb = with_solutions(nb)
     seconds = execute(nb, cwd, timeout, keep_as)
-    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
-              if o.get("output_type") == "error"]
+    errors = [
+        o
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+        if o.get("output_type") == "error"
+    ]
     assert not errors, errors
     problems = verdict_problems(nb, FAIL if mode == SHIPPED else PASS)
     assert not problems, f"{path.name} ({mode}): " + "; ".join(problems)
@@ -303,8 +339,7 @@ def preflight_problems(nb: nbformat.NotebookNode) -> list[str]:
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     text = "".join(o.get("text", "") for o in outputs if o.get("output_type") == "stream")
     problems = [line for line in text.splitlines() if line.startswith(FAIL)]
-    if not any("application/vnd.jupyter.widget-view+json" in o.get("data", {})
-               for o in outputs):
+    if not any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in outputs):
         problems.append("no widget was displayed")
     if "widgets render" not in text:
         problems.append("the widgets line is missing")
@@ -320,8 +355,9 @@ def _record_time(name: str, mode: str, seconds: float) -> None:
     print(f"{name} ({mode}): executed in {seconds:.1f} s")
 
 
-RUNS = [(p, mode) for p in NOTEBOOKS
-        for mode in ((SHIPPED,) if is_preflight(p) else (SHIPPED, SOLVED))]
+RUNS = [
+    (p, mode) for p in NOTEBOOKS for mode in ((SHIPPED,) if is_preflight(p) else (SHIPPED, SOLVED))
+]
 
 
 @pytest.mark.slow
@@ -333,9 +369,13 @@ def test_notebook_runs(path: Path, mode: str) -> None:
             pytest.skip(f"{path.name} has no exercises: the shipped run covers it")
         assert found, f"{path.name} has no exercises to solve"
     suffix = ".ipynb" if mode == SHIPPED else ".solved.ipynb"
-    nb, seconds = run_and_judge(path, mode, NOTEBOOK_DIR,
-                                TIMEOUTS.get(path.name, DEFAULT_TIMEOUT),
-                                keep_as=ARTIFACTS / f"{path.stem}{suffix}")
+    nb, seconds = run_and_judge(
+        path,
+        mode,
+        NOTEBOOK_DIR,
+        TIMEOUTS.get(path.name, DEFAULT_TIMEOUT),
+        keep_as=ARTIFACTS / f"{path.stem}{suffix}",
+    )
     _record_time(path.name, mode, seconds)
     if is_preflight(path):
         assert not preflight_problems(nb), preflight_problems(nb)
@@ -347,22 +387,26 @@ def test_notebook_runs(path: Path, mode: str) -> None:
 def _fixture(tmp_path: Path, *, exercise: str, check: str, solution: str) -> Path:
     """A one-exercise notebook in tmp, laid out like the course's."""
     v4 = nbformat.v4
-    nb = v4.new_notebook(cells=[
-        v4.new_markdown_cell("# Fixture\n\n**Objectives:** none. **Time:** 1 min. "
-                             "**Prerequisites:** none."),
-        v4.new_code_cell(exercise, metadata={"tags": ["exercise"]}),
-        v4.new_code_cell(check, metadata={"tags": ["check"]}),
-        v4.new_markdown_cell(f"<details><summary>Solution</summary>\n\n```python\n{solution}"
-                             f"\n```\n</details>", metadata={"tags": ["solution"]}),
-        v4.new_markdown_cell("**Key points:** none. **Next:** nothing."),
-    ])
+    nb = v4.new_notebook(
+        cells=[
+            v4.new_markdown_cell(
+                "# Fixture\n\n**Objectives:** none. **Time:** 1 min. **Prerequisites:** none."
+            ),
+            v4.new_code_cell(exercise, metadata={"tags": ["exercise"]}),
+            v4.new_code_cell(check, metadata={"tags": ["check"]}),
+            v4.new_markdown_cell(
+                f"<details><summary>Solution</summary>\n\n```python\n{solution}\n```\n</details>",
+                metadata={"tags": ["solution"]},
+            ),
+            v4.new_markdown_cell("**Key points:** none. **Next:** nothing."),
+        ]
+    )
     path = tmp_path / "99_fixture.ipynb"
     nbformat.write(nb, path)
     return path
 
 
-_CHECK = ("from wasi_lab.exercises import check_value\n"
-          "check_value('pages', pages, 2, 'count them')")
+_CHECK = "from wasi_lab.exercises import check_value\ncheck_value('pages', pages, 2, 'count them')"
 
 
 @pytest.mark.slow
@@ -377,8 +421,9 @@ def test_the_judge_passes_a_good_exercise_and_fails_bad_ones(tmp_path: Path) -> 
     with pytest.raises(AssertionError, match="printed a line starting with ✓"):
         run_and_judge(answered, SHIPPED, tmp_path, 60)
 
-    raising = _fixture(tmp_path, exercise="pages = None", check="raise ValueError('boom')",
-                       solution="pages = 2")
+    raising = _fixture(
+        tmp_path, exercise="pages = None", check="raise ValueError('boom')", solution="pages = 2"
+    )
     with pytest.raises(pytest.fail.Exception, match="boom"):
         run_and_judge(raising, SHIPPED, tmp_path, 60)
 
@@ -392,9 +437,11 @@ def test_the_layout_rules_catch_broken_trios(tmp_path: Path) -> None:
     ex = lambda: v4.new_code_cell("x = None", metadata={"tags": ["exercise"]})  # noqa: E731
     chk = lambda: v4.new_code_cell("check()", metadata={"tags": ["check"]})  # noqa: E731
     sol = lambda: v4.new_markdown_cell(  # noqa: E731
-        "<details>\n\n```python\nx = 1\n```\n</details>", metadata={"tags": ["solution"]})
+        "<details>\n\n```python\nx = 1\n```\n</details>", metadata={"tags": ["solution"]}
+    )
     empty = lambda: v4.new_markdown_cell(  # noqa: E731
-        "<details>\n\n```python\n```\n</details>", metadata={"tags": ["solution"]})
+        "<details>\n\n```python\n```\n</details>", metadata={"tags": ["solution"]}
+    )
     note = lambda: v4.new_markdown_cell("prose")  # noqa: E731
 
     def layout(*makers):

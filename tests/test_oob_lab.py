@@ -55,7 +55,7 @@ def test_trusting_abi_reads_the_neighbour_or_traps(engine: wasmtime.Engine) -> N
     got = t["infer_from_ptrs"](store, m, len(model), i, len(model))
     seen = bytes(t["memory"].read(store, i, i + len(model)))
     assert got == oob_lab.adler32(seen) != zlib.adler32(image)
-    assert seen[m - i:] == model[:len(model) - (m - i)]
+    assert seen[m - i :] == model[: len(model) - (m - i)]
 
 
 def test_place_refuses_when_memory_cannot_grow() -> None:

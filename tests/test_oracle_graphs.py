@@ -32,40 +32,52 @@ MISSING = tensorflow_missing()
 if MISSING:
     pytest.skip(MISSING, allow_module_level=True)
 
-_SWITCH = ("TF1 graph mode leaves the learning phase as Switch/Merge on a predicate; the guest "
-           "does not fold them yet")
+_SWITCH = (
+    "TF1 graph mode leaves the learning phase as Switch/Merge on a predicate; the guest "
+    "does not fold them yet"
+)
 
 
 def _unsupported(*ops: str) -> str:
     """The guest's one refusal for unsupported ops: every op named, with its node count."""
     return r"unsupported ops? on the path to output .*" + ".*".join(
-        rf"\b{op} \(\d+ nodes?, e\.g\. '" for op in ops)
+        rf"\b{op} \(\d+ nodes?, e\.g\. '" for op in ops
+    )
 
 
 #: Graph -> (why the guest cannot run it yet, what its refusal must say: a regex).
 NOT_YET: dict[str, tuple[str, str]] = {
     # ---- applications
-    "keras3-resnet50": ("the 98 MiB of weights plus the activations exceed the engine's budget",
-                        r"more than its budget of 256 MiB"),
-    "tfkeras-resnet50": ("the 98 MiB of weights plus the activations exceed the engine's budget",
-                         r"more than its budget of 256 MiB"),
-    "tfkeras-mobilenet": ("the head's Reshape takes a StridedSlice/Pack shape",
-                          _unsupported("StridedSlice", "Pack")),
-    "tfkeras-efficientnetb0": ("squeeze-excite reshapes build their shape with "
-                               "Shape/StridedSlice/Pack", _unsupported("StridedSlice", "Pack")),
+    "keras3-resnet50": (
+        "the 98 MiB of weights plus the activations exceed the engine's budget",
+        r"more than its budget of 256 MiB",
+    ),
+    "tfkeras-resnet50": (
+        "the 98 MiB of weights plus the activations exceed the engine's budget",
+        r"more than its budget of 256 MiB",
+    ),
+    "tfkeras-mobilenet": (
+        "the head's Reshape takes a StridedSlice/Pack shape",
+        _unsupported("StridedSlice", "Pack"),
+    ),
+    "tfkeras-efficientnetb0": (
+        "squeeze-excite reshapes build their shape with Shape/StridedSlice/Pack",
+        _unsupported("StridedSlice", "Pack"),
+    ),
     "tf1-mobilenetv2-1.4": (_SWITCH, _unsupported("Switch", "Merge")),
     "tf1-mobilenet": (_SWITCH, _unsupported("Switch", "Merge")),
     # ---- one op each
     "op-transpose": ("Transpose", _unsupported("Transpose")),
     "op-stridedslice": ("StridedSlice", _unsupported("StridedSlice")),
     "op-shape-stridedslice-pack": ("StridedSlice, Pack", _unsupported("StridedSlice", "Pack")),
-    "op-identityn": ("a consumer of IdentityN's second output",
-                     r"uses output 1 of a node; only output 0 is supported"),
+    "op-identityn": (
+        "a consumer of IdentityN's second output",
+        r"uses output 1 of a node; only output 0 is supported",
+    ),
     "op-switch-merge-const": (_SWITCH, _unsupported("Switch", "Merge")),
     "op-switch-merge-default": (_SWITCH, _unsupported("Switch", "Merge")),
     "op-conv2d-dilated-same": ("dilated Conv2D", r"dilations \[1, 2, 2, 1\] are not supported"),
-    "op-conv2d-dilated-valid": ("dilated Conv2D",
-                                r"dilations \[1, 2, 2, 1\] are not supported"),
+    "op-conv2d-dilated-valid": ("dilated Conv2D", r"dilations \[1, 2, 2, 1\] are not supported"),
 }
 #: A graph the guest runs today, loaded after each refusal to show the guest still works.
 KNOWN_GOOD = "op-relu-pad"
@@ -89,7 +101,8 @@ def check(guest: Guest, frozen: Frozen, known_good: Frozen) -> None:
         got = harness.run(guest, frozen)
     except BadModelError as exc:
         assert re.search(refusal, exc.message), (
-            f"{name}: refused, but not for the reason NOT_YET gives ({why}): {exc.message}")
+            f"{name}: refused, but not for the reason NOT_YET gives ({why}): {exc.message}"
+        )
         assert guest.poisoned is None
         after = harness.run(guest, known_good)  # the refusal left the guest usable
         assert harness.mismatch(after.y, known_good.y) is None
@@ -143,11 +156,15 @@ sys.exit(pytest.main(["-q", "-rs", "-p", "no:cacheprovider", "tests/test_oracle_
 
 
 def test_without_tensorflow_everything_skips_with_one_reason() -> None:
-    done = subprocess.run([sys.executable, "-c", SKIP_RUN], cwd=REPO_ROOT, capture_output=True,
-                          text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", SKIP_RUN], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300
+    )
     # 5: pytest ran nothing, the module skipped itself whole (not one skip per test)
     assert done.returncode == 5, done.stdout[-2000:] + done.stderr[-2000:]
-    skipped = [re.sub(r"py:\d+:", "py:", ln) for ln in done.stdout.splitlines()
-               if ln.startswith("SKIPPED")]
-    assert skipped == ["SKIPPED [1] tests/test_oracle_graphs.py: TensorFlow oracle skipped: "
-                       "tensorflow is not installed (pip install -e '.[oracle]')"], done.stdout
+    skipped = [
+        re.sub(r"py:\d+:", "py:", ln) for ln in done.stdout.splitlines() if ln.startswith("SKIPPED")
+    ]
+    assert skipped == [
+        "SKIPPED [1] tests/test_oracle_graphs.py: TensorFlow oracle skipped: "
+        "tensorflow is not installed (pip install -e '.[oracle]')"
+    ], done.stdout

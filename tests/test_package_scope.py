@@ -26,8 +26,9 @@ def public_definitions() -> dict[str, list[Path]]:
     found: dict[str, list[Path]] = {}
     for f in sorted(PACKAGE.rglob("*.py")):
         for node in ast.parse(f.read_text(encoding="utf-8")).body:
-            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) \
-                    and not node.name.startswith("_"):
+            if isinstance(
+                node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef
+            ) and not node.name.startswith("_"):
                 found.setdefault(node.name, []).append(f)
     return found
 
@@ -43,18 +44,26 @@ def names_in_code(source: str) -> set[str]:
         elif isinstance(node, ast.alias):
             names.add(node.name.rsplit(".", 1)[-1])
         elif isinstance(node, ast.Assign) and any(
-                isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets):
-            names.update(e.value for e in ast.walk(node.value)
-                         if isinstance(e, ast.Constant) and isinstance(e.value, str))
+            isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets
+        ):
+            names.update(
+                e.value
+                for e in ast.walk(node.value)
+                if isinstance(e, ast.Constant) and isinstance(e.value, str)
+            )
     return names
 
 
 def notebook_code(path: Path) -> str:
     """The notebook's code cells, IPython magics dropped."""
     cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
-    return "\n".join(line for c in cells if c["cell_type"] == "code"
-                     for line in "".join(c["source"]).splitlines()
-                     if not line.lstrip().startswith(("%", "!")))
+    return "\n".join(
+        line
+        for c in cells
+        if c["cell_type"] == "code"
+        for line in "".join(c["source"]).splitlines()
+        if not line.lstrip().startswith(("%", "!"))
+    )
 
 
 def used_names() -> set[str]:
@@ -77,10 +86,14 @@ def used_names() -> set[str]:
 
 def test_every_public_definition_is_used_outside_the_tests() -> None:
     used = used_names()
-    unused = {name: [str(f.relative_to(REPO_ROOT)) for f in files]
-              for name, files in public_definitions().items() if name not in used}
-    assert not unused, (f"only tests (or nothing) use these; move them to tests/ or remove "
-                        f"them: {unused}")
+    unused = {
+        name: [str(f.relative_to(REPO_ROOT)) for f in files]
+        for name, files in public_definitions().items()
+        if name not in used
+    }
+    assert not unused, (
+        f"only tests (or nothing) use these; move them to tests/ or remove them: {unused}"
+    )
 
 
 def test_the_check_sees_a_test_only_helper(tmp_path: Path) -> None:
@@ -90,7 +103,17 @@ def test_the_check_sees_a_test_only_helper(tmp_path: Path) -> None:
     assert "helper_for_tests" in names_in_code(defined + "helper_for_tests()\n")
     assert "helper_for_tests" not in names_in_code('"""helper_for_tests in prose"""\n')
     nb = tmp_path / "x.ipynb"
-    nb.write_text(json.dumps({"cells": [
-        {"cell_type": "markdown", "source": ["`helper_for_tests()` in prose"]},
-        {"cell_type": "code", "source": ["%matplotlib inline\n", "from m import helper\n"]}]}))
+    nb.write_text(
+        json.dumps(
+            {
+                "cells": [
+                    {"cell_type": "markdown", "source": ["`helper_for_tests()` in prose"]},
+                    {
+                        "cell_type": "code",
+                        "source": ["%matplotlib inline\n", "from m import helper\n"],
+                    },
+                ]
+            }
+        )
+    )
     assert names_in_code(notebook_code(nb)) == {"helper"}

@@ -58,8 +58,14 @@ def run_all(wasm: bytes) -> tuple:
     except wasmtime.Trap as exc:  # the last load is out of bounds, folded or not
         kept = "trap" if "out of bounds" in str(exc) else str(exc)
     mem = ex["memory"].read(store, 0, 128)
-    return (ex["one"](store, 4), ex["chain"](store, 12), ex["simd"](store, 16), kept, mem,
-            ex["outside"](store, 0))
+    return (
+        ex["one"](store, 4),
+        ex["chain"](store, 12),
+        ex["simd"](store, 16),
+        kept,
+        mem,
+        ex["outside"](store, 0),
+    )
 
 
 def adds_before_loads(wasm: bytes) -> int:
@@ -69,8 +75,11 @@ def adds_before_loads(wasm: bytes) -> int:
     def count(data: bytes, start: int, end: int, _index: int) -> tuple[bytes, int]:
         nonlocal seen
         ops = [op for _, _, op in instructions(data, start, end)[1]]
-        seen += sum(1 for a, b, c in zip(ops, ops[1:], ops[2:], strict=False)
-                    if a == 0x41 and b == 0x6A and (0x28 <= c <= 0x35 or c == 0xFD))
+        seen += sum(
+            1
+            for a, b, c in zip(ops, ops[1:], ops[2:], strict=False)
+            if a == 0x41 and b == 0x6A and (0x28 <= c <= 0x35 or c == 0xFD)
+        )
         return data[start:end], 0
 
     rewrite_code(wasm, count)
@@ -107,7 +116,7 @@ def test_scope_and_missing_names() -> None:
 def strip_names(wasm: bytes) -> bytes:
     name = next(s for s in read_sections(wasm) if s.custom_name == "name")
     start = name.offset - 1 - len(uleb128(name.size))
-    return wasm[:start] + wasm[name.offset + name.size:]
+    return wasm[:start] + wasm[name.offset + name.size :]
 
 
 def test_fold_file_in_place(tmp_path: Path) -> None:

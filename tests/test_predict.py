@@ -25,8 +25,14 @@ def test_grace_hopper_is_a_military_uniform(clf: Classifier, grace_hopper_bytes)
     assert pred.top[0].label == "military uniform" and pred.top[0].index == 652
     probs = [t.prob for t in pred.top]
     assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1.0001
-    assert set(pred.timings_ms) >= {"compile", "instantiate", "load_model", "write", "decode",
-                                    "infer"}
+    assert set(pred.timings_ms) >= {
+        "compile",
+        "instantiate",
+        "load_model",
+        "write",
+        "decode",
+        "infer",
+    }
     assert pred.pages["after_infer"] >= pred.pages["after_load"] > 0
     assert pred.image_size == (512, 600)
 
@@ -48,8 +54,9 @@ def test_article_mode_differs_but_still_classifies(clf: Classifier, grace_hopper
     assert article.top[0].prob != pytest.approx(model.top[0].prob, abs=1e-3)
 
 
-def test_bad_image_is_a_clear_error_and_the_classifier_keeps_working(clf: Classifier,
-                                                                      grace_hopper_bytes) -> None:
+def test_bad_image_is_a_clear_error_and_the_classifier_keeps_working(
+    clf: Classifier, grace_hopper_bytes
+) -> None:
     with pytest.raises(BadImageError):
         clf.classify(b"\xff\xd8\xff garbage")
     with pytest.raises(BadImageError):
@@ -58,8 +65,7 @@ def test_bad_image_is_a_clear_error_and_the_classifier_keeps_working(clf: Classi
     assert clf.guest.call("live_allocations") == 0
 
 
-def test_every_buffer_lent_to_the_guest_is_given_back(clf: Classifier,
-                                                     grace_hopper_bytes) -> None:
+def test_every_buffer_lent_to_the_guest_is_given_back(clf: Classifier, grace_hopper_bytes) -> None:
     """Each entry point's buffers go back to the guest on success and on a refused input:
     the allocator's live blocks are the same before and after."""
     before = dict(clf.guest.allocations)
@@ -90,8 +96,12 @@ def test_top_k_bounds(clf: Classifier) -> None:
 def test_predict_cli_json(tmp_path, grace_hopper_bytes) -> None:
     img = tmp_path / "grace_hopper.jpg"
     img.write_bytes(grace_hopper_bytes)
-    out = subprocess.run([sys.executable, "-m", "wasi_lab", "predict", str(img), "--json",
-                          "--top", "3"], capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-m", "wasi_lab", "predict", str(img), "--json", "--top", "3"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr
     (row,) = json.loads(out.stdout)
     assert row["model"] == "efficientnet-lite0" and row["mode"] == "efficientnet"
@@ -101,7 +111,10 @@ def test_predict_cli_json(tmp_path, grace_hopper_bytes) -> None:
 
 
 def test_predict_cli_missing_image_fails_cleanly(tmp_path) -> None:
-    out = subprocess.run([sys.executable, "-m", "wasi_lab", "predict",
-                          str(tmp_path / "nope.jpg")], capture_output=True, text=True,
-                         timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-m", "wasi_lab", "predict", str(tmp_path / "nope.jpg")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 1 and "not found" in out.stderr

@@ -26,8 +26,13 @@ NAMES = [f"shade {c}" for c in "abcdefghij"]
 
 
 def predict(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "wasi_lab", "predict", *args],
-                          capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "wasi_lab", "predict", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        timeout=300,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -59,14 +64,23 @@ def test_the_bundled_pb_as_a_path_classifies(bundled: Path) -> None:
     assert "military uniform  [652]" in out.stdout
 
 
-@pytest.mark.parametrize("labels,line", [
-    ("1001", "--labels 1001: 1001 classes, but the model has 1000 outputs (pass --labels 1000, "
-             "or leave it out to infer the labels)"),
-    ("999.txt", "--labels {dir}/999.txt: 999 labels (one per line), but the model has 1000 "
-                "outputs"),
-])
-def test_labels_that_do_not_fit_get_one_line(bundled: Path, tmp_path: Path, labels: str,
-                                             line: str) -> None:
+@pytest.mark.parametrize(
+    "labels,line",
+    [
+        (
+            "1001",
+            "--labels 1001: 1001 classes, but the model has 1000 outputs (pass --labels 1000, "
+            "or leave it out to infer the labels)",
+        ),
+        (
+            "999.txt",
+            "--labels {dir}/999.txt: 999 labels (one per line), but the model has 1000 outputs",
+        ),
+    ],
+)
+def test_labels_that_do_not_fit_get_one_line(
+    bundled: Path, tmp_path: Path, labels: str, line: str
+) -> None:
     (tmp_path / "999.txt").write_text("".join(f"{n}\n" for n in labels_for(1000)[:999]))
     arg = str(tmp_path / labels) if labels.endswith(".txt") else labels
     out = predict("--model", str(bundled), "--labels", arg, "images/grace_hopper.jpg")
@@ -75,8 +89,9 @@ def test_labels_that_do_not_fit_get_one_line(bundled: Path, tmp_path: Path, labe
     assert out.stdout == ""
 
 
-def test_ten_classes_numbered_by_default_and_named_by_a_file(ten_class: Path,
-                                                             tmp_path: Path) -> None:
+def test_ten_classes_numbered_by_default_and_named_by_a_file(
+    ten_class: Path, tmp_path: Path
+) -> None:
     image = REPO_ROOT / "images" / "grace_hopper.jpg"
     numbered = Classifier(ten_class)
     assert numbered.output_len == 10 and numbered.labels == tuple(f"class {i}" for i in range(10))
@@ -87,8 +102,7 @@ def test_ten_classes_numbered_by_default_and_named_by_a_file(ten_class: Path,
     names = tmp_path / "shades.txt"
     names.write_text("\n".join(NAMES) + "\n", encoding="utf-8")
     named = Classifier(ten_class, labels=str(names)).classify(image, top=3)
-    assert [(t.index, t.label) for t in named.top] == [(t.index, NAMES[t.index])
-                                                        for t in best.top]
+    assert [(t.index, t.label) for t in named.top] == [(t.index, NAMES[t.index]) for t in best.top]
     assert [t.prob for t in named.top] == [t.prob for t in best.top]
     out = predict("--model", str(ten_class), "--labels", str(names), "--top", "1", str(image))
     assert out.returncode == 0, out.stderr
@@ -108,12 +122,15 @@ def test_default_labels_follow_the_output_width() -> None:
     assert resolve_labels(" 3 ", 3) == ("class 0", "class 1", "class 2")
 
 
-@pytest.mark.parametrize("content,message", [
-    (b"a\n\nc\n", "line 2 is empty"),
-    (b"a\nb\xff\nc\n", "not a UTF-8 text file"),
-    (b"a\nb\n", "2 labels (one per line), but the model has 3 outputs"),
-    (None, "not found"),
-])
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        (b"a\n\nc\n", "line 2 is empty"),
+        (b"a\nb\xff\nc\n", "not a UTF-8 text file"),
+        (b"a\nb\n", "2 labels (one per line), but the model has 3 outputs"),
+        (None, "not found"),
+    ],
+)
 def test_bad_label_files(tmp_path: Path, content: bytes | None, message: str) -> None:
     path = tmp_path / "labels.txt"
     if content is not None:

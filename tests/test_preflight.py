@@ -41,10 +41,13 @@ def test_a_missing_module_is_a_fail_line_with_its_fix(tmp_path: Path) -> None:
     assert got["model"].mark == PASS  # one broken piece does not hide the others
 
 
-@pytest.mark.parametrize("content, says", [
-    (b"not a module at all", "is not a WebAssembly module"),
-    (b"\0asm\x01\0\0\0\x01\xff", "does not instantiate"),
-])
+@pytest.mark.parametrize(
+    "content, says",
+    [
+        (b"not a module at all", "is not a WebAssembly module"),
+        (b"\0asm\x01\0\0\0\x01\xff", "does not instantiate"),
+    ],
+)
 def test_a_broken_module_is_a_fail_line(tmp_path: Path, content: bytes, says: str) -> None:
     bad = tmp_path / "bad.wasm"
     bad.write_bytes(content)
@@ -54,10 +57,14 @@ def test_a_broken_module_is_a_fail_line(tmp_path: Path, content: bytes, says: st
 
 
 def test_cli_with_a_broken_module_path_prints_the_fix_and_exits_1(tmp_path: Path) -> None:
-    env = dict(os.environ, WASI_LAB_MODULE=str(tmp_path / "gone.wasm"),
-               PYTHONPATH=str(REPO_ROOT))
-    proc = subprocess.run([sys.executable, "-m", "wasi_lab", "preflight"], env=env,
-                          capture_output=True, text=True, timeout=120)
+    env = dict(os.environ, WASI_LAB_MODULE=str(tmp_path / "gone.wasm"), PYTHONPATH=str(REPO_ROOT))
+    proc = subprocess.run(
+        [sys.executable, "-m", "wasi_lab", "preflight"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr
     line = next(ln for ln in proc.stdout.splitlines() if "guest module" in ln)
@@ -66,17 +73,24 @@ def test_cli_with_a_broken_module_path_prints_the_fix_and_exits_1(tmp_path: Path
 
 
 def test_cli_on_this_machine_exits_0() -> None:
-    proc = subprocess.run([sys.executable, "-m", "wasi_lab", "preflight"],
-                          env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)),
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "wasi_lab", "preflight"],
+        env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "all set" in proc.stdout
     assert not [ln for ln in proc.stdout.splitlines() if ln.startswith(FAIL)]
 
 
 def test_optional_pieces_are_dashes_not_failures() -> None:
-    for check in (preflight.check_node(None), preflight.check_node("v18.19.0"),
-                  preflight.check_rust(None)):
+    for check in (
+        preflight.check_node(None),
+        preflight.check_node("v18.19.0"),
+        preflight.check_rust(None),
+    ):
         assert check.mark == OPTIONAL and check.ok
         assert check.line().startswith(f"{OPTIONAL} {check.name}: optional, not found:")
     assert preflight.check_node("v20.11.1").mark == PASS
@@ -87,8 +101,9 @@ def test_low_memory_and_absent_model_name_their_fix() -> None:
     low = preflight.check_memory(free=200 * 2**20)
     assert low.mark == FAIL and "Shut Down Kernel" in low.fix
     assert preflight.check_memory(free=4 * 2**30).mark == PASS
-    absent = preflight.check_model([{"name": "efficientnet-lite0", "present": False,
-                                     "path": "models/efficientnet-lite0.pb"}])
+    absent = preflight.check_model(
+        [{"name": "efficientnet-lite0", "present": False, "path": "models/efficientnet-lite0.pb"}]
+    )
     assert absent.mark == FAIL and "wasi-lab models prepare" in absent.fix
     assert preflight.check_images(0).fix.startswith("`wasi-lab images prepare`")
 
@@ -99,8 +114,7 @@ def test_an_unusable_address_fails_the_port_check() -> None:
     assert check.mark == FAIL and "no free port" in check.detail
 
 
-def test_old_python_and_mismatched_widget_front_end_fail(monkeypatch: pytest.MonkeyPatch
-                                                         ) -> None:
+def test_old_python_and_mismatched_widget_front_end_fail(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(preflight, "MIN_PYTHON", (99, 0))
     assert preflight.check_python().mark == FAIL
     import jupyterlab_widgets
@@ -115,8 +129,10 @@ def test_a_check_that_raises_becomes_a_fail_line() -> None:
         raise RuntimeError("kaput")
 
     check = preflight._guarded("thing", broken, "do this")
-    assert check.line() == f"{FAIL} thing: the check itself failed (RuntimeError: kaput) " \
-                           f"→ fix: do this"
+    assert (
+        check.line() == f"{FAIL} thing: the check itself failed (RuntimeError: kaput) "
+        f"→ fix: do this"
+    )
 
 
 def test_the_notebook_call_shows_a_slider_and_says_so(capsys: pytest.CaptureFixture) -> None:

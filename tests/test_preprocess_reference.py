@@ -31,8 +31,9 @@ from wasi_lab.runtime import Guest
 SIDE = 224
 
 #: value map per mode, and its inverse (tensor value -> 0..255 level)
-FORMULAS: dict[str, tuple[Callable[[np.ndarray], np.ndarray],
-                          Callable[[np.ndarray], np.ndarray]]] = {
+FORMULAS: dict[
+    str, tuple[Callable[[np.ndarray], np.ndarray], Callable[[np.ndarray], np.ndarray]]
+] = {
     "article": (lambda x: x / 255.0, lambda t: t * 255.0),
     "efficientnet": (lambda x: (x - 127.0) / 128.0, lambda t: t * 128.0 + 127.0),
     "inception": (lambda x: x / 127.5 - 1.0, lambda t: (t + 1.0) * 127.5),
@@ -45,8 +46,10 @@ def gradient_noise(width: int, height: int, seed: int = 1) -> np.ndarray:
     """RGB ramps in three different directions plus noise: every level 0..255 occurs, and the
     three channels differ (so a BGR/RGB swap or a transposed layout shows too)."""
     y, x = np.mgrid[0:height, 0:width]
-    ramps = np.stack([x * 255 // (width - 1), y * 255 // (height - 1),
-                      (x + y) * 255 // (width + height - 2)], axis=-1).astype(np.int16)
+    ramps = np.stack(
+        [x * 255 // (width - 1), y * 255 // (height - 1), (x + y) * 255 // (width + height - 2)],
+        axis=-1,
+    ).astype(np.int16)
     noise = np.random.default_rng(seed).integers(-40, 41, ramps.shape)
     return np.clip(ramps + noise, 0, 255).astype(np.uint8)
 
@@ -88,30 +91,36 @@ def close_match(t: np.ndarray, ref: np.ndarray, mode: str) -> bool:
     """Decoder/filter noise is a fraction of a level and unbiased; a formula is a shift."""
     level = LEVEL[mode]
     diff = t.astype(np.float64) - ref
-    return (t.shape == ref.shape and abs(float(diff.mean())) < 0.12 * level
-            and float(np.abs(diff).mean()) < 0.4 * level)
+    return (
+        t.shape == ref.shape
+        and abs(float(diff.mean())) < 0.12 * level
+        and float(np.abs(diff).mean()) < 0.4 * level
+    )
 
 
 def whole_levels(t: np.ndarray, mode: str) -> bool:
     """The guest's values, mapped back with this mode's inverse, are whole levels in 0..255:
     true for the right formula whatever the decoder did, false for any other one."""
     levels = FORMULAS[mode][1](t.astype(np.float64))
-    return bool(levels.min() > -1e-3 and levels.max() < 255 + 1e-3
-                and np.abs(levels - np.round(levels)).max() < 1e-3)
+    return bool(
+        levels.min() > -1e-3
+        and levels.max() < 255 + 1e-3
+        and np.abs(levels - np.round(levels)).max() < 1e-3
+    )
 
 
 LOSSLESS = {
     "rgb": lambda: encode(gradient_noise(SIDE, SIDE), "PNG"),
-    "rgba": lambda: encode(np.dstack([gradient_noise(SIDE, SIDE, 2),
-                                      gradient_noise(SIDE, SIDE, 3)[..., :1]]), "PNG"),
+    "rgba": lambda: encode(
+        np.dstack([gradient_noise(SIDE, SIDE, 2), gradient_noise(SIDE, SIDE, 3)[..., :1]]), "PNG"
+    ),
     "grey": lambda: encode(gradient_noise(SIDE, SIDE, 4), "PNG", mode="L"),
 }
 
 
 @pytest.mark.parametrize("mode", list(FORMULAS))
 @pytest.mark.parametrize("kind", list(LOSSLESS))
-def test_guest_matches_the_formula_exactly_on_a_224_png(guest: Guest, kind: str,
-                                                        mode: str) -> None:
+def test_guest_matches_the_formula_exactly_on_a_224_png(guest: Guest, kind: str, mode: str) -> None:
     data = LOSSLESS[kind]()
     t = guest_tensor(guest, data, mode)
     ref = reference(data, mode)
@@ -139,15 +148,17 @@ LOSSY = {
 
 @pytest.mark.parametrize("mode", list(FORMULAS))
 @pytest.mark.parametrize("kind", list(LOSSY))
-def test_guest_matches_the_formula_through_decoder_and_resize(guest: Guest, kind: str,
-                                                              mode: str) -> None:
+def test_guest_matches_the_formula_through_decoder_and_resize(
+    guest: Guest, kind: str, mode: str
+) -> None:
     data = LOSSY[kind]()
     t = guest_tensor(guest, data, mode)
     ref = reference(data, mode)
     diff = t - ref
     assert close_match(t, ref, mode), (
         f"mean diff {diff.mean() / LEVEL[mode]:.3f} levels, "
-        f"mean |diff| {np.abs(diff).mean() / LEVEL[mode]:.3f} levels")
+        f"mean |diff| {np.abs(diff).mean() / LEVEL[mode]:.3f} levels"
+    )
     assert whole_levels(t, mode)
     for other in FORMULAS.keys() - {mode}:
         assert not close_match(t, reference(data, other), mode), f"{mode} looks like {other}"

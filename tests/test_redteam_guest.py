@@ -42,12 +42,22 @@ MiB = 1 << 20
 
 
 # --------------------------------------------------------------------------- helpers
-def png(width: int, height: int, rows: bytes, bit_depth: int = 8, colour: int = 2,
-        declared_height: int | None = None) -> bytes:
+def png(
+    width: int,
+    height: int,
+    rows: bytes,
+    bit_depth: int = 8,
+    colour: int = 2,
+    declared_height: int | None = None,
+) -> bytes:
     """A PNG from already filtered rows (each starting with its filter byte)."""
     ihdr = struct.pack(">IIBBBBB", width, declared_height or height, bit_depth, colour, 0, 0, 0)
-    return (SIGNATURE + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", zlib.compress(rows, 9))
-            + png_chunk(b"IEND", b""))
+    return (
+        SIGNATURE
+        + png_chunk(b"IHDR", ihdr)
+        + png_chunk(b"IDAT", zlib.compress(rows, 9))
+        + png_chunk(b"IEND", b"")
+    )
 
 
 def jpeg(array: np.ndarray, **options) -> bytes:
@@ -94,6 +104,7 @@ def no_trap(call, *args):
 
 def raw_const(name: str, dtype: int, dims: list[int], payload: bytes = b"") -> bytes:
     """A Const NodeDef written by hand: shapes and values the GraphBuilder would refuse."""
+
     def varint(v: int) -> bytes:
         out = bytearray()
         while True:
@@ -109,8 +120,9 @@ def raw_const(name: str, dtype: int, dims: list[int], payload: bytes = b"") -> b
     tensor = varint(1 << 3) + varint(dtype) + field(2, shape) + payload
     attr = field(1, b"value") + field(2, field(8, tensor))
     dtype_attr = field(1, b"dtype") + field(2, varint(6 << 3) + varint(dtype))
-    return field(1, field(1, name.encode()) + field(2, b"Const") + field(5, dtype_attr)
-                 + field(5, attr))
+    return field(
+        1, field(1, name.encode()) + field(2, b"Const") + field(5, dtype_attr) + field(5, attr)
+    )
 
 
 # --------------------------------------------------------------------------- images
@@ -161,8 +173,13 @@ def test_big_decodes_answer_out_of_memory_not_a_trap(module_path, kind: str) -> 
         side = 1400
         yy, xx = np.mgrid[0:side, 0:side]
         a = np.stack([xx * 40, yy * 40, (xx + yy) * 20, xx * 0 + 65535], -1).astype(">u2")
-        data = png(side, side, b"".join(b"\x00" + a[y].tobytes() for y in range(side)),
-                   bit_depth=16, colour=6)
+        data = png(
+            side,
+            side,
+            b"".join(b"\x00" + a[y].tobytes() for y in range(side)),
+            bit_depth=16,
+            colour=6,
+        )
         limits = range(8, 40, 2)
     else:
         side = 1600
@@ -194,10 +211,12 @@ def test_truncated_jpeg_scans_are_bad_images(guest: Guest) -> None:
     """A JPEG cut in its scan and closed with EOI used to decode (jpeg-decoder pads the scan
     with zero bits) and get a label; now BadImage. Complete JPEGs of every layout still
     decode: colour 4:2:0 and 4:4:4, greyscale, small and odd sizes."""
-    cases = [jpeg(noise(300, 400, seed=1), quality=90),
-             jpeg(noise(97, 131, seed=2), quality=95, subsampling=0),
-             jpeg(noise(64, 50, 1, seed=3), quality=80),
-             jpeg(noise(9, 7, seed=4), quality=50)]
+    cases = [
+        jpeg(noise(300, 400, seed=1), quality=90),
+        jpeg(noise(97, 131, seed=2), quality=95, subsampling=0),
+        jpeg(noise(64, 50, 1, seed=3), quality=80),
+        jpeg(noise(9, 7, seed=4), quality=50),
+    ]
     for full in cases:
         guest.decode_image(full, 1)
         start, end = full.index(b"\xff\xda"), len(full) - 2  # the scan, before EOI
@@ -212,12 +231,14 @@ def test_truncated_jpeg_scans_are_bad_images(guest: Guest) -> None:
 def test_progressive_jpegs_missing_scans_are_bad_images(guest: Guest) -> None:
     """A progressive JPEG closed with EOI after some of its scans decodes to a blurred or
     grey picture; the scan headers say which coefficients never got their last bits."""
-    cases = [jpeg(noise(120, 160, seed=6), quality=85, progressive=True),
-             jpeg(noise(61, 47, seed=7), quality=90, progressive=True, subsampling=0),
-             jpeg(noise(50, 70, 1, seed=8), quality=75, progressive=True)]
+    cases = [
+        jpeg(noise(120, 160, seed=6), quality=85, progressive=True),
+        jpeg(noise(61, 47, seed=7), quality=90, progressive=True, subsampling=0),
+        jpeg(noise(50, 70, 1, seed=8), quality=75, progressive=True),
+    ]
     for full in cases:
         guest.decode_image(full, 1)
-        scans = [i for i in range(len(full) - 1) if full[i:i + 2] == b"\xff\xda"]
+        scans = [i for i in range(len(full) - 1) if full[i : i + 2] == b"\xff\xda"]
         assert len(scans) > 2
         for cut in scans[1:]:  # after 1, 2 ... of the scans
             with pytest.raises(BadImageError):
@@ -232,13 +253,15 @@ def progressive_cases() -> dict[str, bytes]:
     scans are mostly end-of-band runs."""
     from PIL import Image as PILImage
 
-    photo = np.asarray(PILImage.open(Path(__file__).resolve().parent.parent / "images"
-                                     / "grace_hopper.jpg").convert("RGB"))[::2, ::2]
+    photo = np.asarray(
+        PILImage.open(
+            Path(__file__).resolve().parent.parent / "images" / "grace_hopper.jpg"
+        ).convert("RGB")
+    )[::2, ::2]
     return {
         "4:2:0 noise": jpeg(noise(120, 160, seed=11), quality=85, progressive=True),
         "4:4:4 odd": jpeg(noise(61, 47, seed=12), quality=90, progressive=True, subsampling=0),
-        "4:2:2 wide": jpeg(noise(17, 333, seed=13), quality=60, progressive=True,
-                           subsampling=1),
+        "4:2:2 wide": jpeg(noise(17, 333, seed=13), quality=60, progressive=True, subsampling=1),
         "grey": jpeg(noise(50, 70, 1, seed=14), quality=75, progressive=True),
         "photo optimised": jpeg(photo, quality=92, progressive=True, optimize=True),
         "photo restarts": jpeg(photo, quality=80, progressive=True, restart_marker_blocks=3),
@@ -293,7 +316,7 @@ def test_png_with_missing_rows_is_a_bad_image(guest: Guest) -> None:
         guest.decode_image(png(40, 30, rows, declared_height=60), 1)
     full = png(40, 30, rows)
     with pytest.raises(BadImageError):
-        guest.decode_image(full[:int(len(full) * 0.6)], 1)
+        guest.decode_image(full[: int(len(full) * 0.6)], 1)
 
 
 # --------------------------------------------------------------------------- graphs
@@ -305,8 +328,9 @@ def node(op: str, name: str, inputs: list[str], **attrs) -> bytes:
 
 def softmax_of(nodes: bytes, name: str) -> bytes:
     """A graph: a Placeholder, the given nodes, and Softmax(name)."""
-    placeholder = node("Placeholder", "input", [], dtype=DataType.DT_FLOAT,
-                       shape=TensorShape([1, 4]))
+    placeholder = node(
+        "Placeholder", "input", [], dtype=DataType.DT_FLOAT, shape=TensorShape([1, 4])
+    )
     return placeholder + nodes + node("Softmax", "prob", [name])
 
 
@@ -343,9 +367,9 @@ def test_weight_copies_share_the_same_budget(module_path) -> None:
     its own copy, 512 MiB in all. The planner charges them to the budget the constants left;
     under a store limit the copies and the packing fail cleanly (they used to abort)."""
     c = 1 << 12
-    nodes = (node("Placeholder", "input", [], dtype=DataType.DT_FLOAT,
-                  shape=TensorShape([1, 1, 1, c]))
-             + raw_const("w", 1, [1, 1, c, c], b"\x2d" + struct.pack("<f", 1e-3)))
+    nodes = node(
+        "Placeholder", "input", [], dtype=DataType.DT_FLOAT, shape=TensorShape([1, 1, 1, c])
+    ) + raw_const("w", 1, [1, 1, c, c], b"\x2d" + struct.pack("<f", 1e-3))
     prev = "input"
     for i in range(4):
         nodes += node("Conv2D", f"conv{i}", [prev, "w"], strides=[1, 1, 1, 1], padding="VALID")
@@ -392,6 +416,7 @@ def test_dimensions_of_2_to_the_32_are_refused(guest: Guest) -> None:
 def test_identity_chain_loads_in_linear_time(guest: Guest) -> None:
     """The output is followed through Identity nodes after the Softmax: once a reverse scan
     of the graph per link (20,000 links: 4.8 s), now one pass."""
+
     def chain(n: int) -> bytes:
         g = classifier()
         prev = "prob"
@@ -413,9 +438,12 @@ def test_constant_data_is_shared_not_copied(module_path) -> None:
     """A big constant read by a step used to be held three times (parsed, copied into the
     plan's value, copied again into the step's constants). Now the parsed copy is shared."""
     n = 4 << 20  # 16 MiB of floats, sent as one float_val
-    pb = (node("Placeholder", "input", [], dtype=DataType.DT_FLOAT, shape=TensorShape([1, 1]))
-          + raw_const("big", 1, [n, 1], b"\x2d" + struct.pack("<f", 0.25))
-          + node("AddV2", "add", ["input", "big"]) + node("Softmax", "prob", ["add"]))
+    pb = (
+        node("Placeholder", "input", [], dtype=DataType.DT_FLOAT, shape=TensorShape([1, 1]))
+        + raw_const("big", 1, [n, 1], b"\x2d" + struct.pack("<f", 0.25))
+        + node("AddV2", "add", ["input", "big"])
+        + node("Softmax", "prob", ["add"])
+    )
     guest = Guest(module_path)
     before = guest.pages * 65536
     h = load(guest, pb)
@@ -433,8 +461,9 @@ def tiny_224() -> bytes:
     return classifier(side=224, classes=7).to_bytes()
 
 
-def test_outputs_overlapping_inputs_are_refused(guest: Guest, tiny_224: bytes,
-                                                small_png: bytes) -> None:
+def test_outputs_overlapping_inputs_are_refused(
+    guest: Guest, tiny_224: bytes, small_png: bytes
+) -> None:
     """An output inside the input block would be a `&mut [u8]` over the bytes of a live
     `&[u8]`; each entry point refuses it, and accepts the same block's bytes right after
     the input."""
@@ -511,9 +540,13 @@ def test_nan_through_simd_clamp_and_scalar_activation_agree(guest: Guest) -> Non
         g = GraphBuilder()
         inp = g.placeholder("input", list(x.shape))
         if fused:
-            y = g.op("DepthwiseConv2dNative", "dw",
-                     [inp, g.const("w", np.ones((1, 1, c, 1), np.float32))],
-                     strides=[1, 1, 1, 1], padding="VALID")
+            y = g.op(
+                "DepthwiseConv2dNative",
+                "dw",
+                [inp, g.const("w", np.ones((1, 1, c, 1), np.float32))],
+                strides=[1, 1, 1, 1],
+                padding="VALID",
+            )
         else:
             y = inp
         g.op("Relu6", "act", [y])

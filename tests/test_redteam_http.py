@@ -64,7 +64,8 @@ def jpeg(width: int, height: int, mode: str = "RGB", **save: object) -> bytes:
     shape = (height, width) if mode == "L" else (height, width, len(mode))
     buf = io.BytesIO()
     Image.fromarray(rng.integers(0, 255, shape, dtype=np.uint8), mode).save(
-        buf, format="JPEG", quality=40, **save)
+        buf, format="JPEG", quality=40, **save
+    )
     return buf.getvalue()
 
 
@@ -77,9 +78,16 @@ def hooks(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
     """One guest, test hooks on (X-Test-Spin-Ms keeps it busy a known time), tight reads;
     a 192 MiB cap, so a 4096x4096 16-bit RGBA PNG (~250 MiB) is refused from its header."""
     log = tmp_path_factory.mktemp("log") / "access.jsonl"
-    limits = Limits(workers=1, test_hooks=True, max_body=256 * 1024, header_timeout=1.0,
-                    body_timeout=1.0, keep_alive=1.0, deadline_ms=20_000,
-                    memory_limit=192 * MiB)
+    limits = Limits(
+        workers=1,
+        test_hooks=True,
+        max_body=256 * 1024,
+        header_timeout=1.0,
+        body_timeout=1.0,
+        keep_alive=1.0,
+        deadline_ms=20_000,
+        memory_limit=192 * MiB,
+    )
     with run_in_thread(limits, access_log=str(log)) as server:
         server.log = log  # type: ignore[attr-defined]
         yield server
@@ -128,8 +136,6 @@ def _drip_until_answer(sock: socket.socket, limit_s: float = 10.0) -> bytes:
         if not chunk or b"\r\n\r\n" in answer:
             break
     return answer
-
-
 
 
 def test_a_silent_connection_gets_408_at_the_header_timeout(hooks) -> None:
@@ -194,7 +200,7 @@ def test_a_chunked_upload_is_capped_while_it_streams(hooks) -> None:
 
     def chunks() -> Iterator[bytes]:
         for i in range(0, len(body), 32 * 1024):
-            yield body[i:i + 32 * 1024]
+            yield body[i : i + 32 * 1024]
 
     r = httpx.post(f"{hooks.url}/predict", content=chunks(), timeout=30)
     assert _code(r) == "body_too_large"
@@ -205,8 +211,24 @@ def test_a_chunked_upload_is_capped_while_it_streams(hooks) -> None:
 # ------------------------------------------------------------------ queries
 
 
-@pytest.mark.parametrize("top", ["\u0665", "\uff15", " 5", "5 ", "+5", "5_0", "\u00b2",
-                                 "5.0", "-1", "0x5", "1e1", "", "9" * 40])
+@pytest.mark.parametrize(
+    "top",
+    [
+        "\u0665",
+        "\uff15",
+        " 5",
+        "5 ",
+        "+5",
+        "5_0",
+        "\u00b2",
+        "5.0",
+        "-1",
+        "0x5",
+        "1e1",
+        "",
+        "9" * 40,
+    ],
+)
 def test_top_takes_ascii_digits_only(hooks, top: str) -> None:
     r = httpx.post(f"{hooks.url}/predict", params={"top": top}, content=GRACE, timeout=30)
     assert _code(r) == "bad_request", top
@@ -221,18 +243,22 @@ def test_top_with_leading_zeros_is_still_a_number(hooks) -> None:
 
 
 def test_cheap_refusals_do_not_wait_behind_a_busy_guest(hooks) -> None:
-    busy = threading.Thread(target=lambda: httpx.post(
-        f"{hooks.url}/predict", content=GRACE, headers={"X-Test-Spin-Ms": "8000"},
-        timeout=60))
+    busy = threading.Thread(
+        target=lambda: httpx.post(
+            f"{hooks.url}/predict", content=GRACE, headers={"X-Test-Spin-Ms": "8000"}, timeout=60
+        )
+    )
     busy.start()
     time.sleep(0.4)
     try:
-        cases = [("/predict", b"\0" * (300 * 1024), "body_too_large"),
-                 ("/predict", make_png(20000, 20000), "image_too_large"),
-                 ("/predict", png(4096, 4096, 16, 6), "guest_out_of_memory"),
-                 ("/predict", b"", "empty_body"),
-                 ("/predict?top=abc", GRACE, "bad_request"),
-                 ("/", b"http://[::1/", "bad_url")]
+        cases = [
+            ("/predict", b"\0" * (300 * 1024), "body_too_large"),
+            ("/predict", make_png(20000, 20000), "image_too_large"),
+            ("/predict", png(4096, 4096, 16, 6), "guest_out_of_memory"),
+            ("/predict", b"", "empty_body"),
+            ("/predict?top=abc", GRACE, "bad_request"),
+            ("/", b"http://[::1/", "bad_url"),
+        ]
         for path, body, code in cases:
             t0 = time.monotonic()
             r = httpx.post(f"{hooks.url}{path}", content=body, timeout=30)
@@ -255,8 +281,9 @@ def test_the_typical_latency_estimate_recovers_after_refusing() -> None:
         outcomes = []
         for _ in range(30):
             try:
-                asyncio.run(pool.run(lambda w: w.guest.image_size(make_png(8, 6)),
-                                     time.perf_counter(), {}))
+                asyncio.run(
+                    pool.run(lambda w: w.guest.image_size(make_png(8, 6)), time.perf_counter(), {})
+                )
                 outcomes.append("ok")
                 break
             except ApiError as exc:
@@ -372,16 +399,27 @@ def test_memory_comes_back_and_the_same_request_gets_the_same_answer(base_bytes:
         assert pool["lost"] == 0 and pool["failed"] == 0
 
 
-@settings(max_examples=12, deadline=None, database=None, derandomize=True,
-          suppress_health_check=list(HealthCheck))
-@given(width=st.integers(1, 3000), height=st.integers(1, 3000),
-       form=st.sampled_from([(1, 0), (8, 0), (16, 0), (8, 2), (16, 2), (8, 3), (8, 4),
-                             (16, 4), (8, 6), (16, 6)]))
-def test_any_png_header_gets_an_answer_or_the_documented_413(hooks_small, width: int,
-                                                             height: int, form) -> None:
+@settings(
+    max_examples=12,
+    deadline=None,
+    database=None,
+    derandomize=True,
+    suppress_health_check=list(HealthCheck),
+)
+@given(
+    width=st.integers(1, 3000),
+    height=st.integers(1, 3000),
+    form=st.sampled_from(
+        [(1, 0), (8, 0), (16, 0), (8, 2), (16, 2), (8, 3), (8, 4), (16, 4), (8, 6), (16, 6)]
+    ),
+)
+def test_any_png_header_gets_an_answer_or_the_documented_413(
+    hooks_small, width: int, height: int, form
+) -> None:
     depth, colour = form
-    r = httpx.post(f"{hooks_small.url}/predict", content=png(width, height, depth, colour),
-                   timeout=60)
+    r = httpx.post(
+        f"{hooks_small.url}/predict", content=png(width, height, depth, colour), timeout=60
+    )
     if r.status_code != 200:
         assert _code(r) in ("guest_out_of_memory", "image_too_large"), r.text
     assert healthz_pool(hooks_small)["replaced"] == 0  # no guest ever trapped
@@ -410,8 +448,9 @@ def test_a_progressive_jpeg_cut_in_its_last_scan_is_422_not_a_label(hooks_small)
 @pytest.fixture(scope="module")
 def hooks_small() -> Iterator:
     """A small memory cap, so generated headers land on both sides of it."""
-    with run_in_thread(Limits(workers=1, memory_limit=128 * MiB, max_pixels=8_000_000),
-                       access_log=None) as server:
+    with run_in_thread(
+        Limits(workers=1, memory_limit=128 * MiB, max_pixels=8_000_000), access_log=None
+    ) as server:
         yield server
 
 
@@ -423,9 +462,13 @@ def test_serve_on_a_busy_port_says_so_in_one_line_and_fails() -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", port))
         busy.listen(1)
-        proc = subprocess.run([sys.executable, "-m", "wasi_lab", "serve", "--port", str(port),
-                               "--workers", "1"], cwd=REPO_ROOT, capture_output=True,
-                              text=True, timeout=120)
+        proc = subprocess.run(
+            [sys.executable, "-m", "wasi_lab", "serve", "--port", str(port), "--workers", "1"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     assert proc.returncode != 0
     assert "Listening" not in proc.stdout
     lines = [x for x in proc.stderr.splitlines() if x.strip()]
@@ -442,8 +485,14 @@ def test_read_body_refuses_a_stream_that_ends_short_of_its_content_length() -> N
     async def receive() -> dict:
         return {"type": "http.request", "body": b"abc", "more_body": False}
 
-    scope = {"type": "http", "method": "POST", "path": "/predict", "query_string": b"",
-             "headers": [(b"content-length", b"10")], "state": {"access": {}}}
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/predict",
+        "query_string": b"",
+        "headers": [(b"content-length", b"10")],
+        "state": {"access": {}},
+    }
     with pytest.raises(ApiError) as info:
         asyncio.run(read_body(Request(scope, receive), 1000))
     assert info.value.code == "incomplete_body" and "3 of its 10" in info.value.message

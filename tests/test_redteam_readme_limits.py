@@ -28,8 +28,19 @@ from wasi_lab.server.errors import ERROR_CODES
 from wasi_lab.server.limits import Limits, MiB
 
 #: `serve` options that are not limits; each must still be named in the API section.
-NOT_LIMITS = {"--host", "--port", "--model", "--workers", "--tick-ms", "--allow-private-urls",
-              "--loopback-only-urls", "--test-hooks", "--access-log", "--module", "--help"}
+NOT_LIMITS = {
+    "--host",
+    "--port",
+    "--model",
+    "--workers",
+    "--tick-ms",
+    "--allow-private-urls",
+    "--loopback-only-urls",
+    "--test-hooks",
+    "--access-log",
+    "--module",
+    "--help",
+}
 UNITS = {"MiB": MiB, "s": 1, "": 1}
 
 
@@ -42,7 +53,7 @@ def api_section() -> str:
 
 def table(section: str, header: str) -> list[list[str]]:
     """The rows (cells stripped) of the Markdown table whose header row starts `header`."""
-    lines = section[section.index(header):].splitlines()
+    lines = section[section.index(header) :].splitlines()
     rows = []
     for line in lines[2:]:  # past the header and the |---| line
         if not line.startswith("|"):
@@ -59,8 +70,12 @@ def serve_parser() -> argparse.ArgumentParser:
 
 
 def serve_options() -> dict[str, argparse.Action]:
-    return {opt: action for action in serve_parser()._actions
-            for opt in action.option_strings if opt.startswith("--")}
+    return {
+        opt: action
+        for action in serve_parser()._actions
+        for opt in action.option_strings
+        if opt.startswith("--")
+    }
 
 
 def limit_rows() -> dict[str, tuple[str, str]]:
@@ -83,11 +98,16 @@ def test_every_limit_flag_has_a_row_and_its_default_is_the_code_default() -> Non
     options = serve_options()
     rows = limit_rows()
     limits = set(options) - NOT_LIMITS
-    assert set(rows) == limits, (f"flags without a README row: {limits - set(rows)}; rows "
-                                 f"without a flag: {set(rows) - limits}")
+    assert set(rows) == limits, (
+        f"flags without a README row: {limits - set(rows)}; rows "
+        f"without a flag: {set(rows) - limits}"
+    )
     for flag, (default, _) in rows.items():
-        assert readme_value(default) == float(options[flag].default), \
-            (flag, default, options[flag].default)
+        assert readme_value(default) == float(options[flag].default), (
+            flag,
+            default,
+            options[flag].default,
+        )
     section = api_section()
     for flag in NOT_LIMITS - {"--help"}:
         assert f"`{flag}" in section or f"{flag} " in section, f"{flag} is not documented"
@@ -97,8 +117,7 @@ def test_every_answer_past_a_limit_is_a_real_status_and_code() -> None:
     for flag, (_, past) in limit_rows().items():
         for status, code in re.findall(r"(\d{3}) `([a-z_]+)`", past):
             assert code in ERROR_CODES, (flag, code)
-            assert ERROR_CODES[code][0] == int(status), (flag, status, code,
-                                                         ERROR_CODES[code][0])
+            assert ERROR_CODES[code][0] == int(status), (flag, status, code, ERROR_CODES[code][0])
 
 
 def test_the_error_table_is_the_servers_error_table() -> None:
@@ -124,18 +143,30 @@ def test_flags_named_by_error_descriptions_exist() -> None:
 # ------------------------------------------------------------------ crossing them for real
 @pytest.fixture(scope="module")
 def origin() -> Iterator[HostileOrigin]:
-    with HostileOrigin({"big.png": zero_png(64, 64) + bytes(40_000), "small.png": zero_png(8, 8)},
-                     drip_s=0.3,
-                     drip_limit_s=10) as srv:
+    with HostileOrigin(
+        {"big.png": zero_png(64, 64) + bytes(40_000), "small.png": zero_png(8, 8)},
+        drip_s=0.3,
+        drip_limit_s=10,
+    ) as srv:
         yield srv
 
 
 @pytest.fixture(scope="module")
 def small() -> Iterator:
-    limits = Limits(workers=1, max_body=256 * 1024, max_pixels=8_000_000,
-                    memory_limit=128 * MiB, max_download=32 * 1024, max_redirects=1,
-                    fetch_timeout=1.0, loopback_only_urls=True, deadline_ms=1500,
-                    header_timeout=1.0, body_timeout=1.0, test_hooks=True)
+    limits = Limits(
+        workers=1,
+        max_body=256 * 1024,
+        max_pixels=8_000_000,
+        memory_limit=128 * MiB,
+        max_download=32 * 1024,
+        max_redirects=1,
+        fetch_timeout=1.0,
+        loopback_only_urls=True,
+        deadline_ms=1500,
+        header_timeout=1.0,
+        body_timeout=1.0,
+        test_hooks=True,
+    )
     with run_in_thread(limits, access_log=None) as server:
         yield server
 
@@ -191,14 +222,16 @@ CROSSINGS = {
     "--max-body": lambda s, o: _post(s, "/predict", bytes(256 * 1024 + 1)),
     "--max-pixels": lambda s, o: _post(s, "/predict", zero_png(4000, 2500)),
     "--memory-limit-mb": lambda s, o: _post(s, "/predict", zero_png(2800, 2800, 16, 6)),
-    "--deadline-ms": lambda s, o: _post(s, "/predict", zero_png(8, 8),
-                                        **{"X-Test-Spin-Ms": "4000"}),
+    "--deadline-ms": lambda s, o: _post(
+        s, "/predict", zero_png(8, 8), **{"X-Test-Spin-Ms": "4000"}
+    ),
     "--max-download": lambda s, o: _post(s, "/", f"{o.url}/big.png".encode()),
     "--fetch-timeout": lambda s, o: _post(s, "/", f"{o.url}/drip-body/small.png".encode()),
     "--max-redirects": lambda s, o: _post(s, "/", f"{o.url}/redirect/3/big.png".encode()),
     "--header-timeout": lambda s, o: _raw(s, b"POST /predict HTTP/1.1\r\nHost: x\r\n"),
-    "--body-timeout": lambda s, o: _raw(s, b"POST /predict HTTP/1.1\r\nHost: x\r\n"
-                                           b"Content-Length: 100000\r\n\r\n", trickle=True),
+    "--body-timeout": lambda s, o: _raw(
+        s, b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n", trickle=True
+    ),
 }
 
 

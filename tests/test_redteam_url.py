@@ -90,8 +90,14 @@ def strict(access_log: Path) -> Iterator:
 @pytest.fixture(scope="module")
 def lab(access_log: Path) -> Iterator:
     """--allow-private-urls (not loopback-only): what a lab runs; metadata must stay out."""
-    limits = Limits(workers=1, allow_private_urls=True, fetch_timeout=1.0,
-                    max_download=1 << 20, max_redirects=3, max_fetches=4)
+    limits = Limits(
+        workers=1,
+        allow_private_urls=True,
+        fetch_timeout=1.0,
+        max_download=1 << 20,
+        max_redirects=3,
+        max_fetches=4,
+    )
     with run_in_thread(limits, access_log=str(access_log)) as server:
         server.log = access_log  # type: ignore[attr-defined]
         yield server
@@ -100,20 +106,27 @@ def lab(access_log: Path) -> Iterator:
 @pytest.fixture(scope="module")
 def loopback_only(access_log: Path) -> Iterator:
     """--loopback-only-urls alone: loopback allowed, nothing else."""
-    with run_in_thread(Limits(workers=1, loopback_only_urls=True, fetch_timeout=1.0),
-                       access_log=str(access_log)) as server:
+    with run_in_thread(
+        Limits(workers=1, loopback_only_urls=True, fetch_timeout=1.0), access_log=str(access_log)
+    ) as server:
         yield server
 
 
 def _ask(server, body: str, timeout: float = 60) -> httpx.Response:
-    return httpx.post(server.url, content=body.encode("utf-8", "surrogatepass"),
-                      timeout=timeout)
+    return httpx.post(server.url, content=body.encode("utf-8", "surrogatepass"), timeout=timeout)
 
 
 # ------------------------------------------------------------------ IPv6 forms carrying IPv4
 
-FORBIDDEN_V4 = ["169.254.169.254", "169.254.170.2", "10.0.0.1", "192.168.1.1",
-                "127.0.0.1", "100.100.100.200", "168.63.129.16"]
+FORBIDDEN_V4 = [
+    "169.254.169.254",
+    "169.254.170.2",
+    "10.0.0.1",
+    "192.168.1.1",
+    "127.0.0.1",
+    "100.100.100.200",
+    "168.63.129.16",
+]
 
 
 def ipv6_forms(v4: str) -> dict[str, str]:
@@ -126,15 +139,25 @@ def ipv6_forms(v4: str) -> dict[str, str]:
         "translated": f"::ffff:0:{v4}",
         "nat64": f"64:ff9b::{v4}",
         "nat64-local/96": f"64:ff9b:1::{v4}",
-        "nat64-local/48": str(ipaddress.IPv6Address(
-            (0x0064FF9B0001 << 80) | (hi << 64) | (lo << 40))),
+        "nat64-local/48": str(
+            ipaddress.IPv6Address((0x0064FF9B0001 << 80) | (hi << 64) | (lo << 40))
+        ),
         "nat64-local/64": str(ipaddress.IPv6Address((0x0064FF9B0001 << 80) | (n << 24))),
         "6to4": str(ipaddress.IPv6Address((0x2002 << 112) | (n << 80) | 1)),
-        "teredo-client": str(ipaddress.IPv6Address(
-            (0x20010000 << 96) | (0x4136E378 << 64) | (0x8000 << 48) | (0x63BF << 32)
-            | (n ^ 0xFFFFFFFF))),
-        "teredo-server": str(ipaddress.IPv6Address(
-            (0x20010000 << 96) | (n << 64) | (0x8000 << 48) | (0x63BF << 32) | 0x3FFFFDD2)),
+        "teredo-client": str(
+            ipaddress.IPv6Address(
+                (0x20010000 << 96)
+                | (0x4136E378 << 64)
+                | (0x8000 << 48)
+                | (0x63BF << 32)
+                | (n ^ 0xFFFFFFFF)
+            )
+        ),
+        "teredo-server": str(
+            ipaddress.IPv6Address(
+                (0x20010000 << 96) | (n << 64) | (0x8000 << 48) | (0x63BF << 32) | 0x3FFFFDD2
+            )
+        ),
     }
 
 
@@ -144,11 +167,13 @@ def test_every_ipv6_form_is_judged_by_the_ipv4_it_carries(v4: str) -> None:
         ip = ipaddress.ip_address(text)
         assert ipaddress.IPv4Address(v4) in embedded_ipv4(ip), (form, text)
         assert address_problem(ip, allow_private=False), (form, text)
-        if ipaddress.IPv4Address(v4).is_link_local or v4 in ("100.100.100.200",
-                                                              "168.63.129.16"):
+        if ipaddress.IPv4Address(v4).is_link_local or v4 in ("100.100.100.200", "168.63.129.16"):
             assert address_problem(ip, allow_private=True), (form, text)
-        assert address_problem(ip, allow_private=True, loopback_only=True) or \
-            form == "mapped" and v4 == "127.0.0.1", (form, text)
+        assert (
+            address_problem(ip, allow_private=True, loopback_only=True)
+            or form == "mapped"
+            and v4 == "127.0.0.1"
+        ), (form, text)
 
 
 def test_public_ipv4_inside_ipv6_is_not_refused_for_the_wrapping() -> None:
@@ -178,9 +203,20 @@ def test_private_in_ipv6_dress_refused_by_the_strict_server(strict, form) -> Non
 
 # ------------------------------------------------------------------ metadata under the flag
 
-METADATA = ["169.254.169.254", "169.254.170.2", "169.254.0.23", "169.254.1.1",
-            "[fd00:ec2::254]", "[fd00:ec2::23]", "[fe80::1]", "[fe80::a9fe:a9fe]",
-            "[fd20:ce::254]", "168.63.129.16", "100.100.100.200", "192.0.0.192"]
+METADATA = [
+    "169.254.169.254",
+    "169.254.170.2",
+    "169.254.0.23",
+    "169.254.1.1",
+    "[fd00:ec2::254]",
+    "[fd00:ec2::23]",
+    "[fe80::1]",
+    "[fe80::a9fe:a9fe]",
+    "[fd20:ce::254]",
+    "168.63.129.16",
+    "100.100.100.200",
+    "192.0.0.192",
+]
 
 
 @pytest.mark.parametrize("host", METADATA)
@@ -192,13 +228,15 @@ def test_metadata_and_credentials_refused_even_with_allow_private(lab, host) -> 
     assert "start it with" not in message  # it runs with the flag: do not advise it
 
 
-def test_refusals_never_advise_a_flag_the_server_already_has(strict, lab,
-                                                             loopback_only) -> None:
+def test_refusals_never_advise_a_flag_the_server_already_has(strict, lab, loopback_only) -> None:
     r = _ask(strict, "http://10.1.2.3/x.jpg")
     assert "--allow-private-urls" in r.json()["error"]["message"]
-    for server, body in ((lab, "http://0.0.0.0/x.jpg"), (lab, "http://[ff02::1]/x.jpg"),
-                         (loopback_only, "http://10.1.2.3/x.jpg"),
-                         (loopback_only, "http://169.254.169.254/")):
+    for server, body in (
+        (lab, "http://0.0.0.0/x.jpg"),
+        (lab, "http://[ff02::1]/x.jpg"),
+        (loopback_only, "http://10.1.2.3/x.jpg"),
+        (loopback_only, "http://169.254.169.254/"),
+    ):
         r = _ask(server, body)
         assert _code(r) == "forbidden_address", (body, r.text)
         assert "start it with" not in r.json()["error"]["message"], body
@@ -206,14 +244,35 @@ def test_refusals_never_advise_a_flag_the_server_already_has(strict, lab,
 
 # ------------------------------------------------------------------ malformed URLs
 
-MALFORMED = ["http://[::1/", "http://]/", "http://[/", "http://[127.0.0.1]/",
-             "http://[::ffff:127.0.0.1%25lo]/", "http://[v1.fe]/", "http://:80/",
-             "http://127.0.0.1:0/grace_hopper.jpg", "http://[::1]:0/",
-             "http://localhost:00/", "http://host:99999/", "http://host:-1/",
-             "http://host:8o/", "http://a b/", "http://h\x00/", "http:///x", "http://@/",
-             "http://-bad-/", "http://a..b/", "http://\u2603\u0000/", "http://" + "a" * 300,
-             "https://[::1]]/", "http://[[::1]]/", "javascript:alert(1)", "//127.0.0.1/",
-             "file:///etc/passwd", "http:\\\\127.0.0.1\\x"]
+MALFORMED = [
+    "http://[::1/",
+    "http://]/",
+    "http://[/",
+    "http://[127.0.0.1]/",
+    "http://[::ffff:127.0.0.1%25lo]/",
+    "http://[v1.fe]/",
+    "http://:80/",
+    "http://127.0.0.1:0/grace_hopper.jpg",
+    "http://[::1]:0/",
+    "http://localhost:00/",
+    "http://host:99999/",
+    "http://host:-1/",
+    "http://host:8o/",
+    "http://a b/",
+    "http://h\x00/",
+    "http:///x",
+    "http://@/",
+    "http://-bad-/",
+    "http://a..b/",
+    "http://\u2603\u0000/",
+    "http://" + "a" * 300,
+    "https://[::1]]/",
+    "http://[[::1]]/",
+    "javascript:alert(1)",
+    "//127.0.0.1/",
+    "file:///etc/passwd",
+    "http:\\\\127.0.0.1\\x",
+]
 
 
 @pytest.mark.parametrize("body", MALFORMED)
@@ -232,21 +291,46 @@ def test_explicit_port_zero_is_refused_not_fetched_from_80() -> None:
 
 URL_CHARS = st.characters(codec="utf-8", exclude_categories=("Cs",))
 HOSTS = st.one_of(
-    st.sampled_from(["127.0.0.1", "localhost", "[::1]", "[::ffff:127.0.0.1]", "0x7f.1",
-                     "2130706433", "[64:ff9b::a9fe:a9fe]", "169.254.169.254", "[", "]",
-                     "[127.0.0.1]", "", "a" * 70, "xn--", "images.example"]),
+    st.sampled_from(
+        [
+            "127.0.0.1",
+            "localhost",
+            "[::1]",
+            "[::ffff:127.0.0.1]",
+            "0x7f.1",
+            "2130706433",
+            "[64:ff9b::a9fe:a9fe]",
+            "169.254.169.254",
+            "[",
+            "]",
+            "[127.0.0.1]",
+            "",
+            "a" * 70,
+            "xn--",
+            "images.example",
+        ]
+    ),
     st.text(URL_CHARS, max_size=20),
-    st.ip_addresses().map(lambda ip: f"[{ip}]" if ip.version == 6 else str(ip)))
-PORTS = st.one_of(st.just(""), st.integers(-2, 70000).map(lambda p: f":{p}"),
-                  st.text(URL_CHARS, max_size=6).map(lambda t: f":{t}"))
+    st.ip_addresses().map(lambda ip: f"[{ip}]" if ip.version == 6 else str(ip)),
+)
+PORTS = st.one_of(
+    st.just(""),
+    st.integers(-2, 70000).map(lambda p: f":{p}"),
+    st.text(URL_CHARS, max_size=6).map(lambda t: f":{t}"),
+)
 
 
 @settings(max_examples=600, deadline=None, database=None, derandomize=True)
-@given(scheme=st.sampled_from(["http", "https", "ftp", "HTTP", "gopher", ""]),
-       userinfo=st.one_of(st.just(""), st.text(URL_CHARS, max_size=8).map(lambda t: t + "@")),
-       host=HOSTS, port=PORTS, path=st.text(URL_CHARS, max_size=30))
-def test_parse_url_never_crashes_and_only_passes_clean_urls(scheme, userinfo, host, port,
-                                                            path) -> None:
+@given(
+    scheme=st.sampled_from(["http", "https", "ftp", "HTTP", "gopher", ""]),
+    userinfo=st.one_of(st.just(""), st.text(URL_CHARS, max_size=8).map(lambda t: t + "@")),
+    host=HOSTS,
+    port=PORTS,
+    path=st.text(URL_CHARS, max_size=30),
+)
+def test_parse_url_never_crashes_and_only_passes_clean_urls(
+    scheme, userinfo, host, port, path
+) -> None:
     url = f"{scheme}://{userinfo}{host}{port}/{path}"
     try:
         parsed = parse_url(url)
@@ -265,19 +349,36 @@ def test_parse_url_never_crashes_and_only_passes_clean_urls(scheme, userinfo, ho
         assert ip.version == 6 or "[" not in host
 
 
-@settings(max_examples=60, deadline=None, database=None, derandomize=True,
-          suppress_health_check=list(HealthCheck))
-@given(body=st.one_of(st.text(URL_CHARS, max_size=60),
-                      st.builds(lambda h, p: f"http://{h}{p}/x.jpg", HOSTS, PORTS)))
-def test_any_url_body_gets_a_documented_4xx_or_5xx_never_internal_error(loopback_only,
-                                                                        body) -> None:
+@settings(
+    max_examples=60,
+    deadline=None,
+    database=None,
+    derandomize=True,
+    suppress_health_check=list(HealthCheck),
+)
+@given(
+    body=st.one_of(
+        st.text(URL_CHARS, max_size=60),
+        st.builds(lambda h, p: f"http://{h}{p}/x.jpg", HOSTS, PORTS),
+    )
+)
+def test_any_url_body_gets_a_documented_4xx_or_5xx_never_internal_error(
+    loopback_only, body
+) -> None:
     r = _ask(loopback_only, body, timeout=30)
     if r.status_code == 200:
         return
     code = _code(r)
     assert code != "internal_error", (body, r.text)
-    assert code in {"empty_body", "bad_url", "forbidden_address", "fetch_failed",
-                    "fetch_timeout", "bad_image", "download_too_large"}, (body, code)
+    assert code in {
+        "empty_body",
+        "bad_url",
+        "forbidden_address",
+        "fetch_failed",
+        "fetch_timeout",
+        "bad_image",
+        "download_too_large",
+    }, (body, code)
 
 
 # ------------------------------------------------------------------ loopback-only alone
@@ -289,8 +390,11 @@ def test_loopback_only_alone_allows_loopback_and_nothing_else(loopback_only, ori
     port = origin.url.rsplit(":", 1)[1]
     r = _ask(loopback_only, f"http://[::ffff:127.0.0.1]:{port}/grace_hopper.jpg")
     assert r.status_code == 200, r.text
-    for body in ("http://10.0.0.1/x.jpg", "http://images.example/x.jpg",
-                 f"http://[64:ff9b::7f00:1]:{port}/grace_hopper.jpg"):
+    for body in (
+        "http://10.0.0.1/x.jpg",
+        "http://images.example/x.jpg",
+        f"http://[64:ff9b::7f00:1]:{port}/grace_hopper.jpg",
+    ):
         assert _code(_ask(loopback_only, body)) == "forbidden_address", body
 
 
@@ -341,8 +445,9 @@ def test_slow_origins_do_not_starve_other_requests(lab, origin) -> None:
     for t in threads:
         t.start()
     end = time.monotonic() + 8
-    while slots_free() > 0 and named("AnyIO worker") - generic_before < 5 and \
-            time.monotonic() < end:
+    while (
+        slots_free() > 0 and named("AnyIO worker") - generic_before < 5 and time.monotonic() < end
+    ):
         time.sleep(0.05)
     time.sleep(0.2)
     # the downloads run on their own 4 threads (--max-fetches), not on the shared pool
@@ -372,24 +477,30 @@ def test_slow_origins_do_not_starve_other_requests(lab, origin) -> None:
 
 
 @pytest.mark.parametrize("hops", [0, 1, 2])
-@pytest.mark.parametrize("target", ["http://169.254.169.254/latest/meta-data/",
-                                    "http://[::ffff:169.254.169.254]/",
-                                    "http://[64:ff9b::a9fe:a9fe]/", "http://[fe80::1]/",
-                                    "http://168.63.129.16/"])
+@pytest.mark.parametrize(
+    "target",
+    [
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[::ffff:169.254.169.254]/",
+        "http://[64:ff9b::a9fe:a9fe]/",
+        "http://[fe80::1]/",
+        "http://168.63.129.16/",
+    ],
+)
 def test_every_redirect_hop_is_checked_again(lab, origin, hops: int, target: str) -> None:
     """The first hops are allowed (loopback under --allow-private-urls); the last is not."""
     r = _ask(lab, f"{origin.url}/chain/{hops}?to={quote(target, safe='')}")
     assert _code(r) == "forbidden_address", r.text
 
 
-def test_redirect_to_a_private_address_refused_in_loopback_only(loopback_only,
-                                                                origin) -> None:
+def test_redirect_to_a_private_address_refused_in_loopback_only(loopback_only, origin) -> None:
     r = _ask(loopback_only, f"{origin.url}/chain/2?to={quote('http://10.0.0.1/', safe='')}")
     assert _code(r) == "forbidden_address", r.text
 
 
-def test_connects_to_the_checked_address_not_the_name(origin,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_connects_to_the_checked_address_not_the_name(
+    origin, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """DNS rebinding: the name answers loopback once, then an outside address."""
     port = int(origin.url.rsplit(":", 1)[1])
     asked: list[str] = []
@@ -404,8 +515,9 @@ def test_connects_to_the_checked_address_not_the_name(origin,
 
     monkeypatch.setattr(socket, "getaddrinfo", rebinding)
     origin.hosts.clear()
-    data = fetch_image(f"http://rebind.test:{port}/grace_hopper.jpg",
-                       FetchPolicy(allow_private=True))
+    data = fetch_image(
+        f"http://rebind.test:{port}/grace_hopper.jpg", FetchPolicy(allow_private=True)
+    )
     assert data == GRACE
     assert asked == ["rebind.test"]  # resolved once, by the check
     assert origin.hosts == [f"rebind.test:{port}"]  # the Host header stays the URL's
@@ -429,17 +541,29 @@ def test_url_credentials_are_redacted_in_the_access_log(lab, origin) -> None:
 # ------------------------------------------------------------------ a subprocess server
 
 
-def test_subprocess_server_runs_with_the_guard(tmp_path: Path, origin,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_subprocess_server_runs_with_the_guard(
+    tmp_path: Path, origin, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """`wasi-lab serve` with the guard installed: refusals never connect; the control
     request (a private address the flag allows) shows the guard is really there."""
     monkeypatch.setitem(os.environ, ENV_VAR, "1")
     log = tmp_path / "serve.log"
-    with start_server_process("--workers", "1", "--allow-private-urls", "--test-hooks",
-                              "--fetch-timeout", "1", log_path=log) as server:
-        for body in ("http://169.254.169.254/", "http://[64:ff9b::a9fe:a9fe]/",
-                     "http://[2002:a9fe:a9fe::1]/", "http://[::a9fe:a9fe]/",
-                     f"{origin.url}/chain/2?to={quote('http://[fd00:ec2::254]/', safe='')}"):
+    with start_server_process(
+        "--workers",
+        "1",
+        "--allow-private-urls",
+        "--test-hooks",
+        "--fetch-timeout",
+        "1",
+        log_path=log,
+    ) as server:
+        for body in (
+            "http://169.254.169.254/",
+            "http://[64:ff9b::a9fe:a9fe]/",
+            "http://[2002:a9fe:a9fe::1]/",
+            "http://[::a9fe:a9fe]/",
+            f"{origin.url}/chain/2?to={quote('http://[fd00:ec2::254]/', safe='')}",
+        ):
             assert _code(_ask(server, body)) == "forbidden_address", body
         r = _ask(server, f"{origin.url}/grace_hopper.jpg")
         assert r.text == "military uniform\n"

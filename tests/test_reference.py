@@ -27,7 +27,7 @@ def naive_valid_conv(x: np.ndarray, w: np.ndarray, s: int) -> np.ndarray:
     for b in range(n):
         for i in range(ho):
             for j in range(wo):
-                patch = x[b, i * s:i * s + kh, j * s:j * s + kw, :]
+                patch = x[b, i * s : i * s + kh, j * s : j * s + kw, :]
                 out[b, i, j] = np.tensordot(patch, w, axes=([0, 1, 2], [0, 1, 2]))
     return out
 
@@ -47,13 +47,16 @@ def one_op(op: str, inputs: dict[str, np.ndarray], **attrs) -> np.ndarray:
     return run_graph(graph, feeds, ["out"])[0]
 
 
-@pytest.mark.parametrize(("size", "k", "s", "expected"), [
-    (224, 3, 2, (112, 0, 1)),  # stride 2: the extra pad goes bottom/right only
-    (5, 3, 2, (3, 1, 1)),
-    (112, 5, 2, (56, 1, 2)),
-    (7, 1, 1, (7, 0, 0)),
-    (4, 2, 2, (2, 0, 0)),
-])
+@pytest.mark.parametrize(
+    ("size", "k", "s", "expected"),
+    [
+        (224, 3, 2, (112, 0, 1)),  # stride 2: the extra pad goes bottom/right only
+        (5, 3, 2, (3, 1, 1)),
+        (112, 5, 2, (56, 1, 2)),
+        (7, 1, 1, (7, 0, 0)),
+        (4, 2, 2, (2, 0, 0)),
+    ],
+)
 def test_tf_same_padding(size: int, k: int, s: int, expected: tuple[int, int, int]) -> None:
     assert tf_padding(size, k, s, "SAME") == expected
 
@@ -75,31 +78,29 @@ def test_same_conv_equals_explicitly_padded_valid_conv(h: int, w: int, k: int, s
 def test_depthwise_equals_per_channel_conv() -> None:
     x = RNG.standard_normal((2, 9, 8, 3)).astype(np.float32)
     f = RNG.standard_normal((3, 3, 3, 2)).astype(np.float32)  # multiplier 2
-    got = one_op("DepthwiseConv2dNative", {"feed": x, "f": f}, strides=[1, 2, 2, 1],
-                 padding="SAME")
+    got = one_op("DepthwiseConv2dNative", {"feed": x, "f": f}, strides=[1, 2, 2, 1], padding="SAME")
     assert got.shape == (2, 5, 4, 6)
     for c in range(3):
         for m in range(2):
-            ref = conv2d(x[..., c:c + 1], f[:, :, c:c + 1, m:m + 1], [1, 2, 2, 1], "SAME")
+            ref = conv2d(x[..., c : c + 1], f[:, :, c : c + 1, m : m + 1], [1, 2, 2, 1], "SAME")
             np.testing.assert_allclose(got[..., c * 2 + m], ref[..., 0], atol=1e-5)
     assert np.allclose(depthwise_conv2d(x, f, [1, 1, 1, 1], "VALID").shape, (2, 7, 6, 6))
 
 
 def test_avgpool_same_counts_only_valid_cells() -> None:
     x = np.arange(1, 10, dtype=np.float32).reshape(1, 3, 3, 1)
-    got = one_op("AvgPool", {"feed": x}, ksize=[1, 2, 2, 1], strides=[1, 2, 2, 1],
-                 padding="SAME")
+    got = one_op("AvgPool", {"feed": x}, ksize=[1, 2, 2, 1], strides=[1, 2, 2, 1], padding="SAME")
     # windows: {1,2,4,5}, {3,6}, {7,8}, {9}: the padding cells are not counted
     np.testing.assert_allclose(got[0, :, :, 0], [[3.0, 4.5], [7.5, 9.0]])
-    valid = one_op("AvgPool", {"feed": x}, ksize=[1, 2, 2, 1], strides=[1, 1, 1, 1],
-                   padding="VALID")
+    valid = one_op(
+        "AvgPool", {"feed": x}, ksize=[1, 2, 2, 1], strides=[1, 1, 1, 1], padding="VALID"
+    )
     np.testing.assert_allclose(valid[0, :, :, 0], [[3.0, 4.0], [6.0, 7.0]])
 
 
 def test_maxpool_same_padding_never_wins() -> None:
     x = -5 - np.arange(9, dtype=np.float32).reshape(1, 3, 3, 1)
-    got = one_op("MaxPool", {"feed": x}, ksize=[1, 3, 3, 1], strides=[1, 2, 2, 1],
-                 padding="SAME")
+    got = one_op("MaxPool", {"feed": x}, ksize=[1, 3, 3, 1], strides=[1, 2, 2, 1], padding="SAME")
     np.testing.assert_allclose(got[0, :, :, 0], [[-5, -6], [-8, -9]])  # pad 1 on each side
 
 
@@ -109,12 +110,20 @@ def test_fused_batch_norm_inference() -> None:
     mean, var = np.array([0.1, 0.2, 0.3], np.float32), np.array([1, 4, 0], np.float32)
     expected = (x - mean) / np.sqrt(var + 1e-3) * scale + offset
     for op in ("FusedBatchNorm", "FusedBatchNormV3"):
-        got = one_op(op, {"feed": x, "s": scale, "o": offset, "m": mean, "v": var},
-                     epsilon=1e-3, is_training=False, data_format="NHWC")
+        got = one_op(
+            op,
+            {"feed": x, "s": scale, "o": offset, "m": mean, "v": var},
+            epsilon=1e-3,
+            is_training=False,
+            data_format="NHWC",
+        )
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
     with pytest.raises(GraphRunError, match="is_training"):
-        one_op("FusedBatchNormV3", {"feed": x, "s": scale, "o": offset, "m": mean, "v": var},
-               epsilon=1e-3)  # TF's default is_training=True
+        one_op(
+            "FusedBatchNormV3",
+            {"feed": x, "s": scale, "o": offset, "m": mean, "v": var},
+            epsilon=1e-3,
+        )  # TF's default is_training=True
 
 
 def test_elementwise_ops() -> None:
@@ -135,8 +144,9 @@ def test_elementwise_ops() -> None:
 def test_shape_ops() -> None:
     x = RNG.standard_normal((1, 4, 4, 3)).astype(np.float32)
     axes = np.array([1, 2], np.int32)
-    np.testing.assert_allclose(one_op("Mean", {"feed": x, "a": axes}), x.mean(axis=(1, 2)),
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        one_op("Mean", {"feed": x, "a": axes}), x.mean(axis=(1, 2)), rtol=1e-6
+    )
     kept = one_op("Mean", {"feed": x, "a": axes}, keep_dims=True)
     assert kept.shape == (1, 1, 1, 3)
     assert one_op("Squeeze", {"feed": kept}, squeeze_dims=[1, 2]).shape == (1, 3)
@@ -156,8 +166,10 @@ def test_matmul_transposes() -> None:
     b = RNG.standard_normal((3, 4)).astype(np.float32)
     np.testing.assert_allclose(one_op("MatMul", {"feed": a, "b": b}), a @ b, rtol=1e-5)
     np.testing.assert_allclose(
-        one_op("MatMul", {"feed": a.T.copy(), "b": b.T.copy()}, transpose_a=True,
-               transpose_b=True), a @ b, rtol=1e-5)
+        one_op("MatMul", {"feed": a.T.copy(), "b": b.T.copy()}, transpose_a=True, transpose_b=True),
+        a @ b,
+        rtol=1e-5,
+    )
 
 
 def test_small_network_end_to_end() -> None:
@@ -173,8 +185,9 @@ def test_small_network_end_to_end() -> None:
     graph = parse_graphdef(g.to_bytes())
     xin = RNG.standard_normal((1, 8, 8, 3)).astype(np.float32)
     prob, pooled = run_graph(graph, {"input:0": xin}, ["prob", "pool:0"])
-    expected_pool = np.clip(conv2d(xin, graph.node("w").attrs["value"], [1, 2, 2, 1], "SAME"),
-                            0, 6).mean(axis=(1, 2))
+    expected_pool = np.clip(
+        conv2d(xin, graph.node("w").attrs["value"], [1, 2, 2, 1], "SAME"), 0, 6
+    ).mean(axis=(1, 2))
     np.testing.assert_allclose(pooled, expected_pool, rtol=1e-5)
     assert prob.shape == (1, 5) and abs(prob.sum() - 1) < 1e-5
 

@@ -63,7 +63,7 @@ def assemble(text: str, names: bool = True) -> bytes:
         return wasm
     name = next(s for s in read_sections(wasm) if s.custom_name == "name")
     start = name.offset - 1 - len(uleb128(name.size))
-    return wasm[:start] + wasm[name.offset + name.size:]
+    return wasm[:start] + wasm[name.offset + name.size :]
 
 
 def run_madd(wasm: bytes) -> tuple[float, float]:
@@ -123,12 +123,15 @@ def test_errors_say_what_is_missing() -> None:
         find_marker(assemble(MODULE, names=False))
     with pytest.raises(WasmFormatError, match="relaxed-fma"):
         find_marker(PREBUILT_MODULE.read_bytes())
-    wrong = MODULE.replace("(param v128 v128 v128) (result v128)",
-                           "(param v128 v128) (result v128)")
+    wrong = MODULE.replace(
+        "(param v128 v128 v128) (result v128)", "(param v128 v128) (result v128)"
+    )
     wrong = wrong.replace("(v128.load offset=32 (local.get $p))", "")
     wrong = wrong.replace("(v128.const f32x4 1 1 1 1) (local.get $acc)", "(local.get $acc)")
-    wrong = wrong.replace("(f32x4.add (f32x4.mul (local.get 0) (local.get 1)) (local.get 2))",
-                          "(f32x4.mul (local.get 0) (local.get 1))")
+    wrong = wrong.replace(
+        "(f32x4.add (f32x4.mul (local.get 0) (local.get 1)) (local.get 2))",
+        "(f32x4.mul (local.get 0) (local.get 1))",
+    )
     with pytest.raises(WasmFormatError, match="not \\(v128, v128, v128\\) -> v128"):
         fuse_multiply_adds(assemble(wrong))
     with pytest.raises(WasmFormatError, match="past the end"):

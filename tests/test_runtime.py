@@ -136,7 +136,7 @@ def test_snapshot_records_blocks_and_layout(guest: Guest) -> None:
     ptr = guest.write_bytes(b"model bytes" * 100, "model")
     snap = guest.snapshot("after model")
     assert snap.size == snap.pages * 65536
-    assert snap.data[ptr:ptr + 11] == b"model bytes"
+    assert snap.data[ptr : ptr + 11] == b"model bytes"
     assert 0 < snap.data_end <= snap.heap_base <= ptr
     assert [a.label for a in snap.allocations] == ["model"]
 

@@ -27,16 +27,18 @@ def _stable_cargo() -> list[str] | None:
     if rustup is None:
         return None
     listed = subprocess.run([rustup, "toolchain", "list"], capture_output=True, text=True)
-    if listed.returncode != 0 or not any(line.startswith("stable")
-                                         for line in listed.stdout.splitlines()):
+    if listed.returncode != 0 or not any(
+        line.startswith("stable") for line in listed.stdout.splitlines()
+    ):
         return None
     return [rustup, "run", "stable", "cargo"]
 
 
 def _wasm_target(cargo: list[str]) -> list[str]:
     """`--target wasm32-wasip1` when stable has that std installed, else the host target."""
-    sysroot = subprocess.run([*cargo[:-1], "rustc", "--print", "sysroot"],
-                             capture_output=True, text=True).stdout.strip()
+    sysroot = subprocess.run(
+        [*cargo[:-1], "rustc", "--print", "sysroot"], capture_output=True, text=True
+    ).stdout.strip()
     for target in WASM_TARGETS:
         if sysroot and (Path(sysroot) / "lib" / "rustlib" / target).is_dir():
             return ["--target", target]
@@ -52,13 +54,26 @@ def test_guest_checks_on_current_stable(tmp_path: Path) -> None:
         pytest.skip(f"no Debian crate registry at {DEBIAN_REGISTRY}: crates.io is unreachable")
     # A copy without Cargo.lock: the lock written by 1.63's cargo is not stable's to reuse.
     copy = tmp_path / "guest"
-    shutil.copytree(GUEST_DIR, copy, ignore=shutil.ignore_patterns("target", "prebuilt",
-                                                                    "Cargo.lock"))
+    shutil.copytree(
+        GUEST_DIR, copy, ignore=shutil.ignore_patterns("target", "prebuilt", "Cargo.lock")
+    )
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    cmd = [*cargo, "check", "--offline", "--lib", "--bins", *_wasm_target(cargo),
-           "--config", "source.crates-io.replace-with='debian'",
-           "--config", f"source.debian.directory='{DEBIAN_REGISTRY}'",
-           "--manifest-path", str(copy / "Cargo.toml"), "--target-dir", str(ARTIFACTS)]
+    cmd = [
+        *cargo,
+        "check",
+        "--offline",
+        "--lib",
+        "--bins",
+        *_wasm_target(cargo),
+        "--config",
+        "source.crates-io.replace-with='debian'",
+        "--config",
+        f"source.debian.directory='{DEBIAN_REGISTRY}'",
+        "--manifest-path",
+        str(copy / "Cargo.toml"),
+        "--target-dir",
+        str(ARTIFACTS),
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-4000:]
     assert "wasi-lab-guest" in out.stderr

@@ -46,9 +46,16 @@ def grace() -> bytes:
 def lab_server(tmp_path_factory: pytest.TempPathFactory):
     """A lab server: private URLs allowed (for the loopback image server), test hooks on."""
     log = tmp_path_factory.mktemp("log") / "access.jsonl"
-    limits = Limits(workers=2, max_body=MAX_BODY, allow_private_urls=True, test_hooks=True,
-                    loopback_only_urls=True,
-                    fetch_timeout=1.0, max_download=1024 * 1024, max_redirects=2)
+    limits = Limits(
+        workers=2,
+        max_body=MAX_BODY,
+        allow_private_urls=True,
+        test_hooks=True,
+        loopback_only_urls=True,
+        fetch_timeout=1.0,
+        max_download=1024 * 1024,
+        max_redirects=2,
+    )
     with run_in_thread(limits, access_log=str(log)) as server:
         server.log = log  # type: ignore[attr-defined]
         yield server
@@ -63,8 +70,10 @@ def strict_server():
 
 @pytest.fixture(scope="module")
 def images(grace: bytes):
-    with HostileOrigin({"grace_hopper.jpg": grace,
-                      "big.png": b"\x89PNG\r\n\x1a\n" + bytes(2 * 1024 * 1024)}, drip_s=0.4) as srv:
+    with HostileOrigin(
+        {"grace_hopper.jpg": grace, "big.png": b"\x89PNG\r\n\x1a\n" + bytes(2 * 1024 * 1024)},
+        drip_s=0.4,
+    ) as srv:
         yield srv
 
 
@@ -72,8 +81,12 @@ def images(grace: bytes):
 
 
 def test_predict_grace_hopper_matches_the_classifier(lab_server, grace: bytes) -> None:
-    r = httpx.post(f"{lab_server.url}/predict", content=grace,
-                   headers={"Content-Type": "image/jpeg"}, timeout=60)
+    r = httpx.post(
+        f"{lab_server.url}/predict",
+        content=grace,
+        headers={"Content-Type": "image/jpeg"},
+        timeout=60,
+    )
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["top"][0]["label"] == "military uniform"
@@ -90,22 +103,28 @@ def test_query_parameters(lab_server, grace: bytes) -> None:
     r = httpx.post(f"{lab_server.url}/predict?top=1&mode=article", content=grace, timeout=60)
     assert r.status_code == 200 and len(r.json()["top"]) == 1
     assert r.json()["mode"] == "article"
-    for query, code in (("top=0", "bad_request"), ("top=abc", "bad_request"),
-                        ("mode=sepia", "bad_request"), ("model=resnet", "unknown_model"),
-                        ("model=/etc/passwd", "unknown_model")):
+    for query, code in (
+        ("top=0", "bad_request"),
+        ("top=abc", "bad_request"),
+        ("mode=sepia", "bad_request"),
+        ("model=resnet", "unknown_model"),
+        ("model=/etc/passwd", "unknown_model"),
+    ):
         r = httpx.post(f"{lab_server.url}/predict?{query}", content=grace, timeout=60)
         assert _code(r) == code, query
 
 
-@pytest.mark.parametrize(("name", "body", "code"), [
-    ("zero bytes", b"", "empty_body"),
-    ("text", b"hello, not an image", "bad_image"),
-    ("corrupt jpeg", b"\xff\xd8\xff\xe0" + bytes(range(256)) * 8, "bad_image"),
-    ("bomb", make_png(20000, 20000), "image_too_large"),
-    ("oversized body", b"\0" * (MAX_BODY + 1), "body_too_large"),
-])
-def test_bad_bodies_get_documented_errors(lab_server, name: str, body: bytes,
-                                          code: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "body", "code"),
+    [
+        ("zero bytes", b"", "empty_body"),
+        ("text", b"hello, not an image", "bad_image"),
+        ("corrupt jpeg", b"\xff\xd8\xff\xe0" + bytes(range(256)) * 8, "bad_image"),
+        ("bomb", make_png(20000, 20000), "image_too_large"),
+        ("oversized body", b"\0" * (MAX_BODY + 1), "body_too_large"),
+    ],
+)
+def test_bad_bodies_get_documented_errors(lab_server, name: str, body: bytes, code: str) -> None:
     r = httpx.post(f"{lab_server.url}/predict", content=body, timeout=60)
     assert _code(r) == code, name
 
@@ -122,8 +141,9 @@ def test_unknown_path_and_method(lab_server) -> None:
 
 def test_trap_hook_replaces_the_guest_and_keeps_serving(lab_server, grace: bytes) -> None:
     before = httpx.get(f"{lab_server.url}/healthz").json()["pools"]["efficientnet-lite0"]
-    r = httpx.post(f"{lab_server.url}/predict", content=grace, headers={"X-Test-Trap": "1"},
-                   timeout=60)
+    r = httpx.post(
+        f"{lab_server.url}/predict", content=grace, headers={"X-Test-Trap": "1"}, timeout=60
+    )
     assert _code(r) == "guest_trap"
     for _ in range(3):  # every guest of the pool still answers right
         r = httpx.post(f"{lab_server.url}/predict", content=grace, timeout=60)
@@ -139,8 +159,9 @@ def test_trap_hook_replaces_the_guest_and_keeps_serving(lab_server, grace: bytes
 
 
 def test_trap_header_is_ignored_without_test_hooks(strict_server, grace: bytes) -> None:
-    r = httpx.post(f"{strict_server.url}/predict", content=grace,
-                   headers={"X-Test-Trap": "1"}, timeout=60)
+    r = httpx.post(
+        f"{strict_server.url}/predict", content=grace, headers={"X-Test-Trap": "1"}, timeout=60
+    )
     assert r.status_code == 200
 
 
@@ -150,8 +171,7 @@ def test_deadline_interrupts_the_guest_and_it_is_replaced(grace: bytes) -> None:
     limits = Limits(workers=1, deadline_ms=300, tick_ms=5, test_hooks=True)
     with TestClient(create_app(limits), raise_server_exceptions=False) as client:
         t0 = time.monotonic()
-        r = client.post("/predict", content=grace,
-                        headers={"X-Test-Spin-Ms": "3000"})
+        r = client.post("/predict", content=grace, headers={"X-Test-Spin-Ms": "3000"})
         assert time.monotonic() - t0 < 2.5  # interrupted, not waited out
         assert _code(r) == "deadline_exceeded"
         assert "interrupted" in r.json()["error"]["message"]
@@ -190,18 +210,20 @@ def test_concurrent_requests_all_right(lab_server, grace: bytes) -> None:
     coffee = (IMAGES_DIR / "coffee.png").read_bytes()
     want = {}
     for name, data in (("grace", grace), ("coffee", coffee)):
-        want[name] = httpx.post(f"{lab_server.url}/predict", content=data,
-                                timeout=60).json()["top"]
+        want[name] = httpx.post(f"{lab_server.url}/predict", content=data, timeout=60).json()["top"]
     results: list[bool] = []
 
     def client(name: str, data: bytes) -> None:
         with httpx.Client(timeout=60) as c:
             for _ in range(3):
-                results.append(c.post(f"{lab_server.url}/predict",
-                                      content=data).json()["top"] == want[name])
+                results.append(
+                    c.post(f"{lab_server.url}/predict", content=data).json()["top"] == want[name]
+                )
 
-    threads = [threading.Thread(target=client, args=pair)
-               for pair in (("grace", grace), ("coffee", coffee)) * 2]
+    threads = [
+        threading.Thread(target=client, args=pair)
+        for pair in (("grace", grace), ("coffee", coffee)) * 2
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -214,51 +236,64 @@ def test_concurrent_requests_all_right(lab_server, grace: bytes) -> None:
 
 def test_article_url_endpoint(lab_server, images) -> None:
     url = f"{images.url}/grace_hopper.jpg"
-    r = httpx.request("GET", lab_server.url, content=url,
-                      headers={"Content-Type": "text/plain"}, timeout=60)
+    r = httpx.request(
+        "GET", lab_server.url, content=url, headers={"Content-Type": "text/plain"}, timeout=60
+    )
     assert r.status_code == 200 and r.text == "military uniform\n"
     assert r.headers["content-type"].startswith("text/plain")
-    r = httpx.post(lab_server.url, content=f"{images.url}/redirect/2/grace_hopper.jpg",
-                   timeout=60)
+    r = httpx.post(lab_server.url, content=f"{images.url}/redirect/2/grace_hopper.jpg", timeout=60)
     assert r.text == "military uniform\n"
 
 
-@pytest.mark.parametrize(("path", "code"), [
-    ("/redirect/3/grace_hopper.jpg", "fetch_failed"),  # one hop more than allowed
-    ("/status/404", "fetch_failed"),
-    ("/missing.jpg", "fetch_failed"),
-    ("/slow/grace_hopper.jpg", "fetch_timeout"),
-    ("/big.png", "download_too_large"),
-])
+@pytest.mark.parametrize(
+    ("path", "code"),
+    [
+        ("/redirect/3/grace_hopper.jpg", "fetch_failed"),  # one hop more than allowed
+        ("/status/404", "fetch_failed"),
+        ("/missing.jpg", "fetch_failed"),
+        ("/slow/grace_hopper.jpg", "fetch_timeout"),
+        ("/big.png", "download_too_large"),
+    ],
+)
 def test_url_faults(lab_server, images, path: str, code: str) -> None:
     r = httpx.post(lab_server.url, content=f"{images.url}{path}", timeout=60)
     assert _code(r) == code, path
 
 
-@pytest.mark.parametrize(("body", "code"), [
-    ("", "empty_body"),
-    ("ftp://example.org/x.jpg", "bad_url"),
-    ("not a url", "bad_url"),
-    ("http://169.254.169.254/latest/meta-data/", "forbidden_address"),
-])
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        ("", "empty_body"),
+        ("ftp://example.org/x.jpg", "bad_url"),
+        ("not a url", "bad_url"),
+        ("http://169.254.169.254/latest/meta-data/", "forbidden_address"),
+    ],
+)
 def test_url_body_refusals(lab_server, body: str, code: str) -> None:
     assert _code(httpx.post(lab_server.url, content=body, timeout=60)) == code
 
 
-@pytest.mark.parametrize("target", [
-    "http://127.0.0.1:{port}/grace_hopper.jpg",
-    "http://localhost:{port}/grace_hopper.jpg",
-    "http://[::1]:{port}/grace_hopper.jpg",
-    "http://10.0.0.1/x.jpg",
-    "http://192.168.1.1/x.jpg",
-    "http://0.0.0.0:{port}/x.jpg",
-    "http://[::ffff:127.0.0.1]:{port}/x.jpg",
-])
-def test_private_addresses_refused_without_the_flag(strict_server, images,
-                                                    target: str) -> None:
+@pytest.mark.parametrize(
+    "target",
+    [
+        "http://127.0.0.1:{port}/grace_hopper.jpg",
+        "http://localhost:{port}/grace_hopper.jpg",
+        "http://[::1]:{port}/grace_hopper.jpg",
+        "http://10.0.0.1/x.jpg",
+        "http://192.168.1.1/x.jpg",
+        "http://0.0.0.0:{port}/x.jpg",
+        "http://[::ffff:127.0.0.1]:{port}/x.jpg",
+    ],
+)
+def test_private_addresses_refused_without_the_flag(strict_server, images, target: str) -> None:
     port = images.url.rsplit(":", 1)[1]
-    r = httpx.request("GET", strict_server.url, content=target.format(port=port), timeout=30,
-                      headers={"Content-Type": "text/plain"})
+    r = httpx.request(
+        "GET",
+        strict_server.url,
+        content=target.format(port=port),
+        timeout=30,
+        headers={"Content-Type": "text/plain"},
+    )
     assert _code(r) == "forbidden_address", target
 
 
@@ -283,8 +318,7 @@ def test_redirect_to_a_private_address_is_checked_again(images) -> None:
     with pytest.raises(ApiError) as info:
         fetch_image(f"{images.url}/redirect/1/grace_hopper.jpg", FetchPolicy())
     assert info.value.code == "forbidden_address"
-    data = fetch_image(f"{images.url}/redirect/1/grace_hopper.jpg",
-                       FetchPolicy(allow_private=True))
+    data = fetch_image(f"{images.url}/redirect/1/grace_hopper.jpg", FetchPolicy(allow_private=True))
     assert data == GRACE.read_bytes()
 
 
@@ -322,13 +356,19 @@ def test_access_log_has_timings(lab_server, grace: bytes) -> None:
 def test_cli_serve_drains_in_flight_requests_on_sigterm(tmp_path: Path, grace: bytes) -> None:
     """The request keeps its guest busy for 2 s (a test hook), so it is surely in flight
     when SIGTERM arrives 0.5 s in, whatever the machine's speed."""
-    server = start_server_process("--workers", "1", "--test-hooks",
-                                  log_path=tmp_path / "serve.log")
+    server = start_server_process("--workers", "1", "--test-hooks", log_path=tmp_path / "serve.log")
     try:
         answers: list[httpx.Response] = []
-        t = threading.Thread(target=lambda: answers.append(
-            httpx.post(f"{server.url}/predict", content=grace, timeout=60,
-                       headers={"X-Test-Spin-Ms": "2000"})))
+        t = threading.Thread(
+            target=lambda: answers.append(
+                httpx.post(
+                    f"{server.url}/predict",
+                    content=grace,
+                    timeout=60,
+                    headers={"X-Test-Spin-Ms": "2000"},
+                )
+            )
+        )
         t.start()
         time.sleep(0.5)
         assert t.is_alive()  # still in flight
@@ -354,13 +394,15 @@ def test_pool_refuses_before_starting_when_time_is_short() -> None:
     pool = GuestPool(shared_module(epochs=True), None, Limits(workers=1, deadline_ms=1000))
     try:
         timings: dict[str, float] = {}
-        size = asyncio.run(pool.run(lambda w: w.guest.image_size(make_png(8, 6)),
-                                    time.perf_counter(), timings))
+        size = asyncio.run(
+            pool.run(lambda w: w.guest.image_size(make_png(8, 6)), time.perf_counter(), timings)
+        )
         assert size == (8, 6) and timings["queue"] >= 0
         pool.typical_ms = 5000.0
         with pytest.raises(ApiError) as info:
-            asyncio.run(pool.run(lambda w: w.guest.image_size(make_png(8, 6)),
-                                 time.perf_counter(), {}))
+            asyncio.run(
+                pool.run(lambda w: w.guest.image_size(make_png(8, 6)), time.perf_counter(), {})
+            )
         assert info.value.code == "deadline_exceeded"
         assert "left after queueing" in info.value.message
         snap = pool.snapshot()

@@ -56,22 +56,42 @@ def test_load_with_faults_every_answer_right(tmp_path, answers: dict) -> None:
     assert len(images) >= 3, "run `make setup` for the sample images"
     grace = images["grace_hopper.jpg"]
     rare = {**rare_images(), **bench.extra_rare_images()}
-    with HostileOrigin({"grace_hopper.jpg": grace}, drip_s=0.5, drip_limit_s=10) as img_srv, \
-            start_server_process("--allow-private-urls", "--loopback-only-urls",
-                                 *LOAD_MEMORY_FLAGS, "--test-hooks",
-                                 "--max-body", str(MAX_BODY),
-                                 "--fetch-timeout", "1", "--deadline-ms", "60000",
-                                 log_path=tmp_path / "serve.log") as server:
+    with (
+        HostileOrigin({"grace_hopper.jpg": grace}, drip_s=0.5, drip_limit_s=10) as img_srv,
+        start_server_process(
+            "--allow-private-urls",
+            "--loopback-only-urls",
+            *LOAD_MEMORY_FLAGS,
+            "--test-hooks",
+            "--max-body",
+            str(MAX_BODY),
+            "--fetch-timeout",
+            "1",
+            "--deadline-ms",
+            "60000",
+            log_path=tmp_path / "serve.log",
+        ) as server,
+    ):
         expected, single_ms = reference_answers(server.url, images, repeat=1)
         answers.update(expected)
         expected.update(reference_answers(server.url, rare, repeat=1)[0])
-        faults = faults_for(MAX_BODY, grace, slow_url=f"{img_srv.url}/slow/grace_hopper.jpg",
-                            origin=img_srv.url) + bench.extra_faults(grace)
+        faults = faults_for(
+            MAX_BODY, grace, slow_url=f"{img_srv.url}/slow/grace_hopper.jpg", origin=img_srv.url
+        ) + bench.extra_faults(grace)
         # article-style URL requests are good requests that must be right too
         urls = [(f"{img_srv.url}/grace_hopper.jpg", "military uniform")] * 3
-        result = run_load(server.url, images, expected, clients=clients, requests=requests,
-                          faults=faults, url_requests=urls, single_ms=single_ms,
-                          cores=os.cpu_count() or 1, rare=rare)
+        result = run_load(
+            server.url,
+            images,
+            expected,
+            clients=clients,
+            requests=requests,
+            faults=faults,
+            url_requests=urls,
+            single_ms=single_ms,
+            cores=os.cpu_count() or 1,
+            rare=rare,
+        )
         settle_memory(server.url, result)
     print("\n" + result.table())
     assert result.wrong == 0, result.problems[:5]
@@ -81,8 +101,9 @@ def test_load_with_faults_every_answer_right(tmp_path, answers: dict) -> None:
     assert result.recycled >= 1  # the 16-bit PNG grew a guest past the ceiling ...
     assert result.guest_mib <= result.ceiling_mib  # ... and memory came back
     assert result.faults_bad == [] and result.faults_ok == len(faults)
-    assert {"progressive JPEG cut inside its last scan",
-            "tall-thin PNG past --max-pixels"} <= {f.name for f in faults}
+    assert {"progressive JPEG cut inside its last scan", "tall-thin PNG past --max-pixels"} <= {
+        f.name for f in faults
+    }
     assert expected["grace_hopper.jpg"][0]["label"] == "military uniform"
 
 
@@ -95,8 +116,9 @@ def test_hostile_graphs_between_requests_change_no_answer(answers: dict) -> None
         pytest.skip("needs the HTTP test's answers (run the whole file)")
     bench = load_test()
     images = sample_images()
-    graphs = bench.run_hostile_graphs(images, answers, workers=2, clients=3, requests=24,
-                                      graph_repeat=1)
+    graphs = bench.run_hostile_graphs(
+        images, answers, workers=2, clients=3, requests=24, graph_repeat=1
+    )
     print("\n" + graphs.table())
     assert graphs.graphs_bad == [] and graphs.graphs_ok == len(bench.hostile_graphs())
     assert graphs.wrong == 0 and graphs.ok == 24, graphs.problems[:5]

@@ -26,8 +26,13 @@ EXAMPLES = 25
 @pytest.fixture(scope="module")
 def server():
     # loopback-only URL mode: generated URL bodies can never reach another machine
-    limits = Limits(workers=2, max_body=256 * 1024, fetch_timeout=1.0, deadline_ms=20_000,
-                    loopback_only_urls=True)
+    limits = Limits(
+        workers=2,
+        max_body=256 * 1024,
+        fetch_timeout=1.0,
+        deadline_ms=20_000,
+        loopback_only_urls=True,
+    )
     with run_in_thread(limits) as srv:
         yield srv
 
@@ -43,16 +48,26 @@ def _operations(schema) -> list:
 
 def test_schema_lists_every_operation(schema) -> None:
     names = {(op.method.upper(), op.path) for op in _operations(schema)}
-    assert {("POST", "/predict"), ("GET", "/"), ("POST", "/"), ("GET", "/healthz"),
-            ("GET", "/models")} <= names
+    assert {
+        ("POST", "/predict"),
+        ("GET", "/"),
+        ("POST", "/"),
+        ("GET", "/healthz"),
+        ("GET", "/models"),
+    } <= names
 
 
 def _fuzz(op, base_url: str, seen: dict[str, set[int]]) -> None:
     documented = {int(code) for code in op.definition.raw["responses"]}
     name = f"{op.method.upper()} {op.path}"
 
-    @settings(max_examples=EXAMPLES, derandomize=True, deadline=None, database=None,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=EXAMPLES,
+        derandomize=True,
+        deadline=None,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
     @given(case=op.as_strategy())
     def check(case) -> None:
         response = case.call(base_url=base_url, timeout=60)
@@ -65,9 +80,10 @@ def _fuzz(op, base_url: str, seen: dict[str, set[int]]) -> None:
         if status >= 400:
             body = response.json()
             assert set(body) == {"error"} and body["error"]["code"] in ERROR_CODES
-        case.validate_response(response, checks=[status_code_conformance,
-                                                  content_type_conformance,
-                                                  response_schema_conformance])
+        case.validate_response(
+            response,
+            checks=[status_code_conformance, content_type_conformance, response_schema_conformance],
+        )
 
     check()
 

@@ -29,8 +29,9 @@ def stepper(clf: Classifier, tensor: np.ndarray):
         yield s
 
 
-def test_step_info_lists_every_step_inside_memory(clf: Classifier, tensor: np.ndarray,
-                                                  stepper: st.StepThrough) -> None:
+def test_step_info_lists_every_step_inside_memory(
+    clf: Classifier, tensor: np.ndarray, stepper: st.StepThrough
+) -> None:
     plan = stepper.plan
     g = clf.guest
     cap = 4096
@@ -73,8 +74,9 @@ def test_step_info_reports_its_length_when_the_buffer_is_short(clf: Classifier) 
     assert head == b'{"input":{"ptr":'
 
 
-def test_last_step_is_bit_identical_to_infer_tensor(clf: Classifier, tensor: np.ndarray,
-                                                   stepper: st.StepThrough) -> None:
+def test_last_step_is_bit_identical_to_infer_tensor(
+    clf: Classifier, tensor: np.ndarray, stepper: st.StepThrough
+) -> None:
     last = len(stepper) - 1
     values = stepper.run_to(last)
     ref = clf.infer_tensor(tensor)
@@ -86,17 +88,26 @@ def test_last_step_is_bit_identical_to_infer_tensor(clf: Classifier, tensor: np.
 
 
 def _steps(plan: st.Plan, op: str, **params: object) -> list[st.StepInfo]:
-    return [s for s in plan.steps if s.op == op
-            and all(s.params.get(k) == v for k, v in params.items())]
+    return [
+        s for s in plan.steps if s.op == op and all(s.params.get(k) == v for k, v in params.items())
+    ]
 
 
-@pytest.mark.parametrize(("op", "params"), [
-    ("Conv 1x1", {}), ("Conv 1x1", {"residual": True}), ("Conv 3x3/2", {}),
-    ("Depthwise 3x3", {}), ("Depthwise 5x5", {}), ("Depthwise 3x3/2", {}), ("MatMul", {}),
-    ("Mean", {}), ("Softmax", {}),
-])
-def test_numpy_recomputes_the_guests_value(stepper: st.StepThrough, op: str,
-                                           params: dict) -> None:
+@pytest.mark.parametrize(
+    ("op", "params"),
+    [
+        ("Conv 1x1", {}),
+        ("Conv 1x1", {"residual": True}),
+        ("Conv 3x3/2", {}),
+        ("Depthwise 3x3", {}),
+        ("Depthwise 5x5", {}),
+        ("Depthwise 3x3/2", {}),
+        ("MatMul", {}),
+        ("Mean", {}),
+        ("Softmax", {}),
+    ],
+)
+def test_numpy_recomputes_the_guests_value(stepper: st.StepThrough, op: str, params: dict) -> None:
     step = _steps(stepper.plan, op, **params)[0]
     values = stepper.run_to(step.index)
     corner = tuple(0 for _ in values.output.shape)  # padding taps for the windows
@@ -128,8 +139,9 @@ def test_unpack_panels_inverts_the_guests_packing() -> None:
         st.unpack_panels(panels[:-1], k, n, nr)
 
 
-def test_bad_step_bad_handle_bad_length_are_guest_errors(clf: Classifier,
-                                                         stepper: st.StepThrough) -> None:
+def test_bad_step_bad_handle_bad_length_are_guest_errors(
+    clf: Classifier, stepper: st.StepThrough
+) -> None:
     g = clf.guest
     n = len(stepper)
     for bad in (n, n + 100, -1):
@@ -172,8 +184,9 @@ def test_widget_answers_from_its_cache(stepper: st.StepThrough) -> None:
     assert first < 0.5 and back < 0.5, (first, back)
 
 
-def test_host_side_checks(clf: Classifier, stepper: st.StepThrough,
-                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_host_side_checks(
+    clf: Classifier, stepper: st.StepThrough, monkeypatch: pytest.MonkeyPatch
+) -> None:
     with pytest.raises(ValueError, match="the model's input"):
         st.StepThrough(clf, np.zeros((1, 224, 224, 1), np.float32))
     values = stepper.run_to(1)

@@ -16,8 +16,10 @@ def fake_toolchain(root: Path, name: str, with_target: str | None) -> Path:
     tc = root / "toolchains" / name
     (tc / "bin").mkdir(parents=True)
     rustc = tc / "bin" / "rustc"
-    rustc.write_text(f"#!/bin/sh\nif [ \"$1\" = --version ]; then echo 'rustc 9.9.9 ({name})';"
-                     f" else echo '{tc}'; fi\n")
+    rustc.write_text(
+        f"#!/bin/sh\nif [ \"$1\" = --version ]; then echo 'rustc 9.9.9 ({name})';"
+        f" else echo '{tc}'; fi\n"
+    )
     rustc.chmod(0o755)
     cargo = tc / "bin" / "cargo"
     cargo.write_text("#!/bin/sh\nexit 0\n")
@@ -30,8 +32,11 @@ def fake_toolchain(root: Path, name: str, with_target: str | None) -> Path:
 def test_rustup_toolchain_without_target_is_skipped(tmp_path, monkeypatch) -> None:
     fake_toolchain(tmp_path, "stable-x86_64-unknown-linux-gnu", None)
     monkeypatch.setenv("RUSTUP_HOME", str(tmp_path))
-    monkeypatch.setenv("PATH", f"{tmp_path / 'toolchains/stable-x86_64-unknown-linux-gnu/bin'}"
-                               f"{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv(
+        "PATH",
+        f"{tmp_path / 'toolchains/stable-x86_64-unknown-linux-gnu/bin'}"
+        f"{os.pathsep}{os.environ['PATH']}",
+    )
     if not Path("/usr/bin/rustc").exists():
         with pytest.raises(ToolchainError, match="rustup target add wasm32-wasip1"):
             find_toolchain(check_network=False)

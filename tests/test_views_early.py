@@ -61,8 +61,10 @@ def test_figures_come_from_the_record() -> None:
     rec = buildrecord.load()
     fig = size_figure(rec)
     (ax,) = fig.axes
-    assert [round(p.get_height()) for p in ax.patches] == \
-        [round(rec.size("debug") / 1024), round(rec.size("release") / 1024)]
+    assert [round(p.get_height()) for p in ax.patches] == [
+        round(rec.size("debug") / 1024),
+        round(rec.size("release") / 1024),
+    ]
     assert f"{rec.cpu_count}-core" in ax.get_title()
     fig = feature_cost_figure(rec)
     assert len(fig.axes) == 3
@@ -109,8 +111,11 @@ def test_notebook_02_memory_facts(module_path) -> None:
         assert 0 < ptr - heap_base <= 64
         assert ex["memory"].size(store) - pages == math.ceil((heap_base + n) / 65536) - pages
     q = ex["alloc"](store, 100)
-    assert [ex["dealloc"](store, q, 99), ex["dealloc"](store, q, 100),
-            ex["dealloc"](store, q, 100)] == [-2, 0, -1]
+    assert [
+        ex["dealloc"](store, q, 99),
+        ex["dealloc"](store, q, 100),
+        ex["dealloc"](store, q, 100),
+    ] == [-2, 0, -1]
 
 
 def test_notebook_02_the_guest_opens_no_files(module_path) -> None:

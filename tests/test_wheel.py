@@ -57,25 +57,28 @@ def test_outside_a_checkout_data_goes_to_the_user_data_dir(tmp_path: Path) -> No
     home = tmp_path / "me"
     assert paths.data_root(pkg, env={"WASI_LAB_HOME": str(tmp_path / "kit")}) == tmp_path / "kit"
     assert paths.user_data_dir({}, "linux", home) == home / ".local" / "share" / "wasi-lab"
-    assert paths.user_data_dir({"XDG_DATA_HOME": "/xdg"}, "linux", home) == Path(
-        "/xdg/wasi-lab")
+    assert paths.user_data_dir({"XDG_DATA_HOME": "/xdg"}, "linux", home) == Path("/xdg/wasi-lab")
     # A relative XDG_DATA_HOME is invalid by the XDG spec: ignored, as platformdirs does.
     assert paths.user_data_dir({"XDG_DATA_HOME": "rel"}, "linux", home) == (
-        home / ".local" / "share" / "wasi-lab")
+        home / ".local" / "share" / "wasi-lab"
+    )
     assert paths.user_data_dir({}, "darwin", home) == (
-        home / "Library" / "Application Support" / "wasi-lab")
+        home / "Library" / "Application Support" / "wasi-lab"
+    )
     assert paths.user_data_dir({"LOCALAPPDATA": str(tmp_path / "L")}, "win32", home) == (
-        tmp_path / "L" / "wasi-lab")
+        tmp_path / "L" / "wasi-lab"
+    )
     assert paths.user_data_dir({}, "win32", home) == home / "AppData" / "Local" / "wasi-lab"
     assert paths.user_data_dir({"WASI_LAB_HOME": "~/k"}, "darwin", home) == (
-        Path.home() / "k")  # the variable wins everywhere, ~ expanded
+        Path.home() / "k"
+    )  # the variable wins everywhere, ~ expanded
     assert paths.user_data_dir({"WASI_LAB_HOME": "rel"}, "linux", home) == Path.cwd() / "rel"
     assert paths.user_data_dir({"WASI_LAB_HOME": ""}, "linux", home) == (
-        home / ".local" / "share" / "wasi-lab")  # set but empty: as if unset
+        home / ".local" / "share" / "wasi-lab"
+    )  # set but empty: as if unset
 
 
-def test_notebooks_are_copied_once_and_a_learners_copy_is_never_overwritten(
-        tmp_path: Path) -> None:
+def test_notebooks_are_copied_once_and_a_learners_copy_is_never_overwritten(tmp_path: Path) -> None:
     src, work = tmp_path / "shipped", tmp_path / "work"
     src.mkdir()
     for name in ("01.ipynb", "02.ipynb"):
@@ -84,8 +87,8 @@ def test_notebooks_are_copied_once_and_a_learners_copy_is_never_overwritten(
     assert copy_notebooks(src, work) == (["01.ipynb", "02.ipynb"], [])
     assert sorted(p.name for p in work.iterdir()) == ["01.ipynb", "02.ipynb"]
     (work / "01.ipynb").write_text('{"mine": true}')  # the learner's edit
-    (work / "02.ipynb").unlink()                         # ... and a deleted notebook
-    (src / "03.ipynb").write_text("{}")                  # a newer kit adds one
+    (work / "02.ipynb").unlink()  # ... and a deleted notebook
+    (src / "03.ipynb").write_text("{}")  # a newer kit adds one
     assert copy_notebooks(src, work) == (["02.ipynb", "03.ipynb"], ["01.ipynb"])
     assert (work / "01.ipynb").read_text() == '{"mine": true}'
     assert (work / "02.ipynb").read_text() == '{"shipped": "02.ipynb"}'
@@ -95,8 +98,7 @@ def test_notebooks_are_copied_once_and_a_learners_copy_is_never_overwritten(
 def test_lab_dry_run_outside_the_course_names_the_copy(tmp_path: Path) -> None:
     lines: list[str] = []
     assert run_lab(dry_run=True, log=lines.append, notebooks=tmp_path / "nb") == 0
-    assert lines[0] == f"copy the notebooks missing in {tmp_path / 'nb'} from " \
-                       f"{REPO / 'notebooks'}"
+    assert lines[0] == f"copy the notebooks missing in {tmp_path / 'nb'} from {REPO / 'notebooks'}"
     assert f"--notebook-dir={tmp_path / 'nb'}" in lines[-1]
     assert not (tmp_path / "nb").exists()  # a dry run copies nothing
     lines.clear()
@@ -107,8 +109,11 @@ def test_lab_dry_run_outside_the_course_names_the_copy(tmp_path: Path) -> None:
 def test_setup_outside_a_checkout_skips_the_build_and_names_the_module(monkeypatch) -> None:
     from wasi_lab import setup
 
-    monkeypatch.setattr(setup, "ensure_toolchain_and_build",
-                        lambda build: pytest.fail("no toolchain step outside a checkout"))
+    monkeypatch.setattr(
+        setup,
+        "ensure_toolchain_and_build",
+        lambda build: pytest.fail("no toolchain step outside a checkout"),
+    )
     lines: list[str] = []
     assert run_setup(lines.append, checkout=None) == 0
     assert lines[0].startswith("[setup] guest: installed kit, running the packaged ")
@@ -129,29 +134,52 @@ def test_make_test_installs_rustfmt_for_the_format_check() -> None:
 # ------------------------------------------------------------------- a wheel, elsewhere (slow)
 #: What an sdist holds (MANIFEST.in and setuptools' defaults): the wheel is built from a copy
 #: of these, so a stale build/ in the checkout can never leak into it.
-SOURCES = ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md", "LICENSE", "wasi_lab",
-           "guest/Cargo.toml", "guest/src", "guest/prebuilt", "hosts/node", "notebooks",
-           "docs/build-results")
-IGNORE = shutil.ignore_patterns("__pycache__", "__wasmcache__", ".ipynb_checkpoints", "*.pyc",
-                                "node_modules")
+SOURCES = (
+    "pyproject.toml",
+    "setup.py",
+    "MANIFEST.in",
+    "README.md",
+    "LICENSE",
+    "wasi_lab",
+    "guest/Cargo.toml",
+    "guest/src",
+    "guest/prebuilt",
+    "hosts/node",
+    "notebooks",
+    "docs/build-results",
+)
+IGNORE = shutil.ignore_patterns(
+    "__pycache__", "__wasmcache__", ".ipynb_checkpoints", "*.pyc", "node_modules"
+)
 
 
 @dataclass
 class Kit:
     venv: Path
     wheel: Path
-    home: Path   # $WASI_LAB_HOME
-    work: Path   # the current directory, outside the checkout
+    home: Path  # $WASI_LAB_HOME
+    work: Path  # the current directory, outside the checkout
     env: dict[str, str]
 
     def run(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-        return subprocess.run([str(self.venv / "bin" / "wasi-lab"), *args], cwd=self.work,
-                              env=self.env, capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(
+            [str(self.venv / "bin" / "wasi-lab"), *args],
+            cwd=self.work,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
 
     def popen(self, *args: str, log: Path) -> subprocess.Popen:
         with log.open("w") as out:
-            return subprocess.Popen([str(self.venv / "bin" / "wasi-lab"), *args], cwd=self.work,
-                                    env=self.env, stdout=out, stderr=subprocess.STDOUT)
+            return subprocess.Popen(
+                [str(self.venv / "bin" / "wasi-lab"), *args],
+                cwd=self.work,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
 
 
 def _run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
@@ -171,26 +199,60 @@ def kit(tmp_path_factory: pytest.TempPathFactory) -> Kit:
         else:
             shutil.copy2(REPO / rel, src / rel)
     # Build isolation fetches the build backend pyproject asks for (setuptools>=77) from PyPI.
-    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(root / "dist"),
-          str(src)])
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "-q",
+            "-w",
+            str(root / "dist"),
+            str(src),
+        ]
+    )
     (wheel,) = (root / "dist").glob("wasi_lab-*.whl")
     venv = root / "venv"
     _run([sys.executable, "-m", "venv", "--without-pip", str(venv)])
-    fresh = Path(_run([str(venv / "bin" / "python"), "-c",
-                       "import sysconfig; print(sysconfig.get_paths()['purelib'])"]
-                      ).stdout.strip())
+    fresh = Path(
+        _run(
+            [
+                str(venv / "bin" / "python"),
+                "-c",
+                "import sysconfig; print(sysconfig.get_paths()['purelib'])",
+            ]
+        ).stdout.strip()
+    )
     ours = dict.fromkeys(sysconfig.get_paths()[k] for k in ("purelib", "platlib"))
     (fresh / "_wasi_lab_test_deps.pth").write_text("".join(f"{p}\n" for p in ours))
-    _run([sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install",
-          "-q", "--no-deps", str(wheel)])
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(venv / "bin" / "python"),
+            "install",
+            "-q",
+            "--no-deps",
+            str(wheel),
+        ]
+    )
     home, work = root / "home", root / "work"
     work.mkdir()
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("PYTHONPATH", "WASI_LAB_MODULE", "VIRTUAL_ENV")}
-    env.update(WASI_LAB_HOME=str(home), PYTHONUNBUFFERED="1",
-               JUPYTER_CONFIG_DIR=str(root / "jupyter" / "cfg"),
-               JUPYTER_DATA_DIR=str(root / "jupyter" / "data"),
-               JUPYTER_RUNTIME_DIR=str(root / "jupyter" / "rt"))
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("PYTHONPATH", "WASI_LAB_MODULE", "VIRTUAL_ENV")
+    }
+    env.update(
+        WASI_LAB_HOME=str(home),
+        PYTHONUNBUFFERED="1",
+        JUPYTER_CONFIG_DIR=str(root / "jupyter" / "cfg"),
+        JUPYTER_DATA_DIR=str(root / "jupyter" / "data"),
+        JUPYTER_RUNTIME_DIR=str(root / "jupyter" / "rt"),
+    )
     return Kit(venv=venv, wheel=wheel, home=home, work=work, env=env)
 
 
@@ -199,8 +261,14 @@ def _sha(data: bytes) -> str:
 
 
 #: The checkout's files an installed kit reads, shipped under wasi_lab/kit/ in the same layout.
-SHIPPED = ("guest/prebuilt/*.wasm", "guest/Cargo.toml", "guest/src/**/*.rs", "hosts/node/*.mjs",
-           "notebooks/*.ipynb", "docs/build-results/build-results.json")
+SHIPPED = (
+    "guest/prebuilt/*.wasm",
+    "guest/Cargo.toml",
+    "guest/src/**/*.rs",
+    "hosts/node/*.mjs",
+    "notebooks/*.ipynb",
+    "docs/build-results/build-results.json",
+)
 
 
 @pytest.mark.slow
@@ -214,18 +282,27 @@ def test_the_wheel_carries_the_guest_the_node_host_and_the_notebooks(kit: Kit) -
                 member = f"wasi_lab/kit/{f.relative_to(REPO).as_posix()}"
                 assert member in names, member
                 assert _sha(zf.read(member)) == _sha(f.read_bytes()), member
-        assert {"wasi_lab/kit/guest/src/abi.rs", "wasi_lab/kit/guest/src/engine/plan.rs",
-                "wasi_lab/kit/guest/prebuilt/wasi_lab_guest.wasm"} <= names
+        assert {
+            "wasi_lab/kit/guest/src/abi.rs",
+            "wasi_lab/kit/guest/src/engine/plan.rs",
+            "wasi_lab/kit/guest/prebuilt/wasi_lab_guest.wasm",
+        } <= names
         assert not [n for n in names if "__pycache__" in n or "__wasmcache__" in n]
 
 
 @pytest.mark.slow
 def test_the_installed_kit_is_the_wheels_not_the_checkout(kit: Kit) -> None:
-    out = _run([str(kit.venv / "bin" / "python"), "-c",
-                "import json, wasi_lab, wasi_lab.paths as p; print(json.dumps({"
-                "'file': wasi_lab.__file__, 'checkout': str(p.CHECKOUT), "
-                "'module': str(p.PREBUILT_MODULE), 'models': str(p.MODELS_DIR)}))"],
-               cwd=kit.work, env=kit.env)
+    out = _run(
+        [
+            str(kit.venv / "bin" / "python"),
+            "-c",
+            "import json, wasi_lab, wasi_lab.paths as p; print(json.dumps({"
+            "'file': wasi_lab.__file__, 'checkout': str(p.CHECKOUT), "
+            "'module': str(p.PREBUILT_MODULE), 'models': str(p.MODELS_DIR)}))",
+        ],
+        cwd=kit.work,
+        env=kit.env,
+    )
     where = json.loads(out.stdout)
     assert Path(where["file"]).is_relative_to(kit.venv), where
     assert where["checkout"] == "None"
@@ -278,16 +355,15 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 @pytest.mark.slow
-def test_serve_answers_a_prediction_from_outside_the_checkout(kit: Kit, tmp_path: Path,
-                                                             grace_hopper_bytes: bytes) -> None:
+def test_serve_answers_a_prediction_from_outside_the_checkout(
+    kit: Kit, tmp_path: Path, grace_hopper_bytes: bytes
+) -> None:
     port, log = free_port(), tmp_path / "serve.log"
-    proc = kit.popen("serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-                     log=log)
+    proc = kit.popen("serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "1", log=log)
     try:
         base = f"http://127.0.0.1:{port}"
         _wait(f"{base}/healthz", proc, log)
-        r = httpx.post(f"{base}/predict", content=grace_hopper_bytes, timeout=60,
-                       trust_env=False)
+        r = httpx.post(f"{base}/predict", content=grace_hopper_bytes, timeout=60, trust_env=False)
         assert r.status_code == 200, r.text
         assert r.json()["top"][0]["label"] == "military uniform"
     finally:
@@ -336,21 +412,31 @@ print(json.dumps(["".join(o.get("text", "") for o in c.get("outputs", [])
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["01_compile_the_guest.ipynb", "02_inspect_the_exports.ipynb",
-                                  "05_hosts_and_timing.ipynb"])
-def test_a_copied_notebook_runs_in_the_installed_kit(kit: Kit, name: str, tmp_path: Path
-                                                    ) -> None:
+@pytest.mark.parametrize(
+    "name",
+    ["01_compile_the_guest.ipynb", "02_inspect_the_exports.ipynb", "05_hosts_and_timing.ipynb"],
+)
+def test_a_copied_notebook_runs_in_the_installed_kit(kit: Kit, name: str, tmp_path: Path) -> None:
     """The stored build record and the command guest (01), listings of the guest's sources
     (02) and the Node host (05), all from the wheel's files, in a learner's working copy.
     (00, 03, 04 and 06-09 passed too when run by hand this way; 5 to 27 s each.)"""
     assert kit.run("setup").returncode == 0
     nbdir = tmp_path / "notebooks"  # not the lab test's folder, which holds a learner's edit
-    _run([str(kit.venv / "bin" / "python"), "-c",
-          "from wasi_lab.paths import NOTEBOOKS_SOURCE as s; from wasi_lab.setup import "
-          f"copy_notebooks; copy_notebooks(s, __import__('pathlib').Path({str(nbdir)!r}))"],
-         cwd=kit.work, env=kit.env)
-    out = _run([str(kit.venv / "bin" / "python"), "-c", _EXECUTE, str(nbdir / name)],
-               cwd=kit.work, env=kit.env)
+    _run(
+        [
+            str(kit.venv / "bin" / "python"),
+            "-c",
+            "from wasi_lab.paths import NOTEBOOKS_SOURCE as s; from wasi_lab.setup import "
+            f"copy_notebooks; copy_notebooks(s, __import__('pathlib').Path({str(nbdir)!r}))",
+        ],
+        cwd=kit.work,
+        env=kit.env,
+    )
+    out = _run(
+        [str(kit.venv / "bin" / "python"), "-c", _EXECUTE, str(nbdir / name)],
+        cwd=kit.work,
+        env=kit.env,
+    )
     printed = json.loads(out.stdout.splitlines()[-1])
     assert Path(printed[-1].strip()).is_relative_to(kit.venv), printed[-1]
     assert any(text.strip() for text in printed[:-1])  # the course's cells printed

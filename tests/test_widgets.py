@@ -39,8 +39,7 @@ def test_stage_stepper_slider_and_buttons_stay_in_step(replay: memviz.StageRepla
     assert st.slider.value == 0 and st.buttons.value == 0
 
 
-def test_stage_stepper_renders_ahead_so_a_click_is_a_cache_hit(
-        replay: memviz.StageReplay) -> None:
+def test_stage_stepper_renders_ahead_so_a_click_is_a_cache_hit(replay: memviz.StageReplay) -> None:
     st = StageStepper(replay.snapshots)
     stages = range(len(replay.snapshots))
     assert all(st.cached(i, c) for i in stages for c in StageStepper.COLOURINGS)
@@ -107,8 +106,9 @@ def test_prediction_panel_inputs(image_server: str, small_png: bytes) -> None:
     images = list_images()
     names = {p.name: p for p in images}
     assert "grace_hopper.jpg" in names and "chelsea.png" in names
-    panel = PredictionPanel(images=[names["grace_hopper.jpg"], names["chelsea.png"]],
-                            models=["efficientnet-lite0"])
+    panel = PredictionPanel(
+        images=[names["grace_hopper.jpg"], names["chelsea.png"]], models=["efficientnet-lite0"]
+    )
     assert panel.last is not None and panel.last.top[0].label == "military uniform"
     assert "military uniform" in panel.status.value
     top5_before = bytes(panel.top5.value)
@@ -152,9 +152,15 @@ def test_prediction_panel_upload_widget() -> None:
     assert panel.last is None
     panel.auto = True
     data = Path(path).read_bytes()
-    panel.upload.value = ({"name": "upload.jpg", "type": "image/jpeg", "size": len(data),
-                           "content": memoryview(data),
-                           "last_modified": datetime.datetime.now(datetime.UTC)},)
+    panel.upload.value = (
+        {
+            "name": "upload.jpg",
+            "type": "image/jpeg",
+            "size": len(data),
+            "content": memoryview(data),
+            "last_modified": datetime.datetime.now(datetime.UTC),
+        },
+    )
     assert panel.last is not None and panel.last.image == "upload.jpg"
     assert panel.last.top[0].label == "military uniform"
 
@@ -167,10 +173,15 @@ def test_page_map_png_draws_each_page_in_its_colour() -> None:
     from wasi_lab.runtime import Allocation, MemorySnapshot
 
     data = bytearray(5 * PAGE_SIZE)
-    data[3 * PAGE_SIZE:4 * PAGE_SIZE] = bytes(range(256)) * 256  # entropy 8 on page 3
-    snap = MemorySnapshot(bytes(data), 5, PAGE_SIZE, PAGE_SIZE - 8,
-                          [Allocation(2 * PAGE_SIZE, PAGE_SIZE, "model"),
-                           Allocation(3 * PAGE_SIZE, 10, "image")], "s")
+    data[3 * PAGE_SIZE : 4 * PAGE_SIZE] = bytes(range(256)) * 256  # entropy 8 on page 3
+    snap = MemorySnapshot(
+        bytes(data),
+        5,
+        PAGE_SIZE,
+        PAGE_SIZE - 8,
+        [Allocation(2 * PAGE_SIZE, PAGE_SIZE, "model"), Allocation(3 * PAGE_SIZE, 10, "image")],
+        "s",
+    )
     png = memviz.page_map_png(snap, changed_pages=[2], cols=32, width=900)
     img = Image.open(io.BytesIO(png)).convert("RGB")
     cell = (900 - 70) // 32
@@ -181,7 +192,7 @@ def test_page_map_png_draws_each_page_in_its_colour() -> None:
 
     def rgb(region: str) -> tuple[int, int, int]:
         c = memviz.REGION_COLOURS[region].lstrip("#")
-        return tuple(int(c[i:i + 2], 16) for i in (0, 2, 4))
+        return tuple(int(c[i : i + 2], 16) for i in (0, 2, 4))
 
     assert centre(0) == rgb("data + stack") and centre(1) == rgb("untouched (zero)")
     assert centre(2) == (0, 0, 0), "a changed page carries a dot"

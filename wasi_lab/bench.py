@@ -31,8 +31,9 @@ from wasi_lab.predict import Classifier
 from wasi_lab.runtime import Guest, compile_module, shared_module
 
 
-def _timed(fn: Callable[[], object], repeat: int, warmup: int = 1,
-           desc: str = "", progress: bool = False) -> tuple[list[float], object]:
+def _timed(
+    fn: Callable[[], object], repeat: int, warmup: int = 1, desc: str = "", progress: bool = False
+) -> tuple[list[float], object]:
     """Run `fn` warmup + repeat times; return the repeat timings in ms and the last result."""
     result = None
     for _ in range(warmup):
@@ -90,15 +91,21 @@ class BenchResult:
     def ratios(self) -> dict[str, float | None]:
         def r(peer: float | None) -> float | None:
             return round(self.guest_ms / peer, 3) if peer else None
-        return {"guest_vs_tract": r(self.tract_ms), "guest_vs_ort_1t": r(self.ort_1t_ms),
-                "guest_vs_ort": r(self.ort_ms)}
+
+        return {
+            "guest_vs_tract": r(self.tract_ms),
+            "guest_vs_ort_1t": r(self.ort_1t_ms),
+            "guest_vs_ort": r(self.ort_ms),
+        }
 
     def to_dict(self) -> dict:
         d = dict(self.__dict__)
         d["ratios"] = self.ratios
         # Round timings only: the output differences are ~1e-6 and must survive the JSON.
-        return {k: (round(v, 3) if isinstance(v, float) and k.endswith("_ms") else v)
-                for k, v in d.items()}
+        return {
+            k: (round(v, 3) if isinstance(v, float) and k.endswith("_ms") else v)
+            for k, v in d.items()
+        }
 
 
 def _ort_runner(onnx_path: Path, threads: int | None) -> Callable[[np.ndarray], np.ndarray]:
@@ -160,8 +167,9 @@ class Turns:
     cpu_per_wall: dict[str, float]
 
 
-def _take_turns(engines: dict[str, TurnTaker], repeat: int, progress: bool, block: int = 2
-                ) -> Turns:
+def _take_turns(
+    engines: dict[str, TurnTaker], repeat: int, progress: bool, block: int = 2
+) -> Turns:
     """Time the engines in turns: `block` timed calls each per turn, after one untimed call.
 
     On a shared machine noise comes in bursts; timing the engines one after the other
@@ -182,25 +190,38 @@ def _take_turns(engines: dict[str, TurnTaker], repeat: int, progress: bool, bloc
             times[name] += t
             cpu[name] += c
             wall[name] += w
-    return Turns({name: t[:max(repeat, 1)] for name, t in times.items()},
-                 {name: e.output for name, e in engines.items()},
-                 {name: round(cpu[name] / wall[name], 2) for name in engines
-                  if wall[name] and not math.isnan(cpu[name])})
+    return Turns(
+        {name: t[: max(repeat, 1)] for name, t in times.items()},
+        {name: e.output for name, e in engines.items()},
+        {
+            name: round(cpu[name] / wall[name], 2)
+            for name in engines
+            if wall[name] and not math.isnan(cpu[name])
+        },
+    )
 
 
-def _interleaved(runners: dict[str, Callable[[np.ndarray], np.ndarray]], x: np.ndarray,
-                 repeat: int, progress: bool, block: int = 2
-                 ) -> tuple[dict[str, list[float]], dict[str, np.ndarray]]:
+def _interleaved(
+    runners: dict[str, Callable[[np.ndarray], np.ndarray]],
+    x: np.ndarray,
+    repeat: int,
+    progress: bool,
+    block: int = 2,
+) -> tuple[dict[str, list[float]], dict[str, np.ndarray]]:
     """`_take_turns` for in-process engines only: (timings, outputs)."""
-    turns = _take_turns({n: _InProcess(r, x) for n, r in runners.items()}, repeat, progress,
-                        block)
+    turns = _take_turns({n: _InProcess(r, x) for n, r in runners.items()}, repeat, progress, block)
     return turns.times, turns.outputs
 
 
-def run_bench(model: str = "efficientnet-lite0", repeat: int = 20, module: Path | None = None,
-              image: bytes | None = None, progress: bool = True,
-              peers: tuple[str, ...] = ("tract", "ort_1t", "ort"), wasm_peers: bool = False,
-              ) -> BenchResult:
+def run_bench(
+    model: str = "efficientnet-lite0",
+    repeat: int = 20,
+    module: Path | None = None,
+    image: bytes | None = None,
+    progress: bool = True,
+    peers: tuple[str, ...] = ("tract", "ort_1t", "ort"),
+    wasm_peers: bool = False,
+) -> BenchResult:
     """Measure everything once; `repeat` is the number of timed inferences per engine.
 
     `wasm_peers` adds the engines in Node (`wasi_lab.peers`): the guest under node:wasi,
@@ -210,23 +231,34 @@ def run_bench(model: str = "efficientnet-lite0", repeat: int = 20, module: Path 
     path = Path(module) if module else default_module()
     few = max(3, repeat // 5)
 
-    cold, _ = _timed(lambda: compile_module(path, use_cache=False), few, warmup=0,
-                     desc="compile (cold)", progress=progress)
+    cold, _ = _timed(
+        lambda: compile_module(path, use_cache=False),
+        few,
+        warmup=0,
+        desc="compile (cold)",
+        progress=progress,
+    )
     compile_module(path)  # make sure the cache file exists
-    cached, _ = _timed(lambda: compile_module(path), few, desc="compile (cache)",
-                       progress=progress)
+    cached, _ = _timed(lambda: compile_module(path), few, desc="compile (cache)", progress=progress)
     compiled = shared_module(path)
-    inst, _ = _timed(lambda: Guest(compiled), max(repeat, 10), desc="instantiate",
-                     progress=progress)
+    inst, _ = _timed(
+        lambda: Guest(compiled), max(repeat, 10), desc="instantiate", progress=progress
+    )
 
     clf = Classifier(spec.name, module=compiled)
-    loads, _ = _timed(lambda: Classifier(spec.name, module=compiled), few, warmup=0,
-                      desc="load model", progress=progress)
+    loads, _ = _timed(
+        lambda: Classifier(spec.name, module=compiled),
+        few,
+        warmup=0,
+        desc="load model",
+        progress=progress,
+    )
     # A photo, not noise: after each ReLU a photo leaves many inputs of the next 1x1
     # convolution at zero, and the guest skips those multiply-adds.
     image = grace_hopper().read_bytes() if image is None else image
-    decode, tensor = _timed(lambda: clf.guest.decode_image(image, 1)[2], few,
-                            desc="decode", progress=progress)
+    decode, tensor = _timed(
+        lambda: clf.guest.decode_image(image, 1)[2], few, desc="decode", progress=progress
+    )
     x = np.ascontiguousarray(tensor, dtype=np.float32)
 
     engines: dict[str, TurnTaker] = {"guest": _InProcess(clf.infer_tensor, x)}
@@ -236,9 +268,12 @@ def run_bench(model: str = "efficientnet-lite0", repeat: int = 20, module: Path 
         try:
             if onnx_path is None or not onnx_path.exists():
                 raise FileNotFoundError(f"no ONNX export for {spec.name}")
-            engines[peer] = _InProcess(_tract_runner(onnx_path) if peer == "tract"
-                                       else _ort_runner(onnx_path, 1 if peer == "ort_1t"
-                                                        else None), x)
+            engines[peer] = _InProcess(
+                _tract_runner(onnx_path)
+                if peer == "tract"
+                else _ort_runner(onnx_path, 1 if peer == "ort_1t" else None),
+                x,
+            )
         except (ImportError, FileNotFoundError, OSError) as exc:
             skipped.append(f"{peer}: {exc}")
     with ExitStack() as stack:
@@ -257,20 +292,31 @@ def run_bench(model: str = "efficientnet-lite0", repeat: int = 20, module: Path 
     diffs = {p: float(np.abs(out - guest_out).max()) for p, (_, out) in results.items()}
     steps = clf.profile(x)
     return BenchResult(
-        model=spec.name, module=str(path), repeat=repeat,
-        guest_ms=median(guest_t), guest_p90_ms=p90(guest_t),
+        model=spec.name,
+        module=str(path),
+        repeat=repeat,
+        guest_ms=median(guest_t),
+        guest_p90_ms=p90(guest_t),
         tract_ms=median(results["tract"][0]) if "tract" in results else None,
         ort_1t_ms=median(results["ort_1t"][0]) if "ort_1t" in results else None,
         ort_ms=median(results["ort"][0]) if "ort" in results else None,
-        compile_cold_ms=median(cold), compile_cached_ms=median(cached),
-        instantiate_ms=median(inst), model_load_ms=median(loads), decode_ms=median(decode),
+        compile_cold_ms=median(cold),
+        compile_cached_ms=median(cached),
+        instantiate_ms=median(inst),
+        model_load_ms=median(loads),
+        decode_ms=median(decode),
         peak_pages={"after_load": clf.pages_after_load, "after_infer": clf.guest.pages},
-        max_abs_diff=max(diffs.values()) if diffs else None, diffs=diffs,
+        max_abs_diff=max(diffs.values()) if diffs else None,
+        diffs=diffs,
         guest_skipped_macs_share=sum(s["skipped"] for s in steps) / sum(s["macs"] for s in steps),
-        peers_p90_ms={p: p90(t) for p, (t, _) in results.items()}, skipped=skipped,
-        cpu_per_wall=turns.cpu_per_wall, guest_min_ms=min(guest_t),
-        wasm_peers=wasm_peer_rows(node_results, guest_t, guest_out,
-                                  turns.cpu_per_wall, engines) if wasm_peers else [])
+        peers_p90_ms={p: p90(t) for p, (t, _) in results.items()},
+        skipped=skipped,
+        cpu_per_wall=turns.cpu_per_wall,
+        guest_min_ms=min(guest_t),
+        wasm_peers=wasm_peer_rows(node_results, guest_t, guest_out, turns.cpu_per_wall, engines)
+        if wasm_peers
+        else [],
+    )
 
 
 #: The native peers and the module each needs (the `bench` extra installs both).
@@ -296,22 +342,30 @@ def peers_missing_line(res: BenchResult | None = None) -> str | None:
     if res is None and not missing:
         return None
     if missing:
-        return (f"{' and '.join(missing)} not installed: no native engine to compare with; "
-                f"`pip install -e '.[bench]'` to see them")
+        return (
+            f"{' and '.join(missing)} not installed: no native engine to compare with; "
+            f"`pip install -e '.[bench]'` to see them"
+        )
     return "no native engine was measured: " + "; ".join(res.skipped if res else [])
 
 
 def compare_sentences(res: BenchResult) -> list[str]:
     """What one bench run says about the guest and each peer, from its own numbers."""
     out = [f"the guest: {res.guest_ms:.1f} ms per inference (median of {res.repeat})"]
-    names = {"tract": "tract native", "ort_1t": "ONNX Runtime, 1 thread",
-             "ort": "ONNX Runtime, default threads"}
+    names = {
+        "tract": "tract native",
+        "ort_1t": "ONNX Runtime, 1 thread",
+        "ort": "ONNX Runtime, default threads",
+    }
     for key, ms in (("tract", res.tract_ms), ("ort_1t", res.ort_1t_ms), ("ort", res.ort_ms)):
         if ms is None:
             continue
         ratio = res.guest_ms / ms
-        how = (f"{ratio:.2f}x its time: the guest is faster" if ratio < 1 else
-               f"{ratio:.2f}x its time: the guest is slower")
+        how = (
+            f"{ratio:.2f}x its time: the guest is faster"
+            if ratio < 1
+            else f"{ratio:.2f}x its time: the guest is slower"
+        )
         diff = res.diffs.get(key)
         same = f", outputs within {diff:.1e}" if diff is not None else ""
         out.append(f"{names[key]}: {ms:.1f} ms; the guest takes {how}{same}")
@@ -324,6 +378,7 @@ def _cpu(v: float | None) -> str:
 
 def format_table(res: BenchResult) -> str:
     """The table `wasi-lab bench` prints."""
+
     def ms(v: float | None) -> str:
         return f"{v:9.2f}" if v is not None else "  skipped"
 
@@ -333,34 +388,50 @@ def format_table(res: BenchResult) -> str:
         ("ONNX Runtime, 1 thread", res.ort_1t_ms, res.peers_p90_ms.get("ort_1t")),
         ("ONNX Runtime, default threads", res.ort_ms, res.peers_p90_ms.get("ort")),
     ]
-    lines = [f"model {res.model}, {res.repeat} timed runs each, module {res.module}",
-             "", f"{'inference':<32}{'median ms':>10}{'p90 ms':>10}"]
+    lines = [
+        f"model {res.model}, {res.repeat} timed runs each, module {res.module}",
+        "",
+        f"{'inference':<32}{'median ms':>10}{'p90 ms':>10}",
+    ]
     lines += [f"{name:<32}{ms(med)}{ms(p)}" for name, med, p in rows]
     if res.wasm_peers:
-        lines += ["", f"{'wasm peers (Node, Chromium)':<32}{'median ms':>10}{'min ms':>10}"
-                  f"{'guest/peer':>12}{'CPU/wall':>10}{'max diff':>10}"]
-        lines += [f"{w['label']:<32}{w['median_ms']:10.2f}{w['min_ms']:10.2f}"
-                  f"{w['guest_ratio']:12.2f}{_cpu(w['cpu_per_wall'])}"
-                  f"{w['max_abs_diff']:10.1e}" for w in res.wasm_peers]
+        lines += [
+            "",
+            f"{'wasm peers (Node, Chromium)':<32}{'median ms':>10}{'min ms':>10}"
+            f"{'guest/peer':>12}{'CPU/wall':>10}{'max diff':>10}",
+        ]
+        lines += [
+            f"{w['label']:<32}{w['median_ms']:10.2f}{w['min_ms']:10.2f}"
+            f"{w['guest_ratio']:12.2f}{_cpu(w['cpu_per_wall'])}"
+            f"{w['max_abs_diff']:10.1e}"
+            for w in res.wasm_peers
+        ]
     if res.cpu_per_wall:
-        lines += ["", "CPU seconds per wall second (all threads; below the thread count: the "
-                  "engine did not get its cores): "
-                  + ", ".join(f"{k} {v:.2f}" for k, v in res.cpu_per_wall.items())]
+        lines += [
+            "",
+            "CPU seconds per wall second (all threads; below the thread count: the "
+            "engine did not get its cores): "
+            + ", ".join(f"{k} {v:.2f}" for k, v in res.cpu_per_wall.items()),
+        ]
     r = res.ratios
-    lines += ["", "ratios (median): " + ", ".join(f"{k} {v:.2f}" for k, v in r.items() if v),
-              "max abs diff vs guest: "
-              + (f"{res.max_abs_diff:.2e}" if res.max_abs_diff is not None else "n/a")
-              + "".join(f"  [{k} {v:.2e}]" for k, v in res.diffs.items()),
-              f"the guest skipped {res.guest_skipped_macs_share:.1%} of the multiply-adds on "
-              "this input (zeros after a ReLU6), so its time depends on the image", "",
-              f"{'guest setup':<32}{'median ms':>10}",
-              f"{'compile (cold, Cranelift)':<32}{res.compile_cold_ms:10.2f}",
-              f"{'compile (from cache)':<32}{res.compile_cached_ms:10.2f}",
-              f"{'instantiate (InstancePre)':<32}{res.instantiate_ms:10.3f}",
-              f"{'model load (write + parse)':<32}{res.model_load_ms:10.2f}",
-              f"{'image decode + preprocess':<32}{res.decode_ms:10.2f}",
-              f"peak guest memory: {res.peak_pages['after_load']} pages after load, "
-              f"{res.peak_pages['after_infer']} after inference (64 KiB each)"]
+    lines += [
+        "",
+        "ratios (median): " + ", ".join(f"{k} {v:.2f}" for k, v in r.items() if v),
+        "max abs diff vs guest: "
+        + (f"{res.max_abs_diff:.2e}" if res.max_abs_diff is not None else "n/a")
+        + "".join(f"  [{k} {v:.2e}]" for k, v in res.diffs.items()),
+        f"the guest skipped {res.guest_skipped_macs_share:.1%} of the multiply-adds on "
+        "this input (zeros after a ReLU6), so its time depends on the image",
+        "",
+        f"{'guest setup':<32}{'median ms':>10}",
+        f"{'compile (cold, Cranelift)':<32}{res.compile_cold_ms:10.2f}",
+        f"{'compile (from cache)':<32}{res.compile_cached_ms:10.2f}",
+        f"{'instantiate (InstancePre)':<32}{res.instantiate_ms:10.3f}",
+        f"{'model load (write + parse)':<32}{res.model_load_ms:10.2f}",
+        f"{'image decode + preprocess':<32}{res.decode_ms:10.2f}",
+        f"peak guest memory: {res.peak_pages['after_load']} pages after load, "
+        f"{res.peak_pages['after_infer']} after inference (64 KiB each)",
+    ]
     if res.skipped:
         lines.append("skipped: " + "; ".join(res.skipped))
     return "\n".join(lines)
@@ -374,10 +445,12 @@ def bench_figure(res: BenchResult):
     """Median (bar) and p90 (whisker) per engine, with the guest's ratio to each peer."""
     import matplotlib.pyplot as plt
 
-    rows = [("guest (wasm)", res.guest_ms, res.guest_p90_ms),
-            ("tract native", res.tract_ms, res.peers_p90_ms.get("tract")),
-            ("ONNX Runtime 1 thread", res.ort_1t_ms, res.peers_p90_ms.get("ort_1t")),
-            ("ONNX Runtime default", res.ort_ms, res.peers_p90_ms.get("ort"))]
+    rows = [
+        ("guest (wasm)", res.guest_ms, res.guest_p90_ms),
+        ("tract native", res.tract_ms, res.peers_p90_ms.get("tract")),
+        ("ONNX Runtime 1 thread", res.ort_1t_ms, res.peers_p90_ms.get("ort_1t")),
+        ("ONNX Runtime default", res.ort_ms, res.peers_p90_ms.get("ort")),
+    ]
     rows = [r for r in rows if r[1] is not None]
     names = [r[0] for r in rows][::-1]
     med = [r[1] for r in rows][::-1]
@@ -390,11 +463,21 @@ def bench_figure(res: BenchResult):
         if not name.startswith("guest") and b.get_width() > 0:
             note += f"  (guest is {res.guest_ms / b.get_width():.2f}x)"
         # Past the whisker, so a long p90 does not run through the text.
-        ax.annotate(note, (b.get_width() + e, b.get_y() + b.get_height() / 2), va="center",
-                    xytext=(6, 0), textcoords="offset points", fontsize=10)
+        ax.annotate(
+            note,
+            (b.get_width() + e, b.get_y() + b.get_height() / 2),
+            va="center",
+            xytext=(6, 0),
+            textcoords="offset points",
+            fontsize=10,
+        )
     ax.margins(x=0.45)
     ax.set_xlabel("milliseconds per inference (median; whisker: p90)")
-    ax.set_title(f"{res.model}: same tensor, same run (max abs diff "
-                 f"{res.max_abs_diff:.1e})" if res.max_abs_diff is not None else res.model,
-                 fontsize=12, loc="left")
+    ax.set_title(
+        f"{res.model}: same tensor, same run (max abs diff {res.max_abs_diff:.1e})"
+        if res.max_abs_diff is not None
+        else res.model,
+        fontsize=12,
+        loc="left",
+    )
     return fig

@@ -31,8 +31,9 @@ from wasi_lab.peers.node_peers import (
 from wasi_lab.peers.tfjs_convert import ensure_tfjs_model
 
 #: The guest in headless Chromium (`wasi_lab.peers.browser_peer`), beside the Node engines.
-BROWSER_PEER = WasmPeer("guest_browser", "browser", "guest-browser", 1,
-                        "guest (wasm, Chromium)", ())
+BROWSER_PEER = WasmPeer(
+    "guest_browser", "browser", "guest-browser", 1, "guest (wasm, Chromium)", ()
+)
 ALL_PEERS = (WASM_PEERS[0], BROWSER_PEER, *WASM_PEERS[1:])
 
 
@@ -41,8 +42,7 @@ def _start_browser(spec: ModelSpec, x: np.ndarray, module: Path | None):
         from wasi_lab.peers.browser_peer import BrowserEngine
     except ImportError as exc:  # Playwright absent
         raise HostError(f"no browser host: {exc}") from exc
-    eng = BrowserEngine(Path(module) if module else default_module(), spec.path, x,
-                        spec.output)
+    eng = BrowserEngine(Path(module) if module else default_module(), spec.path, x, spec.output)
     eng.peer = BROWSER_PEER  # type: ignore[attr-defined]
     return eng
 
@@ -57,9 +57,14 @@ def _model_for(peer: WasmPeer, spec: ModelSpec) -> Path:
     return ensure_tfjs_model(spec.path)
 
 
-def start_wasm_peers(spec: ModelSpec, x: np.ndarray, stack: ExitStack, progress: bool = False,
-                     peers: tuple[WasmPeer, ...] = ALL_PEERS, module: Path | None = None
-                     ) -> tuple[dict[str, object], list[str]]:
+def start_wasm_peers(
+    spec: ModelSpec,
+    x: np.ndarray,
+    stack: ExitStack,
+    progress: bool = False,
+    peers: tuple[WasmPeer, ...] = ALL_PEERS,
+    module: Path | None = None,
+) -> tuple[dict[str, object], list[str]]:
     """Start each peer on `x` (closed when `stack` closes): (engines by key, skip reasons).
     The guest's own hosts (Node, Chromium) run `module`, the module the bench measures."""
     tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="wasi-lab-peers-")))
@@ -74,22 +79,30 @@ def start_wasm_peers(spec: ModelSpec, x: np.ndarray, stack: ExitStack, progress:
                 if peer.runner == "browser":
                     eng = _start_browser(spec, x, module)
                 else:
-                    eng = NodeEngine(peer, _model_for(peer, spec), tensor, tuple(x.shape),
-                                     output_name=spec.output if peer.runner == "guest" else "",
-                                     wasm=module)
+                    eng = NodeEngine(
+                        peer,
+                        _model_for(peer, spec),
+                        tensor,
+                        tuple(x.shape),
+                        output_name=spec.output if peer.runner == "guest" else "",
+                        wasm=module,
+                    )
                 stack.callback(eng.close)
                 engines[peer.key] = eng
                 continue
-            except (NodePeerError, HostError, FileNotFoundError, OSError,
-                    GraphDefError) as exc:
+            except (NodePeerError, HostError, FileNotFoundError, OSError, GraphDefError) as exc:
                 why = str(exc)
         skipped.append(f"{peer.key}: {why}")
     return engines, skipped
 
 
-def wasm_peer_rows(results: dict[str, tuple[list[float], np.ndarray]], guest_times: list[float],
-                   guest_out: np.ndarray, cpu_per_wall: dict[str, float],
-                   engines: dict[str, object]) -> list[dict]:
+def wasm_peer_rows(
+    results: dict[str, tuple[list[float], np.ndarray]],
+    guest_times: list[float],
+    guest_out: np.ndarray,
+    cpu_per_wall: dict[str, float],
+    engines: dict[str, object],
+) -> list[dict]:
     """One row per Node engine that ran: median, minimum, output difference from the guest
     (wasmtime), the guest's time over the peer's, and CPU seconds per wall second."""
     guest_ms = statistics.median(guest_times)
@@ -98,14 +111,20 @@ def wasm_peer_rows(results: dict[str, tuple[list[float], np.ndarray]], guest_tim
         eng = engines[key]
         peer: WasmPeer = eng.peer  # type: ignore[attr-defined]
         med = statistics.median(times)
-        rows.append({
-            "key": key, "engine": peer.engine, "threads": peer.threads, "label": peer.label,
-            "median_ms": round(med, 3), "min_ms": round(min(times), 3),
-            "max_abs_diff": float(np.abs(out.reshape(-1) - guest_out.reshape(-1)).max()),
-            "guest_ratio": round(guest_ms / med, 3),
-            "cpu_per_wall": cpu_per_wall.get(key),
-            "detail": getattr(eng, "detail", ""),
-        })
+        rows.append(
+            {
+                "key": key,
+                "engine": peer.engine,
+                "threads": peer.threads,
+                "label": peer.label,
+                "median_ms": round(med, 3),
+                "min_ms": round(min(times), 3),
+                "max_abs_diff": float(np.abs(out.reshape(-1) - guest_out.reshape(-1)).max()),
+                "guest_ratio": round(guest_ms / med, 3),
+                "cpu_per_wall": cpu_per_wall.get(key),
+                "detail": getattr(eng, "detail", ""),
+            }
+        )
     return rows
 
 
@@ -160,8 +179,9 @@ def ratio_ranges(record: dict) -> dict[str, tuple[float, float]]:
 def typical_run(record: dict, key: str = "ort_web_1t") -> dict:
     """The run whose guest/`key` ratio is the median of the runs' (the one the chart shows)."""
     runs = [r for r in record["runs"] if key in medians(r["result"])] or record["runs"]
-    runs = sorted(runs, key=lambda r: (lambda m: m["guest"] / m.get(key, m["guest"]))(
-        medians(r["result"])))
+    runs = sorted(
+        runs, key=lambda r: (lambda m: m["guest"] / m.get(key, m["guest"]))(medians(r["result"]))
+    )
     return runs[len(runs) // 2]
 
 
@@ -178,8 +198,9 @@ def faq_figure(run: dict):
     rows = [(label, key, kind) for label, key, kind in FAQ_ROWS if key in m][::-1]
     colours = {"guest": "#4c72b0", "wasm": "#dd8452", "native": "#bbbbbb"}
     fig, ax = plt.subplots(figsize=(9, 4.2), layout="constrained")
-    bars = ax.barh([r[0] for r in rows], [m[r[1]] for r in rows],
-                   color=[colours[r[2]] for r in rows])
+    bars = ax.barh(
+        [r[0] for r in rows], [m[r[1]] for r in rows], color=[colours[r[2]] for r in rows]
+    )
     for bar, (_, key, _) in zip(bars, rows, strict=True):
         y = bar.get_y() + bar.get_height() / 2
         if mins.get(key):
@@ -189,12 +210,21 @@ def faq_figure(run: dict):
             note += f"  (guest {m['guest'] / m[key]:.2f}x)"
         if key in cpu:
             note += f"  CPU/wall {cpu[key]:.2f}"
-        ax.annotate(note, (bar.get_width(), y), va="center", xytext=(6, 0),
-                    textcoords="offset points", fontsize=9)
+        ax.annotate(
+            note,
+            (bar.get_width(), y),
+            va="center",
+            xytext=(6, 0),
+            textcoords="offset points",
+            fontsize=9,
+        )
     ax.margins(x=0.6)
     ax.set_xlabel("milliseconds per inference (median; tick: minimum)")
-    ax.set_title(f"EfficientNet-Lite0, same tensor, engines in turns ({run['started']})",
-                 fontsize=11, loc="left")
+    ax.set_title(
+        f"EfficientNet-Lite0, same tensor, engines in turns ({run['started']})",
+        fontsize=11,
+        loc="left",
+    )
     return fig
 
 
@@ -203,29 +233,45 @@ def faq_sentences(record: dict) -> list[str]:
     range over the runs) and whether each threaded engine got its cores (CPU per wall)."""
     labels = {key: label for label, key, _ in FAQ_ROWS}
     n = len(record["runs"])
-    out = [f"{n} run{'s' if n != 1 else ''} on {record['date']} "
-           f"({record['runs'][0]['started']} to {record['runs'][-1]['started']}), "
-           f"{record['machine']['cpu']}, {record['machine']['logical_cpus']} logical CPUs, "
-           f"node {record['machine']['node']}; load average "
-           + ", ".join(f"{r['load_average_before'][0]:.1f}" for r in record["runs"]
-                       if r.get("load_average_before"))
-           + " at the start of each run (a shared machine)"]
+    out = [
+        f"{n} run{'s' if n != 1 else ''} on {record['date']} "
+        f"({record['runs'][0]['started']} to {record['runs'][-1]['started']}), "
+        f"{record['machine']['cpu']}, {record['machine']['logical_cpus']} logical CPUs, "
+        f"node {record['machine']['node']}; load average "
+        + ", ".join(
+            f"{r['load_average_before'][0]:.1f}"
+            for r in record["runs"]
+            if r.get("load_average_before")
+        )
+        + " at the start of each run (a shared machine)"
+    ]
     for key, (lo, hi) in ratio_ranges(record).items():
         if key in labels:
             out.append(f"guest (wasmtime) / {labels[key]}: {lo:.2f}-{hi:.2f}x its time")
     diffs = [w["max_abs_diff"] for r in record["runs"] for w in r["result"]["wasm_peers"]]
-    same = [w["max_abs_diff"] for r in record["runs"] for w in r["result"]["wasm_peers"]
-            if w["key"] in ("guest_node", "guest_browser")]
+    same = [
+        w["max_abs_diff"]
+        for r in record["runs"]
+        for w in r["result"]["wasm_peers"]
+        if w["key"] in ("guest_node", "guest_browser")
+    ]
     if diffs:
-        out.append(f"outputs: every engine within {max(diffs):.1e} of the guest's (max abs "
-                   "diff)" + (f"; the guest under Node and Chromium within {max(same):.1e}"
-                              if same else ""))
+        out.append(
+            f"outputs: every engine within {max(diffs):.1e} of the guest's (max abs "
+            "diff)"
+            + (f"; the guest under Node and Chromium within {max(same):.1e}" if same else "")
+        )
     for key in ("ort_web_2t", "tfjs_wasm_2t", "ort"):
         cpu = [r["result"].get("cpu_per_wall", {}).get(key) for r in record["runs"]]
         cpu = [c for c in cpu if c is not None]
         if cpu:
-            got = "got both cores" if min(cpu) > 1.5 else (
-                "never got both cores" if max(cpu) < 1.5 else "got both cores in some runs")
-            out.append(f"{labels.get(key, 'ONNX Runtime native, default threads')}: "
-                       f"CPU/wall {min(cpu):.2f}-{max(cpu):.2f}: {got}")
+            got = (
+                "got both cores"
+                if min(cpu) > 1.5
+                else ("never got both cores" if max(cpu) < 1.5 else "got both cores in some runs")
+            )
+            out.append(
+                f"{labels.get(key, 'ONNX Runtime native, default threads')}: "
+                f"CPU/wall {min(cpu):.2f}-{max(cpu):.2f}: {got}"
+            )
     return out

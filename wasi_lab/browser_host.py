@@ -42,25 +42,35 @@ class BrowserHost(anywidget.AnyWidget):
     #: The kernel's verdict on the last result: seq, identical, sha256, max_abs_diff, timings.
     comparison = traitlets.Dict().tag(sync=True)
 
-    def __init__(self, model: str = "efficientnet-lite0", image: str = "grace_hopper.jpg",
-                 mode: str = "model", wasm: Path | str | None = None,
-                 images_dir: Path = IMAGES_DIR):
+    def __init__(
+        self,
+        model: str = "efficientnet-lite0",
+        image: str = "grace_hopper.jpg",
+        mode: str = "model",
+        wasm: Path | str | None = None,
+        images_dir: Path = IMAGES_DIR,
+    ):
         self.classifier = Classifier(model, module=wasm)
         spec = self.classifier.spec
         self.images_dir = Path(images_dir)
         names = [p.name for p in list_images(self.images_dir)]
         if image not in names:
-            raise FileNotFoundError(f"{image}: not in {self.images_dir} "
-                                    f"(there: {', '.join(names) or 'nothing'})")
+            raise FileNotFoundError(
+                f"{image}: not in {self.images_dir} (there: {', '.join(names) or 'nothing'})"
+            )
         self.mode_name = resolve_mode(mode, spec)
         #: Every result the tab sent, with the kernel's comparison (newest last).
         self.results: list[dict] = []
         super().__init__(
             wasm=Path(wasm or default_module()).read_bytes(),
-            model_bytes=self.classifier.model_path.read_bytes(), output_name=spec.output,
-            mode=MODE_IDS[self.mode_name], labels=list(self.classifier.labels),
-            sample_names=names, image_name=image,
-            image=(self.images_dir / image).read_bytes())
+            model_bytes=self.classifier.model_path.read_bytes(),
+            output_name=spec.output,
+            mode=MODE_IDS[self.mode_name],
+            labels=list(self.classifier.labels),
+            sample_names=names,
+            image_name=image,
+            image=(self.images_dir / image).read_bytes(),
+        )
         self.on_msg(self._on_msg)
 
     @traitlets.observe("image_name")
@@ -79,8 +89,11 @@ class BrowserHost(anywidget.AnyWidget):
         clf = self.classifier
         probs, timing, _ = clf.scores(image, self.mode_name)
         raw = np.ascontiguousarray(probs, dtype="<f4").tobytes()
-        setup = {k: v for k, v in clf.setup_ms.items() if isinstance(v, int | float)
-                 and not isinstance(v, bool)}
+        setup = {
+            k: v
+            for k, v in clf.setup_ms.items()
+            if isinstance(v, int | float) and not isinstance(v, bool)
+        }
         return raw, {k: round(v, 3) for k, v in {**setup, **timing}.items()}
 
     def receive(self, content: dict, raw: bytes, image: bytes) -> dict:

@@ -31,10 +31,22 @@ from wasi_lab.postlink import fold_file
 from wasi_lab.relaxed import FuseReport, fuse_file
 from wasi_lab.toolchain import Toolchain, find_toolchain
 
-__all__ = ["CLI_NAME", "FMA_FEATURE", "GUEST_DIR", "LIB_NAME", "PREBUILT_COMMAND",
-           "PREBUILT_DIR", "PREBUILT_MODULE", "SIMD_FLAGS", "BuildError", "BuildResult",
-           "build_guest", "built_module", "run_guest_unit_tests",
-           "variant_name"]
+__all__ = [
+    "CLI_NAME",
+    "FMA_FEATURE",
+    "GUEST_DIR",
+    "LIB_NAME",
+    "PREBUILT_COMMAND",
+    "PREBUILT_DIR",
+    "PREBUILT_MODULE",
+    "SIMD_FLAGS",
+    "BuildError",
+    "BuildResult",
+    "build_guest",
+    "built_module",
+    "run_guest_unit_tests",
+    "variant_name",
+]
 #: Wasm SIMD128: 4 f32 lanes per instruction for the engine's kernels.
 SIMD_FLAGS = "-C target-feature=+simd128"
 #: The cargo feature whose multiply-add marker calls become `f32x4.relaxed_madd` after
@@ -105,15 +117,26 @@ def build_guest(
     """
     features = tuple(features)
     if FMA_FEATURE in features and "scalar" in features:
-        raise BuildError(f"`{FMA_FEATURE}` rewrites SIMD multiply-adds; the `scalar` build "
-                         "has none: choose one of the two")
+        raise BuildError(
+            f"`{FMA_FEATURE}` rewrites SIMD multiply-adds; the `scalar` build "
+            "has none: choose one of the two"
+        )
     if CHECKOUT is None:  # an installed wheel: its guest sources are a read-only copy
-        raise BuildError("building the guest needs a checkout of wasi-lab (this is an "
-                         f"installed kit; it runs its packaged {PREBUILT_MODULE})")
+        raise BuildError(
+            "building the guest needs a checkout of wasi-lab (this is an "
+            f"installed kit; it runs its packaged {PREBUILT_MODULE})"
+        )
     tc = toolchain or find_toolchain()
     target_dir = GUEST_DIR / "target" / variant_name(release, features)
-    cmd = [str(tc.cargo), "build", "--target", tc.target, *tc.cargo_config_args(),
-           "--manifest-path", str(GUEST_DIR / "Cargo.toml")]
+    cmd = [
+        str(tc.cargo),
+        "build",
+        "--target",
+        tc.target,
+        *tc.cargo_config_args(),
+        "--manifest-path",
+        str(GUEST_DIR / "Cargo.toml"),
+    ]
     if release:
         cmd.append("--release")
     if features:
@@ -125,8 +148,9 @@ def build_guest(
     lines: list[str] = []
     compiled: list[str] = []
     bar = tqdm(desc="cargo build", unit=" crate", disable=not progress, leave=False)
-    with subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True, cwd=GUEST_DIR) as proc:
+    with subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=GUEST_DIR
+    ) as proc:
         assert proc.stdout is not None
         for line in proc.stdout:
             line = line.rstrip()
@@ -153,10 +177,17 @@ def build_guest(
         fused = fuse_file(module)
         if command.exists():
             fuse_file(command)
-    result = BuildResult(module=module, command=command if command.exists() else None,
-                         seconds=seconds, toolchain=tc,
-                         profile="release" if release else "debug", features=features,
-                         compiled=compiled, folded=folded, fused=fused)
+    result = BuildResult(
+        module=module,
+        command=command if command.exists() else None,
+        seconds=seconds,
+        toolchain=tc,
+        profile="release" if release else "debug",
+        features=features,
+        compiled=compiled,
+        folded=folded,
+        fused=fused,
+    )
     if update_prebuilt:
         if not release or features:
             raise BuildError("only the default release build may replace guest/prebuilt")
@@ -167,8 +198,9 @@ def build_guest(
     return result
 
 
-def run_guest_unit_tests(toolchain: Toolchain | None = None, timeout: float = 1200
-                         ) -> subprocess.CompletedProcess[str]:
+def run_guest_unit_tests(
+    toolchain: Toolchain | None = None, timeout: float = 1200
+) -> subprocess.CompletedProcess[str]:
     """`cargo test --lib` for the host: the engine's own unit tests (protobuf reader, graph
     planner, kernels with their row, column and border tails against the plain loops).
 
@@ -178,10 +210,17 @@ def run_guest_unit_tests(toolchain: Toolchain | None = None, timeout: float = 12
     """
     tc = toolchain or find_toolchain()
     env = _cargo_env(tc, GUEST_DIR / "target" / "host-tests")
-    cmd = [str(tc.cargo), "test", "--lib", *tc.cargo_config_args(),
-           "--manifest-path", str(GUEST_DIR / "Cargo.toml")]
-    return subprocess.run(cmd, env=env, cwd=GUEST_DIR, capture_output=True, text=True,
-                          timeout=timeout)
+    cmd = [
+        str(tc.cargo),
+        "test",
+        "--lib",
+        *tc.cargo_config_args(),
+        "--manifest-path",
+        str(GUEST_DIR / "Cargo.toml"),
+    ]
+    return subprocess.run(
+        cmd, env=env, cwd=GUEST_DIR, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def built_module(release: bool = True, features: Sequence[str] = ()) -> Path | None:

@@ -64,10 +64,10 @@ class VariantRecord:
     features: list[str]
     seconds: float
     size: int
-    compiled: list[str]          # the crates cargo compiled, in its order
-    cargo_lines: list[str]       # Compiling ... / Finished ... lines, as cargo printed them
+    compiled: list[str]  # the crates cargo compiled, in its order
+    cargo_lines: list[str]  # Compiling ... / Finished ... lines, as cargo printed them
     crates: list[str] = field(default_factory=list)  # `cargo tree`: every crate in the build
-    module: str = ""             # where the module landed (relative to the repo)
+    module: str = ""  # where the module landed (relative to the repo)
     sections: dict[str, int] = field(default_factory=dict)  # bytes per kind of section
 
     @property
@@ -85,14 +85,14 @@ class VariantRecord:
 class BuildRecord:
     """Everything notebook 01 shows about building, from one recording session."""
 
-    recorded: str                # UTC date and time
-    source: str                  # "stored" (the file), "live" (built in this kernel), or
+    recorded: str  # UTC date and time
+    source: str  # "stored" (the file), "live" (built in this kernel), or
     #                              "fallback" (a live build was asked for, but no Rust here)
     #                              or "no-rust" (stored, and no Rust here to build with)
     toolchain: str
     target: str
     cpu_count: int | None
-    load_average: float | None   # 1-minute load when the builds started (a shared machine)
+    load_average: float | None  # 1-minute load when the builds started (a shared machine)
     manifest: dict
     variants: dict[str, VariantRecord]
     rayon_demo: dict = field(default_factory=dict)
@@ -111,8 +111,9 @@ class BuildRecord:
         v = self.variants.get(name)
         return v.size if v is not None else None
 
-    def extra_crates(self, name: str = f"release-{RAYON_FEATURE}", base: str = "release"
-                     ) -> list[str]:
+    def extra_crates(
+        self, name: str = f"release-{RAYON_FEATURE}", base: str = "release"
+    ) -> list[str]:
         """Crates variant `name` has that `base` does not (from `cargo tree`)."""
         if name not in self.variants or base not in self.variants:
             return []
@@ -122,21 +123,30 @@ class BuildRecord:
         """Where these numbers come from: one line for the notebook, or a chart subtitle."""
         cores = f"{self.cpu_count}-core machine" if self.cpu_count else "machine"
         if self.source == "live":
-            return (f"built here, {self.recorded}, {cores}" if short else
-                    f"Built here just now ({cores}, {self.toolchain}); the notebook still runs "
-                    f"the prebuilt modules in guest/prebuilt/, built from the same sources.")
+            return (
+                f"built here, {self.recorded}, {cores}"
+                if short
+                else f"Built here just now ({cores}, {self.toolchain}); the notebook still runs "
+                f"the prebuilt modules in guest/prebuilt/, built from the same sources."
+            )
         load = f", load {self.load_average:.1f}" if self.load_average is not None else ""
         if short:
             return f"stored record: {self.recorded}, {cores}{load}"
         stored = f"recorded {self.recorded} on a {cores}{load} ({self.toolchain})"
         if self.source == "fallback":
-            return (f"No wasm-capable Rust here, so nothing was built: stored results, {stored}; "
-                    f"the notebook runs the prebuilt modules in guest/prebuilt/.")
+            return (
+                f"No wasm-capable Rust here, so nothing was built: stored results, {stored}; "
+                f"the notebook runs the prebuilt modules in guest/prebuilt/."
+            )
         if self.source == "no-rust":
-            return (f"Stored results, {stored}; no wasm-capable Rust here, so the notebook runs "
-                    f"the prebuilt modules in guest/prebuilt/.")
-        return (f"Stored results, {stored}; this notebook runs the prebuilt modules in "
-                f"guest/prebuilt/. Set LIVE_BUILD = True to build here.")
+            return (
+                f"Stored results, {stored}; no wasm-capable Rust here, so the notebook runs "
+                f"the prebuilt modules in guest/prebuilt/."
+            )
+        return (
+            f"Stored results, {stored}; this notebook runs the prebuilt modules in "
+            f"guest/prebuilt/. Set LIVE_BUILD = True to build here."
+        )
 
 
 def load(path: Path = RECORD_PATH) -> BuildRecord:
@@ -146,8 +156,10 @@ def load(path: Path = RECORD_PATH) -> BuildRecord:
     except FileNotFoundError:
         raise RecordError(f"{path} not found: run `python -m wasi_lab.buildrecord`") from None
     except ValueError as exc:
-        raise RecordError(f"{path} is not valid JSON ({exc}): run "
-                          f"`python -m wasi_lab.buildrecord` to write it again") from None
+        raise RecordError(
+            f"{path} is not valid JSON ({exc}): run "
+            f"`python -m wasi_lab.buildrecord` to write it again"
+        ) from None
     variants = {k: VariantRecord(**v) for k, v in data.pop("variants").items()}
     return BuildRecord(source="stored", variants=variants, **data)
 
@@ -182,21 +194,34 @@ def _toolchain():
         return None
 
 
-def dependency_crates(features: Sequence[str] = (), manifest: Path = GUEST_DIR / "Cargo.toml"
-                      ) -> list[str] | None:
+def dependency_crates(
+    features: Sequence[str] = (), manifest: Path = GUEST_DIR / "Cargo.toml"
+) -> list[str] | None:
     """The crates ("name vX.Y.Z") a build for the wasm target with `features` depends on,
     from `cargo tree` (offline, well under a second); None without a toolchain."""
     tc = _toolchain()
     if tc is None:
         return None
-    cmd = [str(tc.cargo), "tree", "--target", tc.target, *tc.cargo_config_args(),
-           "--manifest-path", str(manifest), "-e", "normal", "--prefix", "none"]
+    cmd = [
+        str(tc.cargo),
+        "tree",
+        "--target",
+        tc.target,
+        *tc.cargo_config_args(),
+        "--manifest-path",
+        str(manifest),
+        "-e",
+        "normal",
+        "--prefix",
+        "none",
+    ]
     if features:
         cmd += ["--features", ",".join(features)]
     env = tc.env()
     env["CARGO_TARGET_DIR"] = str(GUEST_DIR / "target" / "cargo-tree")
-    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120,
-                         cwd=Path(manifest).parent)
+    out = subprocess.run(
+        cmd, env=env, capture_output=True, text=True, timeout=120, cwd=Path(manifest).parent
+    )
     if out.returncode != 0:
         return None
     own = tomllib.loads(Path(manifest).read_text())["package"]["name"]
@@ -233,9 +258,13 @@ def _relative(path: Path) -> str:
         return Path(path).name
 
 
-def build_variant(name: str, cold: bool = False, progress: bool = True,
-                  expected_crates: int | None = None,
-                  echo: Callable[[str], None] | None = None) -> VariantRecord:
+def build_variant(
+    name: str,
+    cold: bool = False,
+    progress: bool = True,
+    expected_crates: int | None = None,
+    echo: Callable[[str], None] | None = None,
+) -> VariantRecord:
     """Build one variant with cargo and describe it as a VariantRecord.
 
     `cold=True` deletes the variant's target directory first, so every dependency is compiled
@@ -248,11 +277,15 @@ def build_variant(name: str, cold: bool = False, progress: bool = True,
 
     release, features = VARIANTS[name]
     if cold:
-        shutil.rmtree(GUEST_DIR / "target" / variant_name(release, features),
-                      ignore_errors=True)
+        shutil.rmtree(GUEST_DIR / "target" / variant_name(release, features), ignore_errors=True)
     kept: list[str] = []
-    bar = tqdm(total=expected_crates, desc=f"cargo build {name}", unit=" crate",
-               disable=not progress, leave=True)
+    bar = tqdm(
+        total=expected_crates,
+        desc=f"cargo build {name}",
+        unit=" crate",
+        disable=not progress,
+        leave=True,
+    )
 
     def on_line(line: str) -> None:
         text = scrub(line.strip())
@@ -272,10 +305,18 @@ def build_variant(name: str, cold: bool = False, progress: bool = True,
         bar.refresh()
     finally:
         bar.close()
-    return VariantRecord(name=name, release=release, features=list(features),
-                         seconds=round(res.seconds, 1), size=res.size, compiled=res.compiled,
-                         cargo_lines=kept, crates=dependency_crates(features) or [],
-                         module=_relative(res.module), sections=section_sizes(res.module))
+    return VariantRecord(
+        name=name,
+        release=release,
+        features=list(features),
+        seconds=round(res.seconds, 1),
+        size=res.size,
+        compiled=res.compiled,
+        cargo_lines=kept,
+        crates=dependency_crates(features) or [],
+        module=_relative(res.module),
+        sections=section_sizes(res.module),
+    )
 
 
 def section_sizes(module: Path | str) -> dict[str, int]:
@@ -285,8 +326,15 @@ def section_sizes(module: Path | str) -> dict[str, int]:
     out = {"code": 0, "data": 0, "debug info": 0, "names": 0, "other": 0}
     for sec in inspect_module(Path(module)).sections:
         custom = sec.custom_name or ""
-        key = ("debug info" if custom.startswith(".debug") else "names" if custom == "name"
-               else sec.name if sec.name in ("code", "data") else "other")
+        key = (
+            "debug info"
+            if custom.startswith(".debug")
+            else "names"
+            if custom == "name"
+            else sec.name
+            if sec.name in ("code", "data")
+            else "other"
+        )
         out[key] += sec.size
     return out
 
@@ -318,10 +366,26 @@ fn main() {
 
 
 def _metadata(tc, manifest: Path) -> dict:
-    cmd = [str(tc.cargo), "metadata", "--format-version", "1", *tc.cargo_config_args(),
-           "--filter-platform", tc.target, "--manifest-path", str(manifest)]
-    out = subprocess.run(cmd, env=tc.env(), capture_output=True, text=True, timeout=300,
-                         cwd=manifest.parent, check=True)
+    cmd = [
+        str(tc.cargo),
+        "metadata",
+        "--format-version",
+        "1",
+        *tc.cargo_config_args(),
+        "--filter-platform",
+        tc.target,
+        "--manifest-path",
+        str(manifest),
+    ]
+    out = subprocess.run(
+        cmd,
+        env=tc.env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=manifest.parent,
+        check=True,
+    )
     return json.loads(out.stdout)
 
 
@@ -335,19 +399,24 @@ def image_crate_facts(tc, manifest: Path) -> dict:
     facts = {
         "image_version": image["version"],
         "image_default_features": image["features"].get("default", []),
-        "image_features_using_rayon": {k: v for k, v in image["features"].items()
-                                       if k != "default" and any("rayon" in x for x in v)},
+        "image_features_using_rayon": {
+            k: v
+            for k, v in image["features"].items()
+            if k != "default" and any("rayon" in x for x in v)
+        },
         "image_enabled": enabled.get("image", []),
     }
     if jpeg is not None:
         worker = Path(jpeg["manifest_path"]).parent / "src" / "worker" / "mod.rs"
         lines = worker.read_text().splitlines() if worker.exists() else []
-        facts.update({
-            "jpeg_decoder_version": jpeg["version"],
-            "jpeg_decoder_enabled": enabled.get("jpeg-decoder", []),
-            "jpeg_worker_file": f"jpeg-decoder-{jpeg['version']}/src/worker/mod.rs",
-            "jpeg_worker_cfg": cfg_lines(lines),
-        })
+        facts.update(
+            {
+                "jpeg_decoder_version": jpeg["version"],
+                "jpeg_decoder_enabled": enabled.get("jpeg-decoder", []),
+                "jpeg_worker_file": f"jpeg-decoder-{jpeg['version']}/src/worker/mod.rs",
+                "jpeg_worker_cfg": cfg_lines(lines),
+            }
+        )
     return facts
 
 
@@ -358,8 +427,14 @@ _CFG_CONTEXT = 4
 
 def cfg_lines(lines: list[str]) -> list[str]:
     """The lines that mention a `cfg` (and a few after each), numbered from 1."""
-    keep = sorted({j for i, line in enumerate(lines) if _CFG.search(line)
-                   for j in range(i, min(i + 1 + _CFG_CONTEXT, len(lines)))})
+    keep = sorted(
+        {
+            j
+            for i, line in enumerate(lines)
+            if _CFG.search(line)
+            for j in range(i, min(i + 1 + _CFG_CONTEXT, len(lines)))
+        }
+    )
     return [f"{j + 1:>3}: {lines[j]}" for j in keep]
 
 
@@ -391,18 +466,34 @@ def image_probe(cold: bool = True, previous: dict | None = None) -> dict:
         env = tc.env()
         env["CARGO_TARGET_DIR"] = str(PROBE_DIR / "target")
         env["CARGO_TERM_COLOR"] = "never"
-        cmd = [str(tc.cargo), "build", "--release", "--target", tc.target,
-               *tc.cargo_config_args(), "--manifest-path", str(PROBE_DIR / "Cargo.toml")]
+        cmd = [
+            str(tc.cargo),
+            "build",
+            "--release",
+            "--target",
+            tc.target,
+            *tc.cargo_config_args(),
+            "--manifest-path",
+            str(PROBE_DIR / "Cargo.toml"),
+        ]
         start = time.perf_counter()
-        out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800,
-                             cwd=PROBE_DIR)
+        out = subprocess.run(
+            cmd, env=env, capture_output=True, text=True, timeout=1800, cwd=PROBE_DIR
+        )
         seconds = time.perf_counter() - start
-        compiled = [line.split()[1] for line in out.stderr.splitlines()
-                    if line.strip().startswith("Compiling")]
-        result = {"manifest": PROBE_MANIFEST, "main": PROBE_MAIN,
-                  "build_ok": out.returncode == 0, "seconds": round(seconds, 1),
-                  "compiled": compiled,
-                  "rayon_compiled": any(c.startswith("rayon") for c in compiled)}
+        compiled = [
+            line.split()[1]
+            for line in out.stderr.splitlines()
+            if line.strip().startswith("Compiling")
+        ]
+        result = {
+            "manifest": PROBE_MANIFEST,
+            "main": PROBE_MAIN,
+            "build_ok": out.returncode == 0,
+            "seconds": round(seconds, 1),
+            "compiled": compiled,
+            "rayon_compiled": any(c.startswith("rayon") for c in compiled),
+        }
         if out.returncode != 0:
             result["build_error"] = out.stderr[-2000:]
             return result
@@ -417,7 +508,8 @@ def image_probe(cold: bool = True, previous: dict | None = None) -> dict:
         wasi.preopen_dir(str(photo.parent), ".")
         wasi.stdout_file, wasi.stderr_file = str(so), str(se)
         store, instance = instantiate_with_wasi(
-            engine, wasmtime.Module.from_file(engine, str(wasm)), wasi)
+            engine, wasmtime.Module.from_file(engine, str(wasm)), wasi
+        )
         exit_code, trap = 0, ""
         try:
             instance.exports(store)["_start"](store)
@@ -426,17 +518,26 @@ def image_probe(cold: bool = True, previous: dict | None = None) -> dict:
         except wasmtime.Trap as exc:
             exit_code = -1
             trap = re.sub(r"^\d+:\s*", "", str(exc).strip().splitlines()[-1].strip())
-        result.update({"exit_code": exit_code, "trap": trap,
-                       "stdout": so.read_text().strip(),
-                       "panic_message": panic_text(se.read_text()) if trap else ""})
+        result.update(
+            {
+                "exit_code": exit_code,
+                "trap": trap,
+                "stdout": so.read_text().strip(),
+                "panic_message": panic_text(se.read_text()) if trap else "",
+            }
+        )
     return result
 
 
 # --------------------------------------------------------------------------- record / live
 
 
-def record(variants: Sequence[str] = tuple(VARIANTS), cold: bool = True,
-           probe: bool = True, progress: bool = True) -> BuildRecord:
+def record(
+    variants: Sequence[str] = tuple(VARIANTS),
+    cold: bool = True,
+    probe: bool = True,
+    progress: bool = True,
+) -> BuildRecord:
     """Run the real builds (cold unless told otherwise) and gather a BuildRecord."""
     tc = _toolchain()
     if tc is None:
@@ -446,10 +547,15 @@ def record(variants: Sequence[str] = tuple(VARIANTS), cold: bool = True,
     load_avg = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     built = {name: build_variant(name, cold=cold, progress=progress) for name in variants}
     rec = BuildRecord(
-        recorded=_dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"), source="live",
-        toolchain=tc.version, target=tc.target, cpu_count=os.cpu_count(),
+        recorded=_dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        source="live",
+        toolchain=tc.version,
+        target=tc.target,
+        cpu_count=os.cpu_count(),
         load_average=round(load_avg, 1) if load_avg is not None else None,
-        manifest=manifest_summary(), variants=built)
+        manifest=manifest_summary(),
+        variants=built,
+    )
     rayon = built.get(f"release-{RAYON_FEATURE}")
     if rayon is not None:
         rec.rayon_demo = rayon_demo_outcome(REPO_ROOT / rayon.module)
@@ -477,9 +583,16 @@ def results(live: bool = False, progress: bool = True) -> BuildRecord:
         expected = len(stored.variants[name].compiled) if name in stored.variants else None
         built[name] = build_variant(name, progress=progress, expected_crates=expected)
     rec = BuildRecord(
-        recorded=_dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"), source="live",
-        toolchain=tc.version, target=tc.target, cpu_count=os.cpu_count(), load_average=None,
-        manifest=manifest_summary(), variants=built, image_probe=stored.image_probe)
+        recorded=_dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        source="live",
+        toolchain=tc.version,
+        target=tc.target,
+        cpu_count=os.cpu_count(),
+        load_average=None,
+        manifest=manifest_summary(),
+        variants=built,
+        image_probe=stored.image_probe,
+    )
     rec.rayon_demo = rayon_demo_outcome(REPO_ROOT / built[f"release-{RAYON_FEATURE}"].module)
     return rec
 
@@ -493,8 +606,7 @@ def format_variant(v: VariantRecord, head: int = 3) -> str:
         lines.append(f"... {len(compiling) - head} more `Compiling` lines")
     lines += rest
     state = "cold: every dependency compiled" if v.cold else "cached: nothing to compile"
-    return f"== {v.name} ({state}), {v.seconds:.1f} s\n" + "\n".join(
-        f"   {x}" for x in lines)
+    return f"== {v.name} ({state}), {v.seconds:.1f} s\n" + "\n".join(f"   {x}" for x in lines)
 
 
 def format_probe(probe: dict) -> str:
@@ -503,39 +615,58 @@ def format_probe(probe: dict) -> str:
         return "(no image-defaults probe in this record)"
     using = ", ".join(f"{k} = {v}" for k, v in probe.get("image_features_using_rayon", {}).items())
     rayon = sorted({c for c in probe.get("compiled", []) if "rayon" in c or "crossbeam" in c})
-    lines = [f"image {probe.get('image_version')} with its default features "
-             f"({len(probe.get('image_default_features', []))} of them), "
-             f"jpeg-decoder {probe.get('jpeg_decoder_version')}",
-             f"    the default features that pull in rayon: {using or 'none'}",
-             f"    jpeg-decoder's enabled features: {probe.get('jpeg_decoder_enabled')}",
-             f"    built for the wasm target in {probe.get('seconds')} s; rayon compiled: "
-             f"{'yes (' + ', '.join(rayon) + ')' if rayon else 'no'}"]
+    lines = [
+        f"image {probe.get('image_version')} with its default features "
+        f"({len(probe.get('image_default_features', []))} of them), "
+        f"jpeg-decoder {probe.get('jpeg_decoder_version')}",
+        f"    the default features that pull in rayon: {using or 'none'}",
+        f"    jpeg-decoder's enabled features: {probe.get('jpeg_decoder_enabled')}",
+        f"    built for the wasm target in {probe.get('seconds')} s; rayon compiled: "
+        f"{'yes (' + ', '.join(rayon) + ')' if rayon else 'no'}",
+    ]
     if not probe.get("build_ok"):
         lines.append("    the build FAILED: " + probe.get("build_error", "")[-300:])
     elif probe.get("trap"):
-        lines.append(f"    ran on the article's photo: TRAP ({probe['trap']}); panic: "
-                     f"{probe.get('panic_message')}")
+        lines.append(
+            f"    ran on the article's photo: TRAP ({probe['trap']}); panic: "
+            f"{probe.get('panic_message')}"
+        )
     else:
-        lines.append(f"    ran on the article's photo: exit code {probe.get('exit_code')}, "
-                     f"printed {probe.get('stdout')!r}")
+        lines.append(
+            f"    ran on the article's photo: exit code {probe.get('exit_code')}, "
+            f"printed {probe.get('stdout')!r}"
+        )
     return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description="Record notebook 01's build results (real, cold "
-                                            "cargo builds: several minutes).")
+    p = argparse.ArgumentParser(
+        description="Record notebook 01's build results (real, cold cargo builds: several minutes)."
+    )
     p.add_argument("--out", type=Path, default=RECORD_PATH)
-    p.add_argument("--warm", action="store_true",
-                   help="keep target directories (not cold); with --only-probe: reuse the "
-                        "probe's earlier build and only run it again")
+    p.add_argument(
+        "--warm",
+        action="store_true",
+        help="keep target directories (not cold); with --only-probe: reuse the "
+        "probe's earlier build and only run it again",
+    )
     p.add_argument("--no-probe", action="store_true", help="skip the image-defaults probe")
-    p.add_argument("--only-probe", action="store_true",
-                   help="run the image-defaults probe again and update the stored record")
-    p.add_argument("--only-rayon", action="store_true",
-                   help="call the existing rayon-demo build again and update the record")
-    p.add_argument("--only-sections", action="store_true",
-                   help="read the section sizes of the recorded modules (still in guest/target, "
-                        "same size) into the record")
+    p.add_argument(
+        "--only-probe",
+        action="store_true",
+        help="run the image-defaults probe again and update the stored record",
+    )
+    p.add_argument(
+        "--only-rayon",
+        action="store_true",
+        help="call the existing rayon-demo build again and update the record",
+    )
+    p.add_argument(
+        "--only-sections",
+        action="store_true",
+        help="read the section sizes of the recorded modules (still in guest/target, "
+        "same size) into the record",
+    )
     args = p.parse_args(argv)
     if args.only_probe or args.only_rayon or args.only_sections:
         rec = load(args.out)
@@ -547,7 +678,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(v.name, v.sections)
         if args.only_rayon:
             rec.rayon_demo = rayon_demo_outcome(
-                REPO_ROOT / rec.variants[f"release-{RAYON_FEATURE}"].module)
+                REPO_ROOT / rec.variants[f"release-{RAYON_FEATURE}"].module
+            )
             print(format_rayon(rec.rayon_demo))
         if args.only_probe:
             rec.image_probe = image_probe(cold=not args.warm, previous=rec.image_probe)

@@ -34,8 +34,16 @@ def user_error_line(exc: BaseException) -> str | None:
     if isinstance(exc, wasmtime.WasmtimeError):
         first = next((line for line in str(exc).splitlines() if line.strip()), "")
         return f"not a valid WebAssembly module ({first.strip()})"
-    if isinstance(exc, ModelError | ImageError | WasmFormatError | GuestTrap | BuildError
-                  | ToolchainError | HostError):
+    if isinstance(
+        exc,
+        ModelError
+        | ImageError
+        | WasmFormatError
+        | GuestTrap
+        | BuildError
+        | ToolchainError
+        | HostError,
+    ):
         return next((line for line in str(exc).splitlines() if line.strip()), repr(exc))
     return None
 
@@ -57,20 +65,27 @@ def _cmd_build(args: argparse.Namespace) -> int:
     from wasi_lab.toolchain import ToolchainError
 
     try:
-        res = build_guest(release=not args.debug, features=args.features or (),
-                          update_prebuilt=args.update_prebuilt, progress=sys.stderr.isatty(),
-                          echo=(lambda line: print(line, file=sys.stderr)) if args.verbose
-                          else None)
+        res = build_guest(
+            release=not args.debug,
+            features=args.features or (),
+            update_prebuilt=args.update_prebuilt,
+            progress=sys.stderr.isatty(),
+            echo=(lambda line: print(line, file=sys.stderr)) if args.verbose else None,
+        )
     except (ToolchainError, BuildError, WasmFormatError) as exc:
         print(f"wasi-lab build: {exc}", file=sys.stderr)
         return 1
-    print(f"built {res.module} ({res.size:,} bytes, {res.profile}) in {res.seconds:.1f} s "
-          f"with {res.toolchain.version} for {res.toolchain.target}")
+    print(
+        f"built {res.module} ({res.size:,} bytes, {res.profile}) in {res.seconds:.1f} s "
+        f"with {res.toolchain.version} for {res.toolchain.target}"
+    )
     if res.folded:
         print(f"post-link: {res.folded} address adds folded into load offsets")
     if res.fused:
-        print(f"relaxed SIMD: {res.fused.rewritten} multiply-add calls became "
-              f"f32x4.relaxed_madd in {res.fused.functions_touched} functions")
+        print(
+            f"relaxed SIMD: {res.fused.rewritten} multiply-add calls became "
+            f"f32x4.relaxed_madd in {res.fused.functions_touched} functions"
+        )
     if args.update_prebuilt:
         print("updated guest/prebuilt/")
     return 0
@@ -83,8 +98,11 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     path = Path(args.wasm) if args.wasm else default_module()
     if not path.is_file():
         problem = "is a directory" if path.is_dir() else "not found"
-        print(f"wasi-lab inspect: {path}: {problem} (give a .wasm file, or no argument for "
-              "the kit's guest)", file=sys.stderr)
+        print(
+            f"wasi-lab inspect: {path}: {problem} (give a .wasm file, or no argument for "
+            "the kit's guest)",
+            file=sys.stderr,
+        )
         return 1
     try:
         rep = inspect_module(path)
@@ -130,15 +148,21 @@ def _predict_sources(sources: list[str]) -> tuple[list[str], list[str], list[str
             continue
         try:
             found = images_in(src)
-            other = sorted(p.name for p in Path(src).iterdir() if p.is_file()
-                           and p.suffix.lower() in set(IMAGE_SUFFIXES) - set(GUEST_IMAGE_SUFFIXES))
+            other = sorted(
+                p.name
+                for p in Path(src).iterdir()
+                if p.is_file()
+                and p.suffix.lower() in set(IMAGE_SUFFIXES) - set(GUEST_IMAGE_SUFFIXES)
+            )
         except OSError as exc:
             problems.append(f"{src}: cannot list the directory: {os_error_line(exc)}")
             continue
         skipped = f"skipped {', '.join(other)}: " if other else ""
         if not found:
-            problems.append(f"{src}: no {', '.join(GUEST_IMAGE_SUFFIXES)} files in this "
-                            f"directory ({skipped}the guest decodes JPEG and PNG)")
+            problems.append(
+                f"{src}: no {', '.join(GUEST_IMAGE_SUFFIXES)} files in this "
+                f"directory ({skipped}the guest decodes JPEG and PNG)"
+            )
         elif other:
             notes.append(f"{src}: {skipped}the guest decodes JPEG and PNG")
         images += [str(p) for p in found]
@@ -170,8 +194,11 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         print(f"wasi-lab predict: cannot load --model {args.model}: {exc}", file=sys.stderr)
         return 1
     if args.top > clf.output_len:
-        print(f"wasi-lab predict: --top {args.top} is more than the {clf.output_len} classes "
-              f"of {clf.spec.name}", file=sys.stderr)
+        print(
+            f"wasi-lab predict: --top {args.top} is more than the {clf.output_len} classes "
+            f"of {clf.spec.name}",
+            file=sys.stderr,
+        )
         return 2
     results, failed = [], len(problems)
     for image in images:
@@ -202,8 +229,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             for t in pred.top:
                 print(f"  {t.prob:7.2%}  {t.label}  [{t.index}]")
             tm = pred.timings_ms
-            print(f"  decode {tm['decode']:.1f} ms, infer {tm['infer']:.1f} ms, "
-                  f"guest memory {pred.pages['after_infer']} pages")
+            print(
+                f"  decode {tm['decode']:.1f} ms, infer {tm['infer']:.1f} ms, "
+                f"guest memory {pred.pages['after_infer']} pages"
+            )
     if args.json:
         print(json.dumps([r.to_dict() for r in results], indent=2))
     return 1 if failed else 0
@@ -215,33 +244,42 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if args.layers:
         from wasi_lab.plan_profile import format_layers, layers_json, profile_layers
 
-        prof = profile_layers(model=args.model, repeat=args.repeat, module=args.module,
-                              progress=not args.json)
+        prof = profile_layers(
+            model=args.model, repeat=args.repeat, module=args.module, progress=not args.json
+        )
         print(layers_json(prof) if args.json else format_layers(prof))
         return 0
     if args.wasm_peers:  # the peers' npm packages are no workshop dependency: fetched here
         from wasi_lab.setup import ensure_node_packages
 
         print(f"[bench] wasm peers (npm): {ensure_node_packages()}", file=sys.stderr)
-    res = run_bench(model=args.model, repeat=args.repeat, module=args.module,
-                    progress=not args.json or sys.stderr.isatty(),
-                    wasm_peers=args.wasm_peers)
+    res = run_bench(
+        model=args.model,
+        repeat=args.repeat,
+        module=args.module,
+        progress=not args.json or sys.stderr.isatty(),
+        wasm_peers=args.wasm_peers,
+    )
     print(bench_json(res) if args.json else format_table(res))
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="wasi-lab",
-        description="Build, inspect and run the wasi-lab WebAssembly guest.")
+        prog="wasi-lab", description="Build, inspect and run the wasi-lab WebAssembly guest."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("build", help="compile the guest with cargo for wasm32-wasi(p1)")
     p.add_argument("--debug", action="store_true", help="debug profile instead of release")
-    p.add_argument("--features", nargs="*",
-                   help="cargo features (e.g. scalar, rayon-demo, relaxed-fma)")
-    p.add_argument("--update-prebuilt", action="store_true",
-                   help="copy the release module over guest/prebuilt/")
+    p.add_argument(
+        "--features", nargs="*", help="cargo features (e.g. scalar, rayon-demo, relaxed-fma)"
+    )
+    p.add_argument(
+        "--update-prebuilt",
+        action="store_true",
+        help="copy the release module over guest/prebuilt/",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="show cargo's output")
     p.set_defaults(func=_cmd_build)
 
@@ -252,28 +290,42 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("doctor", help="which toolchain, runtime, models and images were found")
     p.add_argument("--json", action="store_true")
-    p.add_argument("--network", action="store_true",
-                   help="also check whether crates.io is reachable")
+    p.add_argument(
+        "--network", action="store_true", help="also check whether crates.io is reachable"
+    )
     p.set_defaults(func=_cmd_doctor)
 
     p = sub.add_parser("setup", help="toolchain, guest, models and images (idempotent)")
-    p.add_argument("--test-deps", action="store_true",
-                   help="only install what the tests need beyond Python (Chromium)")
+    p.add_argument(
+        "--test-deps",
+        action="store_true",
+        help="only install what the tests need beyond Python (Chromium)",
+    )
     p.set_defaults(func=_cmd_setup)
 
     p = sub.add_parser("predict", help="classify images with the wasm guest")
-    p.add_argument("images", nargs="+", metavar="IMAGE",
-                   help="image file, directory of images, or http(s) URL")
-    p.add_argument("--model", default="efficientnet-lite0",
-                   help="efficientnet-lite0 (default), mobilenet-v2-1.4, or a .pb path")
-    p.add_argument("--labels", metavar="FILE|N",
-                   help="class names for a .pb: a text file with one label per line, or N "
-                        "for numbered labels (default: from the model's output width, "
-                        "ImageNet's for 1000 or 1001)")
+    p.add_argument(
+        "images", nargs="+", metavar="IMAGE", help="image file, directory of images, or http(s) URL"
+    )
+    p.add_argument(
+        "--model",
+        default="efficientnet-lite0",
+        help="efficientnet-lite0 (default), mobilenet-v2-1.4, or a .pb path",
+    )
+    p.add_argument(
+        "--labels",
+        metavar="FILE|N",
+        help="class names for a .pb: a text file with one label per line, or N "
+        "for numbered labels (default: from the model's output width, "
+        "ImageNet's for 1000 or 1001)",
+    )
     p.add_argument("--top", type=positive_int, default=5, help="classes to show (default 5)")
-    p.add_argument("--mode", default="model",
-                   choices=["model", "article", "efficientnet", "inception"],
-                   help="preprocessing: the model's own (default) or the article's")
+    p.add_argument(
+        "--mode",
+        default="model",
+        choices=["model", "article", "efficientnet", "inception"],
+        help="preprocessing: the model's own (default) or the article's",
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_predict)
 
@@ -281,10 +333,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="efficientnet-lite0")
     p.add_argument("--repeat", type=positive_int, default=20, help="timed runs per engine")
     p.add_argument("--module", help="guest module to measure (default: the kit's)")
-    p.add_argument("--layers", action="store_true",
-                   help="time each step of the guest's plan instead (where the time goes)")
-    p.add_argument("--wasm-peers", action="store_true",
-                   help="also ONNX Runtime Web and TF.js wasm (and the guest) in Node")
+    p.add_argument(
+        "--layers",
+        action="store_true",
+        help="time each step of the guest's plan instead (where the time goes)",
+    )
+    p.add_argument(
+        "--wasm-peers",
+        action="store_true",
+        help="also ONNX Runtime Web and TF.js wasm (and the guest) in Node",
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_bench)
 
@@ -324,8 +382,10 @@ def main(argv: list[str] | None = None) -> int:
     # subcommands registered elsewhere (article, figures) take --repeat as a plain int
     repeat = getattr(args, "repeat", None)
     if isinstance(repeat, int) and repeat < 1:
-        print(f"wasi-lab {args.command}: error: argument --repeat: must be at least 1, "
-              f"not {repeat}", file=sys.stderr)
+        print(
+            f"wasi-lab {args.command}: error: argument --repeat: must be at least 1, not {repeat}",
+            file=sys.stderr,
+        )
         return 2
     try:
         return int(args.func(args) or 0)

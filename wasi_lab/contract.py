@@ -64,6 +64,7 @@ class Contract:
 @dataclass(frozen=True)
 class Drift:
     """One copy that disagrees with the guest: which file, which name, what is wrong."""
+
     file: str
     name: str
     problem: str
@@ -84,8 +85,10 @@ def _rust_block(text: str, header: str, path: str) -> str:
 def read_contract(root: Path = REPO_ROOT) -> Contract:
     """The contract as the guest's Rust sources define it."""
     if not (root / ABI_RS).is_file() or not (root / PREPROCESS_RS).is_file():
-        raise ContractError(f"no guest sources under {root} ({ABI_RS}, {PREPROCESS_RS}): "
-                            "the contract is read in a checkout of wasi-lab")
+        raise ContractError(
+            f"no guest sources under {root} ({ABI_RS}, {PREPROCESS_RS}): "
+            "the contract is read in a checkout of wasi-lab"
+        )
     abi = (root / ABI_RS).read_text(encoding="utf-8")
     body = _rust_block(abi, "pub enum ErrorCode", ABI_RS)
     codes = {name: int(value) for name, value in re.findall(r"(\w+)\s*=\s*(-?\d+)", body)}
@@ -100,11 +103,15 @@ def read_contract(root: Path = REPO_ROOT) -> Contract:
         raise ContractError(f"{PREPROCESS_RS}: no `Mode::from_i32` match found")
     arms = {v: int(n) for n, v in re.findall(r"(\d+)\s*=>\s*Ok\(Mode::(\w+)\)", m["arms"])}
     if sorted(arms) != sorted(variants):
-        raise ContractError(f"{PREPROCESS_RS}: Mode has {variants} but from_i32 maps "
-                            f"{sorted(arms)}")
+        raise ContractError(
+            f"{PREPROCESS_RS}: Mode has {variants} but from_i32 maps {sorted(arms)}"
+        )
     order = sorted(variants, key=arms.__getitem__)
-    return Contract(error_codes=codes, modes={v.lower(): arms[v] for v in order},
-                    mode_variants={v.lower(): v for v in order})
+    return Contract(
+        error_codes=codes,
+        modes={v.lower(): arms[v] for v in order},
+        mode_variants={v.lower(): v for v in order},
+    )
 
 
 # ------------------------------------------------------------------------- the copies
@@ -120,9 +127,13 @@ def _where(node: ast.AST, parents: dict[ast.AST, ast.AST]) -> str:
             return node.targets[0].id
         if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
             return node.target.id
-        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-                and node.func.attr == "add_argument" and node.args
-                and isinstance(node.args[0], ast.Constant)):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "add_argument"
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+        ):
             return f"{node.args[0].value} choices"
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
             return node.name
@@ -164,13 +175,23 @@ def python_mode_copies(rel: str, text: str, c: Contract) -> Iterator[tuple[str, 
         label = f"{where} (line {node.lineno})"
         extra, missing = set(names) - modes - {HOST_ALIAS}, modes - set(names)
         if extra or missing:
-            yield where, Drift(rel, label, f"modes {sorted(names)}; the guest has "
-                               f"{sorted(modes)} (unknown {sorted(extra)}, missing "
-                               f"{sorted(missing)})")
+            yield (
+                where,
+                Drift(
+                    rel,
+                    label,
+                    f"modes {sorted(names)}; the guest has "
+                    f"{sorted(modes)} (unknown {sorted(extra)}, missing "
+                    f"{sorted(missing)})",
+                ),
+            )
             continue
         if isinstance(node, ast.Dict):
-            got = {k.value: _int(v) for k, v in zip(node.keys, node.values, strict=True)
-                   if isinstance(k, ast.Constant)}
+            got = {
+                k.value: _int(v)
+                for k, v in zip(node.keys, node.values, strict=True)
+                if isinstance(k, ast.Constant)
+            }
             want = {k: c.modes[k] for k in got if k in c.modes}
             if {k: got[k] for k in want} != want:
                 yield where, Drift(rel, label, f"mode numbers {got}; the guest has {c.modes}")
@@ -182,11 +203,17 @@ def runtime_error_copies(text: str, c: Contract) -> Iterator[Drift]:
     """`ERROR_CLASSES` maps each code to the class named for it, and every
     `SomeError(function, <code>, message)` written by hand uses that class's code."""
     tree = ast.parse(text, RUNTIME_PY)
-    table = next((n.value for n in ast.walk(tree)
-                  if isinstance(n, ast.AnnAssign | ast.Assign)
-                  and isinstance(n.value, ast.Dict)
-                  and "ERROR_CLASSES" in ast.unparse(n.target if isinstance(n, ast.AnnAssign)
-                                                     else n.targets[0])), None)
+    table = next(
+        (
+            n.value
+            for n in ast.walk(tree)
+            if isinstance(n, ast.AnnAssign | ast.Assign)
+            and isinstance(n.value, ast.Dict)
+            and "ERROR_CLASSES"
+            in ast.unparse(n.target if isinstance(n, ast.AnnAssign) else n.targets[0])
+        ),
+        None,
+    )
     if table is None:
         yield Drift(RUNTIME_PY, "ERROR_CLASSES", "not found (the code -> exception table)")
         return
@@ -197,22 +224,36 @@ def runtime_error_copies(text: str, c: Contract) -> Iterator[Drift]:
         seen[cls] = code if code is not None else 0
         variant = by_code.get(code) if code is not None else None
         if variant is None:
-            yield Drift(RUNTIME_PY, f"ERROR_CLASSES[{code}]", f"{cls}: the guest has no code "
-                        f"{code} (ErrorCode is {c.error_codes})")
+            yield Drift(
+                RUNTIME_PY,
+                f"ERROR_CLASSES[{code}]",
+                f"{cls}: the guest has no code {code} (ErrorCode is {c.error_codes})",
+            )
         elif cls not in (f"{variant}Error", f"Guest{variant}Error"):
-            yield Drift(RUNTIME_PY, f"ERROR_CLASSES[{code}]", f"is {cls}, but code {code} is "
-                        f"ErrorCode::{variant} ({variant}Error)")
+            yield Drift(
+                RUNTIME_PY,
+                f"ERROR_CLASSES[{code}]",
+                f"is {cls}, but code {code} is ErrorCode::{variant} ({variant}Error)",
+            )
     for variant, code in c.error_codes.items():
         if code not in {_int(k) for k in table.keys}:
-            yield Drift(RUNTIME_PY, "ERROR_CLASSES", f"has no entry for ErrorCode::{variant} "
-                        f"({code})")
+            yield Drift(
+                RUNTIME_PY, "ERROR_CLASSES", f"has no entry for ErrorCode::{variant} ({code})"
+            )
     for node in ast.walk(tree):
-        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
-                and node.func.id in seen and len(node.args) >= 2
-                and (code := _int(node.args[1])) is not None
-                and code != seen[node.func.id]):
-            yield Drift(RUNTIME_PY, f"{node.func.id}(..., {code}, ...) (line {node.lineno})",
-                        f"{node.func.id} is code {seen[node.func.id]}")
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in seen
+            and len(node.args) >= 2
+            and (code := _int(node.args[1])) is not None
+            and code != seen[node.func.id]
+        ):
+            yield Drift(
+                RUNTIME_PY,
+                f"{node.func.id}(..., {code}, ...) (line {node.lineno})",
+                f"{node.func.id} is code {seen[node.func.id]}",
+            )
 
 
 def js_copies(text: str, c: Contract) -> Iterator[Drift]:
@@ -241,8 +282,7 @@ def rust_copies(root: Path, c: Contract) -> Iterator[Drift]:
             yield Drift(CLASSIFY_RS, f"usage text #{i + 1}", f"--mode {usage}, not {spelled}")
     m = re.search(r"unknown mode '\{\}' \(([^)]*)\)", text)
     if m and m[1] != ", ".join(c.modes):
-        yield Drift(CLASSIFY_RS, "unknown-mode message", f"({m[1]}), not "
-                    f"({', '.join(c.modes)})")
+        yield Drift(CLASSIFY_RS, "unknown-mode message", f"({m[1]}), not ({', '.join(c.modes)})")
     pre = (root / PREPROCESS_RS).read_text(encoding="utf-8")
     m = re.search(r"unknown preprocessing mode \{\} \(([^)]*)\)", pre)
     want = ", ".join(f"{n} {name}" for name, n in c.modes.items())
@@ -252,15 +292,20 @@ def rust_copies(root: Path, c: Contract) -> Iterator[Drift]:
 
 def prose_copies(root: Path, c: Contract) -> Iterator[Drift]:
     """Docs and notebooks quoting an error with its code: "`LengthMismatch` (code -2)"."""
-    pattern = re.compile(r"`(?:Guest)?(\w+?)(?:Error)?`,?\s*\(?(?:guest error |error )?"
-                         r"code (-\d+)")
+    pattern = re.compile(
+        r"`(?:Guest)?(\w+?)(?:Error)?`,?\s*\(?(?:guest error |error )?"
+        r"code (-\d+)"
+    )
     for glob in PROSE:
         for path in sorted(root.glob(glob)):
             for m in pattern.finditer(path.read_text(encoding="utf-8")):
                 name, code = m[1], int(m[2])
                 if name in c.error_codes and c.error_codes[name] != code:
-                    yield Drift(str(path.relative_to(root)), f"`{name}` code {code}",
-                                f"ErrorCode::{name} is {c.error_codes[name]}")
+                    yield Drift(
+                        str(path.relative_to(root)),
+                        f"`{name}` code {code}",
+                        f"ErrorCode::{name} is {c.error_codes[name]}",
+                    )
 
 
 def check_copies(root: Path = REPO_ROOT, contract: Contract | None = None) -> list[Drift]:
@@ -276,9 +321,15 @@ def check_copies(root: Path = REPO_ROOT, contract: Contract | None = None) -> li
                 drifts.append(drift)
     for rel, where in PYTHON_MODE_COPIES.items():
         if where not in found.get(rel, set()):
-            drifts.append(Drift(rel, where, "no literal copy of the mode names here any more: "
-                                "if it moved or is now derived from another copy, update "
-                                "contract.PYTHON_MODE_COPIES"))
+            drifts.append(
+                Drift(
+                    rel,
+                    where,
+                    "no literal copy of the mode names here any more: "
+                    "if it moved or is now derived from another copy, update "
+                    "contract.PYTHON_MODE_COPIES",
+                )
+            )
     drifts += runtime_error_copies((root / RUNTIME_PY).read_text(encoding="utf-8"), c)
     drifts += js_copies((root / CLASSIFY_MJS).read_text(encoding="utf-8"), c)
     drifts += rust_copies(root, c)
@@ -296,8 +347,10 @@ def main(argv: list[str] | None = None) -> int:
     drifts = check_copies(root, c)
     for d in drifts:
         print(d)
-    print(f"{len(c.error_codes)} error codes, {len(c.modes)} modes: "
-          f"{'all copies agree' if not drifts else f'{len(drifts)} drifted'}")
+    print(
+        f"{len(c.error_codes)} error codes, {len(c.modes)} modes: "
+        f"{'all copies agree' if not drifts else f'{len(drifts)} drifted'}"
+    )
     return 1 if drifts else 0
 
 

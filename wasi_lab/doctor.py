@@ -41,27 +41,38 @@ def diagnose(check_network: bool = False) -> DoctorReport:
     steps: list[str] = []
     try:
         tc = find_toolchain(check_network=check_network)
-        toolchain = {"rustc": str(tc.rustc), "cargo": str(tc.cargo), "version": tc.version,
-                     "target": tc.target, "origin": tc.origin, "reason": tc.reason,
-                     "debian_registry": tc.use_debian_registry}
+        toolchain = {
+            "rustc": str(tc.rustc),
+            "cargo": str(tc.cargo),
+            "version": tc.version,
+            "target": tc.target,
+            "origin": tc.origin,
+            "reason": tc.reason,
+            "debian_registry": tc.use_debian_registry,
+        }
         cands = tc.candidates
         advice = None
     except ToolchainError:
         toolchain, advice = None, missing_toolchain_advice()
         from wasi_lab.toolchain import candidates
+
         cands = candidates()
-        steps.append("install a wasm-capable Rust toolchain (see above) to rebuild the guest; "
-                     "until then the prebuilt module is used")
+        steps.append(
+            "install a wasm-capable Rust toolchain (see above) to rebuild the guest; "
+            "until then the prebuilt module is used"
+        )
     module = default_module()
     models: list[dict] = []
     images = 0
     try:
         from wasi_lab.models.registry import list_models
+
         models = [dict(r) if isinstance(r, dict) else r.__dict__ for r in list_models()]
     except Exception:  # models side absent or broken: doctor still reports the rest
         models = []
     try:
         from wasi_lab.images import list_images
+
         images = len(list_images())
     except Exception:
         images = 0
@@ -74,13 +85,27 @@ def diagnose(check_network: bool = False) -> DoctorReport:
     if not steps:
         steps.append("all set: `make lab` opens the workshop")
     return DoctorReport(
-        toolchain=toolchain, toolchain_advice=advice,
-        candidates=[{"origin": c.origin, "rustc": str(c.rustc), "version": c.version,
-                     "wasm_targets": c.targets} for c in cands],
+        toolchain=toolchain,
+        toolchain_advice=advice,
+        candidates=[
+            {
+                "origin": c.origin,
+                "rustc": str(c.rustc),
+                "version": c.version,
+                "wasm_targets": c.targets,
+            }
+            for c in cands
+        ],
         wasmtime_version=WASMTIME_VERSION,
-        module=str(module), module_present=module.exists(),
-        prebuilt_present=PREBUILT_MODULE.exists(), built_present=built_module() is not None,
-        node=_node_version(), models=models, images=images, next_steps=steps)
+        module=str(module),
+        module_present=module.exists(),
+        prebuilt_present=PREBUILT_MODULE.exists(),
+        built_present=built_module() is not None,
+        node=_node_version(),
+        models=models,
+        images=images,
+        next_steps=steps,
+    )
 
 
 def format_doctor(rep: DoctorReport) -> str:
@@ -90,16 +115,22 @@ def format_doctor(rep: DoctorReport) -> str:
         lines.append(f"  - {c['origin']}: {c['version'] or '?'} [{targets}]")
     if rep.toolchain:
         t = rep.toolchain
-        lines += [f"Chosen: {t['rustc']} ({t['version']}) for {t['target']}",
-                  f"  why: {t['reason']}"]
+        lines += [
+            f"Chosen: {t['rustc']} ({t['version']}) for {t['target']}",
+            f"  why: {t['reason']}",
+        ]
     else:
         lines.append(rep.toolchain_advice or "no toolchain")
-    lines += [f"wasmtime (Python): {rep.wasmtime_version}",
-              f"node: {rep.node or 'not found (notebook 05 skips the Node host)'}",
-              f"guest module: {rep.module} ({'present' if rep.module_present else 'MISSING'})"]
+    lines += [
+        f"wasmtime (Python): {rep.wasmtime_version}",
+        f"node: {rep.node or 'not found (notebook 05 skips the Node host)'}",
+        f"guest module: {rep.module} ({'present' if rep.module_present else 'MISSING'})",
+    ]
     for m in rep.models:
-        lines.append(f"model {m.get('name')}: {'present' if m.get('present') else 'absent'}"
-                     f" ({m.get('source', '')})")
+        lines.append(
+            f"model {m.get('name')}: {'present' if m.get('present') else 'absent'}"
+            f" ({m.get('source', '')})"
+        )
     lines.append(f"images: {rep.images} in images/")
     lines.append("next:")
     lines += [f"  - {s}" for s in rep.next_steps]

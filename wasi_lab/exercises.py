@@ -28,6 +28,7 @@ FAIL = "✗"
 #: An answer that was left as shipped: ``None`` or ``...``.
 _UNANSWERED = (None, Ellipsis)
 
+
 def unanswered(value: Any) -> bool:
     """True for the placeholders an exercise cell ships with."""
     return any(value is u for u in _UNANSWERED)
@@ -39,8 +40,9 @@ def report(ok: bool, right: str, hint: str) -> bool:
     return ok
 
 
-def check_value(name: str, got: Any, expected: Any, hint: str,
-                equal: Callable[[Any, Any], bool] | None = None) -> bool:
+def check_value(
+    name: str, got: Any, expected: Any, hint: str, equal: Callable[[Any, Any], bool] | None = None
+) -> bool:
     """Compare a predicted or computed value with the one the run produced.
 
     ``expected`` comes from the run (never typed into the notebook), so the check holds on
@@ -57,8 +59,9 @@ def check_value(name: str, got: Any, expected: Any, hint: str,
     return report(False, "", f"{name}: you said {got!r}, the run says {expected!r}. {hint}")
 
 
-def check_call(name: str, fn: Callable[..., Any], args: tuple, verify: Callable[[Any], str | None],
-               hint: str) -> bool:
+def check_call(
+    name: str, fn: Callable[..., Any], args: tuple, verify: Callable[[Any], str | None], hint: str
+) -> bool:
     """Call the learner's function and judge its result.
 
     ``verify`` returns ``None`` when the result is right, or a sentence saying what is wrong.
@@ -71,8 +74,9 @@ def check_call(name: str, fn: Callable[..., Any], args: tuple, verify: Callable[
         result = fn(*args)
     except Exception as exc:
         where = traceback.extract_tb(exc.__traceback__)[-1]
-        return report(False, "", f"{name} raised {type(exc).__name__}: {exc} "
-                                 f"(line {where.lineno}). {hint}")
+        return report(
+            False, "", f"{name} raised {type(exc).__name__}: {exc} (line {where.lineno}). {hint}"
+        )
     if result is None or unanswered(result):
         return report(False, "", f"{name} returned {result!r}: not written yet? {hint}")
     try:

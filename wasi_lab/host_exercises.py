@@ -18,23 +18,32 @@ from wasi_lab.runtime import PAGE_SIZE
 JPEG_MAGIC = b"\xff\xd8\xff"
 
 
-def fresh_instance(engine: wasmtime.Engine, linker: wasmtime.Linker, module: wasmtime.Module
-                   ) -> tuple[wasmtime.Store, wasmtime.Instance]:
+def fresh_instance(
+    engine: wasmtime.Engine, linker: wasmtime.Linker, module: wasmtime.Module
+) -> tuple[wasmtime.Store, wasmtime.Instance]:
     """A new Store with WASI and a new instance of `module`: the first cells of notebook 03."""
     store = wasmtime.Store(engine)
     store.set_wasi(wasmtime.WasiConfig())
     return store, linker.instantiate(store, module)
 
 
-def check_writer(fn: Callable[..., Any] | None, engine: wasmtime.Engine,
-                 linker: wasmtime.Linker, module: wasmtime.Module, model: bytes, image: bytes,
-                 expected_class: int) -> bool:
+def check_writer(
+    fn: Callable[..., Any] | None,
+    engine: wasmtime.Engine,
+    linker: wasmtime.Linker,
+    module: wasmtime.Module,
+    model: bytes,
+    image: bytes,
+    expected_class: int,
+) -> bool:
     """Use the learner's ``write_guest_memory(store, instance, data)`` for the model and the
     image on a fresh instance, then call ``infer_from_ptrs``: right offsets, right bytes,
     and the class the plain run found."""
     name = "write_guest_memory"
-    hint = ("exports['alloc'](store, len(data)) gives an offset; "
-            "exports['memory'].write(store, data, offset) copies; return the offset")
+    hint = (
+        "exports['alloc'](store, len(data)) gives an offset; "
+        "exports['memory'].write(store, data, offset) copies; return the offset"
+    )
     if fn is None or not callable(fn):
         return check_call(name, fn, (), lambda r: None, hint)
 
@@ -60,8 +69,9 @@ def check_writer(fn: Callable[..., Any] | None, engine: wasmtime.Engine,
     return check_call(name, run, (), verify, hint)
 
 
-def check_jpeg_page(answer: Any, store: wasmtime.Store, memory: wasmtime.Memory,
-                    img_ptr: int) -> bool:
+def check_jpeg_page(
+    answer: Any, store: wasmtime.Store, memory: wasmtime.Memory, img_ptr: int
+) -> bool:
     """The page that holds the image's first bytes: right when it is ``img_ptr``'s page
     *and* reading that page of memory finds ``FF D8 FF`` where the image starts."""
     expected = img_ptr // PAGE_SIZE
@@ -71,8 +81,12 @@ def check_jpeg_page(answer: Any, store: wasmtime.Store, memory: wasmtime.Memory,
             return False
         page = bytes(memory.read(store, got * PAGE_SIZE, (got + 1) * PAGE_SIZE))
         at = img_ptr - got * PAGE_SIZE
-        return page[at:at + len(JPEG_MAGIC)] == JPEG_MAGIC
+        return page[at : at + len(JPEG_MAGIC)] == JPEG_MAGIC
 
-    return check_value("page holding FF D8 FF", answer, expected,
-                       "an address is page * 65536 + offset: divide iptr by 65536 (//)",
-                       equal=equal)
+    return check_value(
+        "page holding FF D8 FF",
+        answer,
+        expected,
+        "an address is page * 65536 + offset: divide iptr by 65536 (//)",
+        equal=equal,
+    )

@@ -53,8 +53,7 @@ class NodeNotFoundError(HostError):
 
 
 #: What a notebook cell prints instead of its Node output when there is no Node 20+.
-NODE_MISSING = ("Node ≥ 20 not found: the Node columns are skipped; install nodejs to see "
-                "them")
+NODE_MISSING = "Node ≥ 20 not found: the Node columns are skipped; install nodejs to see them"
 
 
 @contextlib.contextmanager
@@ -88,7 +87,8 @@ def find_node() -> Path:
     if not found:
         raise NodeNotFoundError(
             "node not found on PATH: install Node.js 20 or newer (e.g. `apt-get install "
-            "nodejs`) or set WASI_LAB_NODE=/path/to/node")
+            "nodejs`) or set WASI_LAB_NODE=/path/to/node"
+        )
     try:
         out = subprocess.run([found, "--version"], capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired) as exc:
@@ -99,8 +99,9 @@ def find_node() -> Path:
     except ValueError:
         raise NodeNotFoundError(f"{found} --version said {version!r}") from None
     if major < 20:
-        raise NodeNotFoundError(f"{found} is Node {version}; node:wasi with "
-                                f"version 'preview1' needs Node 20 or newer")
+        raise NodeNotFoundError(
+            f"{found} is Node {version}; node:wasi with version 'preview1' needs Node 20 or newer"
+        )
     return Path(found)
 
 
@@ -124,18 +125,27 @@ def _model_path(spec: ModelSpec) -> Path:
 def _mode_name(mode: str, spec: ModelSpec) -> str:
     name = spec.preprocess if mode == "model" else mode
     if name not in ("article", "efficientnet", "inception"):
-        raise ValueError(f"unknown mode {mode!r}: use 'model', 'article', 'efficientnet' "
-                         f"or 'inception'")
+        raise ValueError(
+            f"unknown mode {mode!r}: use 'model', 'article', 'efficientnet' or 'inception'"
+        )
     return name
 
 
 # --------------------------------------------------------------------------- Node
 
 
-def run_node(image: Path | str | None = None, model: str | Path = "efficientnet-lite0",
-             mode: str = "model", *, entry: str = "tensor", top: int = 5,
-             replay_article_bug: bool = False, wasm: Path | str | None = None,
-             repeat: int = 1, timeout: float = 300.0) -> dict:
+def run_node(
+    image: Path | str | None = None,
+    model: str | Path = "efficientnet-lite0",
+    mode: str = "model",
+    *,
+    entry: str = "tensor",
+    top: int = 5,
+    replay_article_bug: bool = False,
+    wasm: Path | str | None = None,
+    repeat: int = 1,
+    timeout: float = 300.0,
+) -> dict:
     """Classify `image` with the guest under Node's WASI; returns the host's JSON.
 
     `entry` picks the guest path: "tensor" (load the model once, decode, infer_tensor),
@@ -149,12 +159,29 @@ def run_node(image: Path | str | None = None, model: str | Path = "efficientnet-
     node = find_node()
     spec = get_model(str(model))
     image = Path(image) if image is not None else grace_hopper()
-    cmd = [str(node), "--no-warnings", str(NODE_HOST),
-           "--wasm", str(Path(wasm) if wasm else default_module()),
-           "--model", str(_model_path(spec)), "--output-name", spec.output,
-           "--image", str(image), "--preprocess", _mode_name(mode, spec),
-           "--labels", str(labels_file(spec.labels)), "--entry", entry, "--top", str(top),
-           "--repeat", str(repeat)]
+    cmd = [
+        str(node),
+        "--no-warnings",
+        str(NODE_HOST),
+        "--wasm",
+        str(Path(wasm) if wasm else default_module()),
+        "--model",
+        str(_model_path(spec)),
+        "--output-name",
+        spec.output,
+        "--image",
+        str(image),
+        "--preprocess",
+        _mode_name(mode, spec),
+        "--labels",
+        str(labels_file(spec.labels)),
+        "--entry",
+        entry,
+        "--top",
+        str(top),
+        "--repeat",
+        str(repeat),
+    ]
     if replay_article_bug:
         cmd.append("--replay-article-bug")
     start = time.perf_counter()
@@ -164,13 +191,15 @@ def run_node(image: Path | str | None = None, model: str | Path = "efficientnet-
         raise HostError(f"the Node host did not finish within {timeout:.0f} s") from None
     wall = (time.perf_counter() - start) * 1000
     if proc.returncode not in (0, NODE_GUEST_REFUSED):
-        raise HostError(f"the Node host failed (exit {proc.returncode}): "
-                        f"{proc.stderr.strip()[-2000:]}")
+        raise HostError(
+            f"the Node host failed (exit {proc.returncode}): {proc.stderr.strip()[-2000:]}"
+        )
     try:
         result = json.loads(proc.stdout.strip().splitlines()[-1])
     except (IndexError, json.JSONDecodeError):
-        raise HostError(f"the Node host printed no JSON: {proc.stdout[-500:]!r} "
-                        f"{proc.stderr[-1000:]!r}") from None
+        raise HostError(
+            f"the Node host printed no JSON: {proc.stdout[-500:]!r} {proc.stderr[-1000:]!r}"
+        ) from None
     result["wall_ms"] = round(wall, 3)
     result["exit_code"] = proc.returncode
     return result
@@ -211,10 +240,15 @@ class CommandRun:
         return asdict(self)
 
 
-def run_command_guest(model: str | Path = "efficientnet-lite0",
-                      image: Path | str | None = None, preopen: bool = True, *,
-                      mode: str = "model", top: int = 5,
-                      wasm: Path | str | None = None) -> CommandRun:
+def run_command_guest(
+    model: str | Path = "efficientnet-lite0",
+    image: Path | str | None = None,
+    preopen: bool = True,
+    *,
+    mode: str = "model",
+    top: int = 5,
+    wasm: Path | str | None = None,
+) -> CommandRun:
     """Run wasi-lab-classify.wasm like `wasmtime run --dir=. ... --model M --image I`.
 
     With `preopen=True` the folder holding the model and the image is granted to the guest
@@ -228,8 +262,17 @@ def run_command_guest(model: str | Path = "efficientnet-lite0",
     wasm = Path(wasm) if wasm else PREBUILT_COMMAND
     if not wasm.exists():
         raise HostError(f"{wasm} not found: run `wasi-lab build` (or `make setup`)")
-    argv = ["wasi-lab-classify", "--model", model_path.name, "--image", image.name,
-            "--mode", _mode_name(mode, spec), "--top", str(top)]
+    argv = [
+        "wasi-lab-classify",
+        "--model",
+        model_path.name,
+        "--image",
+        image.name,
+        "--mode",
+        _mode_name(mode, spec),
+        "--top",
+        str(top),
+    ]
     from wasi_lab.runtime import get_engine, instantiate_with_wasi
 
     engine = get_engine()
@@ -260,8 +303,14 @@ def run_command_guest(model: str | Path = "efficientnet-lite0",
         ms = (time.perf_counter() - start) * 1000
         stdout = out.read_text(encoding="utf-8", errors="replace") if out.exists() else ""
         stderr = err.read_text(encoding="utf-8", errors="replace") if err.exists() else ""
-    return CommandRun(argv=argv, preopened="." if preopen else None, exit_code=code,
-                      stdout=stdout, stderr=stderr, ms=round(ms, 3))
+    return CommandRun(
+        argv=argv,
+        preopened="." if preopen else None,
+        exit_code=code,
+        stdout=stdout,
+        stderr=stderr,
+        ms=round(ms, 3),
+    )
 
 
 _COMMAND_MODULES: dict[tuple, wasmtime.Module] = {}
@@ -323,8 +372,13 @@ class HostTimings:
     @property
     def article_style_request_ms(self) -> float:
         """One request as the article served it: new instance, load the model, classify."""
-        return (self.instantiate_ms + self.load_model_ms + self.fresh_write_ms
-                + self.fresh_decode_ms + self.fresh_infer_ms)
+        return (
+            self.instantiate_ms
+            + self.load_model_ms
+            + self.fresh_write_ms
+            + self.fresh_decode_ms
+            + self.fresh_infer_ms
+        )
 
     @property
     def kit_request_ms(self) -> float:
@@ -332,9 +386,13 @@ class HostTimings:
         return self.write_ms + self.decode_ms + self.infer_ms
 
 
-def wasmtime_timings(model: str | Path = "efficientnet-lite0",
-                     image: Path | str | None = None, repeat: int = 3,
-                     wasm: Path | str | None = None, progress: bool = False) -> HostTimings:
+def wasmtime_timings(
+    model: str | Path = "efficientnet-lite0",
+    image: Path | str | None = None,
+    repeat: int = 3,
+    wasm: Path | str | None = None,
+    progress: bool = False,
+) -> HostTimings:
     """Measure compile (Cranelift, no cache), compile (from the .cwasm cache), instantiate
     (InstancePre: WASI already linked), model load and a first request on a fresh instance,
     then write, decode and infer on a warm one."""
@@ -345,8 +403,18 @@ def wasmtime_timings(model: str | Path = "efficientnet-lite0",
 
     image = Path(image) if image is not None else grace_hopper()
     wasm = Path(wasm) if wasm else default_module()
-    keys = ("compile_cold", "compile_cached", "instantiate", "load_model", "fresh_write",
-            "fresh_decode", "fresh_infer", "write", "decode", "infer")
+    keys = (
+        "compile_cold",
+        "compile_cached",
+        "instantiate",
+        "load_model",
+        "fresh_write",
+        "fresh_decode",
+        "fresh_infer",
+        "write",
+        "decode",
+        "infer",
+    )
     samples: dict[str, list[float]] = {k: [] for k in keys}
     compile_module(wasm)  # make sure the cache file exists before timing "cached"
     for _ in tqdm(range(repeat), desc="compile", disable=not progress, leave=False):
@@ -370,13 +438,21 @@ def wasmtime_timings(model: str | Path = "efficientnet-lite0",
         for k in ("write", "decode", "infer"):
             samples[k].append(timing[k])
     med = {k: round(statistics.median(v), 3) for k, v in samples.items()}
-    return HostTimings(model=clf.spec.name, image=image.name, repeat=repeat,
-                       **{f"{k}_ms": med[k] for k in keys},
-                       samples={k: [round(x, 3) for x in v] for k, v in samples.items()})
+    return HostTimings(
+        model=clf.spec.name,
+        image=image.name,
+        repeat=repeat,
+        **{f"{k}_ms": med[k] for k in keys},
+        samples={k: [round(x, 3) for x in v] for k, v in samples.items()},
+    )
 
 
-def compare_hosts(image: Path | str | None = None, model: str = "efficientnet-lite0",
-                  top: int = 5, require_node: bool = True) -> dict:
+def compare_hosts(
+    image: Path | str | None = None,
+    model: str = "efficientnet-lite0",
+    top: int = 5,
+    require_node: bool = True,
+) -> dict:
     """The same .wasm and the same image under Node and under wasmtime-py.
 
     With `require_node=False` a missing Node leaves the "node" entry out and puts
@@ -388,18 +464,27 @@ def compare_hosts(image: Path | str | None = None, model: str = "efficientnet-li
     out: dict = {}
     try:
         node = run_node(image, model, top=top)
-        out["node"] = {"label": node["label"], "index": node["index"], "prob": node["prob"],
-                       "timings_ms": node["timings_ms"], "host": node["host"]}
+        out["node"] = {
+            "label": node["label"],
+            "index": node["index"],
+            "prob": node["prob"],
+            "timings_ms": node["timings_ms"],
+            "host": node["host"],
+        }
     except NodeNotFoundError:
         if require_node:
             raise
         out["skipped"] = NODE_MISSING
     clf = Classifier(model)
     pred = clf.classify(image, top=top)
-    out["wasmtime-py"] = {"label": pred.label, "index": pred.top[0].index,
-                          "prob": pred.top[0].prob, "timings_ms": pred.timings_ms,
-                          "host": f"wasmtime-py {wasmtime_version()}",
-                          "from_cache": clf.guest.compiled.from_cache}
+    out["wasmtime-py"] = {
+        "label": pred.label,
+        "index": pred.top[0].index,
+        "prob": pred.top[0].prob,
+        "timings_ms": pred.timings_ms,
+        "host": f"wasmtime-py {wasmtime_version()}",
+        "from_cache": clf.guest.compiled.from_cache,
+    }
     return out
 
 
@@ -419,15 +504,25 @@ def format_comparison(cmp: dict) -> str:
     lines.append(f"{'label':<20}" + "".join(f"{res['label']:<{width}}" for res in hosts_))
     lines.append(f"{'probability':<20}" + "".join(f"{res['prob']:<{width}.4f}" for res in hosts_))
     for stage in stages:
-        cells = "".join((f"{res['timings_ms'][stage]:<{width}.1f}" if stage in res["timings_ms"]
-                         else f"{'—':<{width}}") for res in hosts_)
+        cells = "".join(
+            (
+                f"{res['timings_ms'][stage]:<{width}.1f}"
+                if stage in res["timings_ms"]
+                else f"{'—':<{width}}"
+            )
+            for res in hosts_
+        )
         lines.append(f"{stage + ' (ms)':<20}{cells}")
     lines = [line.rstrip() for line in lines]
     if "wasmtime-py" in cmp and "from_cache" in cmp["wasmtime-py"]:
-        lines.append("wasmtime-py's compile: " + (
-            "loaded from the kit's .cwasm cache (Cranelift ran in an earlier process)"
-            if cmp["wasmtime-py"]["from_cache"] else
-            "a cold Cranelift compile (no cache yet: the next process loads it)"))
+        lines.append(
+            "wasmtime-py's compile: "
+            + (
+                "loaded from the kit's .cwasm cache (Cranelift ran in an earlier process)"
+                if cmp["wasmtime-py"]["from_cache"]
+                else "a cold Cranelift compile (no cache yet: the next process loads it)"
+            )
+        )
     if "skipped" in cmp:
         lines.append(cmp["skipped"])
     elif "node" in cmp:
@@ -441,13 +536,17 @@ def compare_sentences(cmp: dict) -> list[str]:
     node, py = cmp["node"], cmp["wasmtime-py"]
     if node["index"] == py["index"]:
         diff = abs(node["prob"] - py["prob"])
-        out = [f"same class in both hosts ({py['label']}); top-1 probabilities differ by "
-               f"{diff:.1e}" + (" (not at all)" if diff == 0 else "")]
+        out = [
+            f"same class in both hosts ({py['label']}); top-1 probabilities differ by "
+            f"{diff:.1e}" + (" (not at all)" if diff == 0 else "")
+        ]
     else:
         out = [f"the hosts disagree: Node says {node['label']}, wasmtime-py {py['label']}"]
-    ratios = [f"{s} {node['timings_ms'][s] / py['timings_ms'][s]:.1f}x"
-              for s in ("load_model", "decode", "infer")
-              if py["timings_ms"].get(s) and s in node["timings_ms"]]
+    ratios = [
+        f"{s} {node['timings_ms'][s] / py['timings_ms'][s]:.1f}x"
+        for s in ("load_model", "decode", "infer")
+        if py["timings_ms"].get(s) and s in node["timings_ms"]
+    ]
     if ratios:
         out.append("Node's time / wasmtime-py's, this run: " + ", ".join(ratios))
     return out
@@ -506,15 +605,23 @@ def try_write_guest_memory_js(source: str, timeout: float = 20.0) -> list[dict]:
     """
     node = find_node()
     try:
-        proc = subprocess.run([str(node), "--no-warnings", "-e", _JS_HARNESS], input=source,
-                              capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(
+            [str(node), "--no-warnings", "-e", _JS_HARNESS],
+            input=source,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
     except subprocess.TimeoutExpired:
-        raise HostError(f"it did not return within {timeout:.0f} s (a loop that never "
-                        f"ends?)") from None
+        raise HostError(
+            f"it did not return within {timeout:.0f} s (a loop that never ends?)"
+        ) from None
     if proc.returncode != 0:
         lines = proc.stderr.strip().splitlines()
-        why = next((x for x in lines if re.match(r"\w*Error\b", x)), lines[-1] if lines else
-                   f"exit code {proc.returncode}")
+        why = next(
+            (x for x in lines if re.match(r"\w*Error\b", x)),
+            lines[-1] if lines else f"exit code {proc.returncode}",
+        )
         raise HostError(f"Node could not run it: {why}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -532,12 +639,16 @@ def check_write_guest_memory_js(source: str) -> str | None:
         cases = try_write_guest_memory_js(source)
     except NodeNotFoundError:
         if _ARTICLE_COPY.search(source):
-            return ("(read, Node not found) it still copies new Uint8Array(bytes.buffer): the "
-                    "whole backing ArrayBuffer, not the Buffer's window")
+            return (
+                "(read, Node not found) it still copies new Uint8Array(bytes.buffer): the "
+                "whole backing ArrayBuffer, not the Buffer's window"
+            )
         if "byteOffset" in source or re.search(r"\.set\(\s*bytes\s*\)", source):
             return None
-        return ("(read, Node not found) no copy of the Buffer's window found: use "
-                "bytes.byteOffset and bytes.byteLength")
+        return (
+            "(read, Node not found) no copy of the Buffer's window found: use "
+            "bytes.byteOffset and bytes.byteLength"
+        )
     except HostError as exc:
         return str(exc)
     bad = [c for c in cases if not c.get("ok")]

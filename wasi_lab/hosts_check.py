@@ -63,8 +63,12 @@ def compare_raw(a: bytes, b: bytes) -> dict:
     `identical` is a byte comparison (sha256 of each), not a tolerance: the same wasm on the
     same input is expected to produce the same bits in any engine.
     """
-    out = {"identical": a == b, "sha256": raw_sha256(a), "other_sha256": raw_sha256(b),
-           "max_abs_diff": 0.0}
+    out = {
+        "identical": a == b,
+        "sha256": raw_sha256(a),
+        "other_sha256": raw_sha256(b),
+        "max_abs_diff": 0.0,
+    }
     if a != b:
         if len(a) != len(b) or len(a) % 4:
             out["max_abs_diff"] = None
@@ -91,13 +95,24 @@ def run_wasmtime(image: Path, model: str, mode: str, top: int) -> tuple[HostRun,
     probs, timing, _ = clf.scores(image.read_bytes(), mode)
     raw = np.ascontiguousarray(probs, dtype="<f4").tobytes()
     setup = clf.setup_ms
-    timings = {"compile": setup["compile"], "instantiate": setup["instantiate"],
-               "load_model": setup["load_model"], **timing}
-    engine = f"wasmtime-py {wasmtime_version()}" + \
-        (" (compiled module from cache)" if setup.get("compile_from_cache") else "")
-    return HostRun("wasmtime", engine, shown_path(image), _top(probs, clf.labels, top),
-                   raw_sha256(raw), round(timing["infer"], 3),
-                   {k: round(v, 3) for k, v in timings.items()}), raw
+    timings = {
+        "compile": setup["compile"],
+        "instantiate": setup["instantiate"],
+        "load_model": setup["load_model"],
+        **timing,
+    }
+    engine = f"wasmtime-py {wasmtime_version()}" + (
+        " (compiled module from cache)" if setup.get("compile_from_cache") else ""
+    )
+    return HostRun(
+        "wasmtime",
+        engine,
+        shown_path(image),
+        _top(probs, clf.labels, top),
+        raw_sha256(raw),
+        round(timing["infer"], 3),
+        {k: round(v, 3) for k, v in timings.items()},
+    ), raw
 
 
 def run_node_host(image: Path, model: str, mode: str, top: int) -> tuple[HostRun, None]:
@@ -110,10 +125,18 @@ def run_node_host(image: Path, model: str, mode: str, top: int) -> tuple[HostRun
     if "raw_sha256" not in res:
         raise HostError("hosts/node/classify.mjs printed no raw_sha256 (an older copy?)")
     t = {k: v for k, v in res["timings_ms"].items() if isinstance(v, int | float)}
-    return HostRun("node", res["host"], shown_path(image),
-                   [{"index": c["index"], "label": c["label"], "prob": round(c["prob"], 6)}
-                    for c in res["top"]],
-                   res["raw_sha256"], t["infer"], t), None
+    return HostRun(
+        "node",
+        res["host"],
+        shown_path(image),
+        [
+            {"index": c["index"], "label": c["label"], "prob": round(c["prob"], 6)}
+            for c in res["top"]
+        ],
+        res["raw_sha256"],
+        t["infer"],
+        t,
+    ), None
 
 
 def run_chromium_host(image: Path, model: str, mode: str, top: int) -> tuple[HostRun, bytes]:
@@ -128,18 +151,30 @@ def run_chromium_host(image: Path, model: str, mode: str, top: int) -> tuple[Hos
     spec = get_model(model)
     labels = labels_for(spec.labels)
     with ChromiumHost(default_module(), _model_path(spec)) as chromium:
-        res = chromium.classify(image.read_bytes(), spec.output,
-                                MODE_IDS[_mode_name(mode, spec)], top)
+        res = chromium.classify(
+            image.read_bytes(), spec.output, MODE_IDS[_mode_name(mode, spec)], top
+        )
     raw = res["raw"]
-    tops = [{"index": c["index"], "label": labels[c["index"]], "prob": round(c["prob"], 6)}
-            for c in res["top"]]
-    return HostRun("chromium", f"Chromium {res['browser_version']} (host.js, own WASI shim)",
-                   shown_path(image), tops, raw_sha256(raw), res["timings_ms"]["infer"],
-                   res["timings_ms"]), raw
+    tops = [
+        {"index": c["index"], "label": labels[c["index"]], "prob": round(c["prob"], 6)}
+        for c in res["top"]
+    ]
+    return HostRun(
+        "chromium",
+        f"Chromium {res['browser_version']} (host.js, own WASI shim)",
+        shown_path(image),
+        tops,
+        raw_sha256(raw),
+        res["timings_ms"]["infer"],
+        res["timings_ms"],
+    ), raw
 
 
 RUNNERS: dict[str, Callable[[Path, str, str, int], tuple[HostRun, bytes | None]]] = {
-    "wasmtime": run_wasmtime, "node": run_node_host, "chromium": run_chromium_host}
+    "wasmtime": run_wasmtime,
+    "node": run_node_host,
+    "chromium": run_chromium_host,
+}
 
 
 def absent_reason(host: str) -> str | None:
@@ -158,22 +193,34 @@ def absent_reason(host: str) -> str | None:
     return None
 
 
-def summarize(image: str, model: str, runs: list[HostRun], skipped: list[dict],
-              failed: list[dict]) -> dict:
+def summarize(
+    image: str, model: str, runs: list[HostRun], skipped: list[dict], failed: list[dict]
+) -> dict:
     """The report: every run, and `agree` when at least one host ran, none failed, and all
     wrote the same raw bytes (one sha256)."""
     digests = {r.raw_sha256 for r in runs}
     agree = bool(runs) and not failed and len(digests) == 1
-    return {"image": image, "model": model,
-            "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "hosts": [r.to_dict() for r in runs], "skipped": skipped, "failed": failed,
-            "agree": agree, "distinct_raw_sha256": sorted(digests)}
+    return {
+        "image": image,
+        "model": model,
+        "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "hosts": [r.to_dict() for r in runs],
+        "skipped": skipped,
+        "failed": failed,
+        "agree": agree,
+        "distinct_raw_sha256": sorted(digests),
+    }
 
 
-def check_hosts(image: Path | str | None = None, model: str = "efficientnet-lite0",
-                mode: str = "model", top: int = 5, hosts: tuple[str, ...] = HOSTS,
-                image_for: dict[str, Path] | None = None,
-                progress: Callable[[str], None] | None = None) -> dict:
+def check_hosts(
+    image: Path | str | None = None,
+    model: str = "efficientnet-lite0",
+    mode: str = "model",
+    top: int = 5,
+    hosts: tuple[str, ...] = HOSTS,
+    image_for: dict[str, Path] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict:
     """Run `image` through each host in `hosts` that is present and compare.
 
     `image_for` gives one host another image (a teacher's demo of a disagreement, and the
@@ -225,13 +272,16 @@ def format_report(rep: dict) -> str:
         lines.append(f"\n{f['host']}: FAILED ({f['error']})")
     n = len(rep["hosts"])
     if rep["agree"]:
-        lines.append(f"\nagree: {n} host{'s' * (n != 1)} wrote the same raw outputs "
-                     f"(sha256 {rep['distinct_raw_sha256'][0][:16]}…)")
+        lines.append(
+            f"\nagree: {n} host{'s' * (n != 1)} wrote the same raw outputs "
+            f"(sha256 {rep['distinct_raw_sha256'][0][:16]}…)"
+        )
     elif rep["failed"] or not n:
         lines.append("\nNOT READY: a host failed or none ran")
     else:
-        lines.append(f"\nDISAGREE: {len(rep['distinct_raw_sha256'])} different raw outputs "
-                     f"among {n} hosts")
+        lines.append(
+            f"\nDISAGREE: {len(rep['distinct_raw_sha256'])} different raw outputs among {n} hosts"
+        )
     return "\n".join(lines)
 
 
@@ -241,8 +291,9 @@ def format_report(rep: dict) -> str:
 def _host_image(text: str) -> tuple[str, Path]:
     host, sep, path = text.partition("=")
     if not sep or host not in HOSTS or not path:
-        raise argparse.ArgumentTypeError(f"expected HOST=IMAGE with HOST one of "
-                                         f"{', '.join(HOSTS)}, not {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected HOST=IMAGE with HOST one of {', '.join(HOSTS)}, not {text!r}"
+        )
     return host, Path(path)
 
 
@@ -259,8 +310,14 @@ def _cmd_hosts_check(args: argparse.Namespace) -> int:
         if not args.json:
             print(f"running {host} …", file=sys.stderr, flush=True)
 
-    rep = check_hosts(args.image, model=args.model, mode=args.mode, hosts=hosts,
-                      image_for=image_for, progress=progress)
+    rep = check_hosts(
+        args.image,
+        model=args.model,
+        mode=args.mode,
+        hosts=hosts,
+        image_for=image_for,
+        progress=progress,
+    )
     print(json.dumps(rep, indent=2) if args.json else format_report(rep))
     return 0 if rep["agree"] else 1
 
@@ -269,15 +326,28 @@ def add_hosts_parser(sub: argparse._SubParsersAction) -> None:
     """`wasi-lab hosts check [IMAGE] [--json]`."""
     p = sub.add_parser("hosts", help="the same module under wasmtime, Node and Chromium")
     hsub = p.add_subparsers(dest="hosts_command", required=True)
-    c = hsub.add_parser("check", help="one image through every host present; exit 1 unless "
-                                      "all write the same raw outputs")
+    c = hsub.add_parser(
+        "check",
+        help="one image through every host present; exit 1 unless all write the same raw outputs",
+    )
     c.add_argument("image", nargs="?", help="JPEG or PNG (default: grace_hopper.jpg)")
     c.add_argument("--model", default="efficientnet-lite0")
-    c.add_argument("--mode", default="model",
-                   choices=["model", "article", "efficientnet", "inception"])
-    c.add_argument("--only", nargs="+", choices=HOSTS, metavar="HOST",
-                   help=f"run only these hosts ({', '.join(HOSTS)})")
-    c.add_argument("--image-for", type=_host_image, action="append", metavar="HOST=IMAGE",
-                   help="give one host another image: watch the check catch a disagreement")
+    c.add_argument(
+        "--mode", default="model", choices=["model", "article", "efficientnet", "inception"]
+    )
+    c.add_argument(
+        "--only",
+        nargs="+",
+        choices=HOSTS,
+        metavar="HOST",
+        help=f"run only these hosts ({', '.join(HOSTS)})",
+    )
+    c.add_argument(
+        "--image-for",
+        type=_host_image,
+        action="append",
+        metavar="HOST=IMAGE",
+        help="give one host another image: watch the check catch a disagreement",
+    )
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=_cmd_hosts_check)

@@ -32,18 +32,41 @@ class SampleImage:
 
 
 SAMPLES: tuple[SampleImage, ...] = (
-    SampleImage("grace_hopper.jpg", "matplotlib", "mpl-data/sample_data/grace_hopper.jpg",
-                "Rear Admiral Grace Hopper in uniform (US Navy photograph)",
-                "Public domain (work of the US federal government)"),
-    SampleImage("chelsea.png", "scikit-image", "skimage/data/chelsea.png",
-                "Chelsea the cat", "CC0 (photographer Stefan van der Walt)"),
-    SampleImage("coffee.png", "scikit-image", "skimage/data/coffee.png",
-                "A cup of espresso, courtesy of Pikolo Espresso Bar",
-                "CC0 (photographer Rachel Michetti)"),
-    SampleImage("astronaut.png", "scikit-image", "skimage/data/astronaut.png",
-                "Astronaut Eileen Collins (NASA)", "Public domain (NASA)"),
-    SampleImage("rocket.jpg", "scikit-image", "skimage/data/rocket.jpg",
-                "Falcon 9 launch carrying DSCOVR (SpaceX)", "Public domain (released by SpaceX)"),
+    SampleImage(
+        "grace_hopper.jpg",
+        "matplotlib",
+        "mpl-data/sample_data/grace_hopper.jpg",
+        "Rear Admiral Grace Hopper in uniform (US Navy photograph)",
+        "Public domain (work of the US federal government)",
+    ),
+    SampleImage(
+        "chelsea.png",
+        "scikit-image",
+        "skimage/data/chelsea.png",
+        "Chelsea the cat",
+        "CC0 (photographer Stefan van der Walt)",
+    ),
+    SampleImage(
+        "coffee.png",
+        "scikit-image",
+        "skimage/data/coffee.png",
+        "A cup of espresso, courtesy of Pikolo Espresso Bar",
+        "CC0 (photographer Rachel Michetti)",
+    ),
+    SampleImage(
+        "astronaut.png",
+        "scikit-image",
+        "skimage/data/astronaut.png",
+        "Astronaut Eileen Collins (NASA)",
+        "Public domain (NASA)",
+    ),
+    SampleImage(
+        "rocket.jpg",
+        "scikit-image",
+        "skimage/data/rocket.jpg",
+        "Falcon 9 launch carrying DSCOVR (SpaceX)",
+        "Public domain (released by SpaceX)",
+    ),
 )
 
 
@@ -65,8 +88,11 @@ def prepare_images(dest: Path = IMAGES_DIR) -> list[Path]:
     out = []
     for sample in SAMPLES:
         src, target = sample_source(sample), dest / sample.file
-        if not (target.exists() and target.stat().st_size == src.stat().st_size
-                and target.read_bytes() == src.read_bytes()):
+        if not (
+            target.exists()
+            and target.stat().st_size == src.stat().st_size
+            and target.read_bytes() == src.read_bytes()
+        ):
             tmp = target.with_name(f".{target.name}.tmp")
             shutil.copyfile(src, tmp)
             tmp.replace(target)
@@ -79,13 +105,16 @@ def list_images(directory: Path = IMAGES_DIR) -> list[Path]:
     directory = Path(directory)
     if not directory.is_dir():
         return []
-    return sorted(p for p in directory.iterdir()
-                  if p.is_file() and not p.name.startswith(".")
-                  and p.suffix.lower() in IMAGE_SUFFIXES)
+    return sorted(
+        p
+        for p in directory.iterdir()
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
+    )
 
 
-def load_image_bytes(source: str | Path, max_bytes: int = MAX_IMAGE_BYTES,
-                     timeout: float = 20.0) -> bytes:
+def load_image_bytes(
+    source: str | Path, max_bytes: int = MAX_IMAGE_BYTES, timeout: float = 20.0
+) -> bytes:
     """Encoded bytes of a local file or an ``http(s)://`` URL, refusing anything over ``max_bytes``.
 
     The URL body is streamed and abandoned as soon as it exceeds the cap, so a
@@ -104,8 +133,9 @@ def load_image_bytes(source: str | Path, max_bytes: int = MAX_IMAGE_BYTES,
                     raise ImageError(f"HTTP {resp.status_code} fetching {text}")
                 declared = resp.headers.get("Content-Length")
                 if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-                    raise ImageError(f"{text} is {int(declared)} bytes, over the "
-                                     f"{max_bytes}-byte limit")
+                    raise ImageError(
+                        f"{text} is {int(declared)} bytes, over the {max_bytes}-byte limit"
+                    )
                 buf = bytearray()
                 for chunk in resp.iter_bytes():
                     buf += chunk

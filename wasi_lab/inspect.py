@@ -25,8 +25,17 @@ from wasi_lab.wasmbin import (
 )
 
 # The readers are `wasi_lab.wasmbin`'s; named here too, as the notebook and CLI know them.
-__all__ = ["FuncSig", "ModuleReport", "Section", "WasmFormatError", "exported_globals",
-           "format_report", "inspect_module", "read_producers", "read_sections"]
+__all__ = [
+    "FuncSig",
+    "ModuleReport",
+    "Section",
+    "WasmFormatError",
+    "exported_globals",
+    "format_report",
+    "inspect_module",
+    "read_producers",
+    "read_sections",
+]
 
 PAGE_SIZE = 65536
 
@@ -140,17 +149,28 @@ def inspect_module(path: Path | str | bytes) -> ModuleReport:
         exports.append(FuncSig(exp.name, kind, sig))
         if isinstance(exp.type, wasmtime.MemoryType):
             lim = exp.type.limits
-            memory = {"name": exp.name, "min_pages": lim.min, "max_pages": lim.max,
-                      "min_bytes": lim.min * PAGE_SIZE}
+            memory = {
+                "name": exp.name,
+                "min_pages": lim.min,
+                "max_pages": lim.max,
+                "min_bytes": lim.min * PAGE_SIZE,
+            }
     producers: dict[str, list[str]] = {}
     for s in sections:
         if s.custom_name == "producers":
             producers = read_producers(data, s)
     return ModuleReport(
-        path=name, size=len(data), sections=sections, imports=imports, exports=exports,
-        memory=memory, globals=exported_globals(data, sections), producers=producers,
+        path=name,
+        size=len(data),
+        sections=sections,
+        imports=imports,
+        exports=exports,
+        memory=memory,
+        globals=exported_globals(data, sections),
+        producers=producers,
         function_names=len(function_names(data, sections)),
-        custom_sections=[s.custom_name for s in sections if s.custom_name])
+        custom_sections=[s.custom_name for s in sections if s.custom_name],
+    )
 
 
 def format_report(rep: ModuleReport) -> str:
@@ -165,8 +185,11 @@ def format_report(rep: ModuleReport) -> str:
     lines += [f"  {e.name}: {e.kind} {e.signature}" for e in rep.exports]
     if rep.memory:
         m = rep.memory
-        lines += ["", f"memory: {m['min_pages']} pages ({m['min_bytes']:,} bytes) at start, "
-                      f"max {m['max_pages'] or 'none (up to 4 GiB)'}"]
+        lines += [
+            "",
+            f"memory: {m['min_pages']} pages ({m['min_bytes']:,} bytes) at start, "
+            f"max {m['max_pages'] or 'none (up to 4 GiB)'}",
+        ]
     for k, v in rep.globals.items():
         lines.append(f"global {k} = {v:#x} ({v:,})")
     for k, vals in rep.producers.items():

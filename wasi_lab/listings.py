@@ -23,8 +23,14 @@ from .paths import KIT_ROOT
 
 ARTICLE_CODE_DIR = Path(__file__).resolve().parent / "article_code"
 
-_LANG = {".rs": "rust", ".js": "javascript", ".mjs": "javascript", ".py": "python",
-         ".toml": "toml", ".wat": "wat"}
+_LANG = {
+    ".rs": "rust",
+    ".js": "javascript",
+    ".mjs": "javascript",
+    ".py": "python",
+    ".toml": "toml",
+    ".wat": "wat",
+}
 
 
 @dataclass(frozen=True)
@@ -76,8 +82,15 @@ def _with_leading_comments(lines: list[str], start: int, markers: tuple[str, ...
     return start
 
 
-def _definition(path: Path | str, pattern: str, name: str, kind: str, language: str,
-                comments: tuple[str, ...], title: str | None) -> Listing:
+def _definition(
+    path: Path | str,
+    pattern: str,
+    name: str,
+    kind: str,
+    language: str,
+    comments: tuple[str, ...],
+    title: str | None,
+) -> Listing:
     """The first block whose opening line matches ``pattern``, with the comments above it."""
     path = Path(path)
     lines = path.read_text().splitlines()
@@ -86,15 +99,22 @@ def _definition(path: Path | str, pattern: str, name: str, kind: str, language: 
         if opening.match(line):
             start = _with_leading_comments(lines, i, comments)
             end = _find_block(lines, i)
-            return Listing(title or f"{_relative(path)}: {name}", "\n".join(lines[start:end + 1]),
-                           language, path, start + 1)
+            return Listing(
+                title or f"{_relative(path)}: {name}",
+                "\n".join(lines[start : end + 1]),
+                language,
+                path,
+                start + 1,
+            )
     raise LookupError(f"no {kind} {name} in {path}")
 
 
 def rust_fn(path: Path | str, name: str, title: str | None = None) -> Listing:
     """A Rust function (with its doc comments and attributes) from ``path``."""
-    pattern = (rf"^\s*(pub(\([a-z]+\))?\s+)?(unsafe\s+)?(extern\s+\"C\"\s+)?"
-               rf"fn\s+{name}\b")
+    pattern = (
+        rf"^\s*(pub(\([a-z]+\))?\s+)?(unsafe\s+)?(extern\s+\"C\"\s+)?"
+        rf"fn\s+{name}\b"
+    )
     return _definition(path, pattern, name, "fn", "rust", ("///", "#[", "//"), title)
 
 
@@ -104,8 +124,9 @@ def js_function(path: Path | str, name: str, title: str | None = None) -> Listin
     return _definition(path, pattern, name, "function", "javascript", ("//", "/*", "*"), title)
 
 
-def lines_matching(path: Path | str, pattern: str, context: int = 0,
-                   title: str | None = None) -> Listing:
+def lines_matching(
+    path: Path | str, pattern: str, context: int = 0, title: str | None = None
+) -> Listing:
     """The lines of ``path`` that match ``pattern`` (a regex), each with ``context`` lines after."""
     path = Path(path)
     lines = path.read_text().splitlines()
@@ -117,23 +138,33 @@ def lines_matching(path: Path | str, pattern: str, context: int = 0,
         raise LookupError(f"no line matching {pattern!r} in {path}")
     keep = sorted(set(keep))
     text = "\n".join(lines[i] for i in keep)
-    return Listing(title or _relative(path), text, _LANG.get(path.suffix, "text"), path,
-                   keep[0] + 1)
+    return Listing(
+        title or _relative(path), text, _LANG.get(path.suffix, "text"), path, keep[0] + 1
+    )
 
 
 def python_def(obj: Callable | type, title: str | None = None) -> Listing:
     """A Python function or class of this package, as it stands in its file."""
     source, first = inspect.getsourcelines(obj)
     path = Path(inspect.getsourcefile(obj) or "")
-    return Listing(title or f"{_relative(path)}: {obj.__qualname__}", "".join(source).rstrip(),
-                   "python", path, first)
+    return Listing(
+        title or f"{_relative(path)}: {obj.__qualname__}",
+        "".join(source).rstrip(),
+        "python",
+        path,
+        first,
+    )
 
 
 def article(name: str, title: str | None = None) -> Listing:
     """One of the article's listings, from ``wasi_lab/article_code/`` (quoted, not ours)."""
     path = ARTICLE_CODE_DIR / name
-    return Listing(title or f"the article's {path.stem}", path.read_text().rstrip(),
-                   _LANG.get(path.suffix, "text"), path)
+    return Listing(
+        title or f"the article's {path.stem}",
+        path.read_text().rstrip(),
+        _LANG.get(path.suffix, "text"),
+        path,
+    )
 
 
 def _highlight(listing: Listing) -> str:
@@ -156,9 +187,11 @@ def _html_block(listing: Listing) -> str:
     if listing.path is not None:
         where = f" <span style='color:#777'>(line {listing.first_line})</span>"
     # Listings scroll sideways instead of wrapping: wrapped code is unreadable code.
-    return (f"<div style='min-width:0; flex:1'><b>{html.escape(listing.title)}</b>{where}"
-            f"<div style='overflow-x:auto; font-size:12px; white-space:pre'>"
-            f"{_highlight(listing)}</div></div>")
+    return (
+        f"<div style='min-width:0; flex:1'><b>{html.escape(listing.title)}</b>{where}"
+        f"<div style='overflow-x:auto; font-size:12px; white-space:pre'>"
+        f"{_highlight(listing)}</div></div>"
+    )
 
 
 class SideBySide:

@@ -61,10 +61,10 @@ class LogitsProbe:
         """Raw scores for one image: preprocess as `Classifier.classify` does, run to the
         logits node, copy the floats out of linear memory."""
         resolve_mode(mode, self.clf.spec)  # same errors as classify for a bad mode
-        return infer_tensor_on(self.clf.guest, self.handle, self.output_len,
-                               self.clf.preprocess(image, mode), "logits")
+        return infer_tensor_on(
+            self.clf.guest, self.handle, self.output_len, self.clf.preprocess(image, mode), "logits"
+        )
 
     def free(self) -> None:
         """Drop the second copy of the weights from the guest."""
         self.clf.guest.call("free_model", self.handle)
-

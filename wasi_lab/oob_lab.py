@@ -36,16 +36,19 @@ def source(name: str) -> str:
     """The text of one of the lab's files (``one_page.wat``, ``trusting_abi.wat`` ...)."""
     path = OOB_DIR / name
     if not path.is_file():
-        raise FileNotFoundError(f"no lab file {name!r} in {OOB_DIR.name}/: one of "
-                                f"{', '.join(sorted(p.name for p in OOB_DIR.iterdir()))}")
+        raise FileNotFoundError(
+            f"no lab file {name!r} in {OOB_DIR.name}/: one of "
+            f"{', '.join(sorted(p.name for p in OOB_DIR.iterdir()))}"
+        )
     return path.read_text()
 
 
 def listing(name: str) -> Listing:
     """A lab file as a listing (read from the file when the cell runs)."""
     path = OOB_DIR / name
-    return Listing(f"wasi_lab/oob/{name}", source(name).rstrip(), _LANG.get(path.suffix, "text"),
-                   path, 1)
+    return Listing(
+        f"wasi_lab/oob/{name}", source(name).rstrip(), _LANG.get(path.suffix, "text"), path, 1
+    )
 
 
 def wasm(name: str) -> bytes:
@@ -62,8 +65,11 @@ def trap_message(exc: BaseException) -> str:
     """What a trap says, without its backtrace: wasmtime puts the reason under "Caused by"
     ("memory fault at wasm address 0x10000 ...", "wasm trap: out of bounds memory access")."""
     text = str(exc).strip()
-    causes = [re.sub(r"^\d+:\s*", "", line.strip()) for line in text.splitlines()
-              if "wasm trap:" in line or "memory fault" in line]
+    causes = [
+        re.sub(r"^\d+:\s*", "", line.strip())
+        for line in text.splitlines()
+        if "wasm trap:" in line or "memory fault" in line
+    ]
     if causes:
         return "; ".join(reversed(causes))
     return text.splitlines()[0] if text else type(exc).__name__
@@ -108,14 +114,18 @@ def run_detach_on_grow(node: Path | str | None = None, timeout: float = 30) -> d
         wasm_path = Path(tmp) / "trusting_abi.wasm"
         wasm_path.write_bytes(wasm("trusting_abi.wat"))
         try:
-            out = subprocess.run([str(node), str(OOB_DIR / "detach_on_grow.mjs"),
-                                  str(wasm_path)], capture_output=True, text=True,
-                                 timeout=timeout)
+            out = subprocess.run(
+                [str(node), str(OOB_DIR / "detach_on_grow.mjs"), str(wasm_path)],
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+            )
         except OSError as exc:
             raise NodeNotFoundError(f"{node} does not run: {exc}") from None
         except subprocess.TimeoutExpired:
             raise RuntimeError(f"detach_on_grow.mjs did not finish in {timeout:.0f} s") from None
     if out.returncode != 0:
-        raise RuntimeError(f"detach_on_grow.mjs failed ({out.returncode}): "
-                           f"{out.stderr.strip()[-600:]}")
+        raise RuntimeError(
+            f"detach_on_grow.mjs failed ({out.returncode}): {out.stderr.strip()[-600:]}"
+        )
     return json.loads(out.stdout.strip().splitlines()[-1])

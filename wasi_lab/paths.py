@@ -45,8 +45,9 @@ def checkout_root(package_dir: Path = PACKAGE_DIR) -> Path | None:
     return None
 
 
-def user_data_dir(env: Mapping[str, str] | None = None, platform: str = sys.platform,
-                  home: Path | None = None) -> Path:
+def user_data_dir(
+    env: Mapping[str, str] | None = None, platform: str = sys.platform, home: Path | None = None
+) -> Path:
     """The per-user data directory of an installed kit (what platformdirs would answer).
 
     $WASI_LAB_HOME wins; else Linux and the BSDs use $XDG_DATA_HOME or ~/.local/share,

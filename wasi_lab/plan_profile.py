@@ -74,22 +74,39 @@ class LayerProfile:
         for s in self.steps:
             groups.setdefault(s.op, []).append(s)
         total = self.total_ms or 1.0
-        rows = [OpTotal(op, len(ss), sum(s.macs for s in ss), sum(s.ms for s in ss),
-                        sum(s.ms for s in ss) / total, sum(s.skipped for s in ss))
-                for op, ss in groups.items()]
+        rows = [
+            OpTotal(
+                op,
+                len(ss),
+                sum(s.macs for s in ss),
+                sum(s.ms for s in ss),
+                sum(s.ms for s in ss) / total,
+                sum(s.skipped for s in ss),
+            )
+            for op, ss in groups.items()
+        ]
         return sorted(rows, key=lambda r: -r.ms)
 
     def to_dict(self) -> dict:
-        return {"model": self.model, "module": self.module, "repeat": self.repeat,
-                "total_ms": round(self.total_ms, 3),
-                "by_op": [dict(asdict(r), gmacs=r.gmacs, skipped_share=r.skipped_share)
-                          for r in self.by_op()],
-                "steps": [asdict(s) for s in self.steps]}
+        return {
+            "model": self.model,
+            "module": self.module,
+            "repeat": self.repeat,
+            "total_ms": round(self.total_ms, 3),
+            "by_op": [
+                dict(asdict(r), gmacs=r.gmacs, skipped_share=r.skipped_share) for r in self.by_op()
+            ],
+            "steps": [asdict(s) for s in self.steps],
+        }
 
 
-def profile_layers(model: str = "efficientnet-lite0", repeat: int = 10,
-                   module: Path | None = None, image: bytes | None = None,
-                   progress: bool = True) -> LayerProfile:
+def profile_layers(
+    model: str = "efficientnet-lite0",
+    repeat: int = 10,
+    module: Path | None = None,
+    image: bytes | None = None,
+    progress: bool = True,
+) -> LayerProfile:
     """Per-step medians of `repeat` timed inferences (after one untimed warm-up run)."""
     spec = get_model(model)
     ensure_model(spec.name, progress=False)
@@ -97,31 +114,46 @@ def profile_layers(model: str = "efficientnet-lite0", repeat: int = 10,
     clf = Classifier(spec.name, module=path)
     x = clf.preprocess(grace_hopper() if image is None else image)
     clf.profile(x)
-    runs = [clf.profile(x) for _ in tqdm(range(max(1, repeat)), desc="timed inferences",
-                                         leave=False, disable=not progress)]
-    steps = [StepTime(node=s["node"], op=s["op"], macs=int(s["macs"]),
-                      ms=statistics.median(r[i]["ns"] for r in runs) / 1e6,
-                      skipped=int(s["skipped"]))
-             for i, s in enumerate(runs[0])]
-    return LayerProfile(model=spec.name, module=str(path),
-                        repeat=repeat, steps=steps)
+    runs = [
+        clf.profile(x)
+        for _ in tqdm(
+            range(max(1, repeat)), desc="timed inferences", leave=False, disable=not progress
+        )
+    ]
+    steps = [
+        StepTime(
+            node=s["node"],
+            op=s["op"],
+            macs=int(s["macs"]),
+            ms=statistics.median(r[i]["ns"] for r in runs) / 1e6,
+            skipped=int(s["skipped"]),
+        )
+        for i, s in enumerate(runs[0])
+    ]
+    return LayerProfile(model=spec.name, module=str(path), repeat=repeat, steps=steps)
 
 
 def format_layers(prof: LayerProfile, slowest: int = 8) -> str:
     """The table `wasi-lab bench --layers` prints: per op, then the slowest steps."""
-    lines = [f"model {prof.model}, {len(prof.steps)} steps, median of {prof.repeat} runs: "
-             f"{prof.total_ms:.2f} ms in the guest's steps", "",
-             f"{'op':<18}{'steps':>6}{'ms':>9}{'share':>8}{'M MACs':>10}{'G MAC/s':>9}"
-             f"{'skipped':>9}"]
+    lines = [
+        f"model {prof.model}, {len(prof.steps)} steps, median of {prof.repeat} runs: "
+        f"{prof.total_ms:.2f} ms in the guest's steps",
+        "",
+        f"{'op':<18}{'steps':>6}{'ms':>9}{'share':>8}{'M MACs':>10}{'G MAC/s':>9}{'skipped':>9}",
+    ]
     for r in prof.by_op():
         rate = f"{r.gmacs:9.2f}" if r.gmacs else f"{'':>9}"
         skipped = f"{r.skipped_share:9.1%}" if r.macs else ""
-        lines.append(f"{r.op:<18}{r.steps:>6}{r.ms:9.2f}{r.share:8.1%}{r.macs / 1e6:10.1f}"
-                     f"{rate}{skipped}")
+        lines.append(
+            f"{r.op:<18}{r.steps:>6}{r.ms:9.2f}{r.share:8.1%}{r.macs / 1e6:10.1f}{rate}{skipped}"
+        )
     skipped = sum(s.skipped for s in prof.steps)
     if skipped:
-        lines += ["", f"skipped: {skipped / 1e6:.1f} M multiply-adds by zero (inputs a ReLU6 "
-                  "zeroed in all 4 pixels of a tile); G MAC/s counts them as done"]
+        lines += [
+            "",
+            f"skipped: {skipped / 1e6:.1f} M multiply-adds by zero (inputs a ReLU6 "
+            "zeroed in all 4 pixels of a tile); G MAC/s counts them as done",
+        ]
     lines += ["", f"slowest {slowest} steps:"]
     for s in sorted(prof.steps, key=lambda s: -s.ms)[:slowest]:
         rate = f"{s.macs / s.ms / 1e6:6.2f} G MAC/s" if s.macs and s.ms > 0 else ""

@@ -15,8 +15,12 @@ SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 def png_chunk(kind: bytes, payload: bytes) -> bytes:
     """One PNG chunk: length, type, payload, CRC of type+payload."""
-    return (struct.pack(">I", len(payload)) + kind + payload
-            + struct.pack(">I", zlib.crc32(kind + payload) & 0xFFFFFFFF))
+    return (
+        struct.pack(">I", len(payload))
+        + kind
+        + payload
+        + struct.pack(">I", zlib.crc32(kind + payload) & 0xFFFFFFFF)
+    )
 
 
 def make_png(width: int, height: int, pixels: bytes | None = None) -> bytes:
@@ -24,11 +28,15 @@ def make_png(width: int, height: int, pixels: bytes | None = None) -> bytes:
     ihdr = png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
     if pixels is None and width * height > 4096:
         # A header that promises the moon, followed by a few KiB of zeros.
-        return SIGNATURE + ihdr + png_chunk(b"IDAT", zlib.compress(bytes(65536))) + \
-            png_chunk(b"IEND", b"")
+        return (
+            SIGNATURE
+            + ihdr
+            + png_chunk(b"IDAT", zlib.compress(bytes(65536)))
+            + png_chunk(b"IEND", b"")
+        )
     if pixels is None:
         pixels = bytes((x * 7 + y * 13) % 256 for y in range(height) for x in range(width * 3))
-    raw = b"".join(b"\0" + pixels[y * width * 3:(y + 1) * width * 3] for y in range(height))
+    raw = b"".join(b"\0" + pixels[y * width * 3 : (y + 1) * width * 3] for y in range(height))
     return SIGNATURE + ihdr + png_chunk(b"IDAT", zlib.compress(raw)) + png_chunk(b"IEND", b"")
 
 

@@ -34,8 +34,7 @@ from wasi_lab.wasmbin import (
     uleb128,
 )
 
-__all__ = ["FOLD_SCOPE", "BodyRewrite", "fold_file", "fold_offsets", "rewrite_code",
-           "rewrite_file"]
+__all__ = ["FOLD_SCOPE", "BodyRewrite", "fold_file", "fold_offsets", "rewrite_code", "rewrite_file"]
 
 T = TypeVar("T")
 
@@ -69,8 +68,13 @@ def rewrite_code(data: bytes, rewrite: BodyRewrite) -> tuple[bytes, int, int]:
         total += count
         touched += bool(count)
     start = section_start(data, code.offset)
-    out = (data[:start] + b"\x0a" + uleb128(len(new_code)) + bytes(new_code)
-           + data[code.offset + code.size:])
+    out = (
+        data[:start]
+        + b"\x0a"
+        + uleb128(len(new_code))
+        + bytes(new_code)
+        + data[code.offset + code.size :]
+    )
     return out, total, touched
 
 
@@ -104,8 +108,13 @@ def _fold_body(data: bytes, start: int, end: int) -> tuple[bytes, int]:
         sub = r.u32() if op == 0xFD else None
         if op in _LOADS or sub in _V128_LOADS:
             align, offset = r.u32(), r.u32()
-            while (len(out) >= 2 and out[-1][0] == I32_ADD and out[-2][0] == I32_CONST
-                   and 0 <= out[-2][2] and offset + out[-2][2] < 2**32):
+            while (
+                len(out) >= 2
+                and out[-1][0] == I32_ADD
+                and out[-2][0] == I32_CONST
+                and 0 <= out[-2][2]
+                and offset + out[-2][2] < 2**32
+            ):
                 offset += out[-2][2]
                 del out[-2:]
                 folds += 1

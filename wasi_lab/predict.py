@@ -30,8 +30,9 @@ def resolve_mode(mode: str, spec: ModelSpec) -> str:
     """'model' means the preprocessing the network was trained with."""
     name = spec.preprocess if mode == "model" else mode
     if name not in MODE_IDS:
-        raise ValueError(f"unknown mode {mode!r}: use 'model', 'article', "
-                         f"'efficientnet' or 'inception'")
+        raise ValueError(
+            f"unknown mode {mode!r}: use 'model', 'article', 'efficientnet' or 'inception'"
+        )
     return name
 
 
@@ -71,19 +72,24 @@ def image_bytes(source: bytes | bytearray | str | Path) -> tuple[bytes, str]:
         return load_image_bytes(text), text
     path = Path(text)
     if path.is_dir():
-        raise IsADirectoryError(f"{text} is a directory, not an image: pass one of its files "
-                                f"(`wasi-lab predict {text}` classifies each image in it)")
+        raise IsADirectoryError(
+            f"{text} is a directory, not an image: pass one of its files "
+            f"(`wasi-lab predict {text}` classifies each image in it)"
+        )
     if not path.is_file():
-        raise FileNotFoundError(f"{text}: not found (pass an image file, a directory of "
-                                "images, or an http(s) URL)")
+        raise FileNotFoundError(
+            f"{text}: not found (pass an image file, a directory of images, or an http(s) URL)"
+        )
     return path.read_bytes(), text
 
 
 def images_in(directory: str | Path) -> list[Path]:
     """The JPEG and PNG files directly in ``directory``, by name (hidden files skipped)."""
-    return sorted(p for p in Path(directory).iterdir()
-                  if p.is_file() and not p.name.startswith(".")
-                  and p.suffix.lower() in GUEST_IMAGE_SUFFIXES)
+    return sorted(
+        p
+        for p in Path(directory).iterdir()
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in GUEST_IMAGE_SUFFIXES
+    )
 
 
 class GuestBuffers:
@@ -124,8 +130,9 @@ class GuestBuffers:
             self.guest.dealloc(*self._held.pop())
 
 
-def infer_tensor_on(guest: Guest, handle: int, output_len: int, tensor: np.ndarray,
-                    what: str = "output") -> np.ndarray:
+def infer_tensor_on(
+    guest: Guest, handle: int, output_len: int, tensor: np.ndarray, what: str = "output"
+) -> np.ndarray:
     """The guest's `infer_tensor` on one loaded model: the NHWC f32 tensor in, `output_len`
     floats out, both buffers freed whatever happens. Shared by `Classifier.infer_tensor` and
     `logits.LogitsProbe`, which loads a second model handle; `what` names the output buffer
@@ -145,9 +152,13 @@ class Classifier:
     'military uniform'
     """
 
-    def __init__(self, model: str | Path = "efficientnet-lite0",
-                 module: CompiledModule | Path | str | None = None,
-                 guest: Guest | None = None, labels: str | Path | int | None = None):
+    def __init__(
+        self,
+        model: str | Path = "efficientnet-lite0",
+        module: CompiledModule | Path | str | None = None,
+        guest: Guest | None = None,
+        labels: str | Path | int | None = None,
+    ):
         self.spec = get_model(str(model))
         t0 = time.perf_counter()
         compiled = module if isinstance(module, CompiledModule) else shared_module(module)
@@ -156,8 +167,11 @@ class Classifier:
         t2 = time.perf_counter()
         # Only the path is kept: the guest parses the model into its own weights, and a
         # server holds one Classifier per core (the raw .pb is ~19 MB each time).
-        self.model_path = ensure_model(self.spec.name, progress=False) \
-            if self.spec.directory is None else self.spec.path
+        self.model_path = (
+            ensure_model(self.spec.name, progress=False)
+            if self.spec.directory is None
+            else self.spec.path
+        )
         self.handle = self._load()
         t3 = time.perf_counter()
         self.output_len = self.guest.call("model_output_len", self.handle)
@@ -166,8 +180,12 @@ class Classifier:
         if labels is None and self.spec.directory is None:
             labels = labels_for(self.spec.labels)
         self.labels = resolve_labels(labels, self.output_len)
-        self.setup_ms = {"compile": (t1 - t0) * 1000, "compile_from_cache": compiled.from_cache,
-                         "instantiate": (t2 - t1) * 1000, "load_model": (t3 - t2) * 1000}
+        self.setup_ms = {
+            "compile": (t1 - t0) * 1000,
+            "compile_from_cache": compiled.from_cache,
+            "instantiate": (t2 - t1) * 1000,
+            "load_model": (t3 - t2) * 1000,
+        }
         self.pages_after_load = self.guest.pages
 
     def _load(self) -> int:
@@ -175,8 +193,13 @@ class Classifier:
         model = self.model_path.read_bytes()
         out = self.spec.output.encode()
         with GuestBuffers(self.guest) as buf:
-            return self.guest.call("load_model_with_output", buf.write(model, "model"),
-                                   len(model), buf.write(out, "output name"), len(out))
+            return self.guest.call(
+                "load_model_with_output",
+                buf.write(model, "model"),
+                len(model),
+                buf.write(out, "output name"),
+                len(out),
+            )
 
     def reset(self) -> None:
         """A fresh instance after a trap, with the model loaded again."""
@@ -211,14 +234,16 @@ class Classifier:
 
     # -- the whole prediction
 
-    def scores(self, image: bytes | str | Path, mode: str = "model"
-               ) -> tuple[np.ndarray, dict[str, float], tuple[int, int]]:
+    def scores(
+        self, image: bytes | str | Path, mode: str = "model"
+    ) -> tuple[np.ndarray, dict[str, float], tuple[int, int]]:
         """Probabilities, timings and original size for one image."""
         data, _ = image_bytes(image)
         return self._scores(data, resolve_mode(mode, self.spec))
 
-    def _scores(self, data: bytes, mode: str) -> tuple[np.ndarray, dict[str, float],
-                                                       tuple[int, int]]:
+    def _scores(
+        self, data: bytes, mode: str
+    ) -> tuple[np.ndarray, dict[str, float], tuple[int, int]]:
         """`scores` for image bytes and a resolved mode name."""
         g = self.guest
         t0 = time.perf_counter()
@@ -233,31 +258,41 @@ class Classifier:
             t3 = time.perf_counter()
             probs = g.read_f32(out, self.output_len)
             w, h = (int(v) for v in g.read_u32(dec, 2))
-        timings = {"write": (t1 - t0) * 1000, "decode": (t2 - t1) * 1000,
-                   "infer": (t3 - t2) * 1000}
+        timings = {"write": (t1 - t0) * 1000, "decode": (t2 - t1) * 1000, "infer": (t3 - t2) * 1000}
         return probs, timings, (w, h)
 
-    def classify(self, image: bytes | str | Path, top: int = 5, mode: str = "model"
-                 ) -> Prediction:
+    def classify(self, image: bytes | str | Path, top: int = 5, mode: str = "model") -> Prediction:
         """Top-`top` classes for one image, with where the time went."""
         if not 1 <= top <= self.output_len:
             raise ValueError(f"top must be between 1 and {self.output_len}, not {top}")
         data, name = image_bytes(image)
         mode = resolve_mode(mode, self.spec)
         probs, timings, size = self._scores(data, mode)
-        timings = {"compile": self.setup_ms["compile"],
-                   "instantiate": self.setup_ms["instantiate"],
-                   "load_model": self.setup_ms["load_model"], **timings}
+        timings = {
+            "compile": self.setup_ms["compile"],
+            "instantiate": self.setup_ms["instantiate"],
+            "load_model": self.setup_ms["load_model"],
+            **timings,
+        }
         best = [TopClass(i, label, p) for i, label, p in top_k(probs, top, self.labels)]
-        return Prediction(image=name, model=self.spec.name, mode=mode,
-                          top=best, timings_ms={k: round(v, 3) for k, v in timings.items()},
-                          pages={"after_load": self.pages_after_load,
-                                 "after_infer": self.guest.pages},
-                          image_size=size)
+        return Prediction(
+            image=name,
+            model=self.spec.name,
+            mode=mode,
+            top=best,
+            timings_ms={k: round(v, 3) for k, v in timings.items()},
+            pages={"after_load": self.pages_after_load, "after_infer": self.guest.pages},
+            image_size=size,
+        )
 
 
-def compare_models(images: Sequence[Path | str], models: Sequence[str], mode: str = "model",
-                   progress: bool = True, modes: Sequence[str] | None = None) -> list[dict]:
+def compare_models(
+    images: Sequence[Path | str],
+    models: Sequence[str],
+    mode: str = "model",
+    progress: bool = True,
+    modes: Sequence[str] | None = None,
+) -> list[dict]:
     """The same images through several models (and preprocessing modes): one row per
     image, top-1 with its probability per model and mode, and the time per image."""
     from tqdm.auto import tqdm

@@ -73,8 +73,12 @@ def check_python() -> Check:
     if (v.major, v.minor) >= MIN_PYTHON:
         return Check("python", PASS, found)
     want = ".".join(map(str, MIN_PYTHON))
-    return Check("python", FAIL, f"{found} is older than {want}",
-                 f"install Python {want} or newer, then `make setup` (it builds .venv with it)")
+    return Check(
+        "python",
+        FAIL,
+        f"{found} is older than {want}",
+        f"install Python {want} or newer, then `make setup` (it builds .venv with it)",
+    )
 
 
 def check_widgets(shown: bool = False) -> Check:
@@ -83,8 +87,10 @@ def check_widgets(shown: bool = False) -> Check:
     Importable is not the same as rendering (that happens in the browser), so the notebook
     displays a slider just above this line: ``shown`` says it did.
     """
-    fix = ("`pip install ipywidgets jupyterlab_widgets` in the kernel's environment "
-           "(`make setup` does), then restart JupyterLab and reload the page")
+    fix = (
+        "`pip install ipywidgets jupyterlab_widgets` in the kernel's environment "
+        "(`make setup` does), then restart JupyterLab and reload the page"
+    )
     try:
         import ipywidgets
     except ImportError as exc:
@@ -92,22 +98,37 @@ def check_widgets(shown: bool = False) -> Check:
     major = int(ipywidgets.__version__.split(".")[0])
     try:
         import jupyterlab_widgets
+
         front = jupyterlab_widgets.__version__
     except ImportError:
         front = None
     want = WIDGET_FRONTEND.get(major)
     if front is None or (want is not None and int(front.split(".")[0]) != want):
         found = "absent" if front is None else front
-        return Check("widgets", FAIL, f"ipywidgets {ipywidgets.__version__} but the JupyterLab "
-                     f"front-end jupyterlab_widgets is {found} (want {want}.x)", fix)
+        return Check(
+            "widgets",
+            FAIL,
+            f"ipywidgets {ipywidgets.__version__} but the JupyterLab "
+            f"front-end jupyterlab_widgets is {found} (want {want}.x)",
+            fix,
+        )
     try:
         import anywidget
+
         extra = f", anywidget {anywidget.__version__}"
     except ImportError:
         extra = ""
-    return Check("widgets", PASS, f"ipywidgets {ipywidgets.__version__} with jupyterlab_widgets "
-                 f"{front}{extra}" + (" — if you see a slider above, widgets render" if shown
-                                      else " (rendering is checked in notebooks/00_preflight)"))
+    return Check(
+        "widgets",
+        PASS,
+        f"ipywidgets {ipywidgets.__version__} with jupyterlab_widgets "
+        f"{front}{extra}"
+        + (
+            " — if you see a slider above, widgets render"
+            if shown
+            else " (rendering is checked in notebooks/00_preflight)"
+        ),
+    )
 
 
 def _module_origin(path: Path) -> str:
@@ -126,8 +147,9 @@ def _module_fix(path: Path) -> str:
     """The one-line fix for a missing or broken module, by where the path came from."""
     origin = _module_origin(path)
     if origin == "prebuilt":
-        return ("`git checkout guest/prebuilt` restores the committed module; "
-                "`make setup` rebuilds it")
+        return (
+            "`git checkout guest/prebuilt` restores the committed module; `make setup` rebuilds it"
+        )
     if origin == "from WASI_LAB_MODULE":
         return "unset WASI_LAB_MODULE, or point it at the .wasm `wasi-lab build` printed"
     return "use the .wasm `wasi-lab build` printed, or leave the path out for the prebuilt one"
@@ -140,20 +162,32 @@ def check_module(path: Path) -> Check:
         return Check("guest module", FAIL, f"{path} does not exist", fix)
     with path.open("rb") as f:
         if f.read(4) != b"\0asm":
-            return Check("guest module", FAIL, f"{path} is not a WebAssembly module (it does not "
-                         "start with the bytes \\0asm)", fix)
+            return Check(
+                "guest module",
+                FAIL,
+                f"{path} is not a WebAssembly module (it does not start with the bytes \\0asm)",
+                fix,
+            )
     from wasi_lab.runtime import Guest
 
     try:
         guest = Guest(path)
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return Check("guest module", FAIL, f"{path.name} ({_module_origin(path)}) does not "
-                     f"instantiate: {first}", fix)
+        return Check(
+            "guest module",
+            FAIL,
+            f"{path.name} ({_module_origin(path)}) does not instantiate: {first}",
+            fix,
+        )
     pages = guest.memory.size(guest.store)
-    return Check("guest module", PASS, f"{path.name} ({_module_origin(path)}, "
-                 f"{path.stat().st_size:,} bytes) instantiates: {pages} pages of memory, "
-                 f"{guest.instantiate_ms:.1f} ms")
+    return Check(
+        "guest module",
+        PASS,
+        f"{path.name} ({_module_origin(path)}, "
+        f"{path.stat().st_size:,} bytes) instantiates: {pages} pages of memory, "
+        f"{guest.instantiate_ms:.1f} ms",
+    )
 
 
 def check_model(models: list[dict]) -> Check:
@@ -169,8 +203,9 @@ def check_model(models: list[dict]) -> Check:
 def check_images(count: int) -> Check:
     if count:
         return Check("images", PASS, f"{count} sample images in images/")
-    return Check("images", FAIL, "no sample images in images/",
-                 "`wasi-lab images prepare` (or `make setup`)")
+    return Check(
+        "images", FAIL, "no sample images in images/", "`wasi-lab images prepare` (or `make setup`)"
+    )
 
 
 def check_node(version: str | None) -> Check:
@@ -205,9 +240,13 @@ def check_memory(free: int | None = None) -> Check:
     found = f"{free / 2**30:.1f} GiB available"
     if free >= MIN_FREE_BYTES:
         return Check("memory", PASS, found)
-    return Check("memory", FAIL, f"{found}, the course wants {MIN_FREE_BYTES / 2**30:.0f} GiB",
-                 "shut down other notebooks' kernels (Kernel → Shut Down Kernel) and other "
-                 "programs; on a hub, ask for a larger server")
+    return Check(
+        "memory",
+        FAIL,
+        f"{found}, the course wants {MIN_FREE_BYTES / 2**30:.0f} GiB",
+        "shut down other notebooks' kernels (Kernel → Shut Down Kernel) and other "
+        "programs; on a hub, ask for a larger server",
+    )
 
 
 def check_port(host: str = "127.0.0.1") -> Check:
@@ -230,8 +269,12 @@ def check_rust(toolchain: dict | None) -> Check:
     if toolchain is None:
         from wasi_lab.toolchain import RUSTUP_HINT
 
-        return Check("rust", OPTIONAL, "no toolchain with the wasm target (notebook 01 shows "
-                     f"stored build results; to build live: `{RUSTUP_HINT}`)")
+        return Check(
+            "rust",
+            OPTIONAL,
+            "no toolchain with the wasm target (notebook 01 shows "
+            f"stored build results; to build live: `{RUSTUP_HINT}`)",
+        )
     return Check("rust", PASS, f"{toolchain['version']} for {toolchain['target']}")
 
 
@@ -257,9 +300,12 @@ def run_checks(module: Path | str | None = None, widget_shown: bool = False) -> 
 
 def format_checks(checks: list[Check]) -> str:
     failed = sum(not c.ok for c in checks)
-    summary = ("all set: open 01_compile_the_guest" if not failed else
-               f"{failed} check{'s' * (failed > 1)} failed: apply the fix on each ✗ line, then "
-               "run this again (`wasi-lab doctor` says more)")
+    summary = (
+        "all set: open 01_compile_the_guest"
+        if not failed
+        else f"{failed} check{'s' * (failed > 1)} failed: apply the fix on each ✗ line, then "
+        "run this again (`wasi-lab doctor` says more)"
+    )
     return "\n".join([*(c.line() for c in checks), summary])
 
 

@@ -21,9 +21,11 @@ from wasi_lab.paths import REPO_ROOT
 #: The guest's cargo feature that adds rayon and the two demo exports.
 RAYON_FEATURE = "rayon-demo"
 #: The panic the article quotes (wasmtime run tf-example.wasm --dir=.).
-ARTICLE_PANIC = ("The global thread pool has not been initialized.: ThreadPoolBuildError { "
-                 "kind: IOError(Custom { error: \"operation not supported on this platform\" "
-                 "}) }")
+ARTICLE_PANIC = (
+    "The global thread pool has not been initialized.: ThreadPoolBuildError { "
+    'kind: IOError(Custom { error: "operation not supported on this platform" '
+    "}) }"
+)
 
 
 def _shown(module: Path | str) -> str:
@@ -52,7 +54,8 @@ def rayon_demo_outcome(module: Path | str) -> dict:
         wasi = wasmtime.WasiConfig()
         wasi.stderr_file = str(err)
         store, instance = instantiate_with_wasi(
-            engine, wasmtime.Module.from_file(engine, str(module)), wasi)
+            engine, wasmtime.Module.from_file(engine, str(module)), wasi
+        )
         ex = instance.exports(store)
         code = ex["rayon_demo_build_pool"](store)
         buf = ex["alloc"](store, 1024)
@@ -92,11 +95,15 @@ def format_rayon(demo: dict) -> str:
     if not demo:
         return "(no rayon-demo run in this record)"
     name = f" (the guest's {demo['pool_code_name']} code)" if demo.get("pool_code_name") else ""
-    lines = [f"rayon_demo_build_pool() returned {demo['pool_code']}{name}",
-             f"    last_error: {demo['pool_error']}"]
+    lines = [
+        f"rayon_demo_build_pool() returned {demo['pool_code']}{name}",
+        f"    last_error: {demo['pool_error']}",
+    ]
     if demo.get("trapped"):
-        lines += ["rayon_demo_global() raised wasmtime.Trap: " + demo["trap"],
-                  f"    the guest's stderr: {demo['panic_message']}"]
+        lines += [
+            "rayon_demo_global() raised wasmtime.Trap: " + demo["trap"],
+            f"    the guest's stderr: {demo['panic_message']}",
+        ]
         if demo.get("rayon_frames"):
             lines.append("    rayon frames in the wasm backtrace:")
             lines += [f"      {f}" for f in demo["rayon_frames"]]
@@ -138,9 +145,11 @@ def rayon_panic(build: bool | None = None) -> tuple[str | None, str]:
     if not outcome["trapped"]:
         return None, "rayon_demo_global returned instead of panicking"
     message = outcome["panic_message"].strip()
-    return message, (f"`wasi-lab build --features rayon-demo`, then rayon_demo_global() "
-                     f"under wasmtime-py; the panic from the guest's stderr "
-                     f"({_shown(module)})")
+    return message, (
+        f"`wasi-lab build --features rayon-demo`, then rayon_demo_global() "
+        f"under wasmtime-py; the panic from the guest's stderr "
+        f"({_shown(module)})"
+    )
 
 
 def panic_note(message: str) -> str:

@@ -44,6 +44,7 @@ RELAXED_MADD = b"\xfd\x85\x02"
 @dataclass
 class FuseReport:
     """What a rewrite changed: which function was the marker and how many calls became FMAs."""
+
     marker_index: int
     rewritten: int
     functions_touched: int
@@ -55,16 +56,22 @@ def find_marker(data: bytes) -> int:
     """The marker's function index; a clear error if it is missing, ambiguous or mistyped."""
     names = function_names(data)
     if not names:
-        raise WasmFormatError("the module has no `name` section: build without stripping "
-                              "symbols so the multiply-add marker can be found")
+        raise WasmFormatError(
+            "the module has no `name` section: build without stripping "
+            "symbols so the multiply-add marker can be found"
+        )
     found = [i for i, n in names.items() if MARKER in n and "command_export" not in n]
     if len(found) != 1:
-        raise WasmFormatError(f"expected one function named {MARKER}, found {len(found)}: "
-                              "was the guest built with the `relaxed-fma` feature?")
+        raise WasmFormatError(
+            f"expected one function named {MARKER}, found {len(found)}: "
+            "was the guest built with the `relaxed-fma` feature?"
+        )
     params, results = func_type(data, found[0])
     if params != [V128] * 3 or results != [V128]:
-        raise WasmFormatError(f"{MARKER} has type {params} -> {results}, not "
-                              "(v128, v128, v128) -> v128; the rewrite would not be stack-safe")
+        raise WasmFormatError(
+            f"{MARKER} has type {params} -> {results}, not "
+            "(v128, v128, v128) -> v128; the rewrite would not be stack-safe"
+        )
     return found[0]
 
 

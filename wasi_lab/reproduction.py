@@ -69,36 +69,65 @@ def _pct(p: float) -> str:
     return f"{100 * p:.1f}%"
 
 
-def _prediction_row(figure: str, article_label: str, article_note: str,
-                    image: Path | None, fetch_note: str, have_mobilenet: bool) -> ArticleRow:
+def _prediction_row(
+    figure: str,
+    article_label: str,
+    article_note: str,
+    image: Path | None,
+    fetch_note: str,
+    have_mobilenet: bool,
+) -> ArticleRow:
     """A row for one of the article's photos: classify it when we have it."""
     from wasi_lab.predict import Classifier
 
     if image is None:
-        return ArticleRow(figure=figure, article=article_label, article_value=None,
-                          this_machine=None, value=None, unit="probability",
-                          how="classify the article's photo with MobileNet V2 1.4",
-                          status=NEEDS_NETWORK, note=f"{article_note}; {fetch_note}")
+        return ArticleRow(
+            figure=figure,
+            article=article_label,
+            article_value=None,
+            this_machine=None,
+            value=None,
+            unit="probability",
+            how="classify the article's photo with MobileNet V2 1.4",
+            status=NEEDS_NETWORK,
+            note=f"{article_note}; {fetch_note}",
+        )
     model = ARTICLE_MODEL if have_mobilenet else BUNDLED_MODEL
     mode = "article" if have_mobilenet else "model"
     pred = Classifier(model).classify(image, top=1, mode=mode)
     top = pred.top[0]
     status = MEASURED if have_mobilenet else STAND_IN
-    note = article_note if have_mobilenet else (
-        f"{article_note}; EfficientNet-Lite0 stands in for MobileNet V2 1.4 (a different "
-        f"model: compare the class, not the confidence); {FETCH_HINT} for the real one")
-    return ArticleRow(figure=figure, article=article_label, article_value=None,
-                      this_machine=f"{top.label} ({_pct(top.prob)})", value=top.prob,
-                      unit="probability",
-                      how=f"Classifier({model!r}).classify({Path(image).name}, mode={mode!r})",
-                      status=status, note=note)
+    note = (
+        article_note
+        if have_mobilenet
+        else (
+            f"{article_note}; EfficientNet-Lite0 stands in for MobileNet V2 1.4 (a different "
+            f"model: compare the class, not the confidence); {FETCH_HINT} for the real one"
+        )
+    )
+    return ArticleRow(
+        figure=figure,
+        article=article_label,
+        article_value=None,
+        this_machine=f"{top.label} ({_pct(top.prob)})",
+        value=top.prob,
+        unit="probability",
+        how=f"Classifier({model!r}).classify({Path(image).name}, mode={mode!r})",
+        status=status,
+        note=note,
+    )
 
 
-def article_table(golden_retriever: Path | str | None = None,
-                  husky: Path | str | None = None, repeat: int = 3,
-                  build_rayon: bool | None = None, node: bool = True,
-                  progress: bool = False, timings=None,
-                  node_result: dict | None = None) -> list[ArticleRow]:
+def article_table(
+    golden_retriever: Path | str | None = None,
+    husky: Path | str | None = None,
+    repeat: int = 3,
+    build_rayon: bool | None = None,
+    node: bool = True,
+    progress: bool = False,
+    timings=None,
+    node_result: dict | None = None,
+) -> list[ArticleRow]:
     """Measure everything the article printed, on this machine, and pair it up.
 
     `golden_retriever` / `husky`: your own copies of the article's two photos (not shipped).
@@ -114,9 +143,11 @@ def article_table(golden_retriever: Path | str | None = None,
 
     have_mobilenet = mobilenet_present()
     model = ARTICLE_MODEL if have_mobilenet else BUNDLED_MODEL
-    model_note = ("same model as the article" if have_mobilenet else
-                  f"EfficientNet-Lite0 stands in for MobileNet V2 1.4 (not on disk: "
-                  f"{FETCH_HINT})")
+    model_note = (
+        "same model as the article"
+        if have_mobilenet
+        else f"EfficientNet-Lite0 stands in for MobileNet V2 1.4 (not on disk: {FETCH_HINT})"
+    )
     timing_status = MEASURED if have_mobilenet else STAND_IN
     gh = grace_hopper()
     rows: list[ArticleRow] = []
@@ -124,63 +155,107 @@ def article_table(golden_retriever: Path | str | None = None,
 
     # 1. the rayon panic
     message, how = rayon_panic(build=build_rayon)
-    rows.append(ArticleRow(
-        figure="image crate's rayon panic under `wasmtime run`", article=ARTICLE_PANIC,
-        article_value=None, this_machine=message, value=None, unit="text", how=how,
-        status=MEASURED if message else UNAVAILABLE,
-        note=panic_note(message) if message else how))
+    rows.append(
+        ArticleRow(
+            figure="image crate's rayon panic under `wasmtime run`",
+            article=ARTICLE_PANIC,
+            article_value=None,
+            this_machine=message,
+            value=None,
+            unit="text",
+            how=how,
+            status=MEASURED if message else UNAVAILABLE,
+            note=panic_note(message) if message else how,
+        )
+    )
     bar.update()
 
     # 2. result: Some((0.32560226, 654)), and 3. its label
     if have_mobilenet:
         pred = Classifier(ARTICLE_MODEL).classify(gh, top=1, mode="article")
         top = pred.top[0]
-        rows.append(ArticleRow(
-            figure="`result:` of the file-reading guest on grace_hopper.jpg",
-            article="Some((0.32560226, 654))", article_value=0.32560226,
-            this_machine=f"Some(({top.prob:.8f}, {top.index}))", value=top.prob,
-            unit="probability",
-            how="Classifier('mobilenet-v2-1.4').classify(grace_hopper, mode='article')",
-            status=MEASURED,
-            note="article preprocessing (x/255, plain resize); index in the 1001-label file"))
-        rows.append(ArticleRow(
-            figure="class of grace_hopper.jpg", article="military uniform (32.6%)",
-            article_value=0.32560226, this_machine=f"{top.label} ({_pct(top.prob)})",
-            value=top.prob, unit="probability",
-            how="Classifier('mobilenet-v2-1.4').classify(grace_hopper, mode='article')",
-            status=MEASURED, note="same model, same preprocessing as the article"))
+        rows.append(
+            ArticleRow(
+                figure="`result:` of the file-reading guest on grace_hopper.jpg",
+                article="Some((0.32560226, 654))",
+                article_value=0.32560226,
+                this_machine=f"Some(({top.prob:.8f}, {top.index}))",
+                value=top.prob,
+                unit="probability",
+                how="Classifier('mobilenet-v2-1.4').classify(grace_hopper, mode='article')",
+                status=MEASURED,
+                note="article preprocessing (x/255, plain resize); index in the 1001-label file",
+            )
+        )
+        rows.append(
+            ArticleRow(
+                figure="class of grace_hopper.jpg",
+                article="military uniform (32.6%)",
+                article_value=0.32560226,
+                this_machine=f"{top.label} ({_pct(top.prob)})",
+                value=top.prob,
+                unit="probability",
+                how="Classifier('mobilenet-v2-1.4').classify(grace_hopper, mode='article')",
+                status=MEASURED,
+                note="same model, same preprocessing as the article",
+            )
+        )
     else:
-        rows.append(ArticleRow(
-            figure="`result:` of the file-reading guest on grace_hopper.jpg",
-            article="Some((0.32560226, 654))", article_value=0.32560226, this_machine=None,
-            value=None, unit="probability",
-            how="Classifier('mobilenet-v2-1.4').classify(grace_hopper, mode='article')",
-            status=NEEDS_NETWORK,
-            note=f"needs the article's MobileNet V2 1.4: {FETCH_HINT}, then rebuild the table"))
+        rows.append(
+            ArticleRow(
+                figure="`result:` of the file-reading guest on grace_hopper.jpg",
+                article="Some((0.32560226, 654))",
+                article_value=0.32560226,
+                this_machine=None,
+                value=None,
+                unit="probability",
+                how="Classifier('mobilenet-v2-1.4').classify(grace_hopper, mode='article')",
+                status=NEEDS_NETWORK,
+                note=f"needs the article's MobileNet V2 1.4: {FETCH_HINT}, then rebuild the table",
+            )
+        )
         pred = Classifier(BUNDLED_MODEL).classify(gh, top=1)
         top = pred.top[0]
-        rows.append(ArticleRow(
-            figure="class of grace_hopper.jpg", article="military uniform (32.6%)",
-            article_value=0.32560226, this_machine=f"{top.label} ({_pct(top.prob)})",
-            value=top.prob, unit="probability",
-            how="Classifier('efficientnet-lite0').classify(grace_hopper)", status=STAND_IN,
-            note="EfficientNet-Lite0, a different model: the class is comparable, the "
-                 f"confidence is not; {FETCH_HINT} for the article's"))
+        rows.append(
+            ArticleRow(
+                figure="class of grace_hopper.jpg",
+                article="military uniform (32.6%)",
+                article_value=0.32560226,
+                this_machine=f"{top.label} ({_pct(top.prob)})",
+                value=top.prob,
+                unit="probability",
+                how="Classifier('efficientnet-lite0').classify(grace_hopper)",
+                status=STAND_IN,
+                note="EfficientNet-Lite0, a different model: the class is comparable, the "
+                f"confidence is not; {FETCH_HINT} for the article's",
+            )
+        )
     bar.update()
 
     # 4, 5. the two photos of the Node run
-    photo_hint = ("its photo is not shipped: pass your own copy "
-                  "(`wasi-lab article --{flag} PATH`)")
-    rows.append(_prediction_row(
-        "class of golden-retriever.jpeg (Node host)", "golden retriever",
-        "from the article's Node run", Path(golden_retriever) if golden_retriever else None,
-        photo_hint.format(flag="golden-retriever")
-        + ("" if have_mobilenet else f" and fetch the model: {FETCH_HINT}"), have_mobilenet))
-    rows.append(_prediction_row(
-        "class of husky.jpeg (Node host)", "Eskimo dog, husky", "from the article's Node run",
-        Path(husky) if husky else None,
-        photo_hint.format(flag="husky")
-        + ("" if have_mobilenet else f" and fetch the model: {FETCH_HINT}"), have_mobilenet))
+    photo_hint = "its photo is not shipped: pass your own copy (`wasi-lab article --{flag} PATH`)"
+    rows.append(
+        _prediction_row(
+            "class of golden-retriever.jpeg (Node host)",
+            "golden retriever",
+            "from the article's Node run",
+            Path(golden_retriever) if golden_retriever else None,
+            photo_hint.format(flag="golden-retriever")
+            + ("" if have_mobilenet else f" and fetch the model: {FETCH_HINT}"),
+            have_mobilenet,
+        )
+    )
+    rows.append(
+        _prediction_row(
+            "class of husky.jpeg (Node host)",
+            "Eskimo dog, husky",
+            "from the article's Node run",
+            Path(husky) if husky else None,
+            photo_hint.format(flag="husky")
+            + ("" if have_mobilenet else f" and fetch the model: {FETCH_HINT}"),
+            have_mobilenet,
+        )
+    )
     bar.update()
 
     # 6. Node inference time
@@ -188,53 +263,85 @@ def article_table(golden_retriever: Path | str | None = None,
         try:
             from wasi_lab.models.registry import get_model
 
-            same = node_result is not None and \
-                Path(node_result.get("model", "")).name == get_model(model).filename
+            same = (
+                node_result is not None
+                and Path(node_result.get("model", "")).name == get_model(model).filename
+            )
             res = node_result if same else run_node(gh, model)
             t = res["timings_ms"]
             request = t["write"] + t["load_model"] + t["decode"] + t["infer"]
-            rows.append(ArticleRow(
-                figure="Node inference time", article="832 ms / 541 ms",
-                article_value=832.0, this_machine=f"{request:.1f} ms", value=round(request, 3),
-                unit="ms",
-                how="hosts/node/classify.mjs on grace_hopper.jpg: write + load model + "
+            rows.append(
+                ArticleRow(
+                    figure="Node inference time",
+                    article="832 ms / 541 ms",
+                    article_value=832.0,
+                    this_machine=f"{request:.1f} ms",
+                    value=round(request, 3),
+                    unit="ms",
+                    how="hosts/node/classify.mjs on grace_hopper.jpg: write + load model + "
                     "decode + forward pass (what the article's infer_from_ptrs did per call)",
-                status=timing_status,
-                note=f"{res['host']}; forward pass alone {t['infer']:.1f} ms, model parse "
-                     f"{t['load_model']:.1f} ms; the article timed golden retriever / husky "
-                     f"photos; {model_note}"))
+                    status=timing_status,
+                    note=f"{res['host']}; forward pass alone {t['infer']:.1f} ms, model parse "
+                    f"{t['load_model']:.1f} ms; the article timed golden retriever / husky "
+                    f"photos; {model_note}",
+                )
+            )
         except HostError as exc:
-            rows.append(ArticleRow(
-                figure="Node inference time", article="832 ms / 541 ms", article_value=832.0,
-                this_machine=None, value=None, unit="ms", how="hosts/node/classify.mjs",
-                status=UNAVAILABLE, note=str(exc).splitlines()[0]))
+            rows.append(
+                ArticleRow(
+                    figure="Node inference time",
+                    article="832 ms / 541 ms",
+                    article_value=832.0,
+                    this_machine=None,
+                    value=None,
+                    unit="ms",
+                    how="hosts/node/classify.mjs",
+                    status=UNAVAILABLE,
+                    note=str(exc).splitlines()[0],
+                )
+            )
     bar.update()
 
     # 7, 8. the wasmtime API server's two lines
-    tm = timings if timings is not None and timings.model == model else \
-        wasmtime_timings(model, gh, repeat=repeat)
-    rows.append(ArticleRow(
-        figure="module instantiation time (wasmtime host)", article="774.715145ms",
-        article_value=774.715145, this_machine=f"{tm.instantiate_ms:.2f} ms",
-        value=tm.instantiate_ms, unit="ms",
-        how=f"Guest(compile_module()).instantiate_ms: InstancePre, WASI pre-linked "
+    tm = (
+        timings
+        if timings is not None and timings.model == model
+        else wasmtime_timings(model, gh, repeat=repeat)
+    )
+    rows.append(
+        ArticleRow(
+            figure="module instantiation time (wasmtime host)",
+            article="774.715145ms",
+            article_value=774.715145,
+            this_machine=f"{tm.instantiate_ms:.2f} ms",
+            value=tm.instantiate_ms,
+            unit="ms",
+            how=f"Guest(compile_module()).instantiate_ms: InstancePre, WASI pre-linked "
             f"(median of {tm.repeat})",
-        status=MEASURED,
-        note=f"the article compiled the module on every request too: here a cold Cranelift "
-             f"compile is {tm.compile_cold_ms:.0f} ms and loading the cached .cwasm "
-             f"{tm.compile_cached_ms:.1f} ms"))
+            status=MEASURED,
+            note=f"the article compiled the module on every request too: here a cold Cranelift "
+            f"compile is {tm.compile_cold_ms:.0f} ms and loading the cached .cwasm "
+            f"{tm.compile_cached_ms:.1f} ms",
+        )
+    )
     request = tm.article_style_request_ms - tm.instantiate_ms
-    rows.append(ArticleRow(
-        figure="inference time (wasmtime host)", article="723.531083ms",
-        article_value=723.531083, this_machine=f"{request:.1f} ms", value=round(request, 3),
-        unit="ms",
-        how=f"wasmtime-py on a fresh instance, grace_hopper.jpg: write + load model + "
+    rows.append(
+        ArticleRow(
+            figure="inference time (wasmtime host)",
+            article="723.531083ms",
+            article_value=723.531083,
+            this_machine=f"{request:.1f} ms",
+            value=round(request, 3),
+            unit="ms",
+            how=f"wasmtime-py on a fresh instance, grace_hopper.jpg: write + load model + "
             f"decode + forward pass, as the article's server did per request (median of "
             f"{tm.repeat})",
-        status=timing_status,
-        note=f"forward pass alone {tm.fresh_infer_ms:.1f} ms; the kit keeps the instance and "
-             f"the parsed model, so a request pays write + decode + infer = "
-             f"{tm.kit_request_ms:.1f} ms; {model_note}"))
+            status=timing_status,
+            note=f"forward pass alone {tm.fresh_infer_ms:.1f} ms; the kit keeps the instance and "
+            f"the parsed model, so a request pays write + decode + infer = "
+            f"{tm.kit_request_ms:.1f} ms; {model_note}",
+        )
+    )
     bar.update(2)
     bar.close()
     return rows
@@ -253,39 +360,56 @@ def what_to_notice(rows: list[ArticleRow], timings=None) -> list[str]:
     panic = next((r for r in rows if "rayon panic" in r.figure), None)
     if panic is not None:
         if panic.this_machine and "thread pool has not been initialized" in panic.this_machine:
-            out.append("the rayon panic: this guest's message starts like the article's, "
-                       "'The global thread pool has not been initialized' (rayon-core still "
-                       "cannot start threads on wasm32-wasi)")
+            out.append(
+                "the rayon panic: this guest's message starts like the article's, "
+                "'The global thread pool has not been initialized' (rayon-core still "
+                "cannot start threads on wasm32-wasi)"
+            )
         elif panic.this_machine:
             out.append(f"the rayon panic: this guest says {panic.this_machine[:120]!r}")
         else:
-            out.append(f"the rayon panic was not reproduced here ({panic.note}); notebook 01 "
-                       f"shows it")
+            out.append(
+                f"the rayon panic was not reproduced here ({panic.note}); notebook 01 shows it"
+            )
     cls = by.get("class of grace_hopper.jpg")
     if cls is not None and cls.this_machine:
         same = cls.this_machine.startswith("military uniform")
         model = "the article's model" if cls.status == MEASURED else "a different model"
-        out.append(f"the class of Grace Hopper: the article said military uniform; here, with "
-                   f"{model}: {cls.this_machine}" + (" (the same class)" if same else
-                                                     " (a different class)"))
+        out.append(
+            f"the class of Grace Hopper: the article said military uniform; here, with "
+            f"{model}: {cls.this_machine}"
+            + (" (the same class)" if same else " (a different class)")
+        )
     inst = by.get("module instantiation time (wasmtime host)")
     if inst is not None and inst.value:
-        line = (f"instantiation: the article printed {inst.article_value:.1f} ms, this machine "
-                f"{inst.value:.2f} ms, {inst.article_value / inst.value:,.0f} times less")
+        line = (
+            f"instantiation: the article printed {inst.article_value:.1f} ms, this machine "
+            f"{inst.value:.2f} ms, {inst.article_value / inst.value:,.0f} times less"
+        )
         if timings is not None:
-            line += (f"; not a faster computer: the article's figure included compiling the "
-                     f"module (a cold compile here: {timings.compile_cold_ms:.0f} ms), which "
-                     f"the kit does once and caches")
+            line += (
+                f"; not a faster computer: the article's figure included compiling the "
+                f"module (a cold compile here: {timings.compile_cold_ms:.0f} ms), which "
+                f"the kit does once and caches"
+            )
         out.append(line)
     infer = by.get("inference time (wasmtime host)")
     if infer is not None and infer.value:
-        out.append(f"inference: the article printed {infer.article_value:.0f} ms, this machine "
-                   f"{infer.value:.0f} ms" + ("" if infer.status == MEASURED else
-                                             ", with a different model: a rough comparison only"))
+        out.append(
+            f"inference: the article printed {infer.article_value:.0f} ms, this machine "
+            f"{infer.value:.0f} ms"
+            + (
+                ""
+                if infer.status == MEASURED
+                else ", with a different model: a rough comparison only"
+            )
+        )
     missing = [r.figure for r in rows if r.status in (NEEDS_NETWORK, UNAVAILABLE)]
     if missing:
-        out.append(f"{len(missing)} of {len(rows)} rows are empty rather than guessed: "
-                   + "; ".join(missing))
+        out.append(
+            f"{len(missing)} of {len(rows)} rows are empty rather than guessed: "
+            + "; ".join(missing)
+        )
     return out
 
 
@@ -321,25 +445,38 @@ def format_table(rows: list[ArticleRow], width: int = 24) -> str:
 
 
 def _cmd_article(args: argparse.Namespace) -> int:
-    rows = article_table(golden_retriever=args.golden_retriever, husky=args.husky,
-                         repeat=args.repeat,
-                         build_rayon=False if args.no_build else (True if args.rebuild else None),
-                         progress=not args.json and sys.stderr.isatty())
+    rows = article_table(
+        golden_retriever=args.golden_retriever,
+        husky=args.husky,
+        repeat=args.repeat,
+        build_rayon=False if args.no_build else (True if args.rebuild else None),
+        progress=not args.json and sys.stderr.isatty(),
+    )
     print(rows_to_json(rows) if args.json else format_table(rows))
     return 0
 
 
 def add_article_parser(subparsers: argparse._SubParsersAction) -> None:
     """`wasi-lab article [--json]`: the article's figures beside this machine's."""
-    p = subparsers.add_parser("article",
-                              help="the article's figures beside this machine's (measured)")
+    p = subparsers.add_parser(
+        "article", help="the article's figures beside this machine's (measured)"
+    )
     p.add_argument("--json", action="store_true")
-    p.add_argument("--golden-retriever", metavar="PATH",
-                   help="your copy of the article's golden-retriever.jpeg")
+    p.add_argument(
+        "--golden-retriever",
+        metavar="PATH",
+        help="your copy of the article's golden-retriever.jpeg",
+    )
     p.add_argument("--husky", metavar="PATH", help="your copy of the article's husky.jpeg")
     p.add_argument("--repeat", type=int, default=3, help="timing repetitions (median)")
-    p.add_argument("--no-build", action="store_true",
-                   help="never run cargo for the rayon-demo guest (use an earlier build)")
-    p.add_argument("--rebuild", action="store_true",
-                   help="run cargo for the rayon-demo guest even when a build exists")
+    p.add_argument(
+        "--no-build",
+        action="store_true",
+        help="never run cargo for the rayon-demo guest (use an earlier build)",
+    )
+    p.add_argument(
+        "--rebuild",
+        action="store_true",
+        help="run cargo for the rayon-demo guest even when a build exists",
+    )
     p.set_defaults(func=_cmd_article)

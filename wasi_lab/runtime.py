@@ -127,15 +127,19 @@ class GuestTrap(RuntimeError):
     wasm backtrace).
     """
 
-    def __init__(self, function: str, detail: str, deadline: bool = False,
-                 cause: str | None = None):
+    def __init__(
+        self, function: str, detail: str, deadline: bool = False, cause: str | None = None
+    ):
         self.function = function
         self.detail = detail
         self.deadline = deadline
         self.cause = trap_cause(detail) if cause is None else cause
         what = "ran past its deadline" if deadline else "trapped"
-        super().__init__(f"guest {what} in {function}: {self.cause}"
-                         if self.cause else f"guest {what} in {function}")
+        super().__init__(
+            f"guest {what} in {function}: {self.cause}"
+            if self.cause
+            else f"guest {what} in {function}"
+        )
 
 
 class StderrTail:
@@ -155,13 +159,13 @@ class StderrTail:
         except OSError:
             pass
         self.tail += data
-        del self.tail[:-self.KEEP]
+        del self.tail[: -self.KEEP]
         self.written += len(data)
 
     def since(self, mark: int) -> str:
         """What was written after `written` was `mark` (as much of it as is kept)."""
         n = min(self.written - mark, len(self.tail))
-        return bytes(self.tail[len(self.tail) - n:]).decode("utf-8", "replace") if n else ""
+        return bytes(self.tail[len(self.tail) - n :]).decode("utf-8", "replace") if n else ""
 
 
 # --------------------------------------------------------------------------- engine + module
@@ -236,8 +240,9 @@ class CompiledModule:
         return [e.name for e in self.module.exports]
 
 
-def compile_module(path: Path | str | None = None, epochs: bool = False,
-                   use_cache: bool = True) -> CompiledModule:
+def compile_module(
+    path: Path | str | None = None, epochs: bool = False, use_cache: bool = True
+) -> CompiledModule:
     """Compile (or load from the on-disk cache) and pre-link a module.
 
     With `use_cache=False` the module is compiled by Cranelift every time: the benchmark's
@@ -246,7 +251,8 @@ def compile_module(path: Path | str | None = None, epochs: bool = False,
     path = Path(path) if path else default_module()
     if not path.exists():
         raise FileNotFoundError(
-            f"guest module {path} not found: run `wasi-lab build` (or `make setup`)")
+            f"guest module {path} not found: run `wasi-lab build` (or `make setup`)"
+        )
     wasm = path.read_bytes()
     engine = get_engine(epochs)
     key = cache_key(wasm, epochs)
@@ -268,9 +274,16 @@ def compile_module(path: Path | str | None = None, epochs: bool = False,
             os.replace(tmp, cached)
     compile_ms = (time.perf_counter() - start) * 1000
     pre = wasi_linker(engine).instantiate_pre(module)
-    return CompiledModule(path=path, engine=engine, module=module, instance_pre=pre,
-                          epochs=epochs, compile_ms=compile_ms, from_cache=from_cache,
-                          sha256=hashlib.sha256(wasm).hexdigest())
+    return CompiledModule(
+        path=path,
+        engine=engine,
+        module=module,
+        instance_pre=pre,
+        epochs=epochs,
+        compile_ms=compile_ms,
+        from_cache=from_cache,
+        sha256=hashlib.sha256(wasm).hexdigest(),
+    )
 
 
 def wasi_linker(engine: wasmtime.Engine) -> wasmtime.Linker:
@@ -280,9 +293,9 @@ def wasi_linker(engine: wasmtime.Engine) -> wasmtime.Linker:
     return linker
 
 
-def instantiate_with_wasi(engine: wasmtime.Engine, module: wasmtime.Module,
-                          wasi: wasmtime.WasiConfig | None = None
-                          ) -> tuple[wasmtime.Store, wasmtime.Instance]:
+def instantiate_with_wasi(
+    engine: wasmtime.Engine, module: wasmtime.Module, wasi: wasmtime.WasiConfig | None = None
+) -> tuple[wasmtime.Store, wasmtime.Instance]:
     """A fresh Store with `wasi` (default: no arguments, no files) and one instance of
     `module`, linked the plain way: for one-off runs (a WASI command, the rayon demo, the
     image probe). `Guest` instantiates the pre-linked module instead, which is faster."""
@@ -339,9 +352,14 @@ class Guest:
     A Store never crosses threads: create one Guest per thread (the server keeps a pool).
     """
 
-    def __init__(self, module: CompiledModule | Path | str | None = None, *,
-                 memory_limit: int | None = None, preopen: Path | str | None = None,
-                 argv: Iterable[str] | None = None):
+    def __init__(
+        self,
+        module: CompiledModule | Path | str | None = None,
+        *,
+        memory_limit: int | None = None,
+        preopen: Path | str | None = None,
+        argv: Iterable[str] | None = None,
+    ):
         self.compiled = module if isinstance(module, CompiledModule) else shared_module(module)
         self.memory_limit = memory_limit
         self.preopen = preopen
@@ -396,8 +414,9 @@ class Guest:
     def raw_call(self, name: str, *args: int) -> int:
         """Call an export as is; a trap becomes GuestTrap and poisons the instance."""
         if self.poisoned is not None:
-            raise GuestTrap(name, f"instance is unusable after an earlier trap "
-                                  f"({self.poisoned}); call reset()")
+            raise GuestTrap(
+                name, f"instance is unusable after an earlier trap ({self.poisoned}); call reset()"
+            )
         try:
             func = self.exports[name]
         except KeyError:
@@ -409,8 +428,12 @@ class Guest:
             text = str(exc)
             deadline = "interrupt" in text.lower() or "epoch" in text.lower()
             printed = self.stderr.since(mark)
-            trap = GuestTrap(name, (printed + "\n" + text).strip(), deadline=deadline,
-                             cause=trap_cause(text, printed))
+            trap = GuestTrap(
+                name,
+                (printed + "\n" + text).strip(),
+                deadline=deadline,
+                cause=trap_cause(text, printed),
+            )
             self.poisoned = trap
             raise trap from None
 
@@ -465,8 +488,7 @@ class Guest:
     def _address(self, ptr: int, length: int) -> int:
         size = self.memory.data_len(self.store)
         if ptr < 0 or length < 0 or ptr + length > size:
-            raise IndexError(f"{length} bytes at {ptr:#x} are outside linear memory "
-                             f"({size} bytes)")
+            raise IndexError(f"{length} bytes at {ptr:#x} are outside linear memory ({size} bytes)")
         base = ctypes.addressof(self.memory.data_ptr(self.store).contents)
         return base + ptr
 
@@ -480,12 +502,16 @@ class Guest:
         n = view.nbytes
         if n == 0:
             return
-        src = (ctypes.c_ubyte * n).from_buffer_copy(view) if view.readonly else \
-            (ctypes.c_ubyte * n).from_buffer(view)
+        src = (
+            (ctypes.c_ubyte * n).from_buffer_copy(view)
+            if view.readonly
+            else (ctypes.c_ubyte * n).from_buffer(view)
+        )
         ctypes.memmove(self._address(ptr, n), src, n)
 
-    def write_bytes(self, data: bytes | bytearray | memoryview | np.ndarray,
-                    label: str = "") -> int:
+    def write_bytes(
+        self, data: bytes | bytearray | memoryview | np.ndarray, label: str = ""
+    ) -> int:
         """`alloc(len(data))` then copy: the article's `writeGuestMemory`, done once."""
         n = data.nbytes if isinstance(data, np.ndarray) else memoryview(data).nbytes
         ptr = self.alloc(n, label)
@@ -519,11 +545,13 @@ class Guest:
         """A copy of all of linear memory plus the host's record of its blocks."""
         size = self.memory.data_len(self.store)
         return MemorySnapshot(
-            data=self.read_bytes(0, size), pages=self.pages,
+            data=self.read_bytes(0, size),
+            pages=self.pages,
             heap_base=self.global_value("__heap_base") or 0,
             data_end=self.global_value("__data_end") or 0,
             allocations=sorted(self.allocations.values(), key=lambda a: a.ptr),
-            label=label)
+            label=label,
+        )
 
     # -- image entry points
 

@@ -64,16 +64,19 @@ def ensure_toolchain_and_build(build: bool = True) -> str:
         tc = find_toolchain()
     except ToolchainError:
         if not (apt_usable() and install_with_apt()):
-            return "no wasm-capable Rust toolchain; using guest/prebuilt.\n" + \
-                missing_toolchain_advice()
+            return (
+                "no wasm-capable Rust toolchain; using guest/prebuilt.\n"
+                + missing_toolchain_advice()
+            )
         tc = find_toolchain()
     if not build:
-        return (f"{tc.version} ({tc.target}) ready; notebook 01 builds the guest "
-                "(guest/prebuilt until then)")
+        return (
+            f"{tc.version} ({tc.target}) ready; notebook 01 builds the guest "
+            "(guest/prebuilt until then)"
+        )
     res = build_guest(toolchain=tc, progress=sys.stderr.isatty())
     state = "up to date" if res.up_to_date else f"compiled {len(res.compiled)} crates"
-    return (f"guest {state} with {tc.version} ({tc.target}): "
-            f"{res.module.name} {res.size:,} bytes")
+    return f"guest {state} with {tc.version} ({tc.target}): {res.module.name} {res.size:,} bytes"
 
 
 def ensure_models() -> str:
@@ -102,27 +105,37 @@ def ensure_node_packages(node_dir: Path = NODE_HOST_DIR) -> str:
     lock, done = node_dir / "package-lock.json", node_dir / "node_modules" / ".package-lock.json"
     if done.exists() and done.stat().st_mtime >= lock.stat().st_mtime:
         return "npm packages up to date"
-    out = subprocess.run([npm, "ci", "--ignore-scripts", "--no-audit", "--no-fund"],
-                         cwd=node_dir, capture_output=True, text=True)
+    out = subprocess.run(
+        [npm, "ci", "--ignore-scripts", "--no-audit", "--no-fund"],
+        cwd=node_dir,
+        capture_output=True,
+        text=True,
+    )
     if out.returncode != 0:
         tail = " | ".join(out.stderr.strip().splitlines()[-2:])
         return f"`npm ci` failed ({tail}): `bench --wasm-peers` will skip its peers"
     return "npm ci done (onnxruntime-web, @tensorflow/tfjs-*)"
 
 
-def run_setup(log: Callable[[str], None] = print, build: bool = True,
-              checkout: Path | None = CHECKOUT) -> int:
+def run_setup(
+    log: Callable[[str], None] = print, build: bool = True, checkout: Path | None = CHECKOUT
+) -> int:
     """The setup's steps; outside a checkout (`checkout` None) the toolchain and build step
     is replaced by a line saying which packaged module runs: there is nothing to build."""
     if checkout is None:
-        log(f"[setup] guest: installed kit, running the packaged {PREBUILT_MODULE} "
-            "(building the guest needs a checkout of wasi-lab)")
+        log(
+            f"[setup] guest: installed kit, running the packaged {PREBUILT_MODULE} "
+            "(building the guest needs a checkout of wasi-lab)"
+        )
         ok = PREBUILT_MODULE.is_file()
         if not ok:
             log(f"[setup] guest: FAILED: {PREBUILT_MODULE} is missing: reinstall wasi-lab")
     else:
-        ok = _step("toolchain + guest" if build else "toolchain",
-                   lambda: ensure_toolchain_and_build(build), log)
+        ok = _step(
+            "toolchain + guest" if build else "toolchain",
+            lambda: ensure_toolchain_and_build(build),
+            log,
+        )
     ok &= _step("models", ensure_models, log)
     ok &= _step("images", ensure_images, log)
     return 0 if ok else 1
@@ -138,8 +151,12 @@ TEST_APT_PACKAGES: dict[tuple[str, ...], tuple[str, ...]] = {
 
 def missing_test_packages(which: Callable[[str], str | None] = shutil.which) -> list[str]:
     """The Debian packages of TEST_APT_PACKAGES whose commands are all absent."""
-    return [pkg for commands, pkgs in TEST_APT_PACKAGES.items()
-            if not any(which(c) for c in commands) for pkg in pkgs]
+    return [
+        pkg
+        for commands, pkgs in TEST_APT_PACKAGES.items()
+        if not any(which(c) for c in commands)
+        for pkg in pkgs
+    ]
 
 
 def ensure_test_deps(log: Callable[[str], None] = print) -> int:
@@ -153,12 +170,13 @@ def ensure_test_deps(log: Callable[[str], None] = print) -> int:
         log("[setup] test tools: chromium and rustfmt present")
         return 0
     if not apt_usable():
-        log(f"[setup] test tools: {', '.join(missing)} missing and apt is not usable; the "
-            "browser test will be skipped and `cargo fmt --check` cannot run")
+        log(
+            f"[setup] test tools: {', '.join(missing)} missing and apt is not usable; the "
+            "browser test will be skipped and `cargo fmt --check` cannot run"
+        )
         return 0
     env = {"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
-    for cmd in (["apt-get", "update", "-qq"],
-                ["apt-get", "install", "-y", "-qq", *missing]):
+    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", *missing]):
         if subprocess.run(cmd, env=env).returncode != 0:
             log(f"[setup] test tools: `{' '.join(cmd)}` failed")
             return 1
@@ -191,8 +209,9 @@ def copy_notebooks(source: Path, dest: Path) -> tuple[list[str], list[str]]:
     return copied, kept
 
 
-def jupyter_lab_argv(notebooks: Path, as_root: bool | None = None,
-                     extra: tuple[str, ...] = ()) -> list[str]:
+def jupyter_lab_argv(
+    notebooks: Path, as_root: bool | None = None, extra: tuple[str, ...] = ()
+) -> list[str]:
     """JupyterLab on `notebooks`, from this interpreter (no PATH lookup, so the venv's own
     JupyterLab runs on every OS). Root needs --allow-root: containers and CI machines are."""
     if as_root is None:
@@ -201,9 +220,14 @@ def jupyter_lab_argv(notebooks: Path, as_root: bool | None = None,
     return [*argv, "--allow-root"] if as_root else argv
 
 
-def run_lab(dry_run: bool = False, build: bool = False, log: Callable[[str], None] = print,
-            notebooks: Path | None = None, source: Path = NOTEBOOKS_SOURCE,
-            extra: tuple[str, ...] = ()) -> int:
+def run_lab(
+    dry_run: bool = False,
+    build: bool = False,
+    log: Callable[[str], None] = print,
+    notebooks: Path | None = None,
+    source: Path = NOTEBOOKS_SOURCE,
+    extra: tuple[str, ...] = (),
+) -> int:
     """What `make lab` does after installing: the setup (without the guest build unless
     `build`: notebook 01 does it, live), then JupyterLab until it exits. A failed setup step
     stops here, as it stops make, with the step's message above.
@@ -213,16 +237,20 @@ def run_lab(dry_run: bool = False, build: bool = False, log: Callable[[str], Non
     notebooks = Path(notebooks) if notebooks else default_notebook_dir()
     argv = jupyter_lab_argv(notebooks, extra=extra)
     if not source.is_dir():
-        log(f"wasi-lab lab: no notebooks at {source}: reinstall wasi-lab, or run it from a "
-            "checkout")
+        log(
+            f"wasi-lab lab: no notebooks at {source}: reinstall wasi-lab, or run it from a checkout"
+        )
         return 1
     copy = notebooks.resolve() != source.resolve()
     if dry_run:
         if copy:
             log(f"copy the notebooks missing in {notebooks} from {source}")
-        log("setup: " + ("toolchain, " + ("guest, " if build else "") if CHECKOUT else "")
-            + "models, images" + ("" if build or not CHECKOUT
-                                  else " (notebook 01 builds the guest)"))
+        log(
+            "setup: "
+            + ("toolchain, " + ("guest, " if build else "") if CHECKOUT else "")
+            + "models, images"
+            + ("" if build or not CHECKOUT else " (notebook 01 builds the guest)")
+        )
         log(" ".join(argv))
         return 0
     if copy:
@@ -231,8 +259,10 @@ def run_lab(dry_run: bool = False, build: bool = False, log: Callable[[str], Non
         except OSError as exc:
             log(f"wasi-lab lab: cannot copy the notebooks to {notebooks}: {exc}")
             return 1
-        log(f"[lab] notebooks in {notebooks}: {len(copied)} copied"
-            + (f", {len(kept)} kept as they are (yours)" if kept else ""))
+        log(
+            f"[lab] notebooks in {notebooks}: {len(copied)} copied"
+            + (f", {len(kept)} kept as they are (yours)" if kept else "")
+        )
     if run_setup(log, build=build) != 0:
         log("wasi-lab lab: setup failed (see above); not starting JupyterLab")
         return 1
@@ -243,20 +273,40 @@ def run_lab(dry_run: bool = False, build: bool = False, log: Callable[[str], Non
 
 
 def add_lab_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("lab", help="set up, then start JupyterLab on the notebooks "
-                              "(what `make lab` does after installing)")
+    p = subparsers.add_parser(
+        "lab",
+        help="set up, then start JupyterLab on the notebooks "
+        "(what `make lab` does after installing)",
+    )
     p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
-    p.add_argument("--build", action="store_true",
-                   help="also build the guest first (otherwise notebook 01 builds it)")
-    p.add_argument("--notebook-dir", type=Path, default=None,
-                   help="working folder for the notebooks (default: the checkout's notebooks/, "
-                        "or for an installed kit notebooks/ in its data directory); missing "
-                        "notebooks are copied in, existing ones are never overwritten")
-    p.add_argument("--no-browser", action="store_true",
-                   help="do not open a browser (remote machines: open the printed URL)")
+    p.add_argument(
+        "--build",
+        action="store_true",
+        help="also build the guest first (otherwise notebook 01 builds it)",
+    )
+    p.add_argument(
+        "--notebook-dir",
+        type=Path,
+        default=None,
+        help="working folder for the notebooks (default: the checkout's notebooks/, "
+        "or for an installed kit notebooks/ in its data directory); missing "
+        "notebooks are copied in, existing ones are never overwritten",
+    )
+    p.add_argument(
+        "--no-browser",
+        action="store_true",
+        help="do not open a browser (remote machines: open the printed URL)",
+    )
     p.add_argument("--port", type=int, default=None, help="JupyterLab's port (default 8888)")
-    p.set_defaults(func=lambda args: run_lab(
-        dry_run=args.dry_run, build=args.build, notebooks=args.notebook_dir,
-        extra=(*(["--no-browser"] if args.no_browser else []),
-               *([f"--port={args.port}"] if args.port is not None else []))))
+    p.set_defaults(
+        func=lambda args: run_lab(
+            dry_run=args.dry_run,
+            build=args.build,
+            notebooks=args.notebook_dir,
+            extra=(
+                *(["--no-browser"] if args.no_browser else []),
+                *([f"--port={args.port}"] if args.port is not None else []),
+            ),
+        )
+    )
     return p

@@ -78,14 +78,21 @@ class Span:
 
     def describe(self) -> str:
         label = self.name or self.kind
-        return (f"{label} {list(self.shape)} ({self.layout}): {self.nbytes:,} B at "
-                f"{self.ptr:#x}..{self.end:#x}, pages {self.pages.start}–{self.pages.stop - 1}")
+        return (
+            f"{label} {list(self.shape)} ({self.layout}): {self.nbytes:,} B at "
+            f"{self.ptr:#x}..{self.end:#x}, pages {self.pages.start}–{self.pages.stop - 1}"
+        )
 
 
 def _span(d: dict[str, Any], kind: str = "activation") -> Span:
-    return Span(int(d["ptr"]), int(d["bytes"]), tuple(int(v) for v in d["shape"]),
-                kind=d.get("kind", kind), name=d.get("name", ""),
-                layout=d.get("layout", "NHWC"))
+    return Span(
+        int(d["ptr"]),
+        int(d["bytes"]),
+        tuple(int(v) for v in d["shape"]),
+        kind=d.get("kind", kind),
+        name=d.get("name", ""),
+        layout=d.get("layout", "NHWC"),
+    )
 
 
 @dataclass(frozen=True)
@@ -136,11 +143,18 @@ def parse_plan(text: str | bytes) -> Plan:
     """Turn `step_info`'s JSON into a :class:`Plan`."""
     d = json.loads(text)
     steps = tuple(
-        StepInfo(index=int(s["index"]), op=s["op"], node=s["node"], macs=int(s["macs"]),
-                 inputs=tuple(_span(i) for i in s["inputs"]), output=_span(s["output"]),
-                 weights=tuple(_span(w, "weights") for w in s["weights"]),
-                 params={k: v for k, v in s.items() if k not in _STEP_KEYS})
-        for s in d["steps"])
+        StepInfo(
+            index=int(s["index"]),
+            op=s["op"],
+            node=s["node"],
+            macs=int(s["macs"]),
+            inputs=tuple(_span(i) for i in s["inputs"]),
+            output=_span(s["output"]),
+            weights=tuple(_span(w, "weights") for w in s["weights"]),
+            params={k: v for k, v in s.items() if k not in _STEP_KEYS},
+        )
+        for s in d["steps"]
+    )
     return Plan(_span(d["input"]), _span(d["output"]), steps)
 
 
@@ -192,8 +206,10 @@ class StepThrough:
         self.plan = read_plan(self.guest, self.handle)
         self.tensor = np.ascontiguousarray(tensor, dtype="<f4")
         if self.tensor.nbytes != self.plan.input.nbytes:
-            raise ValueError(f"the tensor has {self.tensor.nbytes:,} bytes; the model's input "
-                             f"{list(self.plan.input.shape)} takes {self.plan.input.nbytes:,}")
+            raise ValueError(
+                f"the tensor has {self.tensor.nbytes:,} bytes; the model's input "
+                f"{list(self.plan.input.shape)} takes {self.plan.input.nbytes:,}"
+            )
         self.tensor_ptr: int | None = self.guest.write_bytes(self.tensor, "step input tensor")
 
     def __enter__(self) -> StepThrough:
@@ -214,8 +230,9 @@ class StepThrough:
         """`run_to_step` as is: steps run, or the guest's error (as a GuestError)."""
         if self.tensor_ptr is None:
             raise RuntimeError("this StepThrough was closed")
-        return self.guest.call("run_to_step", self.handle, self.tensor_ptr, self.tensor.nbytes,
-                               int(step))
+        return self.guest.call(
+            "run_to_step", self.handle, self.tensor_ptr, self.tensor.nbytes, int(step)
+        )
 
     def run_to(self, step: int) -> StepValues:
         """Run steps 0..=step in the guest and copy the step's tensors out of memory."""
@@ -223,11 +240,13 @@ class StepThrough:
         self.run_raw(step)
         run_ms = (time.perf_counter() - t0) * 1000
         info = self.plan.steps[step]
-        return StepValues(step=info,
-                          inputs=[read_array(self.guest, s) for s in info.inputs],
-                          output=read_array(self.guest, info.output),
-                          weights={w.name: read_array(self.guest, w) for w in info.weights},
-                          run_ms=run_ms)
+        return StepValues(
+            step=info,
+            inputs=[read_array(self.guest, s) for s in info.inputs],
+            output=read_array(self.guest, info.output),
+            weights={w.name: read_array(self.guest, w) for w in info.weights},
+            run_ms=run_ms,
+        )
 
 
 # --------------------------------------------------------------------------- NumPy side
@@ -269,8 +288,9 @@ def activation(name: str, v: float) -> float:
     return v
 
 
-def _window_taps(win: dict[str, int], h: int, w: int, oy: int, ox: int
-                 ) -> list[tuple[int, int, int, int]]:
+def _window_taps(
+    win: dict[str, int], h: int, w: int, oy: int, ox: int
+) -> list[tuple[int, int, int, int]]:
     """(ky, kx, iy, ix) of the taps inside the image; the others read zero padding."""
     taps = []
     for ky in range(win["kh"]):
@@ -299,8 +319,10 @@ class Recomputed:
         return abs(self.guest - self.numpy)
 
     def summary(self) -> str:
-        return (f"step {self.step} ({self.op}), output{list(self.position)}: guest "
-                f"{self.guest:.7g}, NumPy {self.numpy:.7g}, difference {self.difference:.2g}")
+        return (
+            f"step {self.step} ({self.op}), output{list(self.position)}: guest "
+            f"{self.guest:.7g}, NumPy {self.numpy:.7g}, difference {self.difference:.2g}"
+        )
 
 
 def pick_position(values: StepValues) -> tuple[int, ...]:
@@ -324,8 +346,9 @@ def recompute(values: StepValues, position: Sequence[int] | None = None) -> Reco
     ops this does not cover (pooling, pads, adds)."""
     s = values.step
     pos = tuple(int(v) for v in (position if position is not None else pick_position(values)))
-    if len(pos) != values.output.ndim or any(not 0 <= p < d for p, d
-                                             in zip(pos, values.output.shape, strict=True)):
+    if len(pos) != values.output.ndim or any(
+        not 0 <= p < d for p, d in zip(pos, values.output.shape, strict=True)
+    ):
         raise IndexError(f"position {list(pos)} is outside the output {list(values.output.shape)}")
     x = values.inputs[0].astype(np.float64) if values.inputs else None
     kind = s.op.split()[0]
@@ -333,10 +356,13 @@ def recompute(values: StepValues, position: Sequence[int] | None = None) -> Reco
         w, bias = conv_filter(values)
         n, oy, ox, co = pos
         taps = _window_taps(s.params["window"], x.shape[1], x.shape[2], oy, ox)
-        pre = float(bias[co]) + sum(float(x[n, iy, ix, :] @ w[ky, kx, :, co].astype(np.float64))
-                                    for ky, kx, iy, ix in taps)
-        formula = (f"bias[{co}] + Σ over {len(taps)} taps × {x.shape[3]} channels of "
-                   f"input · filter[..., {co}]")
+        pre = float(bias[co]) + sum(
+            float(x[n, iy, ix, :] @ w[ky, kx, :, co].astype(np.float64)) for ky, kx, iy, ix in taps
+        )
+        formula = (
+            f"bias[{co}] + Σ over {len(taps)} taps × {x.shape[3]} channels of "
+            f"input · filter[..., {co}]"
+        )
         if s.params.get("residual"):
             pre += float(values.inputs[1][pos])
             formula += " + skip input"
@@ -346,11 +372,14 @@ def recompute(values: StepValues, position: Sequence[int] | None = None) -> Reco
         n, oy, ox, oc = pos
         c, m = divmod(oc, mult)
         taps = _window_taps(s.params["window"], x.shape[1], x.shape[2], oy, ox)
-        pre = float(bias[oc]) + sum(float(x[n, iy, ix, c]) * float(w[ky, kx, c, m])
-                                    for ky, kx, iy, ix in taps)
+        pre = float(bias[oc]) + sum(
+            float(x[n, iy, ix, c]) * float(w[ky, kx, c, m]) for ky, kx, iy, ix in taps
+        )
         win = s.params["window"]
-        formula = f"bias[{oc}] + Σ over the {len(taps)} taps of the {win['kh']}x{win['kw']} " \
-                  f"window of channel {c}"
+        formula = (
+            f"bias[{oc}] + Σ over the {len(taps)} taps of the {win['kh']}x{win['kw']} "
+            f"window of channel {c}"
+        )
     elif kind == "MatMul" and x is not None and "matrix" in values.weights:
         if s.params.get("trans_a"):
             x = x.T
@@ -372,8 +401,15 @@ def recompute(values: StepValues, position: Sequence[int] | None = None) -> Reco
     num = activation(s.act, pre)
     if s.act != "none":
         formula = f"{s.act}({formula})"
-    return Recomputed(step=s.index, op=s.op, position=pos, guest=float(values.output[pos]),
-                      numpy=num, pre_activation=pre, formula=formula)
+    return Recomputed(
+        step=s.index,
+        op=s.op,
+        position=pos,
+        guest=float(values.output[pos]),
+        numpy=num,
+        pre_activation=pre,
+        formula=formula,
+    )
 
 
 # --------------------------------------------------------------------------- figures
@@ -381,9 +417,15 @@ def recompute(values: StepValues, position: Sequence[int] | None = None) -> Reco
 
 #: Page categories of the step map, lowest priority first (a page shared by two tensors
 #: shows the later one).
-PAGE_KINDS: tuple[str, ...] = ("rest of the heap", "data + stack", "weights (other steps)",
-                               "activation buffers", "this step's weights", "this step's input",
-                               "this step's output")
+PAGE_KINDS: tuple[str, ...] = (
+    "rest of the heap",
+    "data + stack",
+    "weights (other steps)",
+    "activation buffers",
+    "this step's weights",
+    "this step's input",
+    "this step's output",
+)
 PAGE_COLOURS: dict[str, str] = {
     "rest of the heap": "#f0f0f0",
     "data + stack": "#c6d4ea",
@@ -399,12 +441,12 @@ def page_kinds(plan: Plan, step: StepInfo, pages: int, heap_base: int) -> np.nda
     """One `PAGE_KINDS` index per page of memory for `step`."""
     codes = np.zeros(pages, dtype=np.int8)
     idx = {k: i for i, k in enumerate(PAGE_KINDS)}
-    codes[:min(pages, (heap_base + PAGE_SIZE - 1) // PAGE_SIZE)] = idx["data + stack"]
+    codes[: min(pages, (heap_base + PAGE_SIZE - 1) // PAGE_SIZE)] = idx["data + stack"]
 
     def light(spans: Sequence[Span], kind: str) -> None:
         for sp in spans:
             r = sp.pages
-            codes[r.start:min(r.stop, pages)] = idx[kind]
+            codes[r.start : min(r.stop, pages)] = idx[kind]
 
     light([w for s in plan.steps for w in s.weights], "weights (other steps)")
     light([plan.input] + [s.output for s in plan.steps], "activation buffers")
@@ -430,14 +472,15 @@ def page_map_png(codes: np.ndarray, cols: int = 64, cell: int = 9) -> bytes:
     """Pages as squares of `cell` pixels, `cols` per row from address 0 (as in notebook
     03's map), coloured by `PAGE_KINDS` index, with a 1-pixel white gap between squares."""
     rows = (len(codes) + cols - 1) // cols
-    palette = np.array([_hex_rgb(PAGE_COLOURS[k]) for k in PAGE_KINDS] + [(255, 255, 255)],
-                       dtype=np.uint8)
+    palette = np.array(
+        [_hex_rgb(PAGE_COLOURS[k]) for k in PAGE_KINDS] + [(255, 255, 255)], dtype=np.uint8
+    )
     grid = np.full(rows * cols, len(PAGE_KINDS), dtype=np.int64)
-    grid[:len(codes)] = codes
+    grid[: len(codes)] = codes
     rgb = palette[grid.reshape(rows, cols)]
     big = np.repeat(np.repeat(rgb, cell, axis=0), cell, axis=1)
-    big[cell - 1::cell, :, :] = 255
-    big[:, cell - 1::cell, :] = 255
+    big[cell - 1 :: cell, :, :] = 255
+    big[:, cell - 1 :: cell, :] = 255
     return _png(big)
 
 
@@ -448,9 +491,13 @@ def page_legend_html(codes: np.ndarray, cols: int = 64) -> str:
         f"<span style='white-space:nowrap; margin-right:12px'><span style='display:inline-block;"
         f" width:11px; height:11px; background:{PAGE_COLOURS[k]}; border:1px solid #999'>"
         f"</span> {html.escape(k)} ({counts[i]})</span>"
-        for i, k in enumerate(PAGE_KINDS) if counts[i])
-    return (f"<div style='font-size:12px'>{len(codes)} pages of 64 KiB, {cols} per row "
-            f"({cols * PAGE_SIZE // 2**20} MiB), address 0 at the top left: {items}</div>")
+        for i, k in enumerate(PAGE_KINDS)
+        if counts[i]
+    )
+    return (
+        f"<div style='font-size:12px'>{len(codes)} pages of 64 KiB, {cols} per row "
+        f"({cols * PAGE_SIZE // 2**20} MiB), address 0 at the top left: {items}</div>"
+    )
 
 
 def _colourise(channel: np.ndarray, size: int) -> np.ndarray:
@@ -466,14 +513,15 @@ def feature_maps_png(output: np.ndarray, channels: int = 8, size: int = 112) -> 
     """The first `channels` channels of an NHWC output side by side, each scaled to its own
     range; a flat output (the logits, the probabilities) as a bar per value."""
     if output.ndim == 4 and output.shape[1] * output.shape[2] > 1:
-        tiles = [_colourise(output[0, :, :, j], size) for j in range(min(channels,
-                                                                         output.shape[3]))]
+        tiles = [
+            _colourise(output[0, :, :, j], size) for j in range(min(channels, output.shape[3]))
+        ]
         h = max(t.shape[0] for t in tiles)
         gap = np.full((h, 6, 3), 255, dtype=np.uint8)
         row: list[np.ndarray] = []
         for t in tiles:
             pad = np.full((h, t.shape[1], 3), 255, dtype=np.uint8)
-            pad[:t.shape[0]] = t
+            pad[: t.shape[0]] = t
             row += [pad, gap]
         return _png(np.concatenate(row[:-1], axis=1))
     flat = output.reshape(-1).astype(np.float64)
@@ -494,12 +542,16 @@ def feature_maps_caption(output: np.ndarray, channels: int = 8) -> str:
     """What the feature-map image shows, in words."""
     if output.ndim == 4 and output.shape[1] * output.shape[2] > 1:
         c = min(channels, output.shape[3])
-        return (f"output channels 0–{c - 1} of {output.shape[3]} "
-                f"({output.shape[1]}x{output.shape[2]} pixels each, each scaled to its own "
-                f"min..max, dark = low)")
+        return (
+            f"output channels 0–{c - 1} of {output.shape[3]} "
+            f"({output.shape[1]}x{output.shape[2]} pixels each, each scaled to its own "
+            f"min..max, dark = low)"
+        )
     flat = output.reshape(-1)
-    return (f"all {flat.size} output values, one pixel column each (min {flat.min():.3g}, "
-            f"max {flat.max():.3g} at index {int(flat.argmax())})")
+    return (
+        f"all {flat.size} output values, one pixel column each (min {flat.min():.3g}, "
+        f"max {flat.max():.3g} at index {int(flat.argmax())})"
+    )
 
 
 # --------------------------------------------------------------------------- widget
@@ -534,11 +586,18 @@ class StepThroughWidget:
         self.index = -1
         self.last_ms = 0.0
         n = len(stepper)
-        self.slider = W.IntSlider(value=start, min=0, max=n - 1, description="step",
-                                  continuous_update=False, layout=W.Layout(width="460px"))
+        self.slider = W.IntSlider(
+            value=start,
+            min=0,
+            max=n - 1,
+            description="step",
+            continuous_update=False,
+            layout=W.Layout(width="460px"),
+        )
         self.slider.add_class("wasi-step-slider")
-        self.play = W.Play(value=start, min=0, max=n - 1, interval=play_interval_ms,
-                           description="play")
+        self.play = W.Play(
+            value=start, min=0, max=n - 1, interval=play_interval_ms, description="play"
+        )
         W.jslink((self.play, "value"), (self.slider, "value"))
         self.caption = W.HTML()
         self.caption.add_class("wasi-step-caption")
@@ -550,9 +609,17 @@ class StepThroughWidget:
         self.feature_maps = W.Image(format="png", layout=W.Layout(max_width="100%"))
         self.feature_caption = W.HTML()
         self.slider.observe(self._on_slider, names="value")
-        self.widget = W.VBox([W.HBox([self.play, self.slider]), self.caption,
-                              self.recomputed, self.feature_caption, self.feature_maps,
-                              self.page_legend, self.page_map])
+        self.widget = W.VBox(
+            [
+                W.HBox([self.play, self.slider]),
+                self.caption,
+                self.recomputed,
+                self.feature_caption,
+                self.feature_maps,
+                self.page_legend,
+                self.page_map,
+            ]
+        )
         self.show(start)
 
     def _on_slider(self, change: dict[str, Any]) -> None:
@@ -572,31 +639,42 @@ class StepThroughWidget:
         guest = st.guest
         pages = guest.pages
         codes = page_kinds(st.plan, values.step, pages, guest.global_value("__heap_base") or 0)
-        view = StepView(caption=self._caption(values), page_map=page_map_png(codes),
-                        page_legend=page_legend_html(codes),
-                        feature_maps=feature_maps_png(values.output),
-                        feature_caption=feature_maps_caption(values.output),
-                        recomputed=rec, build_ms=(time.perf_counter() - t0) * 1000)
+        view = StepView(
+            caption=self._caption(values),
+            page_map=page_map_png(codes),
+            page_legend=page_legend_html(codes),
+            feature_maps=feature_maps_png(values.output),
+            feature_caption=feature_maps_caption(values.output),
+            recomputed=rec,
+            build_ms=(time.perf_counter() - t0) * 1000,
+        )
         self.views[i] = view
         return view
 
     @staticmethod
     def _caption(values: StepValues) -> str:
         s = values.step
-        rows = [("input", sp) for sp in s.inputs] + [("output", s.output)] + \
-               [("weights", sp) for sp in s.weights]
+        rows = (
+            [("input", sp) for sp in s.inputs]
+            + [("output", s.output)]
+            + [("weights", sp) for sp in s.weights]
+        )
         table = "".join(
             f"<tr><td>{html.escape(role)}</td><td>{html.escape(sp.name or sp.kind)}</td>"
             f"<td>{list(sp.shape)}</td><td>{html.escape(sp.layout)}</td>"
             f"<td style='text-align:right'>{sp.nbytes:,}</td><td>{sp.ptr:#x}</td>"
-            f"<td>{sp.pages.start}–{sp.pages.stop - 1}</td></tr>" for role, sp in rows)
+            f"<td>{sp.pages.start}–{sp.pages.stop - 1}</td></tr>"
+            for role, sp in rows
+        )
         extra = f", act {s.act}" + (", + skip input" if s.params.get("residual") else "")
-        return (f"<b>step {s.index}: {html.escape(s.op)}</b>{html.escape(extra)} — node "
-                f"<code>{html.escape(s.node)}</code>; {s.macs:,} multiply-adds; guest ran steps "
-                f"0–{s.index} in {values.run_ms:.0f} ms"
-                "<table style='font-size:12px'><tr><th>role</th><th>tensor</th><th>shape</th>"
-                "<th>layout</th><th>bytes</th><th>offset</th><th>pages</th></tr>"
-                f"{table}</table>")
+        return (
+            f"<b>step {s.index}: {html.escape(s.op)}</b>{html.escape(extra)} — node "
+            f"<code>{html.escape(s.node)}</code>; {s.macs:,} multiply-adds; guest ran steps "
+            f"0–{s.index} in {values.run_ms:.0f} ms"
+            "<table style='font-size:12px'><tr><th>role</th><th>tensor</th><th>shape</th>"
+            "<th>layout</th><th>bytes</th><th>offset</th><th>pages</th></tr>"
+            f"{table}</table>"
+        )
 
     def show(self, i: int) -> StepView:
         """Show step `i` (what the slider calls)."""
@@ -610,8 +688,10 @@ class StepThroughWidget:
         r = view.recomputed
         self.recomputed.value = (
             f"<b>recomputed in NumPy</b>: {html.escape(r.summary())}<br><small>"
-            f"{html.escape(r.formula)} = {r.numpy:.7g}</small>" if r is not None else
-            "<b>recomputed in NumPy</b>: not covered for this op")
+            f"{html.escape(r.formula)} = {r.numpy:.7g}</small>"
+            if r is not None
+            else "<b>recomputed in NumPy</b>: not covered for this op"
+        )
         self.feature_caption.value = f"<small>{html.escape(view.feature_caption)}</small>"
         self.feature_maps.value = view.feature_maps
         self.page_legend.value = view.page_legend

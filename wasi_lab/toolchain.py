@@ -62,8 +62,10 @@ class Toolchain:
         if not self.use_debian_registry:
             return []
         return [
-            "--config", "source.crates-io.replace-with='debian'",
-            "--config", f"source.debian.directory='{DEBIAN_REGISTRY}'",
+            "--config",
+            "source.crates-io.replace-with='debian'",
+            "--config",
+            f"source.debian.directory='{DEBIAN_REGISTRY}'",
             "--offline",
         ]
 
@@ -94,8 +96,10 @@ def _rustup_toolchain_dirs() -> list[Path]:
     if not tc.is_dir():
         return []
     # stable first, then the rest in name order
-    return sorted((p for p in tc.iterdir() if (p / "bin" / "rustc").exists()),
-                  key=lambda p: (not p.name.startswith("stable"), p.name))
+    return sorted(
+        (p for p in tc.iterdir() if (p / "bin" / "rustc").exists()),
+        key=lambda p: (not p.name.startswith("stable"), p.name),
+    )
 
 
 def probe(rustc: Path, origin: str) -> Candidate:
@@ -158,17 +162,27 @@ def find_toolchain(check_network: bool = True) -> Toolchain:
             why_src = "crates.io"
         else:
             use_debian = DEBIAN_REGISTRY.is_dir()
-            why_src = ("Debian's crate registry (crates.io unreachable)" if use_debian
-                       else "crates.io (unreachable; the build will fail unless crates are cached)")
+            why_src = (
+                "Debian's crate registry (crates.io unreachable)"
+                if use_debian
+                else "crates.io (unreachable; the build will fail unless crates are cached)"
+            )
         skipped = [c for c in cands if c is not cand and c.target is None]
         why = f"{cand.origin} has the {cand.target} std in {cand.sysroot}"
         if skipped:
-            why += "; skipped " + ", ".join(f"{c.origin} ({c.version or '?'}: no wasm target)"
-                                            for c in skipped)
-        return Toolchain(rustc=cand.rustc, cargo=cand.cargo, version=cand.version,
-                         target=cand.target, origin=cand.origin,
-                         reason=f"{why}; crates from {why_src}",
-                         use_debian_registry=use_debian, candidates=cands)
+            why += "; skipped " + ", ".join(
+                f"{c.origin} ({c.version or '?'}: no wasm target)" for c in skipped
+            )
+        return Toolchain(
+            rustc=cand.rustc,
+            cargo=cand.cargo,
+            version=cand.version,
+            target=cand.target,
+            origin=cand.origin,
+            reason=f"{why}; crates from {why_src}",
+            use_debian_registry=use_debian,
+            candidates=cands,
+        )
     raise ToolchainError(missing_toolchain_advice(cands))
 
 
@@ -191,9 +205,13 @@ def debian_like(os_release: Path = Path("/etc/os-release")) -> bool:
     return bool(ids & {"debian", "ubuntu"})
 
 
-def missing_toolchain_advice(cands: list[Candidate] | None = None, *,
-                             rustup: bool | None = None, debian: bool | None = None,
-                             root: bool | None = None) -> str:
+def missing_toolchain_advice(
+    cands: list[Candidate] | None = None,
+    *,
+    rustup: bool | None = None,
+    debian: bool | None = None,
+    root: bool | None = None,
+) -> str:
     """What to do without a wasm-capable toolchain, for *this* machine.
 
     A learner without rustup is not told to run rustup; apt-get is offered on Debian/Ubuntu
@@ -202,21 +220,24 @@ def missing_toolchain_advice(cands: list[Candidate] | None = None, *,
     """
     cands = candidates() if cands is None else cands
     rustup = shutil.which("rustup") is not None if rustup is None else rustup
-    debian = (debian_like() and shutil.which("apt-get") is not None) if debian is None \
-        else debian
+    debian = (debian_like() and shutil.which("apt-get") is not None) if debian is None else debian
     root = os.geteuid() == 0 if root is None else root
     seen = "; ".join(f"{c.origin}: {c.version or 'unknown'}" for c in cands) or "no rustc found"
-    lines = [f"No Rust toolchain with a wasm32-wasip1/wasm32-wasi std was found ({seen}).",
-             "The kit uses the prebuilt guest in guest/prebuilt/: every notebook works "
-             "without Rust. To rebuild the guest yourself:"]
+    lines = [
+        f"No Rust toolchain with a wasm32-wasip1/wasm32-wasi std was found ({seen}).",
+        "The kit uses the prebuilt guest in guest/prebuilt/: every notebook works "
+        "without Rust. To rebuild the guest yourself:",
+    ]
     if rustup:
         lines.append(f"  {RUSTUP_HINT}")
     else:
         lines.append(f"  install Rust from https://rustup.rs, then run `{RUSTUP_HINT}`")
     if debian:
         sudo = "" if root else "sudo "
-        lines.append(f"  or, offline-friendly on Debian/Ubuntu: "
-                     f"{sudo}apt-get install {' '.join(APT_PACKAGES)}")
+        lines.append(
+            f"  or, offline-friendly on Debian/Ubuntu: "
+            f"{sudo}apt-get install {' '.join(APT_PACKAGES)}"
+        )
     lines.append("then run `wasi-lab build`.")
     return "\n".join(lines)
 
@@ -226,8 +247,7 @@ def install_with_apt() -> bool:
     if not apt_usable():
         return False
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    for cmd in (["apt-get", "update", "-qq"],
-                ["apt-get", "install", "-y", "-qq", *APT_PACKAGES]):
+    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", *APT_PACKAGES]):
         if subprocess.run(cmd, env=env).returncode != 0:
             return False
     return True

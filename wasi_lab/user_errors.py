@@ -41,8 +41,15 @@ def network_reason(exc: BaseException) -> str:
     text = re.sub(r"\[Errno -?\d+\]\s*", "", str(exc)).strip()
     if isinstance(exc, httpx.ConnectError):
         low = text.lower()
-        if any(s in low for s in ("name or service not known", "name resolution",
-                                  "nodename nor servname", "getaddrinfo failed")):
+        if any(
+            s in low
+            for s in (
+                "name or service not known",
+                "name resolution",
+                "nodename nor servname",
+                "getaddrinfo failed",
+            )
+        ):
             return f"cannot resolve the host name ({text}): are you offline?"
         return f"cannot connect ({low or 'no answer'})"
     return text or type(exc).__name__

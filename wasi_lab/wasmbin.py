@@ -16,17 +16,44 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = [
-    "CALL", "FUNC_TYPE", "I32_ADD", "I32_CONST", "MAGIC", "SECTION_NAMES", "V128", "VERSION",
-    "Reader", "Section", "WasmFormatError", "func_type", "function_names", "import_kinds",
-    "instructions", "next_instruction", "read_sections", "section_start", "uleb128",
+    "CALL",
+    "FUNC_TYPE",
+    "I32_ADD",
+    "I32_CONST",
+    "MAGIC",
+    "SECTION_NAMES",
+    "V128",
+    "VERSION",
+    "Reader",
+    "Section",
+    "WasmFormatError",
+    "func_type",
+    "function_names",
+    "import_kinds",
+    "instructions",
+    "next_instruction",
+    "read_sections",
+    "section_start",
+    "uleb128",
 ]
 
 MAGIC = b"\0asm"
 VERSION = b"\x01\0\0\0"
 SECTION_NAMES = {
-    0: "custom", 1: "type", 2: "import", 3: "function", 4: "table", 5: "memory",
-    6: "global", 7: "export", 8: "start", 9: "element", 10: "code", 11: "data",
-    12: "datacount", 13: "tag",
+    0: "custom",
+    1: "type",
+    2: "import",
+    3: "function",
+    4: "table",
+    5: "memory",
+    6: "global",
+    7: "export",
+    8: "start",
+    9: "element",
+    10: "code",
+    11: "data",
+    12: "datacount",
+    13: "tag",
 }
 #: `call`: its immediate is a function index.
 CALL = 0x10
@@ -88,7 +115,7 @@ class Reader:
     def bytes(self, n: int) -> bytes:
         if self.pos + n > self.end:
             raise WasmFormatError(f"{n} bytes at offset {self.pos} run past the end")
-        out = self.data[self.pos:self.pos + n]
+        out = self.data[self.pos : self.pos + n]
         self.pos += n
         return out
 
@@ -139,8 +166,9 @@ def read_sections(data: bytes) -> list[Section]:
         custom = None
         if sid == 0:
             custom = Reader(data, start, start + size).name()
-        sections.append(Section(sid, SECTION_NAMES.get(sid, f"unknown({sid})"), start, size,
-                                custom))
+        sections.append(
+            Section(sid, SECTION_NAMES.get(sid, f"unknown({sid})"), start, size, custom)
+        )
         r.pos = start + size
     return sections
 

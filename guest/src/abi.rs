@@ -67,13 +67,19 @@ pub fn finish(result: GuestResult<i32>) -> i32 {
 #[no_mangle]
 pub extern "C" fn alloc(len: usize) -> *mut u8 {
     if len == 0 {
-        fail(ErrorCode::BadArgument, "alloc: length must be at least 1 byte");
+        fail(
+            ErrorCode::BadArgument,
+            "alloc: length must be at least 1 byte",
+        );
         return std::ptr::null_mut();
     }
     let layout = match Layout::array::<u8>(len) {
         Ok(l) => l,
         Err(_) => {
-            fail(ErrorCode::OutOfMemory, format!("alloc: {} bytes is too large", len));
+            fail(
+                ErrorCode::OutOfMemory,
+                format!("alloc: {} bytes is too large", len),
+            );
             return std::ptr::null_mut();
         }
     };
@@ -82,7 +88,10 @@ pub extern "C" fn alloc(len: usize) -> *mut u8 {
     // SAFETY: layout has a non-zero size.
     let ptr = unsafe { raw_alloc_zeroed(layout) };
     if ptr.is_null() {
-        fail(ErrorCode::OutOfMemory, format!("alloc: out of memory for {} bytes", len));
+        fail(
+            ErrorCode::OutOfMemory,
+            format!("alloc: out of memory for {} bytes", len),
+        );
         return ptr;
     }
     LIVE.with(|t| t.borrow_mut().insert(ptr as usize, len));
@@ -137,11 +146,17 @@ pub fn forget_block(ptr: usize, len: usize) -> GuestResult<()> {
         match table.get(&ptr) {
             None => Err((
                 ErrorCode::BadPointer,
-                format!("pointer {:#x} is not a block handed out by alloc (or it was freed)", ptr),
+                format!(
+                    "pointer {:#x} is not a block handed out by alloc (or it was freed)",
+                    ptr
+                ),
             )),
             Some(&size) if size != len => Err((
                 ErrorCode::LengthMismatch,
-                format!("block at {:#x} holds {} bytes, but the call says {}", ptr, size, len),
+                format!(
+                    "block at {:#x} holds {} bytes, but the call says {}",
+                    ptr, size, len
+                ),
             )),
             Some(_) => {
                 table.remove(&ptr);
@@ -159,7 +174,10 @@ pub fn check_within(ptr: usize, len: usize) -> GuestResult<()> {
         match table.range(..=ptr).next_back() {
             Some((&start, &size)) if ptr < start + size => {
                 // checked_add: in wasm32 a huge `len` would otherwise wrap around and pass.
-                if ptr.checked_add(len).map_or(false, |end| end <= start + size) {
+                if ptr
+                    .checked_add(len)
+                    .map_or(false, |end| end <= start + size)
+                {
                     Ok(())
                 } else {
                     Err((
@@ -173,7 +191,10 @@ pub fn check_within(ptr: usize, len: usize) -> GuestResult<()> {
             }
             _ => Err((
                 ErrorCode::BadPointer,
-                format!("pointer {:#x} is not inside any block handed out by alloc", ptr),
+                format!(
+                    "pointer {:#x} is not inside any block handed out by alloc",
+                    ptr
+                ),
             )),
         }
     })
@@ -182,7 +203,10 @@ pub fn check_within(ptr: usize, len: usize) -> GuestResult<()> {
 /// Borrow `[ptr, ptr+len)` as bytes after checking it lies inside a live block.
 pub fn input_slice<'a>(ptr: *const u8, len: usize, what: &str) -> GuestResult<&'a [u8]> {
     if len == 0 {
-        return Err((ErrorCode::BadArgument, format!("{}: empty input (0 bytes)", what)));
+        return Err((
+            ErrorCode::BadArgument,
+            format!("{}: empty input (0 bytes)", what),
+        ));
     }
     check_within(ptr as usize, len).map_err(|(c, m)| (c, format!("{}: {}", what, m)))?;
     // SAFETY: the range lies inside a live allocation, which the host owns until it frees it.
@@ -191,7 +215,11 @@ pub fn input_slice<'a>(ptr: *const u8, len: usize, what: &str) -> GuestResult<&'
 
 /// Refuse an output range that shares a byte with an input range: the entry point would
 /// hold a `&[u8]` and a `&mut [u8]` over the same memory, which Rust forbids.
-pub fn check_apart(out: (*const u8, usize), inputs: &[(*const u8, usize)], what: &str) -> GuestResult<()> {
+pub fn check_apart(
+    out: (*const u8, usize),
+    inputs: &[(*const u8, usize)],
+    what: &str,
+) -> GuestResult<()> {
     let (o, olen) = (out.0 as usize, out.1);
     for &(p, len) in inputs {
         let p = p as usize;
@@ -210,7 +238,12 @@ pub fn check_apart(out: (*const u8, usize), inputs: &[(*const u8, usize)], what:
 }
 
 /// [`output_slice`] for an output that must not overlap any of `inputs`.
-pub fn output_slice_apart<'a>(ptr: *mut u8, len: usize, inputs: &[(*const u8, usize)], what: &str) -> GuestResult<&'a mut [u8]> {
+pub fn output_slice_apart<'a>(
+    ptr: *mut u8,
+    len: usize,
+    inputs: &[(*const u8, usize)],
+    what: &str,
+) -> GuestResult<&'a mut [u8]> {
     check_within(ptr as usize, len).map_err(|(c, m)| (c, format!("{}: {}", what, m)))?;
     check_apart((ptr, len), inputs, what)?;
     // SAFETY: as in `input_slice`, and no input slice shares a byte with this one.

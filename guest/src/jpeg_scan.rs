@@ -30,7 +30,13 @@ struct Huffman {
 
 impl Huffman {
     fn new(counts: &[u8; 16], symbols: Vec<u8>) -> Option<Huffman> {
-        let mut h = Huffman { fast: [(0, 0); 256], maxcode: [-1; 17], valptr: [0; 17], mincode: [0; 17], symbols };
+        let mut h = Huffman {
+            fast: [(0, 0); 256],
+            maxcode: [-1; 17],
+            valptr: [0; 17],
+            mincode: [0; 17],
+            symbols,
+        };
         let mut code: i32 = 0;
         let mut k: i32 = 0;
         for len in 1..=16usize {
@@ -142,7 +148,11 @@ impl<'a> Bits<'a> {
         for len in 1..=16usize {
             code = (code << 1) | self.take(1)? as i32;
             if code <= h.maxcode[len] {
-                return h.symbols.get((h.valptr[len] + code - h.mincode[len]) as usize).copied().ok_or(Stop::Unsure);
+                return h
+                    .symbols
+                    .get((h.valptr[len] + code - h.mincode[len]) as usize)
+                    .copied()
+                    .ok_or(Stop::Unsure);
             }
         }
         Err(Stop::Unsure)
@@ -176,7 +186,11 @@ fn parse_frame(seg: &[u8]) -> Option<Frame> {
         if !(1..=4).contains(&ch) || !(1..=4).contains(&cv) {
             return None;
         }
-        comps.push(Component { id: c[0], h: ch, v: cv });
+        comps.push(Component {
+            id: c[0],
+            h: ch,
+            v: cv,
+        });
     }
     Some((w, h, comps))
 }
@@ -186,7 +200,10 @@ fn mcu_grid(frame: &Frame) -> (usize, usize) {
     let (width, height, comps) = frame;
     let hmax = comps.iter().map(|c| c.h).max().unwrap_or(1);
     let vmax = comps.iter().map(|c| c.v).max().unwrap_or(1);
-    ((width + 8 * hmax - 1) / (8 * hmax), (height + 8 * vmax - 1) / (8 * vmax))
+    (
+        (width + 8 * hmax - 1) / (8 * hmax),
+        (height + 8 * vmax - 1) / (8 * vmax),
+    )
 }
 
 /// Blocks (across, down) a non-interleaved scan of component `c` codes.
@@ -195,14 +212,22 @@ fn component_blocks(frame: &Frame, c: usize) -> (usize, usize) {
     let hmax = comps.iter().map(|c| c.h).max().unwrap_or(1);
     let vmax = comps.iter().map(|c| c.v).max().unwrap_or(1);
     let comp = &comps[c];
-    (((width * comp.h + hmax - 1) / hmax + 7) / 8, ((height * comp.v + vmax - 1) / vmax + 7) / 8)
+    (
+        ((width * comp.h + hmax - 1) / hmax + 7) / 8,
+        ((height * comp.v + vmax - 1) / vmax + 7) / 8,
+    )
 }
 
 /// (blocks per MCU for each scan component, MCU count) of a scan.
 fn scan_layout(frame: &Frame, scan: &[(usize, usize, usize)]) -> (Vec<usize>, usize) {
     if scan.len() > 1 {
         let (mx, my) = mcu_grid(frame);
-        (scan.iter().map(|&(c, _, _)| frame.2[c].h * frame.2[c].v).collect(), mx * my)
+        (
+            scan.iter()
+                .map(|&(c, _, _)| frame.2[c].h * frame.2[c].v)
+                .collect(),
+            mx * my,
+        )
     } else {
         let (bw, bh) = component_blocks(frame, scan[0].0);
         (vec![1], bw * bh)
@@ -220,7 +245,14 @@ fn restart_marker<'a>(bytes: &'a [u8], bits: &mut Bits<'a>) -> Result<(), Stop> 
         Some(0xD0..=0xD7) if bits.ended => {}
         _ => return Err(Stop::Truncated),
     }
-    *bits = Bits { data: bytes, pos: bits.pos + 2, acc: 0, n: 0, pad: 0, ended: false };
+    *bits = Bits {
+        data: bytes,
+        pos: bits.pos + 2,
+        acc: 0,
+        n: 0,
+        pad: 0,
+        ended: false,
+    };
     Ok(())
 }
 
@@ -235,7 +267,14 @@ fn walk_scan(
     restart: usize,
 ) -> Result<usize, Stop> {
     let (per_mcu, mcus) = scan_layout(frame, scan);
-    let mut bits = Bits { data: bytes, pos: start, acc: 0, n: 0, pad: 0, ended: false };
+    let mut bits = Bits {
+        data: bytes,
+        pos: start,
+        acc: 0,
+        n: 0,
+        pad: 0,
+        ended: false,
+    };
     for mcu in 0..mcus {
         if restart > 0 && mcu > 0 && mcu % restart == 0 {
             restart_marker(bytes, &mut bits)?;
@@ -318,7 +357,14 @@ fn walk_progressive(
     restart: usize,
     nonzero: &mut Nonzero,
 ) -> Result<usize, Stop> {
-    let mut bits = Bits { data: bytes, pos: start, acc: 0, n: 0, pad: 0, ended: false };
+    let mut bits = Bits {
+        data: bytes,
+        pos: start,
+        acc: 0,
+        n: 0,
+        pad: 0,
+        ended: false,
+    };
     let Band { ss, se, ah } = band;
     if ss == 0 {
         // DC scans: a difference (first) or one bit (refinement) per block.
@@ -436,7 +482,9 @@ fn walk_progressive(
 
 /// Position of the next marker that is not RSTn (the end of a scan's entropy-coded data).
 fn skip_entropy_data(bytes: &[u8], mut pos: usize) -> usize {
-    while pos + 1 < bytes.len() && !(bytes[pos] == 0xFF && !matches!(bytes[pos + 1], 0x00 | 0xFF | 0xD0..=0xD7)) {
+    while pos + 1 < bytes.len()
+        && !(bytes[pos] == 0xFF && !matches!(bytes[pos + 1], 0x00 | 0xFF | 0xD0..=0xD7))
+    {
         pos += 1;
     }
     pos
@@ -531,7 +579,9 @@ pub fn check_jpeg_scan(bytes: &[u8]) -> GuestResult<Option<(usize, bool)>> {
             0xC2 => {
                 let n = *seg.get(5).unwrap_or(&4) as usize;
                 layout = Some((n.max(1), true));
-                let ids = (0..n).filter_map(|i| seg.get(6 + 3 * i)).map(|&id| (id, [u8::MAX; 64]));
+                let ids = (0..n)
+                    .filter_map(|i| seg.get(6 + 3 * i))
+                    .map(|&id| (id, [u8::MAX; 64]));
                 progressive = Some(ids.collect());
                 frame = parse_frame(seg);
                 walk_progressive_scans = frame.is_some();
@@ -572,8 +622,14 @@ pub fn check_jpeg_scan(bytes: &[u8]) -> GuestResult<Option<(usize, bool)>> {
             0xDA if progressive.is_some() => {
                 let comps = progressive.as_mut().expect("checked");
                 let ns = *seg.first().unwrap_or(&0) as usize;
-                let (ss, se, ah, al) = match (seg.get(1 + 2 * ns), seg.get(2 + 2 * ns), seg.get(3 + 2 * ns)) {
-                    (Some(&ss), Some(&se), Some(&a)) if ss <= se && se < 64 => (ss as usize, se as usize, a >> 4, a & 15),
+                let (ss, se, ah, al) = match (
+                    seg.get(1 + 2 * ns),
+                    seg.get(2 + 2 * ns),
+                    seg.get(3 + 2 * ns),
+                ) {
+                    (Some(&ss), Some(&se), Some(&a)) if ss <= se && se < 64 => {
+                        (ss as usize, se as usize, a >> 4, a & 15)
+                    }
                     _ => return Ok(layout),
                 };
                 for i in 0..ns {
@@ -590,7 +646,17 @@ pub fn check_jpeg_scan(bytes: &[u8]) -> GuestResult<Option<(usize, bool)>> {
                     (Some(f), true) => match scan_components(seg, f) {
                         Some(scan) => {
                             let band = Band { ss, se, ah };
-                            walk_progressive(bytes, start, f, &scan, band, &dc, &ac, restart, &mut nonzero)
+                            walk_progressive(
+                                bytes,
+                                start,
+                                f,
+                                &scan,
+                                band,
+                                &dc,
+                                &ac,
+                                restart,
+                                &mut nonzero,
+                            )
                         }
                         None => Err(Stop::Unsure),
                     },
@@ -651,7 +717,14 @@ mod tests {
         assert_eq!(h.fast[0b1000_0000], (2, 8));
         assert_eq!(h.fast[0b1100_0000].0, 0); // a 10-bit code: slow path
         let data = [0b1100_0000u8, 0b0011_1111];
-        let mut bits = Bits { data: &data, pos: 0, acc: 0, n: 0, pad: 0, ended: false };
+        let mut bits = Bits {
+            data: &data,
+            pos: 0,
+            acc: 0,
+            n: 0,
+            pad: 0,
+            ended: false,
+        };
         assert!(matches!(bits.symbol(&h), Ok(9)));
         // Only padding left: another symbol needs bits the data does not have.
         bits.take(6).ok();

@@ -5,7 +5,10 @@
 //! handle, and then call `classify` or `infer_tensor` with it. Every function returns a
 //! negative [`ErrorCode`] on failure (message in `last_error`) and never traps on bad input.
 
-use crate::abi::{self, check_apart, finish, input_slice, output_slice_apart, write_f32s, write_truncated, ErrorCode, GuestResult};
+use crate::abi::{
+    self, check_apart, finish, input_slice, output_slice_apart, write_f32s, write_truncated,
+    ErrorCode, GuestResult,
+};
 use crate::engine::Model;
 use crate::preprocess::{self, Mode, TENSOR_LEN};
 use std::borrow::Cow;
@@ -46,17 +49,26 @@ fn register(model: Model) -> GuestResult<i32> {
 #[no_mangle]
 pub extern "C" fn set_next_handle_for_tests(next: i32) -> i32 {
     if next < 1 {
-        return abi::fail(ErrorCode::BadArgument, "set_next_handle_for_tests: handles start at 1");
+        return abi::fail(
+            ErrorCode::BadArgument,
+            "set_next_handle_for_tests: handles start at 1",
+        );
     }
     NEXT_HANDLE.with(|h| *h.borrow_mut() = next);
     0
 }
 
 /// Run `f` with the model behind `handle`.
-pub(crate) fn with_model<T>(handle: i32, f: impl FnOnce(&mut Model) -> GuestResult<T>) -> GuestResult<T> {
+pub(crate) fn with_model<T>(
+    handle: i32,
+    f: impl FnOnce(&mut Model) -> GuestResult<T>,
+) -> GuestResult<T> {
     MODELS.with(|m| match m.borrow_mut().get_mut(&handle) {
         Some(model) => f(model),
-        None => Err((ErrorCode::BadHandle, format!("no model is loaded under handle {}", handle))),
+        None => Err((
+            ErrorCode::BadHandle,
+            format!("no model is loaded under handle {}", handle),
+        )),
     })
 }
 
@@ -86,11 +98,21 @@ pub extern "C" fn load_model(ptr: *const u8, len: usize) -> i32 {
 
 /// As `load_model`, reading the node named by the UTF-8 string at `name_ptr` instead.
 #[no_mangle]
-pub extern "C" fn load_model_with_output(ptr: *const u8, len: usize, name_ptr: *const u8, name_len: usize) -> i32 {
+pub extern "C" fn load_model_with_output(
+    ptr: *const u8,
+    len: usize,
+    name_ptr: *const u8,
+    name_len: usize,
+) -> i32 {
     finish((|| {
         let bytes = input_slice(ptr, len, "load_model_with_output")?;
         let name = input_slice(name_ptr, name_len, "load_model_with_output name")?;
-        let name = std::str::from_utf8(name).map_err(|_| (ErrorCode::BadArgument, "the output name is not UTF-8".to_string()))?;
+        let name = std::str::from_utf8(name).map_err(|_| {
+            (
+                ErrorCode::BadArgument,
+                "the output name is not UTF-8".to_string(),
+            )
+        })?;
         register(Model::load(bytes, Some(name))?)
     })())
 }
@@ -100,7 +122,10 @@ pub extern "C" fn load_model_with_output(ptr: *const u8, len: usize, name_ptr: *
 pub extern "C" fn free_model(handle: i32) -> i32 {
     finish(MODELS.with(|m| match m.borrow_mut().remove(&handle) {
         Some(_) => Ok(0),
-        None => Err((ErrorCode::BadHandle, format!("free_model: no model is loaded under handle {}", handle))),
+        None => Err((
+            ErrorCode::BadHandle,
+            format!("free_model: no model is loaded under handle {}", handle),
+        )),
     }))
 }
 
@@ -132,14 +157,30 @@ pub extern "C" fn model_info(handle: i32, out_ptr: *mut u8, cap: usize) -> i32 {
 /// bytes, like `model_info`. Returns the profile's full length; a host whose buffer was too
 /// short asks again with a bigger one (and gets a fresh measurement).
 #[no_mangle]
-pub extern "C" fn profile_tensor(handle: i32, tensor_ptr: *const u8, out_ptr: *mut u8, cap: usize) -> i32 {
+pub extern "C" fn profile_tensor(
+    handle: i32,
+    tensor_ptr: *const u8,
+    out_ptr: *mut u8,
+    cap: usize,
+) -> i32 {
     finish((|| {
         let raw = input_slice(tensor_ptr, TENSOR_LEN * 4, "profile_tensor input")?;
-        check_apart((out_ptr, cap), &[(tensor_ptr, TENSOR_LEN * 4)], "profile_tensor output")?;
+        check_apart(
+            (out_ptr, cap),
+            &[(tensor_ptr, TENSOR_LEN * 4)],
+            "profile_tensor output",
+        )?;
         with_model(handle, |model| {
             check_image_input(model)?;
             let steps = model.run_timed(&read_f32s(raw)?)?;
-            let json = format!("[{}]", steps.iter().map(|s| s.to_json()).collect::<Vec<_>>().join(","));
+            let json = format!(
+                "[{}]",
+                steps
+                    .iter()
+                    .map(|s| s.to_json())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            );
             write_truncated(out_ptr, cap, &json, "profile_tensor output")
         })
     })())
@@ -148,7 +189,12 @@ pub extern "C" fn profile_tensor(handle: i32, tensor_ptr: *const u8, out_ptr: *m
 /// The `k` largest probabilities, best first, as (index, probability).
 fn top_k(probs: &[f32], k: usize) -> GuestResult<Vec<(usize, f32)>> {
     let mut order: Vec<(usize, f32)> = Vec::new();
-    order.try_reserve_exact(probs.len()).map_err(|_| (ErrorCode::OutOfMemory, format!("cannot sort {} scores", probs.len())))?;
+    order.try_reserve_exact(probs.len()).map_err(|_| {
+        (
+            ErrorCode::OutOfMemory,
+            format!("cannot sort {} scores", probs.len()),
+        )
+    })?;
     order.extend(probs.iter().cloned().enumerate());
     // Descending by value, NaN last, ties by lower index: deterministic on every host.
     order.sort_by(|a, b| {
@@ -165,11 +211,21 @@ fn top_k(probs: &[f32], k: usize) -> GuestResult<Vec<(usize, f32)>> {
 /// `out_ptr` (8 * k bytes inside a live block). `k` larger than the output is clamped.
 /// Returns the number of pairs written.
 #[no_mangle]
-pub extern "C" fn classify(handle: i32, img_ptr: *const u8, img_len: usize, mode: i32, out_ptr: *mut u8, k: i32) -> i32 {
+pub extern "C" fn classify(
+    handle: i32,
+    img_ptr: *const u8,
+    img_len: usize,
+    mode: i32,
+    out_ptr: *mut u8,
+    k: i32,
+) -> i32 {
     finish((|| {
         let mode = Mode::from_i32(mode)?;
         if k < 1 {
-            return Err((ErrorCode::BadArgument, format!("classify: k must be at least 1, got {}", k)));
+            return Err((
+                ErrorCode::BadArgument,
+                format!("classify: k must be at least 1, got {}", k),
+            ));
         }
         let image = input_slice(img_ptr, img_len, "classify image")?;
         with_model(handle, |model| {
@@ -200,9 +256,17 @@ pub(crate) fn read_f32s(bytes: &[u8]) -> GuestResult<Cow<'_, [f32]>> {
         }
     }
     let mut v: Vec<f32> = Vec::new();
-    v.try_reserve_exact(bytes.len() / 4)
-        .map_err(|_| (ErrorCode::OutOfMemory, format!("cannot copy an input of {} bytes", bytes.len())))?;
-    v.extend(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])));
+    v.try_reserve_exact(bytes.len() / 4).map_err(|_| {
+        (
+            ErrorCode::OutOfMemory,
+            format!("cannot copy an input of {} bytes", bytes.len()),
+        )
+    })?;
+    v.extend(
+        bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+    );
     Ok(Cow::Owned(v))
 }
 
@@ -215,7 +279,12 @@ pub extern "C" fn infer_tensor(handle: i32, tensor_ptr: *const u8, out_ptr: *mut
         let raw = input_slice(tensor_ptr, TENSOR_LEN * 4, "infer_tensor input")?;
         with_model(handle, |model| {
             check_image_input(model)?;
-            let out = output_slice_apart(out_ptr, model.output_len() * 4, &[(tensor_ptr, TENSOR_LEN * 4)], "infer_tensor output")?;
+            let out = output_slice_apart(
+                out_ptr,
+                model.output_len() * 4,
+                &[(tensor_ptr, TENSOR_LEN * 4)],
+                "infer_tensor output",
+            )?;
             let values = model.run(&read_f32s(raw)?)?;
             write_f32s(out, values);
             Ok(values.len() as i32)
@@ -227,21 +296,39 @@ pub extern "C" fn infer_tensor(handle: i32, tensor_ptr: *const u8, out_ptr: *mut
 /// `in_ptr` (exactly the input's size), output f32 to `out_ptr` (`out_cap` bytes, at least
 /// the output's size). Returns the number of f32 written. For small op-by-op tests.
 #[no_mangle]
-pub extern "C" fn infer_raw(handle: i32, in_ptr: *const u8, in_len: usize, out_ptr: *mut u8, out_cap: usize) -> i32 {
+pub extern "C" fn infer_raw(
+    handle: i32,
+    in_ptr: *const u8,
+    in_len: usize,
+    out_ptr: *mut u8,
+    out_cap: usize,
+) -> i32 {
     finish((|| {
         let raw = input_slice(in_ptr, in_len, "infer_raw input")?;
         with_model(handle, |model| {
             if in_len != model.input_len() * 4 {
                 return Err((
                     ErrorCode::LengthMismatch,
-                    format!("infer_raw: {} bytes given, the input {:?} takes {}", in_len, model.info.input_shape, model.input_len() * 4),
+                    format!(
+                        "infer_raw: {} bytes given, the input {:?} takes {}",
+                        in_len,
+                        model.info.input_shape,
+                        model.input_len() * 4
+                    ),
                 ));
             }
             let need = model.output_len() * 4;
             if out_cap < need {
-                return Err((ErrorCode::BadArgument, format!("infer_raw: output buffer of {} bytes, the output needs {}", out_cap, need)));
+                return Err((
+                    ErrorCode::BadArgument,
+                    format!(
+                        "infer_raw: output buffer of {} bytes, the output needs {}",
+                        out_cap, need
+                    ),
+                ));
             }
-            let out = output_slice_apart(out_ptr, out_cap, &[(in_ptr, in_len)], "infer_raw output")?;
+            let out =
+                output_slice_apart(out_ptr, out_cap, &[(in_ptr, in_len)], "infer_raw output")?;
             let values = model.run(&read_f32s(raw)?)?;
             write_f32s(&mut out[..need], values);
             Ok(values.len() as i32)
@@ -261,7 +348,10 @@ fn check_exact(ptr: usize, len: usize, what: &str) -> GuestResult<()> {
     if !(ends_at_block_end && starts_at_block_start) {
         return Err((
             ErrorCode::LengthMismatch,
-            format!("{}: {} bytes at {:#x} are not exactly one block handed out by alloc", what, len, ptr),
+            format!(
+                "{}: {} bytes at {:#x} are not exactly one block handed out by alloc",
+                what, len, ptr
+            ),
         ));
     }
     Ok(())
@@ -271,7 +361,12 @@ fn check_exact(ptr: usize, len: usize, what: &str) -> GuestResult<()> {
 fn release(ptr: usize, len: usize) {
     // SAFETY: the block came from `abi::alloc` with exactly this length (checked by
     // `forget_block`), so this is the layout it was allocated with.
-    unsafe { std::alloc::dealloc(ptr as *mut u8, std::alloc::Layout::array::<u8>(len).unwrap()) };
+    unsafe {
+        std::alloc::dealloc(
+            ptr as *mut u8,
+            std::alloc::Layout::array::<u8>(len).unwrap(),
+        )
+    };
 }
 
 /// The article's function: model and image bytes in, the best class out.
@@ -284,11 +379,19 @@ fn release(ptr: usize, len: usize) {
 /// as the article printed it: for a 1001-class output (background at 0) the argmax itself,
 /// for 1000 classes argmax + 1.
 #[no_mangle]
-pub extern "C" fn infer_from_ptrs(model_ptr: *const u8, model_len: usize, img_ptr: *const u8, img_len: usize) -> i32 {
+pub extern "C" fn infer_from_ptrs(
+    model_ptr: *const u8,
+    model_len: usize,
+    img_ptr: *const u8,
+    img_len: usize,
+) -> i32 {
     finish((|| {
         let (mp, ip) = (model_ptr as usize, img_ptr as usize);
         if mp == ip {
-            return Err((ErrorCode::BadArgument, "infer_from_ptrs: the model and the image are the same block".to_string()));
+            return Err((
+                ErrorCode::BadArgument,
+                "infer_from_ptrs: the model and the image are the same block".to_string(),
+            ));
         }
         check_exact(mp, model_len, "infer_from_ptrs model")?;
         check_exact(ip, img_len, "infer_from_ptrs image")?;
@@ -307,7 +410,11 @@ pub extern "C" fn infer_from_ptrs(model_ptr: *const u8, model_len: usize, img_pt
             let (_, _, tensor) = preprocess::preprocess(image, Mode::Article)?;
             let probs = model.run(&tensor)?;
             let best = top_k(probs, 1)?.first().map(|&(i, _)| i).unwrap_or(0);
-            Ok(if probs.len() == 1001 { best as i32 } else { best as i32 + 1 })
+            Ok(if probs.len() == 1001 {
+                best as i32
+            } else {
+                best as i32 + 1
+            })
         })();
         release(mp, model_len);
         release(ip, img_len);

@@ -46,7 +46,10 @@ impl Mode {
             2 => Ok(Mode::Inception),
             other => Err((
                 ErrorCode::BadArgument,
-                format!("unknown preprocessing mode {} (0 article, 1 efficientnet, 2 inception)", other),
+                format!(
+                    "unknown preprocessing mode {} (0 article, 1 efficientnet, 2 inception)",
+                    other
+                ),
             )),
         }
     }
@@ -70,7 +73,10 @@ fn reader(bytes: &[u8]) -> GuestResult<Reader<Cursor<&[u8]>>> {
         Some(image::ImageFormat::Jpeg) | Some(image::ImageFormat::Png) => Ok(reader),
         Some(other) => Err((
             ErrorCode::BadImage,
-            format!("{:?} images are not supported (this guest decodes JPEG and PNG)", other),
+            format!(
+                "{:?} images are not supported (this guest decodes JPEG and PNG)",
+                other
+            ),
         )),
         None => Err((
             ErrorCode::BadImage,
@@ -81,9 +87,12 @@ fn reader(bytes: &[u8]) -> GuestResult<Reader<Cursor<&[u8]>>> {
 
 /// Width and height from the header alone, without decoding the pixels.
 pub fn dimensions(bytes: &[u8]) -> GuestResult<(u32, u32)> {
-    reader(bytes)?
-        .into_dimensions()
-        .map_err(|e| (ErrorCode::BadImage, format!("cannot read image header: {}", e)))
+    reader(bytes)?.into_dimensions().map_err(|e| {
+        (
+            ErrorCode::BadImage,
+            format!("cannot read image header: {}", e),
+        )
+    })
 }
 
 fn out_of_memory(what: &str, bytes: usize, w: u32, h: u32) -> (ErrorCode, String) {
@@ -102,7 +111,8 @@ fn out_of_memory(what: &str, bytes: usize, w: u32, h: u32) -> (ErrorCode, String
 /// A zeroed vector of `n` values, or OutOfMemory instead of an aborting allocation.
 fn try_zeroed<T: Copy + Default>(n: usize, what: &str, w: u32, h: u32) -> GuestResult<Vec<T>> {
     let mut v: Vec<T> = Vec::new();
-    v.try_reserve_exact(n).map_err(|_| out_of_memory(what, n.saturating_mul(std::mem::size_of::<T>()), w, h))?;
+    v.try_reserve_exact(n)
+        .map_err(|_| out_of_memory(what, n.saturating_mul(std::mem::size_of::<T>()), w, h))?;
     v.resize(n, T::default());
     Ok(v)
 }
@@ -115,7 +125,8 @@ fn try_zeroed<T: Copy + Default>(n: usize, what: &str, w: u32, h: u32) -> GuestR
 /// gets (linear memory never shrinks).
 fn probe(bytes: usize, what: &str, w: u32, h: u32) -> GuestResult<()> {
     let mut v: Vec<u8> = Vec::new();
-    v.try_reserve_exact(bytes).map_err(|_| out_of_memory(what, bytes, w, h))
+    v.try_reserve_exact(bytes)
+        .map_err(|_| out_of_memory(what, bytes, w, h))
 }
 
 /// Run `decoder` into a buffer this guest allocated itself (fallibly), as `T` samples.
@@ -124,34 +135,78 @@ where
     T: Copy + Default,
     D: ImageDecoder<'a>,
 {
-    let total = usize::try_from(decoder.total_bytes()).map_err(|_| out_of_memory("its pixels", usize::MAX, w, h))?;
+    let total = usize::try_from(decoder.total_bytes())
+        .map_err(|_| out_of_memory("its pixels", usize::MAX, w, h))?;
     let size = std::mem::size_of::<T>();
     let mut buf: Vec<T> = try_zeroed(total / size, "its pixels", w, h)?;
     // The decoder's own planes and rows, or (after it) the RGB copy and the resize's line,
     // weights and output, whichever is larger.
-    let rgb = if decoder.color_type() == ColorType::Rgb8 { 0 } else { w as usize * h as usize * 3 };
+    let rgb = if decoder.color_type() == ColorType::Rgb8 {
+        0
+    } else {
+        w as usize * h as usize * 3
+    };
     let resize = 12 * w as usize + 8 * (w as usize + h as usize) + (2 << 20);
-    probe(internal.max(rgb.saturating_add(resize)), "the decoder", w, h)?;
+    probe(
+        internal.max(rgb.saturating_add(resize)),
+        "the decoder",
+        w,
+        h,
+    )?;
     // SAFETY: `buf` holds `total / size` initialised values of a plain integer type; viewing
     // them as `total` bytes is how `image` itself fills 16-bit buffers.
-    let bytes = unsafe { std::slice::from_raw_parts_mut(buf.as_mut_ptr() as *mut u8, buf.len() * size) };
-    decoder.read_image(bytes).map_err(|e| (ErrorCode::BadImage, format!("cannot decode image: {}", e)))?;
+    let bytes =
+        unsafe { std::slice::from_raw_parts_mut(buf.as_mut_ptr() as *mut u8, buf.len() * size) };
+    decoder
+        .read_image(bytes)
+        .map_err(|e| (ErrorCode::BadImage, format!("cannot decode image: {}", e)))?;
     Ok(buf)
 }
 
-fn to_dynamic<'a, D: ImageDecoder<'a>>(decoder: D, internal: usize, w: u32, h: u32) -> GuestResult<DynamicImage> {
+fn to_dynamic<'a, D: ImageDecoder<'a>>(
+    decoder: D,
+    internal: usize,
+    w: u32,
+    h: u32,
+) -> GuestResult<DynamicImage> {
     let colour = decoder.color_type();
-    let wrong = || (ErrorCode::BadImage, "the decoder returned a buffer of the wrong size".to_string());
+    let wrong = || {
+        (
+            ErrorCode::BadImage,
+            "the decoder returned a buffer of the wrong size".to_string(),
+        )
+    };
     Ok(match colour {
-        ColorType::L8 => DynamicImage::ImageLuma8(ImageBuffer::from_raw(w, h, read_into(decoder, internal, w, h)?).ok_or_else(wrong)?),
-        ColorType::La8 => DynamicImage::ImageLumaA8(ImageBuffer::from_raw(w, h, read_into(decoder, internal, w, h)?).ok_or_else(wrong)?),
-        ColorType::Rgb8 => DynamicImage::ImageRgb8(ImageBuffer::from_raw(w, h, read_into(decoder, internal, w, h)?).ok_or_else(wrong)?),
-        ColorType::Rgba8 => DynamicImage::ImageRgba8(ImageBuffer::from_raw(w, h, read_into(decoder, internal, w, h)?).ok_or_else(wrong)?),
-        ColorType::L16 => DynamicImage::ImageLuma16(ImageBuffer::from_raw(w, h, read_into(decoder, internal, w, h)?).ok_or_else(wrong)?),
-        ColorType::La16 => DynamicImage::ImageLumaA16(ImageBuffer::from_raw(w, h, read_into(decoder, internal, w, h)?).ok_or_else(wrong)?),
-        ColorType::Rgb16 => DynamicImage::ImageRgb16(ImageBuffer::from_raw(w, h, read_into(decoder, internal, w, h)?).ok_or_else(wrong)?),
-        ColorType::Rgba16 => DynamicImage::ImageRgba16(ImageBuffer::from_raw(w, h, read_into(decoder, internal, w, h)?).ok_or_else(wrong)?),
-        other => return Err((ErrorCode::BadImage, format!("{:?} images are not supported", other))),
+        ColorType::L8 => DynamicImage::ImageLuma8(
+            ImageBuffer::from_raw(w, h, read_into(decoder, internal, w, h)?).ok_or_else(wrong)?,
+        ),
+        ColorType::La8 => DynamicImage::ImageLumaA8(
+            ImageBuffer::from_raw(w, h, read_into(decoder, internal, w, h)?).ok_or_else(wrong)?,
+        ),
+        ColorType::Rgb8 => DynamicImage::ImageRgb8(
+            ImageBuffer::from_raw(w, h, read_into(decoder, internal, w, h)?).ok_or_else(wrong)?,
+        ),
+        ColorType::Rgba8 => DynamicImage::ImageRgba8(
+            ImageBuffer::from_raw(w, h, read_into(decoder, internal, w, h)?).ok_or_else(wrong)?,
+        ),
+        ColorType::L16 => DynamicImage::ImageLuma16(
+            ImageBuffer::from_raw(w, h, read_into(decoder, internal, w, h)?).ok_or_else(wrong)?,
+        ),
+        ColorType::La16 => DynamicImage::ImageLumaA16(
+            ImageBuffer::from_raw(w, h, read_into(decoder, internal, w, h)?).ok_or_else(wrong)?,
+        ),
+        ColorType::Rgb16 => DynamicImage::ImageRgb16(
+            ImageBuffer::from_raw(w, h, read_into(decoder, internal, w, h)?).ok_or_else(wrong)?,
+        ),
+        ColorType::Rgba16 => DynamicImage::ImageRgba16(
+            ImageBuffer::from_raw(w, h, read_into(decoder, internal, w, h)?).ok_or_else(wrong)?,
+        ),
+        other => {
+            return Err((
+                ErrorCode::BadImage,
+                format!("{:?} images are not supported", other),
+            ))
+        }
     })
 }
 
@@ -165,7 +220,11 @@ fn jpeg_working_memory(layout: Option<(usize, bool)>, w: u32, h: u32) -> usize {
     let padded = (w as usize + 15).saturating_mul(h as usize + 15);
     let pixels = w as usize * h as usize;
     let planes = padded.saturating_mul(components);
-    let coefficients = if progressive { planes.saturating_mul(2) } else { 0 };
+    let coefficients = if progressive {
+        planes.saturating_mul(2)
+    } else {
+        0
+    };
     let cmyk = if components == 4 { pixels * 3 } else { 0 };
     planes
         .saturating_add(coefficients)
@@ -189,14 +248,20 @@ pub fn decode_rgb(bytes: &[u8]) -> GuestResult<RgbImage> {
         ));
     }
     if w == 0 || h == 0 {
-        return Err((ErrorCode::BadImage, format!("image has no pixels ({}x{})", w, h)));
+        return Err((
+            ErrorCode::BadImage,
+            format!("image has no pixels ({}x{})", w, h),
+        ));
     }
-    let decode_err = |e: image::ImageError| (ErrorCode::BadImage, format!("cannot decode image: {}", e));
+    let decode_err =
+        |e: image::ImageError| (ErrorCode::BadImage, format!("cannot decode image: {}", e));
     let image = match reader(bytes)?.format() {
         Some(ImageFormat::Png) => {
             let decoder = PngDecoder::new(Cursor::new(bytes)).map_err(decode_err)?;
             // A few rows of unfiltering plus the inflate window.
-            let internal = (decoder.scanline_bytes() as usize).saturating_mul(4).saturating_add(1 << 20);
+            let internal = (decoder.scanline_bytes() as usize)
+                .saturating_mul(4)
+                .saturating_add(1 << 20);
             to_dynamic(decoder, internal, w, h)?
         }
         _ => {
@@ -223,7 +288,11 @@ fn triangle_weights(size: u32, new_size: u32) -> Vec<(u32, Vec<f32>)> {
             let mut ws: Vec<f32> = (left..right)
                 .map(|i| {
                     let x = (i as f32 - input) / sratio;
-                    if x.abs() < 1.0 { 1.0 - x.abs() } else { 0.0 }
+                    if x.abs() < 1.0 {
+                        1.0 - x.abs()
+                    } else {
+                        0.0
+                    }
                 })
                 .collect();
             let sum: f32 = ws.iter().fold(0.0, |s, &w| s + w);
@@ -277,13 +346,23 @@ pub fn resize_for(image: &RgbImage) -> GuestResult<RgbImage> {
 
 /// `image`'s clamp to [0, 255] then round to nearest.
 fn clamp_u8(v: f32) -> u8 {
-    let v = if v < 0.0 { 0.0 } else if v > 255.0 { 255.0 } else { v };
+    let v = if v < 0.0 {
+        0.0
+    } else if v > 255.0 {
+        255.0
+    } else {
+        v
+    };
     v.round() as u8
 }
 
 /// The NHWC tensor for a resized image.
 pub fn to_tensor(resized: &RgbImage, mode: Mode) -> Vec<f32> {
-    resized.as_raw().iter().map(|&v| mode.normalise(v)).collect()
+    resized
+        .as_raw()
+        .iter()
+        .map(|&v| mode.normalise(v))
+        .collect()
 }
 
 /// Bytes to (original width, original height, tensor).

@@ -13,16 +13,25 @@ use crate::engine::report;
 /// written: the host asks again with a block of `n` bytes. The model is loaded to check
 /// it and dropped again: no handle is kept.
 #[no_mangle]
-pub extern "C" fn model_report(model_ptr: *const u8, model_len: usize, out_ptr: *mut u8, out_cap: usize) -> i32 {
+pub extern "C" fn model_report(
+    model_ptr: *const u8,
+    model_len: usize,
+    out_ptr: *mut u8,
+    out_cap: usize,
+) -> i32 {
     finish((|| {
         let bytes = input_slice(model_ptr, model_len, "model_report model")?;
         let json = report::report(bytes);
         let n = json.len();
         if n > i32::MAX as usize {
-            return Err((ErrorCode::Inference, "model_report: the report is too long".to_string()));
+            return Err((
+                ErrorCode::Inference,
+                "model_report: the report is too long".to_string(),
+            ));
         }
         if n <= out_cap {
-            let out = output_slice_apart(out_ptr, n, &[(model_ptr, model_len)], "model_report output")?;
+            let out =
+                output_slice_apart(out_ptr, n, &[(model_ptr, model_len)], "model_report output")?;
             out.copy_from_slice(json.as_bytes());
         }
         Ok(n as i32)

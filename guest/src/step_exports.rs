@@ -34,12 +34,24 @@ pub extern "C" fn run_to_step(handle: i32, in_ptr: *const u8, in_len: usize, ste
             if in_len != model.input_len() * 4 {
                 return Err((
                     ErrorCode::LengthMismatch,
-                    format!("run_to_step: {} bytes given, the input {:?} takes {}", in_len, model.info.input_shape, model.input_len() * 4),
+                    format!(
+                        "run_to_step: {} bytes given, the input {:?} takes {}",
+                        in_len,
+                        model.info.input_shape,
+                        model.input_len() * 4
+                    ),
                 ));
             }
             // Negative here; past the last step in `run_to`, which knows the plan.
             let last = usize::try_from(step).map_err(|_| {
-                (ErrorCode::BadArgument, format!("run_to_step: step {} is negative; the plan has steps 0..={}", step, model.step_count() as i64 - 1))
+                (
+                    ErrorCode::BadArgument,
+                    format!(
+                        "run_to_step: step {} is negative; the plan has steps 0..={}",
+                        step,
+                        model.step_count() as i64 - 1
+                    ),
+                )
             })?;
             model.run_to(&read_f32s(raw)?, last)?;
             Ok(step + 1)

@@ -35,9 +35,18 @@ def build_one(tf: object, name: str, seed: int, out: Path) -> None:
     graph_def = tf.compat.v1.GraphDef()
     graph_def.ParseFromString(pb)
     ops = Counter(n.op for n in graph_def.node)
-    meta = {"name": name, "seed": seed, "mode": builder.mode, "input": inp, "output": output,
-            "versions": versions(), "build_s": round(built, 2), "bytes": len(pb),
-            "ops": dict(sorted(ops.items())), "doc": builder.doc}
+    meta = {
+        "name": name,
+        "seed": seed,
+        "mode": builder.mode,
+        "input": inp,
+        "output": output,
+        "versions": versions(),
+        "build_s": round(built, 2),
+        "bytes": len(pb),
+        "ops": dict(sorted(ops.items())),
+        "doc": builder.doc,
+    }
     out.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=out))
     try:
@@ -53,8 +62,7 @@ def build_one(tf: object, name: str, seed: int, out: Path) -> None:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
-    print(f"{name}: {len(pb)} bytes, {sum(ops.values())} nodes, built in {built:.1f} s",
-          flush=True)
+    print(f"{name}: {len(pb)} bytes, {sum(ops.values())} nodes, built in {built:.1f} s", flush=True)
 
 
 def main() -> None:

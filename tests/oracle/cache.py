@@ -39,8 +39,9 @@ def tensorflow_missing() -> str | None:
     """Why the oracle cannot run here (one line), or None when TensorFlow is installed."""
     for module in ("tensorflow", "tf_keras"):
         if util.find_spec(module) is None:
-            return (f"TensorFlow oracle skipped: {module} is not installed "
-                    "(pip install -e '.[oracle]')")
+            return (
+                f"TensorFlow oracle skipped: {module} is not installed (pip install -e '.[oracle]')"
+            )
     return None
 
 
@@ -58,8 +59,9 @@ def versions() -> dict[str, str]:
 def cache_key(name: str, seed: int = SEED) -> str:
     """`name-s<seed>-<digest>`: the digest covers the versions and the builders' source."""
     digest = hashlib.sha256()
-    digest.update(json.dumps({"name": name, "seed": seed, "versions": versions()},
-                             sort_keys=True).encode())
+    digest.update(
+        json.dumps({"name": name, "seed": seed, "versions": versions()}, sort_keys=True).encode()
+    )
     for source in ("graphs.py", "build.py"):
         digest.update((HERE / source).read_bytes())
     return f"{name}-s{seed}-{digest.hexdigest()[:16]}"
@@ -88,8 +90,15 @@ def load(name: str, seed: int = SEED) -> Frozen | None:
     try:
         meta = json.loads((folder / "meta.json").read_text())
         tensors = np.load(folder / "io.npz")
-        return Frozen(name, (folder / "graph.pb").read_bytes(), meta["input"], meta["output"],
-                      tensors["x"], tensors["y"], meta)
+        return Frozen(
+            name,
+            (folder / "graph.pb").read_bytes(),
+            meta["input"],
+            meta["output"],
+            tensors["x"],
+            tensors["y"],
+            meta,
+        )
     except (OSError, ValueError, KeyError):
         return None
 
@@ -99,15 +108,32 @@ def ensure(names: list[str], seed: int = SEED) -> dict[str, Frozen]:
     missing = [n for n in names if load(n, seed) is None]
     for mode in sorted({BUILDERS[n].mode for n in missing}):
         batch = [n for n in missing if BUILDERS[n].mode == mode]
-        cmd = [sys.executable, "-m", "tests.oracle.build", "--mode", mode, "--seed", str(seed),
-               "--out", str(cache_root()), *batch]
-        env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "TF_CPP_MIN_LOG_LEVEL": "2",
-               "KERAS_BACKEND": "tensorflow", "CUDA_VISIBLE_DEVICES": "-1"}
-        done = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True,
-                              timeout=BUILD_TIMEOUT)
+        cmd = [
+            sys.executable,
+            "-m",
+            "tests.oracle.build",
+            "--mode",
+            mode,
+            "--seed",
+            str(seed),
+            "--out",
+            str(cache_root()),
+            *batch,
+        ]
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(REPO_ROOT),
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+            "KERAS_BACKEND": "tensorflow",
+            "CUDA_VISIBLE_DEVICES": "-1",
+        }
+        done = subprocess.run(
+            cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=BUILD_TIMEOUT
+        )
         if done.returncode != 0:
-            raise RuntimeError(f"building {', '.join(batch)} with TensorFlow failed:\n"
-                               f"{done.stderr[-4000:]}")
+            raise RuntimeError(
+                f"building {', '.join(batch)} with TensorFlow failed:\n{done.stderr[-4000:]}"
+            )
     out = {}
     for n in names:
         frozen = load(n, seed)

@@ -47,8 +47,9 @@ class Builder:
 # --------------------------------------------------------------------------- freezing
 
 
-def freeze_function(tf: Any, fn: Callable[[Any], Any], shape: tuple[int, ...]
-                    ) -> tuple[bytes, str, str]:
+def freeze_function(
+    tf: Any, fn: Callable[[Any], Any], shape: tuple[int, ...]
+) -> tuple[bytes, str, str]:
     """Freeze `fn` traced as a tf.function on one float input named `input`."""
     from tensorflow.python.framework.convert_to_constants import (
         convert_variables_to_constants_v2,
@@ -60,12 +61,12 @@ def freeze_function(tf: Any, fn: Callable[[Any], Any], shape: tuple[int, ...]
 
     frozen = convert_variables_to_constants_v2(traced.get_concrete_function())
     graph = frozen.graph.as_graph_def()
-    return (graph.SerializeToString(), frozen.inputs[0].op.name,
-            frozen.outputs[0].op.name)
+    return (graph.SerializeToString(), frozen.inputs[0].op.name, frozen.outputs[0].op.name)
 
 
-def freeze_graph_mode(tf: Any, fn: Callable[[Any], Any], shape: tuple[int, ...]
-                      ) -> tuple[bytes, str, str]:
+def freeze_graph_mode(
+    tf: Any, fn: Callable[[Any], Any], shape: tuple[int, ...]
+) -> tuple[bytes, str, str]:
     """Freeze `fn` built in a TF1 graph with a Session (the classic `freeze_graph` recipe)."""
     v1 = tf.compat.v1
     graph = tf.Graph()
@@ -75,7 +76,8 @@ def freeze_graph_mode(tf: Any, fn: Callable[[Any], Any], shape: tuple[int, ...]
         with v1.Session(graph=graph) as sess:
             sess.run(v1.global_variables_initializer())
             frozen = v1.graph_util.convert_variables_to_constants(
-                sess, graph.as_graph_def(), [y.op.name])
+                sess, graph.as_graph_def(), [y.op.name]
+            )
     return frozen.SerializeToString(), INPUT, OUTPUT
 
 
@@ -135,23 +137,28 @@ def _keras_app(which: str, app: str, kwargs: dict[str, Any], seed: int) -> Any:
 
     if which == "keras3":
         import keras
+
         if keras.config.backend() != "tensorflow":
-            raise RuntimeError(f"Keras 3 uses the {keras.config.backend()} backend; "
-                               "set KERAS_BACKEND=tensorflow")
+            raise RuntimeError(
+                f"Keras 3 uses the {keras.config.backend()} backend; set KERAS_BACKEND=tensorflow"
+            )
     else:
         import tf_keras as keras
     _seed_everything(tf, keras, seed)
-    model = getattr(keras.applications, app)(weights=None, input_shape=(SIZE, SIZE, 3),
-                                             classes=1000, **kwargs)
+    model = getattr(keras.applications, app)(
+        weights=None, input_shape=(SIZE, SIZE, 3), classes=1000, **kwargs
+    )
     _randomise_batchnorm(model, seed)
     return model
 
 
-def _app_v2(which: str, app: str, kwargs: dict[str, Any]
-            ) -> Callable[[Any, int], tuple[bytes, str, str]]:
+def _app_v2(
+    which: str, app: str, kwargs: dict[str, Any]
+) -> Callable[[Any, int], tuple[bytes, str, str]]:
     def make(tf: Any, seed: int) -> tuple[bytes, str, str]:
         model = _keras_app(which, app, kwargs, seed)
         return freeze_function(tf, lambda x: model(x, training=False), (1, SIZE, SIZE, 3))
+
     return make
 
 
@@ -159,6 +166,7 @@ def _app_tf1(app: str, kwargs: dict[str, Any]) -> Callable[[Any, int], tuple[byt
     """tf_keras in TF1 graph mode, frozen from its Session as TF1 tutorials did. The learning
     phase is left alone, so batch norm is a `cond` on `keras_learning_phase`
     (a PlaceholderWithDefault) — Switch and Merge in the frozen graph."""
+
     def make(tf: Any, seed: int) -> tuple[bytes, str, str]:
         import tf_keras
         from tf_keras.src import backend  # get_session is exported to tf.compat.v1 only
@@ -167,14 +175,17 @@ def _app_tf1(app: str, kwargs: dict[str, Any]) -> Callable[[Any, int], tuple[byt
         tf_keras.backend.clear_session()
         v1.set_random_seed(seed)
         tf_keras.utils.set_random_seed(seed)
-        model = getattr(tf_keras.applications, app)(weights=None,
-                                                    input_shape=(SIZE, SIZE, 3), **kwargs)
+        model = getattr(tf_keras.applications, app)(
+            weights=None, input_shape=(SIZE, SIZE, 3), **kwargs
+        )
         _randomise_batchnorm(model, seed)
         sess = backend.get_session()
         graph = sess.graph
         frozen = v1.graph_util.convert_variables_to_constants(
-            sess, graph.as_graph_def(), [model.output.op.name])
+            sess, graph.as_graph_def(), [model.output.op.name]
+        )
         return frozen.SerializeToString(), model.input.op.name, model.output.op.name
+
     return make
 
 
@@ -182,15 +193,39 @@ def _apps() -> list[Builder]:
     out = []
     for key, (app, kwargs, low, high) in APPS.items():
         for which in ("keras3", "tfkeras"):
-            out.append(Builder(f"{which}-{key}", V2, (1, SIZE, SIZE, 3),
-                               _app_v2(which, app, kwargs), low, high,
-                               f"keras.applications.{app}({kwargs or ''}) from {which}"))
-    out.append(Builder("tf1-mobilenetv2-1.4", V1, (1, SIZE, SIZE, 3),
-                       _app_tf1("MobileNetV2", {"alpha": 1.4}), -1.0, 1.0,
-                       "tf_keras MobileNetV2(alpha=1.4) in TF1 graph mode"))
-    out.append(Builder("tf1-mobilenet", V1, (1, SIZE, SIZE, 3),
-                       _app_tf1("MobileNet", {}), -1.0, 1.0,
-                       "tf_keras MobileNet in TF1 graph mode"))
+            out.append(
+                Builder(
+                    f"{which}-{key}",
+                    V2,
+                    (1, SIZE, SIZE, 3),
+                    _app_v2(which, app, kwargs),
+                    low,
+                    high,
+                    f"keras.applications.{app}({kwargs or ''}) from {which}",
+                )
+            )
+    out.append(
+        Builder(
+            "tf1-mobilenetv2-1.4",
+            V1,
+            (1, SIZE, SIZE, 3),
+            _app_tf1("MobileNetV2", {"alpha": 1.4}),
+            -1.0,
+            1.0,
+            "tf_keras MobileNetV2(alpha=1.4) in TF1 graph mode",
+        )
+    )
+    out.append(
+        Builder(
+            "tf1-mobilenet",
+            V1,
+            (1, SIZE, SIZE, 3),
+            _app_tf1("MobileNet", {}),
+            -1.0,
+            1.0,
+            "tf_keras MobileNet in TF1 graph mode",
+        )
+    )
     return out
 
 
@@ -207,12 +242,20 @@ def _rand(seed: int, *shape: int, low: float = -1.0, high: float = 1.0) -> np.nd
 OpFn = Callable[[Any, Any, int], Any]
 
 
-def _op(name: str, fn: OpFn, shape: tuple[int, ...] = SMALL, mode: str = V2,
-        low: float = -1.0, high: float = 1.0, doc: str = "") -> Builder:
+def _op(
+    name: str,
+    fn: OpFn,
+    shape: tuple[int, ...] = SMALL,
+    mode: str = V2,
+    low: float = -1.0,
+    high: float = 1.0,
+    doc: str = "",
+) -> Builder:
     def make(tf: Any, seed: int) -> tuple[bytes, str, str]:
         tf.random.set_seed(seed)
         freeze = freeze_function if mode == V2 else freeze_graph_mode
         return freeze(tf, lambda x: fn(tf, x, seed), shape)
+
     return Builder(f"op-{name}", mode, shape, make, low, high, doc)
 
 
@@ -253,8 +296,9 @@ def _identity_n(tf: Any, x: Any, seed: int) -> Any:
 
 
 def _placeholder_with_default(tf: Any, x: Any, seed: int) -> Any:
-    scale = tf.raw_ops.PlaceholderWithDefault(input=tf.constant(_c(seed, 4)), shape=[4],
-                                              name="scale")
+    scale = tf.raw_ops.PlaceholderWithDefault(
+        input=tf.constant(_c(seed, 4)), shape=[4], name="scale"
+    )
     return x * scale
 
 
@@ -266,63 +310,123 @@ def _ops() -> list[Builder]:
         _op("mul-channel", lambda tf, x, k: x * _c(k, c), doc="Mul by a [C] constant"),
         _op("mul-self", lambda tf, x, k: x * tf.nn.relu(x), doc="Mul of two dynamic tensors"),
         _op("mul-scalar", lambda tf, x, k: x * 0.25, doc="Mul by a scalar"),
-        _op("mul-column", lambda tf, x, k: x * _c(k, 1, s[1], 1, 1),
-            doc="Mul by a [1,H,1,1] constant"),
-        _op("mul-se", lambda tf, x, k: x * tf.reduce_mean(x, [1, 2], keepdims=True),
-            doc="squeeze-excite: [1,H,W,C] * [1,1,1,C], both dynamic"),
+        _op(
+            "mul-column",
+            lambda tf, x, k: x * _c(k, 1, s[1], 1, 1),
+            doc="Mul by a [1,H,1,1] constant",
+        ),
+        _op(
+            "mul-se",
+            lambda tf, x, k: x * tf.reduce_mean(x, [1, 2], keepdims=True),
+            doc="squeeze-excite: [1,H,W,C] * [1,1,1,C], both dynamic",
+        ),
         _op("sub-channel", lambda tf, x, k: x - _c(k, 1, 1, 1, c), doc="Sub a [1,1,1,C] const"),
         _op("sub-from-const", lambda tf, x, k: _c(k, c) - x, doc="const [C] - x"),
-        _op("realdiv-channel", lambda tf, x, k: x / _c(k, c, low=0.5, high=2.0),
-            doc="RealDiv by a [C] constant"),
-        _op("realdiv-by-input", lambda tf, x, k: _c(k, c) / x, low=0.5, high=2.0,
-            doc="RealDiv of a constant by the input"),
+        _op(
+            "realdiv-channel",
+            lambda tf, x, k: x / _c(k, c, low=0.5, high=2.0),
+            doc="RealDiv by a [C] constant",
+        ),
+        _op(
+            "realdiv-by-input",
+            lambda tf, x, k: _c(k, c) / x,
+            low=0.5,
+            high=2.0,
+            doc="RealDiv of a constant by the input",
+        ),
         _op("rsqrt", lambda tf, x, k: tf.math.rsqrt(x), low=0.1, high=4.0),
         _op("sqrt", lambda tf, x, k: tf.sqrt(x), low=0.0, high=4.0),
         _op("maximum", lambda tf, x, k: tf.maximum(x, _c(k, c))),
         _op("minimum-scalar", lambda tf, x, k: tf.minimum(x, 0.3)),
         _op("sigmoid", lambda tf, x, k: tf.sigmoid(x), low=-6.0, high=6.0),
-        _op("swish", lambda tf, x, k: x * tf.sigmoid(x), low=-6.0, high=6.0,
-            doc="EfficientNet's activation: Sigmoid then Mul"),
+        _op(
+            "swish",
+            lambda tf, x, k: x * tf.sigmoid(x),
+            low=-6.0,
+            high=6.0,
+            doc="EfficientNet's activation: Sigmoid then Mul",
+        ),
         _op("tanh", lambda tf, x, k: tf.tanh(x), low=-3.0, high=3.0),
         _op("leakyrelu", lambda tf, x, k: tf.nn.leaky_relu(x, alpha=0.2)),
-        _op("add-broadcast", lambda tf, x, k: x + _c(k, 1, 1, s[2], 1),
-            doc="AddV2 with a [1,1,W,1] constant"),
+        _op(
+            "add-broadcast",
+            lambda tf, x, k: x + _c(k, 1, 1, s[2], 1),
+            doc="AddV2 with a [1,1,W,1] constant",
+        ),
         # ---- the Keras 3 batch norm, spelled out: Rsqrt, Mul, Sub, AddV2
-        _op("batchnorm-unfused", lambda tf, x, k: tf.nn.batch_normalization(
-            x, _c(k, c), _c(k + 1, c, low=0.5, high=1.5), _c(k + 2, c), _c(k + 3, c), 1e-3),
-            doc="tf.nn.batch_normalization: Rsqrt/Mul/Sub/AddV2"),
+        _op(
+            "batchnorm-unfused",
+            lambda tf, x, k: tf.nn.batch_normalization(
+                x, _c(k, c), _c(k + 1, c, low=0.5, high=1.5), _c(k + 2, c), _c(k + 3, c), 1e-3
+            ),
+            doc="tf.nn.batch_normalization: Rsqrt/Mul/Sub/AddV2",
+        ),
         # ---- layout ops
         _op("concat-const", lambda tf, x, k: tf.concat([x, _c(k, *s[:3], 2)], axis=3)),
         _op("concat-self-axis1", lambda tf, x, k: tf.concat([x, tf.nn.relu(x)], axis=1)),
         _op("transpose", lambda tf, x, k: tf.transpose(x, [0, 3, 1, 2])),
         _op("expanddims", lambda tf, x, k: tf.expand_dims(x, 1)),
         _op("stridedslice", lambda tf, x, k: x[:, 1:4, ::2, :]),
-        _op("shape-stridedslice-pack", _flatten_by_shape,
-            doc="Flatten via Shape/StridedSlice/Pack/Reshape"),
+        _op(
+            "shape-stridedslice-pack",
+            _flatten_by_shape,
+            doc="Flatten via Shape/StridedSlice/Pack/Reshape",
+        ),
         _op("placeholderwithdefault", _placeholder_with_default),
         _op("identityn", _identity_n, doc="IdentityN, reading its output :1"),
         _op("noop", _noop, mode=V1, doc="a control dependency on a NoOp"),
         _op("switch-merge-const", _switch_merge_const, mode=V1),
         _op("switch-merge-default", _switch_merge_default, mode=V1),
         # ---- convolutions (dilated ones are new; the others run today)
-        _op("conv2d-dilated-same", lambda tf, x, k: tf.nn.conv2d(
-            x, _c(k, 3, 3, c, 5), 1, "SAME", dilations=2), shape=(1, 9, 8, 4)),
-        _op("conv2d-dilated-valid", lambda tf, x, k: tf.nn.conv2d(
-            x, _c(k, 3, 3, c, 5), 1, "VALID", dilations=2), shape=(1, 9, 8, 4)),
-        _op("conv2d-same-s2", lambda tf, x, k: tf.nn.conv2d(x, _c(k, 3, 3, c, 6), 2, "SAME"),
-            shape=(1, 9, 8, 4)),
-        _op("conv2d-valid", lambda tf, x, k: tf.nn.conv2d(x, _c(k, 3, 3, c, 6), 1, "VALID"),
-            shape=(1, 9, 8, 4)),
-        _op("depthwise-s2", lambda tf, x, k: tf.nn.depthwise_conv2d(
-            x, _c(k, 3, 3, c, 2), [1, 2, 2, 1], "SAME"), shape=(1, 9, 8, 4)),
-        _op("fusedbatchnormv3-relu6", lambda tf, x, k: tf.nn.relu6(tf.compat.v1.nn
-            .fused_batch_norm(x, _c(k, c), _c(k + 1, c), _c(k + 2, c),
-                              _c(k + 3, c, low=0.5, high=1.5), 1e-3, is_training=False)[0]),
-            low=-4.0, high=4.0),
+        _op(
+            "conv2d-dilated-same",
+            lambda tf, x, k: tf.nn.conv2d(x, _c(k, 3, 3, c, 5), 1, "SAME", dilations=2),
+            shape=(1, 9, 8, 4),
+        ),
+        _op(
+            "conv2d-dilated-valid",
+            lambda tf, x, k: tf.nn.conv2d(x, _c(k, 3, 3, c, 5), 1, "VALID", dilations=2),
+            shape=(1, 9, 8, 4),
+        ),
+        _op(
+            "conv2d-same-s2",
+            lambda tf, x, k: tf.nn.conv2d(x, _c(k, 3, 3, c, 6), 2, "SAME"),
+            shape=(1, 9, 8, 4),
+        ),
+        _op(
+            "conv2d-valid",
+            lambda tf, x, k: tf.nn.conv2d(x, _c(k, 3, 3, c, 6), 1, "VALID"),
+            shape=(1, 9, 8, 4),
+        ),
+        _op(
+            "depthwise-s2",
+            lambda tf, x, k: tf.nn.depthwise_conv2d(x, _c(k, 3, 3, c, 2), [1, 2, 2, 1], "SAME"),
+            shape=(1, 9, 8, 4),
+        ),
+        _op(
+            "fusedbatchnormv3-relu6",
+            lambda tf, x, k: tf.nn.relu6(
+                tf.compat.v1.nn.fused_batch_norm(
+                    x,
+                    _c(k, c),
+                    _c(k + 1, c),
+                    _c(k + 2, c),
+                    _c(k + 3, c, low=0.5, high=1.5),
+                    1e-3,
+                    is_training=False,
+                )[0]
+            ),
+            low=-4.0,
+            high=4.0,
+        ),
         _op("avgpool", lambda tf, x, k: tf.nn.avg_pool2d(x, 3, 2, "SAME")),
         _op("maxpool", lambda tf, x, k: tf.nn.max_pool2d(x, 3, 2, "VALID")),
-        _op("mean-matmul-biasadd-softmax", lambda tf, x, k: tf.nn.softmax(tf.nn.bias_add(
-            tf.matmul(tf.reduce_mean(x, [1, 2]), _c(k, c, 7)), _c(k + 1, 7)))),
+        _op(
+            "mean-matmul-biasadd-softmax",
+            lambda tf, x, k: tf.nn.softmax(
+                tf.nn.bias_add(tf.matmul(tf.reduce_mean(x, [1, 2]), _c(k, c, 7)), _c(k + 1, 7))
+            ),
+        ),
         _op("relu-pad", lambda tf, x, k: tf.pad(tf.nn.relu(x), [[0, 0], [1, 2], [0, 1], [0, 0]])),
         _op("reshape-squeeze", lambda tf, x, k: tf.squeeze(tf.reshape(x, [1, 1, -1]), [0])),
     ]

@@ -85,6 +85,8 @@ def mismatch(got: np.ndarray, want: np.ndarray) -> str | None:
     bad = np.abs(got - want) > atol + RTOL * np.abs(want)
     if bad.any():
         i = np.unravel_index(int(np.argmax(np.abs(got - want))), got.shape)
-        return (f"{int(bad.sum())} of {got.size} values differ beyond rtol {RTOL}/atol {atol:.3g}; "
-                f"worst at {list(map(int, i))}: guest {got[i]!r}, TensorFlow {want[i]!r}")
+        return (
+            f"{int(bad.sum())} of {got.size} values differ beyond rtol {RTOL}/atol {atol:.3g}; "
+            f"worst at {list(map(int, i))}: guest {got[i]!r}, TensorFlow {want[i]!r}"
+        )
     return None

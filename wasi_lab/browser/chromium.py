@@ -20,10 +20,19 @@ from wasi_lab.hosts import HostError
 
 CHROMIUM = Path("/usr/bin/chromium")
 #: No sandbox (containers, root), no GPU, and nothing that phones home.
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
-_TYPES = {".js": "text/javascript", ".html": "text/html; charset=utf-8",
-          ".wasm": "application/wasm"}
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+_TYPES = {
+    ".js": "text/javascript",
+    ".html": "text/html; charset=utf-8",
+    ".wasm": "application/wasm",
+}
 
 
 class ChromiumNotFoundError(HostError):
@@ -37,8 +46,10 @@ def chromium_missing() -> str | None:
     try:
         import playwright.sync_api  # noqa: F401
     except ImportError:
-        return "Python Playwright is not installed (pip install playwright; never needs " \
-               "`playwright install`: the kit uses Debian's Chromium)"
+        return (
+            "Python Playwright is not installed (pip install playwright; never needs "
+            "`playwright install`: the kit uses Debian's Chromium)"
+        )
     return None
 
 
@@ -112,9 +123,15 @@ class ChromiumHost:
             raise ChromiumNotFoundError(reason)
         self.timeout_ms = timeout_s * 1000
         self.files = _Files()
-        self.files.routes.update({"/": HARNESS_HTML, "/index.html": HARNESS_HTML,
-                                  "/host.js": HOST_JS, "/guest.wasm": Path(wasm),
-                                  "/model.pb": Path(model)})
+        self.files.routes.update(
+            {
+                "/": HARNESS_HTML,
+                "/index.html": HARNESS_HTML,
+                "/host.js": HOST_JS,
+                "/guest.wasm": Path(wasm),
+                "/model.pb": Path(model),
+            }
+        )
         self._stack: list[Callable[[], None]] = []
         self.page = None
 
@@ -125,8 +142,7 @@ class ChromiumHost:
 
     def __enter__(self) -> ChromiumHost:
         try:
-            self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
-                                                          _handler(self.files))
+            self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _handler(self.files))
             threading.Thread(target=self.server.serve_forever, daemon=True).start()
             self._stack.append(self.server.server_close)
             self._stack.append(self.server.shutdown)
@@ -134,8 +150,9 @@ class ChromiumHost:
 
             pw = sync_playwright().start()
             self._stack.append(pw.stop)
-            self.browser = pw.chromium.launch(executable_path=str(CHROMIUM),
-                                              args=CHROMIUM_ARGS, headless=True)
+            self.browser = pw.chromium.launch(
+                executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
+            )
             self._stack.append(self.browser.close)
             self.page = self.new_page()
             self.version = self.browser.version
@@ -161,8 +178,12 @@ class ChromiumHost:
             except Exception:  # noqa: BLE001 (tearing down: keep closing the rest)
                 pass
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.close()
 
     def classify(self, image: bytes, output_name: str, mode: int, top: int = 5) -> dict:
@@ -174,8 +195,9 @@ class ChromiumHost:
             self.files.routes["/image"] = bytes(image)
         page = self.new_page()
         try:
-            result = page.evaluate(_CLASSIFY_JS, {"top": top, "mode": mode,
-                                                  "outputName": output_name})
+            result = page.evaluate(
+                _CLASSIFY_JS, {"top": top, "mode": mode, "outputName": output_name}
+            )
         except PlaywrightError as exc:
             first = next((ln for ln in str(exc).splitlines() if ln.strip()), str(exc))
             raise HostError(f"the guest failed in Chromium: {first}") from None

@@ -38,8 +38,11 @@ def read_model_file(path: str | Path) -> bytes:
     """The file's bytes, or a CheckError that says what is wrong with the path."""
     p = Path(path)
     if p.is_dir():
-        hint = (f"a TensorFlow SavedModel directory; {_CONVERT}" if (p / "saved_model.pb").exists()
-                else "is a directory (pass a .pb file)")
+        hint = (
+            f"a TensorFlow SavedModel directory; {_CONVERT}"
+            if (p / "saved_model.pb").exists()
+            else "is a directory (pass a .pb file)"
+        )
         raise CheckError(f"{p}: {hint}")
     try:
         data = p.read_bytes()
@@ -56,8 +59,10 @@ def model_report(pb: bytes, guest: Guest | None = None) -> dict[str, Any]:
         raise CheckError("no bytes: an empty file is not a TensorFlow GraphDef")
     g = guest or Guest()
     if not g.has_export("model_report"):
-        raise CheckError("this guest module has no `model_report` export: rebuild it "
-                         "(wasi-lab build) or use the prebuilt one")
+        raise CheckError(
+            "this guest module has no `model_report` export: rebuild it "
+            "(wasi-lab build) or use the prebuilt one"
+        )
     mp = g.write_bytes(pb)
     try:
         cap = 4096
@@ -112,9 +117,11 @@ def format_report(path: str | Path, r: dict[str, Any]) -> str:
     if r["loadable"]:
         mem = r["memory"]
         lines.append(f"  weights {_mib(r['weight_bytes'])}, {r['macs'] / 1e9:.2f} G multiply-adds")
-        lines.append(f"  memory  about {r['pages']} pages ({_mib(r['pages'] * PAGE)}) to load and "
-                     f"run: activations {_mib(mem['activation_bytes'])}, scratch "
-                     f"{_mib(mem['scratch_bytes'])}")
+        lines.append(
+            f"  memory  about {r['pages']} pages ({_mib(r['pages'] * PAGE)}) to load and "
+            f"run: activations {_mib(mem['activation_bytes'])}, scratch "
+            f"{_mib(mem['scratch_bytes'])}"
+        )
     ops = sorted(r["ops"], key=lambda o: (o["status"] != "unsupported", -o["count"], o["op"]))
     if ops:
         width = max(len("op"), *(len(o["op"]) for o in ops))
@@ -134,8 +141,10 @@ def check_command(args: argparse.Namespace) -> int:
         print(f"wasi-lab models check: {exc}", file=sys.stderr)
         return 2
     except GuestError as exc:  # e.g. a file too large for the guest's memory
-        print(f"wasi-lab models check: {args.file}: the guest cannot take it in: {exc}",
-              file=sys.stderr)
+        print(
+            f"wasi-lab models check: {args.file}: the guest cannot take it in: {exc}",
+            file=sys.stderr,
+        )
         return 2
     line = not_a_graph_line(args.file, report)
     if args.json:

@@ -24,19 +24,26 @@ def _models_fetch(args: argparse.Namespace) -> int:
 
     names = list(MODELS) if args.name == "all" else [args.name]
     if (args.url or args.dest) and names != ["mobilenet-v2-1.4"]:
-        print("wasi-lab models fetch: --url and --dest apply to mobilenet-v2-1.4 only "
-              "(efficientnet-lite0 is converted here, not downloaded)", file=sys.stderr)
+        print(
+            "wasi-lab models fetch: --url and --dest apply to mobilenet-v2-1.4 only "
+            "(efficientnet-lite0 is converted here, not downloaded)",
+            file=sys.stderr,
+        )
         return 2
     if args.url and not args.url.startswith(("http://", "https://")):
-        print(f"wasi-lab models fetch: --url {args.url!r} is not an http(s):// URL",
-              file=sys.stderr)
+        print(
+            f"wasi-lab models fetch: --url {args.url!r} is not an http(s):// URL", file=sys.stderr
+        )
         return 2
     try:
         for name in names:
             if args.url or args.dest:
                 spec = MODELS[name]
-                path = fetch_mobilenet(args.url or spec.url, Path(args.dest or spec.path.parent),
-                                       progress=not args.quiet)
+                path = fetch_mobilenet(
+                    args.url or spec.url,
+                    Path(args.dest or spec.path.parent),
+                    progress=not args.quiet,
+                )
             else:
                 path = ensure_model(name, progress=not args.quiet)
             print(f"{name}: {path}")
@@ -70,15 +77,21 @@ def add_models_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
 
     parser = subparsers.add_parser("models", help="list, build or download models")
     sub = parser.add_subparsers(dest="models_command", required=True)
-    sub.add_parser("list", help="show known models and whether they are present"
-                   ).set_defaults(func=_models_list)
+    sub.add_parser("list", help="show known models and whether they are present").set_defaults(
+        func=_models_list
+    )
     fetch = sub.add_parser("fetch", help="build or download a model into models/")
     fetch.add_argument("name", choices=[*MODELS, "all"])
     fetch.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    fetch.add_argument("--url", help="download mobilenet-v2-1.4 from this mirror instead "
-                       "(its SHA-256 is still checked)")
-    fetch.add_argument("--dest", metavar="DIR",
-                       help="directory to download mobilenet-v2-1.4 into (default: models/)")
+    fetch.add_argument(
+        "--url",
+        help="download mobilenet-v2-1.4 from this mirror instead (its SHA-256 is still checked)",
+    )
+    fetch.add_argument(
+        "--dest",
+        metavar="DIR",
+        help="directory to download mobilenet-v2-1.4 into (default: models/)",
+    )
     fetch.set_defaults(func=_models_fetch)
     prepare = sub.add_parser("prepare", help="convert the EfficientNet-Lite0 checkpoint (offline)")
     prepare.add_argument("-q", "--quiet", action="store_true")
@@ -114,8 +127,11 @@ def _images_prepare(args: argparse.Namespace) -> int:
     except OSError as exc:
         from wasi_lab.user_errors import os_error_line
 
-        print(f"wasi-lab images prepare: cannot write the images: {os_error_line(exc)} "
-              "(choose a writable --dest)", file=sys.stderr)
+        print(
+            f"wasi-lab images prepare: cannot write the images: {os_error_line(exc)} "
+            "(choose a writable --dest)",
+            file=sys.stderr,
+        )
         return 1
     for path in paths:
         print(path)
@@ -139,8 +155,10 @@ def add_images_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
 
     parser = subparsers.add_parser("images", help="sample images for the notebooks")
     sub = parser.add_subparsers(dest="images_command", required=True)
-    for name, func, help_text in (("prepare", _images_prepare, "copy the sample images"),
-                                  ("list", _images_list, "list images in the directory")):
+    for name, func, help_text in (
+        ("prepare", _images_prepare, "copy the sample images"),
+        ("list", _images_list, "list images in the directory"),
+    ):
         p = sub.add_parser(name, help=help_text)
         p.add_argument("--dest", default=str(IMAGES_DIR), help="images directory")
         p.set_defaults(func=func)

@@ -97,24 +97,53 @@ class _TFEmitter:
     def conv(self, scope: str, x: str, w_oihw: np.ndarray, stride: int) -> str:
         kernel = self.g.const(f"{scope}/kernel", np.transpose(w_oihw, (2, 3, 1, 0)))
         self.size = tf_padding(self.size, w_oihw.shape[2], stride, "SAME")[0]
-        return self.g.op("Conv2D", f"{scope}/Conv2D", [x, kernel], T=self.F,
-                         strides=[1, stride, stride, 1], padding="SAME", data_format="NHWC",
-                         dilations=[1, 1, 1, 1], use_cudnn_on_gpu=True)
+        return self.g.op(
+            "Conv2D",
+            f"{scope}/Conv2D",
+            [x, kernel],
+            T=self.F,
+            strides=[1, stride, stride, 1],
+            padding="SAME",
+            data_format="NHWC",
+            dilations=[1, 1, 1, 1],
+            use_cudnn_on_gpu=True,
+        )
 
     def depthwise(self, scope: str, x: str, w_c1hw: np.ndarray, stride: int) -> str:
         kernel = self.g.const(f"{scope}/depthwise_kernel", np.transpose(w_c1hw, (2, 3, 0, 1)))
         self.size = tf_padding(self.size, w_c1hw.shape[2], stride, "SAME")[0]
-        return self.g.op("DepthwiseConv2dNative", f"{scope}/depthwise", [x, kernel], T=self.F,
-                         strides=[1, stride, stride, 1], padding="SAME", data_format="NHWC",
-                         dilations=[1, 1, 1, 1])
+        return self.g.op(
+            "DepthwiseConv2dNative",
+            f"{scope}/depthwise",
+            [x, kernel],
+            T=self.F,
+            strides=[1, stride, stride, 1],
+            padding="SAME",
+            data_format="NHWC",
+            dilations=[1, 1, 1, 1],
+        )
 
     def bn(self, scope: str, x: str, p: dict[str, np.ndarray]) -> str:
-        ins = [self.g.const(f"{scope}/{n}", p[k]) for n, k in
-               (("gamma", "weight"), ("beta", "bias"), ("moving_mean", "running_mean"),
-                ("moving_variance", "running_var"))]
-        return self.g.op("FusedBatchNormV3", f"{scope}/FusedBatchNormV3", [x, *ins], T=self.F,
-                         U=self.F, epsilon=BN_EPSILON, data_format="NHWC", is_training=False,
-                         exponential_avg_factor=1.0)
+        ins = [
+            self.g.const(f"{scope}/{n}", p[k])
+            for n, k in (
+                ("gamma", "weight"),
+                ("beta", "bias"),
+                ("moving_mean", "running_mean"),
+                ("moving_variance", "running_var"),
+            )
+        ]
+        return self.g.op(
+            "FusedBatchNormV3",
+            f"{scope}/FusedBatchNormV3",
+            [x, *ins],
+            T=self.F,
+            U=self.F,
+            epsilon=BN_EPSILON,
+            data_format="NHWC",
+            is_training=False,
+            exponential_avg_factor=1.0,
+        )
 
     def relu6(self, scope: str, x: str) -> str:
         return self.g.op("Relu6", f"{scope}/Relu6", [x], T=self.F)
@@ -124,14 +153,22 @@ class _TFEmitter:
 
     def classifier(self, scope: str, x: str, w: np.ndarray, b: np.ndarray) -> str:
         axes = self.g.const(f"{scope}/Mean/reduction_indices", np.array([1, 2], np.int32))
-        pooled = self.g.op("Mean", f"{scope}/Mean", [x, axes], T=self.F,
-                           Tidx=DataType.DT_INT32, keep_dims=False)
+        pooled = self.g.op(
+            "Mean", f"{scope}/Mean", [x, axes], T=self.F, Tidx=DataType.DT_INT32, keep_dims=False
+        )
         kernel = self.g.const(f"{scope}/dense/kernel", np.ascontiguousarray(w.T))
         bias = self.g.const(f"{scope}/dense/bias", b)
-        mm = self.g.op("MatMul", f"{scope}/dense/MatMul", [pooled, kernel], T=self.F,
-                       transpose_a=False, transpose_b=False)
-        logits = self.g.op("BiasAdd", f"{scope}/dense/BiasAdd", [mm, bias], T=self.F,
-                           data_format="NHWC")
+        mm = self.g.op(
+            "MatMul",
+            f"{scope}/dense/MatMul",
+            [pooled, kernel],
+            T=self.F,
+            transpose_a=False,
+            transpose_b=False,
+        )
+        logits = self.g.op(
+            "BiasAdd", f"{scope}/dense/BiasAdd", [mm, bias], T=self.F, data_format="NHWC"
+        )
         return self.g.op("Softmax", OUTPUT_NAME, [logits], T=self.F)
 
 
@@ -162,9 +199,15 @@ class _OnnxEmitter:
         out, before, after = tf_padding(self.size, k, stride, "SAME")
         self.size = out
         weight = self._init(f"{scope}/weight", w)
-        return self._node("Conv", [x, weight], f"{scope}/Conv", kernel_shape=[k, k],
-                          strides=[stride, stride], pads=[before, before, after, after],
-                          group=group)
+        return self._node(
+            "Conv",
+            [x, weight],
+            f"{scope}/Conv",
+            kernel_shape=[k, k],
+            strides=[stride, stride],
+            pads=[before, before, after, after],
+            group=group,
+        )
 
     def conv(self, scope: str, x: str, w_oihw: np.ndarray, stride: int) -> str:
         return self._conv(scope, x, w_oihw, stride, 1)
@@ -173,10 +216,11 @@ class _OnnxEmitter:
         return self._conv(scope, x, w_c1hw, stride, w_c1hw.shape[0])
 
     def bn(self, scope: str, x: str, p: dict[str, np.ndarray]) -> str:
-        ins = [self._init(f"{scope}/{k}", p[k])
-               for k in ("weight", "bias", "running_mean", "running_var")]
-        return self._node("BatchNormalization", [x, *ins], f"{scope}/BatchNorm",
-                          epsilon=BN_EPSILON)
+        ins = [
+            self._init(f"{scope}/{k}", p[k])
+            for k in ("weight", "bias", "running_mean", "running_var")
+        ]
+        return self._node("BatchNormalization", [x, *ins], f"{scope}/BatchNorm", epsilon=BN_EPSILON)
 
     def relu6(self, scope: str, x: str) -> str:
         if not any(i.name == "relu6_min" for i in self.inits):
@@ -190,20 +234,26 @@ class _OnnxEmitter:
     def classifier(self, scope: str, x: str, w: np.ndarray, b: np.ndarray) -> str:
         pooled = self._node("GlobalAveragePool", [x], f"{scope}/GlobalAveragePool")
         flat = self._node("Flatten", [pooled], f"{scope}/Flatten", axis=1)
-        gemm = self._node("Gemm", [flat, self._init(f"{scope}/fc/weight", w),
-                                   self._init(f"{scope}/fc/bias", b)], f"{scope}/Gemm",
-                          transB=1)
+        gemm = self._node(
+            "Gemm",
+            [flat, self._init(f"{scope}/fc/weight", w), self._init(f"{scope}/fc/bias", b)],
+            f"{scope}/Gemm",
+            transB=1,
+        )
         return self._node("Softmax", [gemm], OUTPUT_NAME, axis=1)
 
     def model(self) -> Any:
         helper, tp = self.onnx.helper, self.onnx.TensorProto
         graph = helper.make_graph(
-            self.nodes, "efficientnet_lite0",
+            self.nodes,
+            "efficientnet_lite0",
             [helper.make_tensor_value_info(INPUT_NAME, tp.FLOAT, [1, INPUT_SIZE, INPUT_SIZE, 3])],
             [helper.make_tensor_value_info(OUTPUT_NAME, tp.FLOAT, [1, NUM_CLASSES])],
-            self.inits)
-        model = helper.make_model(graph, producer_name="wasi-lab",
-                                  opset_imports=[helper.make_opsetid("", 13)])
+            self.inits,
+        )
+        model = helper.make_model(
+            graph, producer_name="wasi-lab", opset_imports=[helper.make_opsetid("", 13)]
+        )
         model.ir_version = 8  # readable by onnxruntime >= 1.14 and tract
         self.onnx.checker.check_model(model)
         return model
@@ -218,26 +268,29 @@ def _emit(e: Any, sd: dict[str, np.ndarray]) -> str:
     root = "efficientnet_lite0"
     x = e.input()
     x = e.conv(f"{root}/stem/conv2d", x, sd["_conv_stem.weight"], 2)
-    x = e.relu6(f"{root}/stem", e.bn(f"{root}/stem/tpu_batch_normalization", x,
-                                      bn_params("_bn0")))
+    x = e.relu6(f"{root}/stem", e.bn(f"{root}/stem/tpu_batch_normalization", x, bn_params("_bn0")))
     for blk in blocks():
         p, scope = f"_blocks.{blk.index}", f"{root}/blocks_{blk.index}"
         inp = x
         if blk.expand != 1:
             x = e.conv(f"{scope}/conv2d", x, sd[f"{p}._expand_conv.weight"], 1)
-            x = e.relu6(f"{scope}/expand", e.bn(f"{scope}/tpu_batch_normalization", x,
-                                                 bn_params(f"{p}._bn0")))
-        x = e.depthwise(f"{scope}/depthwise_conv2d", x, sd[f"{p}._depthwise_conv.weight"],
-                        blk.stride)
-        x = e.relu6(f"{scope}/depthwise", e.bn(f"{scope}/tpu_batch_normalization_1", x,
-                                                bn_params(f"{p}._bn1")))
+            x = e.relu6(
+                f"{scope}/expand",
+                e.bn(f"{scope}/tpu_batch_normalization", x, bn_params(f"{p}._bn0")),
+            )
+        x = e.depthwise(
+            f"{scope}/depthwise_conv2d", x, sd[f"{p}._depthwise_conv.weight"], blk.stride
+        )
+        x = e.relu6(
+            f"{scope}/depthwise",
+            e.bn(f"{scope}/tpu_batch_normalization_1", x, bn_params(f"{p}._bn1")),
+        )
         x = e.conv(f"{scope}/conv2d_1", x, sd[f"{p}._project_conv.weight"], 1)
         x = e.bn(f"{scope}/tpu_batch_normalization_2", x, bn_params(f"{p}._bn2"))
         if blk.skip:
             x = e.add(scope, x, inp)
     x = e.conv(f"{root}/head/conv2d", x, sd["_conv_head.weight"], 1)
-    x = e.relu6(f"{root}/head", e.bn(f"{root}/head/tpu_batch_normalization", x,
-                                      bn_params("_bn1")))
+    x = e.relu6(f"{root}/head", e.bn(f"{root}/head/tpu_batch_normalization", x, bn_params("_bn1")))
     return e.classifier(f"{root}/head", x, sd["_fc.weight"], sd["_fc.bias"])
 
 
@@ -245,8 +298,11 @@ def _check_keys(sd: dict[str, np.ndarray]) -> None:
     n_blocks = sum(s[0] for s in STAGES)
     expected = {"_conv_stem.weight", "_conv_head.weight", "_fc.weight", "_fc.bias"}
     missing = sorted(k for k in expected if k not in sd)
-    if missing or f"_blocks.{n_blocks - 1}._project_conv.weight" not in sd \
-            or f"_blocks.{n_blocks}._project_conv.weight" in sd:
+    if (
+        missing
+        or f"_blocks.{n_blocks - 1}._project_conv.weight" not in sd
+        or f"_blocks.{n_blocks}._project_conv.weight" in sd
+    ):
         raise ValueError(f"checkpoint does not look like EfficientNet-Lite0 (missing {missing})")
 
 
@@ -282,8 +338,7 @@ def atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
-def convert(pb_path: Path, onnx_path: Path | None = None,
-            checkpoint: Path | None = None) -> None:
+def convert(pb_path: Path, onnx_path: Path | None = None, checkpoint: Path | None = None) -> None:
     """Write the ``.pb`` (and, if asked and ``onnx`` is installed, the ``.onnx``)."""
     sd = load_state_dict(checkpoint or checkpoint_path())
     atomic_write(pb_path, build_graphdef(sd).to_bytes())

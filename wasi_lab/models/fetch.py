@@ -61,8 +61,10 @@ def _download_once(client: httpx.Client, url: str, part: Path, progress: bool) -
         elif not resp.headers.get("Content-Range", "").startswith(f"bytes {have}-"):
             # a resume from any other offset would splice the file: drop it and start over
             part.unlink(missing_ok=True)
-            raise ModelError(f"the server resumed at the wrong offset "
-                             f"({resp.headers.get('Content-Range')!r}); starting over")
+            raise ModelError(
+                f"the server resumed at the wrong offset "
+                f"({resp.headers.get('Content-Range')!r}); starting over"
+            )
         length = resp.headers.get("Content-Length")
         total = have + int(length) if length is not None and length.isdigit() else None
         mode = "ab" if have else "wb"
@@ -70,8 +72,17 @@ def _download_once(client: httpx.Client, url: str, part: Path, progress: bool) -
             fh = open(part, mode)  # closed by the with below
         except OSError as exc:
             raise _FatalError(f"cannot write {part}: {exc.strerror}") from exc
-        with fh, tqdm(total=total, initial=have, unit="B", unit_scale=True,
-                      desc=PurePosixPath(url).name, disable=not progress) as bar:
+        with (
+            fh,
+            tqdm(
+                total=total,
+                initial=have,
+                unit="B",
+                unit_scale=True,
+                desc=PurePosixPath(url).name,
+                disable=not progress,
+            ) as bar,
+        ):
             for chunk in resp.iter_raw():  # raw: byte offsets must match for Range resumes
                 try:
                     fh.write(chunk)
@@ -83,8 +94,14 @@ def _download_once(client: httpx.Client, url: str, part: Path, progress: bool) -
             raise ModelError(f"download incomplete: {got} of {total} bytes")
 
 
-def download(url: str, dest: Path, sha256: str, progress: bool = True, retries: int = 3,
-             timeout: float = 30.0) -> Path:
+def download(
+    url: str,
+    dest: Path,
+    sha256: str,
+    progress: bool = True,
+    retries: int = 3,
+    timeout: float = 30.0,
+) -> Path:
     """Download ``url`` to ``dest`` (via ``dest.part``), resuming, and verify its SHA-256.
 
     A failed download keeps what arrived in ``dest.part`` and says so; the next call sends
@@ -95,8 +112,9 @@ def download(url: str, dest: Path, sha256: str, progress: bool = True, retries: 
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ModelError(f"cannot create the models directory {dest.parent}: "
-                         f"{exc.strerror}") from exc
+        raise ModelError(
+            f"cannot create the models directory {dest.parent}: {exc.strerror}"
+        ) from exc
     part = dest.with_name(dest.name + ".part")
     last_error: Exception | None = None
     with httpx.Client(timeout=timeout, follow_redirects=True) as client:
@@ -112,17 +130,20 @@ def download(url: str, dest: Path, sha256: str, progress: bool = True, retries: 
     if last_error is not None:
         kept = part.stat().st_size if part.exists() else 0
         if kept:
-            what = (f"{kept:,} bytes kept in {part}: run the same command again to resume "
-                    "from there")
+            what = f"{kept:,} bytes kept in {part}: run the same command again to resume from there"
         else:
             what = "nothing was downloaded: check the connection and run the command again"
-        raise ModelError(f"network failure downloading {url} after {retries} attempts "
-                         f"({network_reason(last_error)}); {what}") from last_error
+        raise ModelError(
+            f"network failure downloading {url} after {retries} attempts "
+            f"({network_reason(last_error)}); {what}"
+        ) from last_error
     actual = sha256_file(part)
     if actual != sha256:
         part.unlink(missing_ok=True)
-        raise ModelError(f"hash mismatch for {url}: expected sha256 {sha256}, got {actual} "
-                         "(the corrupt download was deleted)")
+        raise ModelError(
+            f"hash mismatch for {url}: expected sha256 {sha256}, got {actual} "
+            "(the corrupt download was deleted)"
+        )
     os.replace(part, dest)
     return dest
 
@@ -147,16 +168,16 @@ def extract_member(archive: Path, member_name: str, target: Path) -> Path:
             for m in members:
                 _check_member(m)
             # PurePosixPath drops "./", so "./x.pb" and "x.pb" both match; nested ones do not.
-            wanted = [m for m in members
-                      if m.isfile() and PurePosixPath(m.name).parts == (member_name,)]
+            wanted = [
+                m for m in members if m.isfile() and PurePosixPath(m.name).parts == (member_name,)
+            ]
             if not wanted:
                 raise ModelError(f"{archive.name} has no member {member_name!r}")
             source = tar.extractfile(wanted[0])
             if source is None:
                 raise ModelError(f"cannot read {member_name!r} from {archive.name}")
             target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.",
-                                       suffix=".tmp")
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
             try:
                 with os.fdopen(fd, "wb") as out:
                     while chunk := source.read(1 << 20):
@@ -171,9 +192,14 @@ def extract_member(archive: Path, member_name: str, target: Path) -> Path:
     return target
 
 
-def fetch_mobilenet(url: str = MOBILENET_URL, dest: Path = MODELS_DIR, progress: bool = True,
-                    sha256: str = MOBILENET_SHA256, member: str = MOBILENET_MEMBER,
-                    retries: int = 3) -> Path:
+def fetch_mobilenet(
+    url: str = MOBILENET_URL,
+    dest: Path = MODELS_DIR,
+    progress: bool = True,
+    sha256: str = MOBILENET_SHA256,
+    member: str = MOBILENET_MEMBER,
+    retries: int = 3,
+) -> Path:
     """Download the MobileNet V2 1.4 archive, verify it, extract the frozen graph into ``dest``.
 
     Returns the path of the extracted ``.pb``. The verified archive is kept in

@@ -132,8 +132,12 @@ _DT_TO_NP = {
     DataType.DT_INT64: np.dtype("<i8"),
 }
 _NP_TO_DT = {np.dtype(v): k for k, v in _DT_TO_NP.items()}
-_NAME_TO_DT = {"float": DataType.DT_FLOAT, "float32": DataType.DT_FLOAT,
-               "int32": DataType.DT_INT32, "int64": DataType.DT_INT64}
+_NAME_TO_DT = {
+    "float": DataType.DT_FLOAT,
+    "float32": DataType.DT_FLOAT,
+    "int32": DataType.DT_INT32,
+    "int64": DataType.DT_INT64,
+}
 
 
 @dataclass(frozen=True)
@@ -227,8 +231,9 @@ def encode_shape(shape: TensorShape | Sequence[int] | None) -> bytes:
     )
 
 
-def encode_tensor(array: Any, dtype: str | DataType | None = None, *,
-                  use_content: bool = True) -> bytes:
+def encode_tensor(
+    array: Any, dtype: str | DataType | None = None, *, use_content: bool = True
+) -> bytes:
     """Encode a ``TensorProto``.
 
     ``use_content=True`` writes raw little-endian bytes in ``tensor_content`` (what
@@ -351,17 +356,28 @@ class GraphBuilder:
         self.graph.nodes.append(node)
         return node.name
 
-    def placeholder(self, name: str, shape: Sequence[int] | None,
-                    dtype: str | DataType = "float") -> str:
+    def placeholder(
+        self, name: str, shape: Sequence[int] | None, dtype: str | DataType = "float"
+    ) -> str:
         dt = DataType.parse(dtype)
-        return self._add(Node(name, "Placeholder", [],
-                              {"dtype": dt, "shape": TensorShape(shape)}))
+        return self._add(Node(name, "Placeholder", [], {"dtype": dt, "shape": TensorShape(shape)}))
 
-    def const(self, name: str, value: Any, dtype: str | DataType | None = None, *,
-              use_content: bool = True) -> str:
+    def const(
+        self,
+        name: str,
+        value: Any,
+        dtype: str | DataType | None = None,
+        *,
+        use_content: bool = True,
+    ) -> str:
         """A ``Const`` node. ``use_content=False`` stores values in ``float_val``/``int_val``."""
-        dt = DataType.parse(dtype) if dtype is not None else DataType.parse(
-            np.asarray(value).dtype if np.asarray(value).dtype != np.float64 else "float")
+        dt = (
+            DataType.parse(dtype)
+            if dtype is not None
+            else DataType.parse(
+                np.asarray(value).dtype if np.asarray(value).dtype != np.float64 else "float"
+            )
+        )
         arr = np.asarray(value, dtype=dt.numpy)
         attrs = {"dtype": dt, "value": _TensorAttr(arr, use_content)}
         return self._add(Node(name, "Const", [], attrs))
@@ -404,8 +420,9 @@ class _Reader:
         if n < 0 or self.pos + n > len(self.data):
             raise GraphDefError(
                 f"truncated {self.what}: need {n} bytes at offset {self.pos}, "
-                f"have {len(self.data) - self.pos}")
-        chunk = self.data[self.pos:self.pos + n]
+                f"have {len(self.data) - self.pos}"
+            )
+        chunk = self.data[self.pos : self.pos + n]
         self.pos += n
         return chunk
 
@@ -511,8 +528,9 @@ def decode_tensor(data: bytes | memoryview) -> np.ndarray:
     try:
         dt = DataType(dtype_num)
     except ValueError as exc:
-        raise GraphDefError(f"unsupported tensor dtype {dtype_num} "
-                            "(supported: DT_FLOAT=1, DT_INT32=3, DT_INT64=9)") from exc
+        raise GraphDefError(
+            f"unsupported tensor dtype {dtype_num} (supported: DT_FLOAT=1, DT_INT32=3, DT_INT64=9)"
+        ) from exc
     if shape.dims is None or any(d < 0 for d in shape.dims):
         raise GraphDefError(f"constant tensor has an unknown shape {shape.dims}")
     dims = shape.dims
@@ -526,7 +544,8 @@ def decode_tensor(data: bytes | memoryview) -> np.ndarray:
         if len(content) != count * npdt.itemsize:
             raise GraphDefError(
                 f"tensor_content has {len(content)} bytes, shape {list(dims)} of {dt.name} "
-                f"needs {count * npdt.itemsize}")
+                f"needs {count * npdt.itemsize}"
+            )
         return np.frombuffer(content, npdt).reshape(dims).copy()
     if dt == DataType.DT_FLOAT:
         values = np.concatenate(floats) if floats else np.zeros(0, npdt)

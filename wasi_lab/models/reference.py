@@ -26,8 +26,16 @@ import numpy as np
 
 from wasi_lab.models.graphdef import Graph, Node
 
-__all__ = ["SUPPORTED_OPS", "GraphRunError", "UnsupportedOpError", "run_graph",
-           "tf_padding", "conv2d", "depthwise_conv2d", "pool2d"]
+__all__ = [
+    "SUPPORTED_OPS",
+    "GraphRunError",
+    "UnsupportedOpError",
+    "run_graph",
+    "tf_padding",
+    "conv2d",
+    "depthwise_conv2d",
+    "pool2d",
+]
 
 
 class GraphRunError(ValueError):
@@ -53,8 +61,9 @@ def tf_padding(size: int, kernel: int, stride: int, padding: str) -> tuple[int, 
     raise GraphRunError(f"unsupported padding {padding!r} (SAME or VALID)")
 
 
-def _window_taps(x: np.ndarray, kh: int, kw: int, sh: int, sw: int, padding: str,
-                 pad_value: float = 0.0) -> tuple[np.ndarray, int, int, Callable]:
+def _window_taps(
+    x: np.ndarray, kh: int, kw: int, sh: int, sw: int, padding: str, pad_value: float = 0.0
+) -> tuple[np.ndarray, int, int, Callable]:
     """Pad ``x`` (NHWC) and return a function giving the strided view for tap (i, j)."""
     _, h, w, _ = x.shape
     ho, pt, pb = tf_padding(h, kh, sh, padding)
@@ -63,7 +72,7 @@ def _window_taps(x: np.ndarray, kh: int, kw: int, sh: int, sw: int, padding: str
         x = np.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)), constant_values=pad_value)
 
     def tap(i: int, j: int) -> np.ndarray:
-        return x[:, i:i + (ho - 1) * sh + 1:sh, j:j + (wo - 1) * sw + 1:sw, :]
+        return x[:, i : i + (ho - 1) * sh + 1 : sh, j : j + (wo - 1) * sw + 1 : sw, :]
 
     return x, ho, wo, tap
 
@@ -81,13 +90,15 @@ def conv2d(x: np.ndarray, filt: np.ndarray, strides: Sequence[int], padding: str
     return out
 
 
-def depthwise_conv2d(x: np.ndarray, filt: np.ndarray, strides: Sequence[int],
-                     padding: str) -> np.ndarray:
+def depthwise_conv2d(
+    x: np.ndarray, filt: np.ndarray, strides: Sequence[int], padding: str
+) -> np.ndarray:
     """TF ``DepthwiseConv2dNative``: ``filt`` is [kh, kw, C, multiplier]."""
     kh, kw, cin, mult = filt.shape
     if x.shape[3] != cin:
-        raise GraphRunError(f"DepthwiseConv2dNative: input has {x.shape[3]} channels, "
-                            f"filter expects {cin}")
+        raise GraphRunError(
+            f"DepthwiseConv2dNative: input has {x.shape[3]} channels, filter expects {cin}"
+        )
     _, ho, wo, tap = _window_taps(x, kh, kw, strides[1], strides[2], padding)
     out = np.zeros((x.shape[0], ho, wo, cin, mult), np.float32)
     for i in range(kh):
@@ -96,8 +107,9 @@ def depthwise_conv2d(x: np.ndarray, filt: np.ndarray, strides: Sequence[int],
     return out.reshape(x.shape[0], ho, wo, cin * mult)
 
 
-def pool2d(x: np.ndarray, ksize: Sequence[int], strides: Sequence[int], padding: str,
-           kind: str) -> np.ndarray:
+def pool2d(
+    x: np.ndarray, ksize: Sequence[int], strides: Sequence[int], padding: str, kind: str
+) -> np.ndarray:
     """TF ``MaxPool``/``AvgPool``; SAME average divides by the count of real cells."""
     kh, kw, sh, sw = ksize[1], ksize[2], strides[1], strides[2]
     if ksize[0] != 1 or ksize[3] != 1 or strides[0] != 1 or strides[3] != 1:
@@ -149,13 +161,21 @@ def _op_depthwise(node: Node, x: np.ndarray, w: np.ndarray) -> tuple[np.ndarray,
     return (depthwise_conv2d(x, w, _attr(node, "strides"), _attr(node, "padding")),)
 
 
-def _op_batchnorm(node: Node, x: np.ndarray, scale: np.ndarray, offset: np.ndarray,
-                  mean: np.ndarray, var: np.ndarray) -> tuple[np.ndarray, ...]:
+def _op_batchnorm(
+    node: Node,
+    x: np.ndarray,
+    scale: np.ndarray,
+    offset: np.ndarray,
+    mean: np.ndarray,
+    var: np.ndarray,
+) -> tuple[np.ndarray, ...]:
     _check_nhwc(node)
     if node.attrs.get("is_training", True):
         # TF's default is_training=True computes batch statistics: not inference.
-        raise GraphRunError(f"node {node.name!r}: {node.op} with is_training=True "
-                            "(frozen inference graphs must set is_training=false)")
+        raise GraphRunError(
+            f"node {node.name!r}: {node.op} with is_training=True "
+            "(frozen inference graphs must set is_training=false)"
+        )
     eps = float(node.attrs.get("epsilon", 1e-4))
     inv = (scale / np.sqrt(var.astype(np.float64) + eps)).astype(np.float32)
     y = (x - mean) * inv + offset
@@ -165,8 +185,10 @@ def _op_batchnorm(node: Node, x: np.ndarray, scale: np.ndarray, offset: np.ndarr
 def _op_pool(kind: str) -> Callable[..., tuple[np.ndarray, ...]]:
     def run(node: Node, x: np.ndarray) -> tuple[np.ndarray, ...]:
         _check_nhwc(node)
-        return (pool2d(x, _attr(node, "ksize"), _attr(node, "strides"),
-                       _attr(node, "padding"), kind),)
+        return (
+            pool2d(x, _attr(node, "ksize"), _attr(node, "strides"), _attr(node, "padding"), kind),
+        )
+
     return run
 
 
@@ -191,8 +213,9 @@ def _op_reshape(node: Node, x: np.ndarray, shape: np.ndarray) -> tuple[np.ndarra
     try:
         return (x.reshape([int(s) for s in np.atleast_1d(shape)]),)
     except ValueError as exc:
-        raise GraphRunError(f"node {node.name!r}: cannot reshape {x.shape} to "
-                            f"{list(shape)}") from exc
+        raise GraphRunError(
+            f"node {node.name!r}: cannot reshape {x.shape} to {list(shape)}"
+        ) from exc
 
 
 def _op_matmul(node: Node, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -296,8 +319,9 @@ def run_graph(graph: Graph, feeds: Mapping[str, Any], outputs: Sequence[str]) ->
                     raise GraphRunError(f"graph has a cycle through node {name!r}")
                 pending.add(name)
                 stack.append((name, True))
-                stack.extend((_split(i)[0], False) for i in data_inputs(node)
-                             if _split(i)[0] not in values)
+                stack.extend(
+                    (_split(i)[0], False) for i in data_inputs(node) if _split(i)[0] not in values
+                )
                 continue
             values[name] = _evaluate(node, fed, values, data_inputs(node))
             pending.discard(name)
@@ -312,9 +336,12 @@ def run_graph(graph: Graph, feeds: Mapping[str, Any], outputs: Sequence[str]) ->
     return result
 
 
-def _evaluate(node: Node, fed: Mapping[str, np.ndarray],
-              values: Mapping[str, tuple[np.ndarray, ...]],
-              inputs: list[str]) -> tuple[np.ndarray, ...]:
+def _evaluate(
+    node: Node,
+    fed: Mapping[str, np.ndarray],
+    values: Mapping[str, tuple[np.ndarray, ...]],
+    inputs: list[str],
+) -> tuple[np.ndarray, ...]:
     if node.name in fed:
         value = fed[node.name]
         return (value.astype(np.float32) if value.dtype.kind == "f" else value,)
@@ -326,7 +353,8 @@ def _evaluate(node: Node, fed: Mapping[str, np.ndarray],
     if fn is None:
         raise UnsupportedOpError(
             f"op {node.op!r} (node {node.name!r}) is not supported; supported ops: "
-            + ", ".join(SUPPORTED_OPS))
+            + ", ".join(SUPPORTED_OPS)
+        )
     args = []
     for ref in inputs:
         name, index = _split(ref)
@@ -336,5 +364,6 @@ def _evaluate(node: Node, fed: Mapping[str, np.ndarray],
     try:
         return fn(node, *args)
     except TypeError as exc:
-        raise GraphRunError(f"node {node.name!r} ({node.op}): wrong number of inputs "
-                            f"({len(args)})") from exc
+        raise GraphRunError(
+            f"node {node.name!r} ({node.op}): wrong number of inputs ({len(args)})"
+        ) from exc

@@ -83,18 +83,27 @@ def get_model(name_or_path: str | Path) -> ModelSpec:
         return MODELS[name_or_path]
     path = Path(name_or_path)
     if not path.is_file():
-        raise ModelError(f"unknown model {str(name_or_path)!r}: not one of "
-                         f"{', '.join(MODELS)} and not an existing file")
+        raise ModelError(
+            f"unknown model {str(name_or_path)!r}: not one of "
+            f"{', '.join(MODELS)} and not an existing file"
+        )
     from wasi_lab.models.graphdef import GraphDefError, parse_graphdef
 
     try:
         graph = parse_graphdef(path.read_bytes())
     except GraphDefError as exc:
         raise ModelError(f"{path} is not a TensorFlow frozen graph: {exc}") from exc
-    return ModelSpec(name=path.stem, description=f"user model {path.name}", source=str(path),
-                     filename=path.name, labels=1001, preprocess="inception",
-                     output=graph.nodes[-1].name, licence="unknown",
-                     directory=path.resolve().parent)
+    return ModelSpec(
+        name=path.stem,
+        description=f"user model {path.name}",
+        source=str(path),
+        filename=path.name,
+        labels=1001,
+        preprocess="inception",
+        output=graph.nodes[-1].name,
+        licence="unknown",
+        directory=path.resolve().parent,
+    )
 
 
 def model_path(name: str) -> Path:
@@ -108,8 +117,12 @@ def _stamp_path(spec: ModelSpec) -> Path:
 def _efficientnet_stamp() -> dict[str, object]:
     ckpt = efficientnet.checkpoint_path()
     st = ckpt.stat()
-    return {"converter": CONVERTER_VERSION, "checkpoint": ckpt.name, "size": st.st_size,
-            "mtime_ns": st.st_mtime_ns}
+    return {
+        "converter": CONVERTER_VERSION,
+        "checkpoint": ckpt.name,
+        "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+    }
 
 
 def _onnx_available() -> bool:
@@ -127,8 +140,11 @@ def ensure_model(name: str, progress: bool = True) -> Path:
         stamp = _efficientnet_stamp()
         stamp_file = _stamp_path(spec)
         want_onnx = _onnx_available()
-        up_to_date = (spec.path.exists() and stamp_file.exists()
-                      and (not want_onnx or (spec.onnx_path and spec.onnx_path.exists())))
+        up_to_date = (
+            spec.path.exists()
+            and stamp_file.exists()
+            and (not want_onnx or (spec.onnx_path and spec.onnx_path.exists()))
+        )
         if up_to_date:
             try:
                 up_to_date = json.loads(stamp_file.read_text()) == stamp
@@ -143,8 +159,12 @@ def ensure_model(name: str, progress: bool = True) -> Path:
     if spec.name == "mobilenet-v2-1.4":
         if spec.path.exists():
             return spec.path
-        return fetch_mobilenet(spec.url or MOBILENET_URL, spec.path.parent, progress=progress,
-                               sha256=spec.sha256 or MOBILENET_SHA256)
+        return fetch_mobilenet(
+            spec.url or MOBILENET_URL,
+            spec.path.parent,
+            progress=progress,
+            sha256=spec.sha256 or MOBILENET_SHA256,
+        )
     if spec.path.exists():
         return spec.path
     raise ModelError(f"model {name!r} is not present and cannot be fetched")
@@ -155,9 +175,16 @@ def list_models() -> list[dict[str, object]]:
     rows = []
     for spec in MODELS.values():
         present = spec.path.exists()
-        rows.append({"name": spec.name, "source": spec.source, "present": present,
-                     "size": spec.path.stat().st_size if present else None,
-                     "path": str(spec.path), "description": spec.description})
+        rows.append(
+            {
+                "name": spec.name,
+                "source": spec.source,
+                "present": present,
+                "size": spec.path.stat().st_size if present else None,
+                "path": str(spec.path),
+                "description": spec.description,
+            }
+        )
     return rows
 
 

@@ -50,9 +50,15 @@ class _StorageType:
 _STORAGE_TYPES = {
     name: _StorageType(name, np.dtype(dt))
     for name, dt in {
-        "FloatStorage": "<f4", "DoubleStorage": "<f8", "HalfStorage": "<f2",
-        "LongStorage": "<i8", "IntStorage": "<i4", "ShortStorage": "<i2",
-        "CharStorage": "i1", "ByteStorage": "u1", "BoolStorage": "?",
+        "FloatStorage": "<f4",
+        "DoubleStorage": "<f8",
+        "HalfStorage": "<f2",
+        "LongStorage": "<i8",
+        "IntStorage": "<i4",
+        "ShortStorage": "<i2",
+        "CharStorage": "i1",
+        "ByteStorage": "u1",
+        "BoolStorage": "?",
     }.items()
 }
 
@@ -79,34 +85,45 @@ class _LazyTensor:
         if data is None:
             raise TorchPickleError(f"storage {self.storage.key!r} has no data in the file")
         if not self.size:
-            return data[self.offset:self.offset + 1].reshape(()).copy()
+            return data[self.offset : self.offset + 1].reshape(()).copy()
         last = self.offset + sum((s - 1) * st for s, st in zip(self.size, self.stride, strict=True))
         if any(s == 0 for s in self.size):
             return np.zeros(self.size, data.dtype)
         if self.offset < 0 or last >= data.size or min(self.stride) < 0:
-            raise TorchPickleError(f"tensor view {self.size} / {self.stride} @ {self.offset} "
-                                   f"exceeds its storage of {data.size} elements")
+            raise TorchPickleError(
+                f"tensor view {self.size} / {self.stride} @ {self.offset} "
+                f"exceeds its storage of {data.size} elements"
+            )
         item = data.itemsize
         view = np.lib.stride_tricks.as_strided(
-            data[self.offset:], shape=self.size, strides=[s * item for s in self.stride])
+            data[self.offset :], shape=self.size, strides=[s * item for s in self.stride]
+        )
         return np.array(view)  # copy: detach from the shared storage
 
 
-def _rebuild_tensor_v2(storage: _Storage, offset: int, size: tuple, stride: tuple,
-                       requires_grad: bool = False, backward_hooks: Any = None,
-                       metadata: Any = None) -> _LazyTensor:
+def _rebuild_tensor_v2(
+    storage: _Storage,
+    offset: int,
+    size: tuple,
+    stride: tuple,
+    requires_grad: bool = False,
+    backward_hooks: Any = None,
+    metadata: Any = None,
+) -> _LazyTensor:
     if not isinstance(storage, _Storage):
         raise TorchPickleError("tensor rebuilt from something that is not a storage")
-    return _LazyTensor(storage, int(offset), tuple(int(s) for s in size),
-                       tuple(int(s) for s in stride))
+    return _LazyTensor(
+        storage, int(offset), tuple(int(s) for s in size), tuple(int(s) for s in stride)
+    )
 
 
 def _rebuild_tensor(storage: _Storage, offset: int, size: tuple, stride: tuple) -> _LazyTensor:
     return _rebuild_tensor_v2(storage, offset, size, stride)
 
 
-def _rebuild_parameter(data: _LazyTensor, requires_grad: bool = False,
-                       backward_hooks: Any = None) -> _LazyTensor:
+def _rebuild_parameter(
+    data: _LazyTensor, requires_grad: bool = False, backward_hooks: Any = None
+) -> _LazyTensor:
     return data
 
 
@@ -131,7 +148,8 @@ class _SafeUnpickler(pickle.Unpickler):
             return _ALLOWED[(module, name)]
         except KeyError:
             raise TorchPickleError(
-                f"refusing to load {module}.{name}: not part of a plain state_dict") from None
+                f"refusing to load {module}.{name}: not part of a plain state_dict"
+            ) from None
 
     def persistent_load(self, pid: Any) -> _Storage:
         if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"):
@@ -166,8 +184,9 @@ def load_state_dict(path: str | Path) -> dict[str, np.ndarray]:
     """Read a legacy-format torch ``state_dict`` into ``{name: ndarray}`` (in file order)."""
     raw = Path(path).read_bytes()
     if raw[:2] == b"PK":
-        raise TorchPickleError(f"{path}: a zip-format torch file; only the legacy format "
-                               "is supported")
+        raise TorchPickleError(
+            f"{path}: a zip-format torch file; only the legacy format is supported"
+        )
     stream = io.BytesIO(raw)
     storages: dict[str, _Storage] = {}
     magic = _load_one(stream, storages, "magic number")
@@ -181,8 +200,9 @@ def load_state_dict(path: str | Path) -> dict[str, np.ndarray]:
         raise TorchPickleError(f"{path}: only little-endian files are supported")
     state = _load_one(stream, storages, "state_dict")
     if not isinstance(state, dict):
-        raise TorchPickleError(f"{path}: top-level object is {type(state).__name__}, "
-                               "not a state_dict")
+        raise TorchPickleError(
+            f"{path}: top-level object is {type(state).__name__}, not a state_dict"
+        )
     keys = _load_one(stream, storages, "storage key list")
     if not isinstance(keys, list):
         raise TorchPickleError(f"{path}: malformed storage key list")
@@ -195,8 +215,10 @@ def load_state_dict(path: str | Path) -> dict[str, np.ndarray]:
             raise TorchPickleError(f"{path}: truncated before storage {key!r}")
         (numel,) = struct.unpack("<q", header)
         if numel != storage.numel:
-            raise TorchPickleError(f"{path}: storage {key!r} has {numel} elements, "
-                                   f"the pickle announced {storage.numel}")
+            raise TorchPickleError(
+                f"{path}: storage {key!r} has {numel} elements, "
+                f"the pickle announced {storage.numel}"
+            )
         nbytes = numel * storage.stype.dtype.itemsize
         body = stream.read(nbytes)
         if len(body) != nbytes:

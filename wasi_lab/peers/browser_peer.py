@@ -73,8 +73,9 @@ class BrowserEngine:
         self.detail = f"guest, Chromium {self.host.version} headless, 1 thread"
 
     def turn(self, block: int, warm: int = 1) -> tuple[list[float], float, float]:
-        times = [float(t) for t in self.host.page.evaluate(_TURN_JS,
-                                                            {"warm": warm, "block": block})]
+        times = [
+            float(t) for t in self.host.page.evaluate(_TURN_JS, {"warm": warm, "block": block})
+        ]
         # No CPU clock in the page: report no CPU time (the row's cpu_per_wall stays empty).
         return times, float("nan"), sum(times)
 

@@ -47,13 +47,15 @@ class WasmPeer:
 
 
 ORT_PACKAGES = ("onnxruntime-web",)
-TFJS_PACKAGES = ("@tensorflow/tfjs-core", "@tensorflow/tfjs-converter",
-                 "@tensorflow/tfjs-backend-wasm")
+TFJS_PACKAGES = (
+    "@tensorflow/tfjs-core",
+    "@tensorflow/tfjs-converter",
+    "@tensorflow/tfjs-backend-wasm",
+)
 WASM_PEERS: tuple[WasmPeer, ...] = (
     WasmPeer("guest_node", "guest", "guest-node", 1, "guest (wasm, Node node:wasi)", ()),
     WasmPeer("ort_web_1t", "ort", "onnxruntime-web", 1, "ORT-Web wasm, 1 thread", ORT_PACKAGES),
-    WasmPeer("ort_web_2t", "ort", "onnxruntime-web", 2, "ORT-Web wasm, 2 threads",
-             ORT_PACKAGES),
+    WasmPeer("ort_web_2t", "ort", "onnxruntime-web", 2, "ORT-Web wasm, 2 threads", ORT_PACKAGES),
     WasmPeer("tfjs_wasm_1t", "tfjs", "tfjs-wasm", 1, "TF.js wasm, 1 thread", TFJS_PACKAGES),
     WasmPeer("tfjs_wasm_2t", "tfjs", "tfjs-wasm", 2, "TF.js wasm, 2 threads", TFJS_PACKAGES),
 )
@@ -86,11 +88,15 @@ def missing_reason(peer: WasmPeer, node_dir: Path = NODE_DIR) -> str | None:
         return "no `node` on PATH (Node 20 or newer runs the wasm peers)"
     if version[0] < MIN_NODE_MAJOR:
         return f"node {'.'.join(map(str, version))} is older than {MIN_NODE_MAJOR}"
-    absent = [p for p in peer.packages if not (node_dir / "node_modules" / p /
-                                               "package.json").exists()]
+    absent = [
+        p for p in peer.packages if not (node_dir / "node_modules" / p / "package.json").exists()
+    ]
     if absent:
-        how = ("run `wasi-lab setup` (it runs `npm ci` in hosts/node)" if shutil.which("npm")
-               else "npm is not installed, so setup cannot install them")
+        how = (
+            "run `wasi-lab setup` (it runs `npm ci` in hosts/node)"
+            if shutil.which("npm")
+            else "npm is not installed, so setup cannot install them"
+        )
         return f"npm package{'s' if len(absent) > 1 else ''} {', '.join(absent)} missing: {how}"
     return None
 
@@ -104,13 +110,32 @@ def _pump(stream: IO[str], lines: queue.Queue[str | None]) -> None:
 class NodeEngine:
     """One running `peers.mjs` process with its engine loaded; `turn()` times one turn."""
 
-    def __init__(self, peer: WasmPeer, model: Path, tensor_file: Path, shape: tuple[int, ...],
-                 output_name: str = "", start_timeout: float = START_TIMEOUT_S,
-                 wasm: Path | None = None) -> None:
+    def __init__(
+        self,
+        peer: WasmPeer,
+        model: Path,
+        tensor_file: Path,
+        shape: tuple[int, ...],
+        output_name: str = "",
+        start_timeout: float = START_TIMEOUT_S,
+        wasm: Path | None = None,
+    ) -> None:
         self.peer = peer
-        argv = [shutil.which("node") or "node", "--no-warnings", str(RUNNER),
-                "--engine", peer.runner, "--threads", str(peer.threads), "--model", str(model),
-                "--tensor", str(tensor_file), "--shape", ",".join(map(str, shape))]
+        argv = [
+            shutil.which("node") or "node",
+            "--no-warnings",
+            str(RUNNER),
+            "--engine",
+            peer.runner,
+            "--threads",
+            str(peer.threads),
+            "--model",
+            str(model),
+            "--tensor",
+            str(tensor_file),
+            "--shape",
+            ",".join(map(str, shape)),
+        ]
         if output_name:
             argv += ["--output-name", output_name]
         if wasm is not None:
@@ -118,15 +143,20 @@ class NodeEngine:
         self._stderr = tensor_file.with_name(f"{peer.key}.stderr")
         self._err = self._stderr.open("w")
         try:
-            self.proc = subprocess.Popen(argv, cwd=NODE_DIR, stdin=subprocess.PIPE,
-                                         stdout=subprocess.PIPE, stderr=self._err, text=True)
+            self.proc = subprocess.Popen(
+                argv,
+                cwd=NODE_DIR,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=self._err,
+                text=True,
+            )
         except OSError as exc:
             self._err.close()
             raise NodePeerError(f"cannot start node: {exc}") from exc
         self._lines: queue.Queue[str | None] = queue.Queue()
         assert self.proc.stdout is not None
-        threading.Thread(target=_pump, args=(self.proc.stdout, self._lines),
-                         daemon=True).start()
+        threading.Thread(target=_pump, args=(self.proc.stdout, self._lines), daemon=True).start()
         try:
             hello = self._read(start_timeout, "start")
         except NodePeerError:
@@ -142,13 +172,16 @@ class NodeEngine:
         try:
             line = self._lines.get(timeout=timeout)
         except queue.Empty:
-            raise NodePeerError(f"{self.peer.key}: no answer to {what} within "
-                                f"{timeout:.0f} s") from None
+            raise NodePeerError(
+                f"{self.peer.key}: no answer to {what} within {timeout:.0f} s"
+            ) from None
         if line is None:
             self.proc.wait(timeout=10)
             tail = self._stderr.read_text(errors="replace").strip().splitlines()[-3:]
-            raise NodePeerError(f"node exited with code {self.proc.returncode} during {what}"
-                                + (f": {' | '.join(tail)}" if tail else ""))
+            raise NodePeerError(
+                f"node exited with code {self.proc.returncode} during {what}"
+                + (f": {' | '.join(tail)}" if tail else "")
+            )
         try:
             return json.loads(line)
         except ValueError as exc:

@@ -154,10 +154,12 @@ def fuse(graph: Graph) -> Graph:
             op = "_FusedConv2D" if n.op == "Conv2D" else "FusedDepthwiseConv2dNative"
             wname, bname = f"{last.name}/fused_weights", f"{last.name}/fused_bias"
             replaced[n.name] = Node(last.name, op, [n.inputs[0], wname, bname], attrs)
-            replaced[wname] = Node(wname, "Const", [], {"dtype": DataType.DT_FLOAT,
-                                                         "value": w.astype(np.float32)})
-            replaced[bname] = Node(bname, "Const", [], {"dtype": DataType.DT_FLOAT,
-                                                         "value": bias.astype(np.float32)})
+            replaced[wname] = Node(
+                wname, "Const", [], {"dtype": DataType.DT_FLOAT, "value": w.astype(np.float32)}
+            )
+            replaced[bname] = Node(
+                bname, "Const", [], {"dtype": DataType.DT_FLOAT, "value": bias.astype(np.float32)}
+            )
             dropped.update({bn.name, last.name})
         elif n.op == "MatMul":
             add = only_user(n.name, "BiasAdd")
@@ -216,26 +218,28 @@ def graph_model_json(graph: Graph, weight_paths: list[str]) -> tuple[dict[str, A
             dt = DataType.parse(value.dtype)
             if dt not in _DTYPES:
                 raise TfjsConvertError(f"Const {n.name!r}: tfjs has no {dt.name} weights")
-            specs.append({"name": n.name, "shape": [int(d) for d in value.shape],
-                          "dtype": _DTYPES[dt]})
+            specs.append(
+                {"name": n.name, "shape": [int(d) for d in value.shape], "dtype": _DTYPES[dt]}
+            )
             blobs.append(np.ascontiguousarray(value, dtype=dt.numpy).tobytes())
         if n.attrs:
-            entry["attr"] = {k: attr_json(v) for k, v in sorted(n.attrs.items())
-                             if v is not None}
+            entry["attr"] = {k: attr_json(v) for k, v in sorted(n.attrs.items()) if v is not None}
         topo_nodes.append(entry)
     doc = {
         "format": "graph-model",
         "generatedBy": f"GraphDef producer {graph.producer}",
         "convertedBy": f"wasi-lab tfjs_convert {CONVERTER_VERSION}",
-        "modelTopology": {"node": topo_nodes, "library": {},
-                          "versions": {"producer": graph.producer}},
+        "modelTopology": {
+            "node": topo_nodes,
+            "library": {},
+            "versions": {"producer": graph.producer},
+        },
         "weightsManifest": [{"paths": weight_paths, "weights": specs}],
     }
     return doc, b"".join(blobs)
 
 
-def write_graph_model(graph: Graph, folder: Path, stamp: dict[str, Any] | None = None
-                      ) -> TfjsModel:
+def write_graph_model(graph: Graph, folder: Path, stamp: dict[str, Any] | None = None) -> TfjsModel:
     """Write `graph` as a tfjs graph model in `folder`, replacing it whole (never half)."""
     _, data = graph_model_json(graph, [])
     count = max(1, -(-len(data) // SHARD_BYTES))
@@ -246,7 +250,7 @@ def write_graph_model(graph: Graph, folder: Path, stamp: dict[str, Any] | None =
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
     try:
         for i, name in enumerate(names):
-            (tmp / name).write_bytes(data[i * SHARD_BYTES:(i + 1) * SHARD_BYTES])
+            (tmp / name).write_bytes(data[i * SHARD_BYTES : (i + 1) * SHARD_BYTES])
         (tmp / "model.json").write_text(json.dumps(doc))
         if stamp is not None:
             (tmp / "stamp.json").write_text(json.dumps(stamp))
@@ -257,8 +261,14 @@ def write_graph_model(graph: Graph, folder: Path, stamp: dict[str, Any] | None =
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return TfjsModel(folder, len(graph.nodes), len(doc["weightsManifest"][0]["weights"]),
-                     len(data), count, graph.op_counts())
+    return TfjsModel(
+        folder,
+        len(graph.nodes),
+        len(doc["weightsManifest"][0]["weights"]),
+        len(data),
+        count,
+        graph.op_counts(),
+    )
 
 
 def convert_graphdef(pb: Path, folder: Path, *, fused: bool = True) -> TfjsModel:
@@ -267,8 +277,11 @@ def convert_graphdef(pb: Path, folder: Path, *, fused: bool = True) -> TfjsModel
     graph = parse_graphdef(data)
     if fused:
         graph = fuse(graph)
-    stamp = {"source_sha256": hashlib.sha256(data).hexdigest(), "fused": fused,
-             "converter": CONVERTER_VERSION}
+    stamp = {
+        "source_sha256": hashlib.sha256(data).hexdigest(),
+        "fused": fused,
+        "converter": CONVERTER_VERSION,
+    }
     return write_graph_model(graph, folder, stamp)
 
 
@@ -278,11 +291,16 @@ def ensure_tfjs_model(pb: Path, folder: Path | None = None) -> Path:
     pb = Path(pb)
     folder = Path(folder) if folder else pb.with_suffix(".tfjs")
     data = pb.read_bytes()
-    want = {"source_sha256": hashlib.sha256(data).hexdigest(), "fused": True,
-            "converter": CONVERTER_VERSION}
+    want = {
+        "source_sha256": hashlib.sha256(data).hexdigest(),
+        "fused": True,
+        "converter": CONVERTER_VERSION,
+    }
     try:
-        if json.loads((folder / "stamp.json").read_text()) == want and \
-                (folder / "model.json").exists():
+        if (
+            json.loads((folder / "stamp.json").read_text()) == want
+            and (folder / "model.json").exists()
+        ):
             return folder
     except (OSError, ValueError):
         pass

@@ -26,8 +26,11 @@ def configure_access_log(target: str | None = "-") -> logging.Logger:
         logger.disabled = True
         return logger
     logger.disabled = False
-    handler = logging.StreamHandler(sys.stderr) if target == "-" else \
-        logging.FileHandler(target, encoding="utf-8")
+    handler = (
+        logging.StreamHandler(sys.stderr)
+        if target == "-"
+        else logging.FileHandler(target, encoding="utf-8")
+    )
     handler.setFormatter(logging.Formatter("%(message)s"))
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
@@ -62,10 +65,15 @@ class AccessLogMiddleware:
         finally:
             if not self.logger.disabled:
                 client = scope.get("client") or ("-", 0)
-                record = {"ts": round(time.time(), 3), "client": client[0],
-                          "method": scope["method"], "path": scope["path"],
-                          "query": scope.get("query_string", b"").decode("latin-1"),
-                          "status": status["code"], "response_bytes": status["bytes"],
-                          "total_ms": round((time.perf_counter() - start) * 1000, 3),
-                          **fields}
+                record = {
+                    "ts": round(time.time(), 3),
+                    "client": client[0],
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "query": scope.get("query_string", b"").decode("latin-1"),
+                    "status": status["code"],
+                    "response_bytes": status["bytes"],
+                    "total_ms": round((time.perf_counter() - start) * 1000, 3),
+                    **fields,
+                }
                 self.logger.info(json.dumps(record, default=str))

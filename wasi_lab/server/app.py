@@ -43,8 +43,12 @@ DEFAULT_MODEL = "efficientnet-lite0"
 class ServerState:
     """What one server process shares: the compiled module, the ticker, one pool per model."""
 
-    def __init__(self, limits: Limits, default_model: str = DEFAULT_MODEL,
-                 module_path: Path | str | None = None):
+    def __init__(
+        self,
+        limits: Limits,
+        default_model: str = DEFAULT_MODEL,
+        module_path: Path | str | None = None,
+    ):
         self.limits = limits
         self.default_model = default_model
         self.module_path = module_path
@@ -55,8 +59,9 @@ class ServerState:
         self._pool_lock = asyncio.Lock()
         #: URL downloads run on their own few threads, gated by a semaphore, so origins
         #: that drip cannot take the threads (or the guests) other requests need.
-        self.fetch_executor = ThreadPoolExecutor(max_workers=max(1, limits.max_fetches),
-                                                 thread_name_prefix="url-fetch")
+        self.fetch_executor = ThreadPoolExecutor(
+            max_workers=max(1, limits.max_fetches), thread_name_prefix="url-fetch"
+        )
         self.fetch_slots: asyncio.Semaphore | None = None
 
     def start(self) -> None:
@@ -65,8 +70,9 @@ class ServerState:
         self.compiled = shared_module(self.module_path, epochs=True)
         self.ticker = EpochTicker(self.compiled.engine, self.limits.tick_ms).start()
         if model_problem(self.default_model) is None:
-            self.pools[self.default_model] = GuestPool(self.compiled, self.default_model,
-                                                       self.limits)
+            self.pools[self.default_model] = GuestPool(
+                self.compiled, self.default_model, self.limits
+            )
 
     def stop(self) -> None:
         self.fetch_executor.shutdown(wait=False, cancel_futures=True)
@@ -80,13 +86,13 @@ class ServerState:
             return self.pools[model]
         problem = model_problem(model)
         if problem:
-            raise ApiError("unknown_model" if model not in MODELS else "model_unavailable",
-                           problem)
+            raise ApiError("unknown_model" if model not in MODELS else "model_unavailable", problem)
         async with self._pool_lock:
             if model not in self.pools:
                 assert self.compiled is not None
                 self.pools[model] = await anyio.to_thread.run_sync(
-                    GuestPool, self.compiled, model, self.limits)
+                    GuestPool, self.compiled, model, self.limits
+                )
         return self.pools[model]
 
 
@@ -98,8 +104,9 @@ def _query_top(request: Request, labels: int) -> int:
     """ASCII digits only: `int()` would also take ' 5', '+5', '5_0' and '٥'."""
     raw = request.query_params.get("top", "5")
     if not (raw.isascii() and raw.isdigit() and len(raw) <= 6):
-        raise ApiError("bad_request", f"top must be a whole number written in ASCII digits, "
-                                      f"not {raw[:40]!r}")
+        raise ApiError(
+            "bad_request", f"top must be a whole number written in ASCII digits, not {raw[:40]!r}"
+        )
     top = int(raw)
     if not 1 <= top <= labels:
         raise ApiError("bad_request", f"top must be between 1 and {labels}, not {top}")
@@ -108,12 +115,15 @@ def _query_top(request: Request, labels: int) -> int:
 
 def check_pixels(w: int, h: int, max_pixels: int) -> None:
     if w * h > max_pixels:
-        raise ApiError("image_too_large", f"the image is {w}x{h} = {w * h} pixels; the "
-                                          f"limit is {max_pixels} (--max-pixels)")
+        raise ApiError(
+            "image_too_large",
+            f"the image is {w}x{h} = {w * h} pixels; the limit is {max_pixels} (--max-pixels)",
+        )
 
 
-def check_memory(base_bytes: int, head: ImageHead, w: int, h: int, body: int,
-                 memory_limit: int) -> None:
+def check_memory(
+    base_bytes: int, head: ImageHead, w: int, h: int, body: int, memory_limit: int
+) -> None:
     """Refuse, before decoding, an image whose decode cannot fit under the guest's cap.
 
     Past the cap `memory.grow` fails and the guest aborts (a trap, then a rebuilt guest);
@@ -124,10 +134,12 @@ def check_memory(base_bytes: int, head: ImageHead, w: int, h: int, body: int,
     """
     need = head.decode_bytes(w, h, body)
     if base_bytes + need > memory_limit:
-        raise ApiError("guest_out_of_memory",
-                       f"decoding this {w}x{h} {head.format} needs about {need >> 20} MiB "
-                       f"on top of the {base_bytes >> 20} MiB a guest starts with; the cap "
-                       f"is {memory_limit >> 20} MiB (--memory-limit-mb)")
+        raise ApiError(
+            "guest_out_of_memory",
+            f"decoding this {w}x{h} {head.format} needs about {need >> 20} MiB "
+            f"on top of the {base_bytes >> 20} MiB a guest starts with; the cap "
+            f"is {memory_limit >> 20} MiB (--memory-limit-mb)",
+        )
 
 
 def _spin(worker: Worker, ms: float) -> None:
@@ -142,8 +154,16 @@ def _spin(worker: Worker, ms: float) -> None:
         worker.guest.image_size(tiny)
 
 
-def _predict_job(pool: GuestPool, data: bytes, head: ImageHead, top: int, mode: str,
-                 trap: bool, spin_ms: float, timings: dict[str, float]):
+def _predict_job(
+    pool: GuestPool,
+    data: bytes,
+    head: ImageHead,
+    top: int,
+    mode: str,
+    trap: bool,
+    spin_ms: float,
+    timings: dict[str, float],
+):
     """Runs in a worker thread with the guest checked out (see GuestPool.run)."""
     limits = pool.limits
 
@@ -168,8 +188,9 @@ def _predict_job(pool: GuestPool, data: bytes, head: ImageHead, top: int, mode: 
     return job
 
 
-async def _classify(request: Request, data: bytes, model: str, top: int, mode: str,
-                    name: str) -> dict[str, Any]:
+async def _classify(
+    request: Request, data: bytes, model: str, top: int, mode: str, name: str
+) -> dict[str, Any]:
     state = _state(request)
     limits = state.limits
     access = request.state.access
@@ -184,21 +205,23 @@ async def _classify(request: Request, data: bytes, model: str, top: int, mode: s
     head = read_head(data)
     if head.width is not None and head.height is not None:
         check_pixels(head.width, head.height, limits.max_pixels)
-        check_memory(pool.base_bytes, head, head.width, head.height, len(data),
-                     limits.memory_limit)
+        check_memory(pool.base_bytes, head, head.width, head.height, len(data), limits.memory_limit)
     arrived = time.perf_counter()
     timings: dict[str, float] = {}
     try:
-        pred = await pool.run(_predict_job(pool, data, head, top, mode, trap, spin_ms,
-                                           timings), arrived, timings)
+        pred = await pool.run(
+            _predict_job(pool, data, head, top, mode, trap, spin_ms, timings), arrived, timings
+        )
     finally:
         access.update(timings)
     out = pred.to_dict()
     out["image"] = name
-    out["timings_ms"] = {**out["timings_ms"], **timings,
-                         "total": round((time.perf_counter() - arrived) * 1000, 3)}
-    access.update({k: out["timings_ms"][k] for k in ("write", "decode", "infer")},
-                  label=pred.label)
+    out["timings_ms"] = {
+        **out["timings_ms"],
+        **timings,
+        "total": round((time.perf_counter() - arrived) * 1000, 3),
+    }
+    access.update({k: out["timings_ms"][k] for k in ("write", "decode", "infer")}, label=pred.label)
     return out
 
 
@@ -233,14 +256,20 @@ async def classify_url(request: Request) -> Response:
     raw = await read_body(request, 8192, limits.body_timeout)
     url = raw.decode("utf-8", "replace").strip()
     if not url:
-        raise ApiError("empty_body", "send an image URL as the body, e.g. curl "
-                                     "--data-raw 'https://example.org/puppy.jpg' "
-                                     "127.0.0.1:3000")
+        raise ApiError(
+            "empty_body",
+            "send an image URL as the body, e.g. curl "
+            "--data-raw 'https://example.org/puppy.jpg' "
+            "127.0.0.1:3000",
+        )
     request.state.access["url"] = redact_url(url)[:500]
-    policy = FetchPolicy(max_bytes=limits.max_download, timeout_s=limits.fetch_timeout,
-                         max_redirects=limits.max_redirects,
-                         allow_private=limits.allow_private_urls,
-                         loopback_only=limits.loopback_only_urls)
+    policy = FetchPolicy(
+        max_bytes=limits.max_download,
+        timeout_s=limits.fetch_timeout,
+        max_redirects=limits.max_redirects,
+        allow_private=limits.allow_private_urls,
+        loopback_only=limits.loopback_only_urls,
+    )
     t0 = time.perf_counter()
     data = await _fetch(state, url, policy)
     request.state.access["fetch"] = round((time.perf_counter() - t0) * 1000, 3)
@@ -257,13 +286,15 @@ async def _fetch(state: ServerState, url: str, policy: FetchPolicy) -> bytes:
     try:
         await asyncio.wait_for(state.fetch_slots.acquire(), timeout=policy.timeout_s)
     except TimeoutError:
-        raise ApiError("overloaded", f"all {state.limits.max_fetches} URL fetch slots stayed "
-                                     f"busy for {policy.timeout_s:g} s (--max-fetches, "
-                                     f"--fetch-timeout)") from None
+        raise ApiError(
+            "overloaded",
+            f"all {state.limits.max_fetches} URL fetch slots stayed "
+            f"busy for {policy.timeout_s:g} s (--max-fetches, "
+            f"--fetch-timeout)",
+        ) from None
     try:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(state.fetch_executor, fetch_image, url, policy,
-                                          deadline)
+        return await loop.run_in_executor(state.fetch_executor, fetch_image, url, policy, deadline)
     finally:
         state.fetch_slots.release()
 
@@ -271,26 +302,45 @@ async def _fetch(state: ServerState, url: str, policy: FetchPolicy) -> bytes:
 async def healthz(request: Request) -> Response:
     state = _state(request)
     c = state.compiled
-    return JSONResponse({
-        "status": "ok",
-        "uptime_s": round(time.time() - state.started, 3),
-        "module": None if c is None else {"path": str(c.path), "sha256": c.sha256,
-                                          "compile_ms": round(c.compile_ms, 3),
-                                          "from_cache": c.from_cache, "epochs": c.epochs},
-        "default_model": state.default_model,
-        "pools": {name: pool.snapshot() for name, pool in state.pools.items()},
-        "limits": asdict(state.limits),
-    })
+    return JSONResponse(
+        {
+            "status": "ok",
+            "uptime_s": round(time.time() - state.started, 3),
+            "module": None
+            if c is None
+            else {
+                "path": str(c.path),
+                "sha256": c.sha256,
+                "compile_ms": round(c.compile_ms, 3),
+                "from_cache": c.from_cache,
+                "epochs": c.epochs,
+            },
+            "default_model": state.default_model,
+            "pools": {name: pool.snapshot() for name, pool in state.pools.items()},
+            "limits": asdict(state.limits),
+        }
+    )
 
 
 async def models(request: Request) -> Response:
     state = _state(request)
-    return JSONResponse({"default": state.default_model, "modes": ["model", *MODE_IDS],
-                         "models": [{"name": s.name, "description": s.description,
-                                     "labels": s.labels, "preprocess": s.preprocess,
-                                     "installed": s.path.exists(),
-                                     "loaded": s.name in state.pools}
-                                    for s in MODELS.values()]})
+    return JSONResponse(
+        {
+            "default": state.default_model,
+            "modes": ["model", *MODE_IDS],
+            "models": [
+                {
+                    "name": s.name,
+                    "description": s.description,
+                    "labels": s.labels,
+                    "preprocess": s.preprocess,
+                    "installed": s.path.exists(),
+                    "loaded": s.name in state.pools,
+                }
+                for s in MODELS.values()
+            ],
+        }
+    )
 
 
 async def openapi(request: Request) -> Response:
@@ -307,10 +357,13 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
     if code is None:
-        return JSONResponse({"error": {"code": "bad_request", "message": str(exc.detail)}},
-                            status_code=exc.status_code)
-    return _api_error_sync(request, ApiError(code, f"{request.method} {request.url.path}: "
-                                                   f"{exc.detail}"))
+        return JSONResponse(
+            {"error": {"code": "bad_request", "message": str(exc.detail)}},
+            status_code=exc.status_code,
+        )
+    return _api_error_sync(
+        request, ApiError(code, f"{request.method} {request.url.path}: {exc.detail}")
+    )
 
 
 def _api_error_sync(request: Request, exc: ApiError) -> Response:
@@ -322,8 +375,11 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
     return ApiError("internal_error", f"{type(exc).__name__}: {exc}").response()
 
 
-def create_app(limits: Limits | None = None, default_model: str = DEFAULT_MODEL,
-               module_path: Path | str | None = None) -> Starlette:
+def create_app(
+    limits: Limits | None = None,
+    default_model: str = DEFAULT_MODEL,
+    module_path: Path | str | None = None,
+) -> Starlette:
     """The ASGI app; guests are built when the server starts (lifespan), not at import."""
     state = ServerState(limits or Limits(), default_model, module_path)
 
@@ -335,15 +391,21 @@ def create_app(limits: Limits | None = None, default_model: str = DEFAULT_MODEL,
         finally:
             await anyio.to_thread.run_sync(state.stop)
 
-    app = Starlette(routes=[
-        Route("/predict", predict, methods=["POST"]),
-        Route("/", classify_url, methods=["GET", "POST"]),
-        Route("/healthz", healthz, methods=["GET"]),
-        Route("/models", models, methods=["GET"]),
-        Route("/openapi.json", openapi, methods=["GET"]),
-    ], exception_handlers={ApiError: _api_error, HTTPException: _http_error,
-                           Exception: _internal_error},
-        lifespan=lifespan)
+    app = Starlette(
+        routes=[
+            Route("/predict", predict, methods=["POST"]),
+            Route("/", classify_url, methods=["GET", "POST"]),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/models", models, methods=["GET"]),
+            Route("/openapi.json", openapi, methods=["GET"]),
+        ],
+        exception_handlers={
+            ApiError: _api_error,
+            HTTPException: _http_error,
+            Exception: _internal_error,
+        },
+        lifespan=lifespan,
+    )
     app.state.server = state
     app.add_middleware(AccessLogMiddleware)
     return app

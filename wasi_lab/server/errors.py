@@ -15,15 +15,20 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "empty_body": (400, "the request had no body"),
     "bad_url": (400, "the body is not a well-formed http(s) URL (or its port is 0)"),
     "incomplete_body": (400, "the body ended before its Content-Length"),
-    "forbidden_address": (403, "the URL resolves to a loopback, private, link-local or "
-                               "metadata address, or an IPv6 form carrying one (loopback "
-                               "and private ones are allowed with --allow-private-urls; "
-                               "metadata and link-local never)"),
+    "forbidden_address": (
+        403,
+        "the URL resolves to a loopback, private, link-local or "
+        "metadata address, or an IPv6 form carrying one (loopback "
+        "and private ones are allowed with --allow-private-urls; "
+        "metadata and link-local never)",
+    ),
     "not_found": (404, "no such path"),
     "unknown_model": (404, "the model is not in the registry"),
     "method_not_allowed": (405, "the path does not take this method"),
-    "request_timeout": (408, "the request's headers or body did not arrive within "
-                             "--header-timeout / --body-timeout"),
+    "request_timeout": (
+        408,
+        "the request's headers or body did not arrive within --header-timeout / --body-timeout",
+    ),
     "body_too_large": (413, "the request body is larger than --max-body"),
     "download_too_large": (413, "the image at the URL is larger than --max-download"),
     "image_too_large": (413, "the image header announces more pixels than --max-pixels"),
@@ -32,13 +37,20 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "guest_trap": (500, "the guest trapped; it was discarded and replaced"),
     "inference_failed": (500, "the engine refused or failed to run the graph"),
     "internal_error": (500, "a bug in the server; the message says where"),
-    "fetch_failed": (502, "the image URL could not be downloaded (refused, non-200 "
-                          "answer, too many redirects)"),
+    "fetch_failed": (
+        502,
+        "the image URL could not be downloaded (refused, non-200 answer, too many redirects)",
+    ),
     "model_unavailable": (503, "the model or the engine exports it needs are not available"),
-    "overloaded": (503, "too many requests are waiting for a guest, or every URL fetch "
-                        "slot (--max-fetches) stayed busy for --fetch-timeout"),
-    "deadline_exceeded": (504, "the request ran past --deadline-ms (the guest was "
-                               "interrupted, discarded and replaced)"),
+    "overloaded": (
+        503,
+        "too many requests are waiting for a guest, or every URL fetch "
+        "slot (--max-fetches) stayed busy for --fetch-timeout",
+    ),
+    "deadline_exceeded": (
+        504,
+        "the request ran past --deadline-ms (the guest was interrupted, discarded and replaced)",
+    ),
     "fetch_timeout": (504, "the image URL did not answer within --fetch-timeout"),
 }
 

@@ -37,8 +37,7 @@ SIDE = 224
 FIXED_BYTES = SIDE * SIDE * (3 + 4 + 16) + (1 << 20)
 
 _PNG_CHANNELS = {0: 1, 2: 3, 3: 4, 4: 2, 6: 4}  # colour type -> decoded channels
-_SOF_MARKERS = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE,
-                0xCF}
+_SOF_MARKERS = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 _PROGRESSIVE = {0xC2, 0xC6, 0xCA, 0xCE}
 
 
@@ -46,12 +45,12 @@ _PROGRESSIVE = {0xC2, 0xC6, 0xCA, 0xCE}
 class ImageHead:
     """What the header says; `None` fields were not found (the worst case is assumed)."""
 
-    format: str                     # "png", "jpeg" or "unknown"
+    format: str  # "png", "jpeg" or "unknown"
     width: int | None = None
     height: int | None = None
-    bytes_per_pixel: int | None = None   # decoded: channels x bytes per sample
-    components: int | None = None        # JPEG
-    progressive: bool = False            # JPEG
+    bytes_per_pixel: int | None = None  # decoded: channels x bytes per sample
+    components: int | None = None  # JPEG
+    progressive: bool = False  # JPEG
     sampling: tuple[tuple[int, int], ...] = ()  # JPEG: (h, v) factors per component
 
     def decode_bytes(self, width: int, height: int, body: int) -> int:
@@ -86,8 +85,10 @@ class ImageHead:
         hmax = max(max(h for h, _ in factors), 1)
         vmax = max(max(v for _, v in factors), 1)
         padded = (-(-width // (8 * hmax)) * 8 * hmax) * (-(-height // (8 * vmax)) * 8 * vmax)
-        planes = max(sum(padded * h * v // (hmax * vmax) for h, v in factors),
-                     (width + 15) * (height + 15) * comps)
+        planes = max(
+            sum(padded * h * v // (hmax * vmax) for h, v in factors),
+            (width + 15) * (height + 15) * comps,
+        )
         if self.progressive or self.components is None:
             planes *= 3
         cmyk = width * height * 3 if comps == 4 else 0
@@ -118,15 +119,23 @@ def _jpeg_head(data: bytes) -> ImageHead:
         if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
             i += 2
             continue
-        length = struct.unpack(">H", data[i + 2:i + 4])[0]
+        length = struct.unpack(">H", data[i + 2 : i + 4])[0]
         if marker in _SOF_MARKERS and i + 10 <= len(data):
-            height, width = struct.unpack(">HH", data[i + 5:i + 9])
+            height, width = struct.unpack(">HH", data[i + 5 : i + 9])
             comps = data[i + 9]
-            table = data[i + 10:i + 10 + 3 * comps]
-            sampling = tuple((b >> 4, b & 15) for b in table[1::3]) \
-                if len(table) == 3 * comps else ()
-            return ImageHead("jpeg", width, height, None, components=comps,
-                             progressive=marker in _PROGRESSIVE, sampling=sampling)
+            table = data[i + 10 : i + 10 + 3 * comps]
+            sampling = (
+                tuple((b >> 4, b & 15) for b in table[1::3]) if len(table) == 3 * comps else ()
+            )
+            return ImageHead(
+                "jpeg",
+                width,
+                height,
+                None,
+                components=comps,
+                progressive=marker in _PROGRESSIVE,
+                sampling=sampling,
+            )
         if marker == 0xDA or length < 2:  # scan data before any frame header
             return ImageHead("jpeg")
         i += 2 + length

@@ -34,12 +34,14 @@ class ImageServer:
 
     @classmethod
     def from_directory(cls, directory: Path | str) -> ImageServer:
-        files = {p.name: p.read_bytes() for p in Path(directory).iterdir()
-                 if p.suffix.lower() in (".jpg", ".jpeg", ".png")}
+        files = {
+            p.name: p.read_bytes()
+            for p in Path(directory).iterdir()
+            if p.suffix.lower() in (".jpg", ".jpeg", ".png")
+        }
         return cls(files)
 
-    def extra_route(self, handler: BaseHTTPRequestHandler, parts: list[str],
-                    query: str) -> bool:
+    def extra_route(self, handler: BaseHTTPRequestHandler, parts: list[str], query: str) -> bool:
         """Answer a path the plain routes do not know; True when answered. None here."""
         return False
 
@@ -68,8 +70,9 @@ class ImageServer:
                     self.end_headers()
                     return
                 self.send_response(200)
-                self.send_header("Content-Type", "image/jpeg" if name.endswith("jpg")
-                                 else "image/png")
+                self.send_header(
+                    "Content-Type", "image/jpeg" if name.endswith("jpg") else "image/png"
+                )
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 try:
@@ -78,7 +81,7 @@ class ImageServer:
                         return
                     step = max(1, len(data) // 20)
                     for i in range(0, len(data), step):  # bounded: 20 chunks at most
-                        self.wfile.write(data[i:i + step])
+                        self.wfile.write(data[i : i + step])
                         self.wfile.flush()
                         time.sleep(owner.drip_s)
                 except (BrokenPipeError, ConnectionResetError):
@@ -87,8 +90,9 @@ class ImageServer:
         self._httpd = ThreadingHTTPServer((LOOPBACK, 0), Handler)
         self._httpd.daemon_threads = True
         self.url = f"http://{LOOPBACK}:{self._httpd.server_address[1]}"
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True,
-                                        name="image-server")
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, daemon=True, name="image-server"
+        )
         self._thread.start()
         return self
 

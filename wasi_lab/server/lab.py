@@ -45,8 +45,16 @@ def start_lab_server(workers: int | None = None, *extra: str) -> ServerProcess:
     are on so the notebook can show a guest trap being survived.
     """
     log = Path(tempfile.mkdtemp(prefix="wasi-lab-serve-")) / "serve.log"
-    args = ["--allow-private-urls", "--loopback-only-urls", "--test-hooks",
-            "--fetch-timeout", "2", "--workers", str(lab_workers(workers)), *extra]
+    args = [
+        "--allow-private-urls",
+        "--loopback-only-urls",
+        "--test-hooks",
+        "--fetch-timeout",
+        "2",
+        "--workers",
+        str(lab_workers(workers)),
+        *extra,
+    ]
     return start_server_process(*args, log_path=log)
 
 
@@ -61,11 +69,17 @@ def guests(server: ServerProcess) -> int:
     return h["pools"][h["default_model"]]["size"]
 
 
-def post(server: ServerProcess, path: str = "/predict", body: bytes = b"",
-         params: dict | None = None, headers: dict | None = None) -> httpx.Response:
+def post(
+    server: ServerProcess,
+    path: str = "/predict",
+    body: bytes = b"",
+    params: dict | None = None,
+    headers: dict | None = None,
+) -> httpx.Response:
     """One POST to the server, whatever it answers (no raise on 4xx/5xx)."""
-    return httpx.post(f"{server.url}{path}", content=body, params=params, headers=headers,
-                      timeout=120)
+    return httpx.post(
+        f"{server.url}{path}", content=body, params=params, headers=headers, timeout=120
+    )
 
 
 def status_and_code(response: httpx.Response) -> tuple[int, str | None]:
@@ -103,16 +117,19 @@ def show_prediction(answer: dict) -> None:
 
 def article_request(server: ServerProcess, image_url: str) -> str:
     """The article's request: GET / with the image URL as a text/plain body."""
-    r = httpx.request("GET", server.url, content=image_url,
-                      headers={"Content-Type": "text/plain"}, timeout=120)
+    r = httpx.request(
+        "GET", server.url, content=image_url, headers={"Content-Type": "text/plain"}, timeout=120
+    )
     return r.text if r.status_code == 200 else f"HTTP {r.status_code}: {r.text}"
 
 
 def curl_commands(server: ServerProcess, image_url: str) -> str:
     """The same two requests as shell commands."""
-    return (f"curl --data-binary @images/grace_hopper.jpg {server.url}/predict\n"
-            f"curl --request GET '{server.url}' --header 'Content-Type: text/plain' "
-            f"--data-raw '{image_url}'")
+    return (
+        f"curl --data-binary @images/grace_hopper.jpg {server.url}/predict\n"
+        f"curl --request GET '{server.url}' --header 'Content-Type: text/plain' "
+        f"--data-raw '{image_url}'"
+    )
 
 
 def error_examples(server: ServerProcess, images: ImageServer) -> list[dict]:
@@ -120,20 +137,28 @@ def error_examples(server: ServerProcess, images: ImageServer) -> list[dict]:
     from wasi_lab.pngs import decompression_bomb
 
     grace = (IMAGES_DIR / "grace_hopper.jpg").read_bytes()
-    cases = [("not an image", "/predict", b"hello", {}),
-             ("truncated JPEG", "/predict", grace[:5000], {}),
-             ("20000x20000 PNG bomb (a few KiB)", "/predict", decompression_bomb(), {}),
-             ("metadata address URL", "/", b"http://169.254.169.254/latest/meta-data/", {}),
-             ("slow image server", "/", f"{images.url}/slow/grace_hopper.jpg".encode(), {}),
-             ("guest forced to trap", "/predict", grace, {"X-Test-Trap": "1"}),
-             ("right after the trap", "/predict", grace, {})]
+    cases = [
+        ("not an image", "/predict", b"hello", {}),
+        ("truncated JPEG", "/predict", grace[:5000], {}),
+        ("20000x20000 PNG bomb (a few KiB)", "/predict", decompression_bomb(), {}),
+        ("metadata address URL", "/", b"http://169.254.169.254/latest/meta-data/", {}),
+        ("slow image server", "/", f"{images.url}/slow/grace_hopper.jpg".encode(), {}),
+        ("guest forced to trap", "/predict", grace, {"X-Test-Trap": "1"}),
+        ("right after the trap", "/predict", grace, {}),
+    ]
     rows = []
     for name, path, body, headers in cases:
         r = httpx.post(f"{server.url}{path}", content=body, headers=headers, timeout=120)
         answer = r.json()
-        rows.append({"request": name, "status": r.status_code,
-                     "answer": answer["error"]["code"] if "error" in answer
-                     else answer["top"][0]["label"]})
+        rows.append(
+            {
+                "request": name,
+                "status": r.status_code,
+                "answer": answer["error"]["code"]
+                if "error" in answer
+                else answer["top"][0]["label"],
+            }
+        )
     return rows
 
 
@@ -159,14 +184,18 @@ def _measure(url: str, images: list[bytes], n: int, per_client: int) -> dict:
         t.join()
     wall = time.perf_counter() - start
     latencies.sort()
-    return {"clients": n, "requests": len(latencies),
-            "median_ms": round(statistics.median(latencies), 1),
-            "max_ms": round(latencies[-1], 1),
-            "throughput_rps": round(len(latencies) / wall, 2)}
+    return {
+        "clients": n,
+        "requests": len(latencies),
+        "median_ms": round(statistics.median(latencies), 1),
+        "max_ms": round(latencies[-1], 1),
+        "throughput_rps": round(len(latencies) / wall, 2),
+    }
 
 
-def latency_under_load(server: ServerProcess, clients: tuple[int, ...] = (1, 2, 4),
-                       requests_per_client: int = 3) -> list[dict]:
+def latency_under_load(
+    server: ServerProcess, clients: tuple[int, ...] = (1, 2, 4), requests_per_client: int = 3
+) -> list[dict]:
     """Client-side latency and throughput with 1, 2, 4 ... concurrent clients (bounded)."""
     images = [p.read_bytes() for p in sorted(IMAGES_DIR.glob("*.jpg"))][:2]
     return [_measure(server.url, images, n, requests_per_client) for n in clients]
@@ -180,36 +209,44 @@ def describe_scaling(rows: list[dict], n_guests: int, cpus: int | None = None) -
     sentence is chosen from the measured ratio.
     """
     cpus = cpus or os.cpu_count() or 1
-    lines = [f"{n_guests} guests, {cpus} CPU cores (the client threads run on the same "
-             f"cores)"]
-    lines += [f"{r['clients']} client(s): {r['throughput_rps']:.2f} req/s, median "
-              f"{r['median_ms']:.0f} ms, max {r['max_ms']:.0f} ms" for r in rows]
+    lines = [f"{n_guests} guests, {cpus} CPU cores (the client threads run on the same cores)"]
+    lines += [
+        f"{r['clients']} client(s): {r['throughput_rps']:.2f} req/s, median "
+        f"{r['median_ms']:.0f} ms, max {r['max_ms']:.0f} ms"
+        for r in rows
+    ]
     by = {r["clients"]: r for r in rows}
     if 1 in by and 2 in by and by[1]["throughput_rps"] > 0:
         gain = by[2]["throughput_rps"] / by[1]["throughput_rps"]
         if n_guests < 2:
-            verdict = (f"with one guest, 2 clients take turns: {gain:.2f}x the throughput of "
-                       f"one")
+            verdict = f"with one guest, 2 clients take turns: {gain:.2f}x the throughput of one"
         elif gain >= 1.6:
-            verdict = (f"2 clients got {gain:.2f}x the throughput of 1: the two guests ran "
-                       f"in parallel")
+            verdict = (
+                f"2 clients got {gain:.2f}x the throughput of 1: the two guests ran in parallel"
+            )
         elif gain >= 1.15:
-            verdict = (f"2 clients got {gain:.2f}x the throughput of 1: the two guests ran "
-                       f"partly in parallel; the rest of the cores' time went to the "
-                       f"server's event loop, the client and whatever else this machine runs")
+            verdict = (
+                f"2 clients got {gain:.2f}x the throughput of 1: the two guests ran "
+                f"partly in parallel; the rest of the cores' time went to the "
+                f"server's event loop, the client and whatever else this machine runs"
+            )
         else:
-            verdict = (f"2 clients got {gain:.2f}x the throughput of 1: it did not double. "
-                       f"Two guests can run at once, but {cpus} cores shared by them, the "
-                       f"server's event loop, the Python client and whatever else this "
-                       f"machine runs had no idle core for the second one")
+            verdict = (
+                f"2 clients got {gain:.2f}x the throughput of 1: it did not double. "
+                f"Two guests can run at once, but {cpus} cores shared by them, the "
+                f"server's event loop, the Python client and whatever else this "
+                f"machine runs had no idle core for the second one"
+            )
         lines.append(verdict)
     more = [r for r in rows if r["clients"] > n_guests]
     if more and 1 in by:
         r = more[-1]
-        lines.append(f"{r['clients']} clients > {n_guests} guests: requests queue for a guest, "
-                     f"so the median latency went from {by[1]['median_ms']:.0f} to "
-                     f"{r['median_ms']:.0f} ms while the throughput was "
-                     f"{r['throughput_rps']:.2f} req/s")
+        lines.append(
+            f"{r['clients']} clients > {n_guests} guests: requests queue for a guest, "
+            f"so the median latency went from {by[1]['median_ms']:.0f} to "
+            f"{r['median_ms']:.0f} ms while the throughput was "
+            f"{r['throughput_rps']:.2f} req/s"
+        )
     return "\n".join(lines)
 
 
@@ -227,13 +264,16 @@ def log_records(server: ServerProcess) -> list[dict]:
 
 def access_log_tail(server: ServerProcess, n: int = 5) -> list[dict]:
     """The last `n` access log records, with the fields worth a look."""
-    keep = ("method", "path", "status", "queue", "decode", "infer", "total_ms", "error",
-            "label")
+    keep = ("method", "path", "status", "queue", "decode", "infer", "total_ms", "error", "label")
     return [{k: r[k] for k in keep if k in r} for r in log_records(server)[-n:]]
 
 
-def burst(server: ServerProcess, n: int | None = None, stagger_ms: float = 0.0,
-          image: str = "grace_hopper.jpg") -> list[dict]:
+def burst(
+    server: ServerProcess,
+    n: int | None = None,
+    stagger_ms: float = 0.0,
+    image: str = "grace_hopper.jpg",
+) -> list[dict]:
     """`n` POST /predict sent at once (or `stagger_ms` apart), each tagged `?burst=k`.
 
     The default `n` is twice the guests plus one: `guests` requests find a guest free, the
@@ -251,8 +291,7 @@ def burst(server: ServerProcess, n: int | None = None, stagger_ms: float = 0.0,
 
     def send(k: int) -> None:
         time.sleep(max(0.0, start + k * stagger_ms / 1000 - time.perf_counter()))
-        r = clients[k].post(f"{server.url}/predict", content=data,
-                            params={"burst": k, "run": run})
+        r = clients[k].post(f"{server.url}/predict", content=data, params={"burst": k, "run": run})
         statuses[k] = r.status_code
 
     threads = [threading.Thread(target=send, args=(k,)) for k in range(n)]
@@ -285,8 +324,7 @@ def table(rows: list[dict]) -> str:
         return "(nothing)"
     cols = list(rows[0])
     widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in cols}
-    lines = ["  ".join(c.ljust(widths[c]) for c in cols),
-             "  ".join("-" * widths[c] for c in cols)]
+    lines = ["  ".join(c.ljust(widths[c]) for c in cols), "  ".join("-" * widths[c] for c in cols)]
     lines += ["  ".join(str(r.get(c, "")).ljust(widths[c]) for c in cols) for r in rows]
     return "\n".join(lines)
 

@@ -30,8 +30,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_healthy(url: str, timeout: float = 120.0, proc: subprocess.Popen | None = None
-                 ) -> dict:
+def wait_healthy(url: str, timeout: float = 120.0, proc: subprocess.Popen | None = None) -> dict:
     """Poll /healthz until it answers 200 (the guests are built before the port opens)."""
     deadline = time.monotonic() + timeout
     last: Exception | None = None
@@ -79,18 +78,27 @@ class ServerProcess:
         self.stop()
 
 
-def start_server_process(*args: str, port: int | None = None, timeout: float = 180,
-                         log_path: Path | str | None = None) -> ServerProcess:
+def start_server_process(
+    *args: str, port: int | None = None, timeout: float = 180, log_path: Path | str | None = None
+) -> ServerProcess:
     """Run `python -m wasi_lab serve --port PORT ARGS...` and wait until it is healthy."""
     port = port or free_port()
     log = Path(log_path) if log_path else None
     stderr = open(log, "w", encoding="utf-8") if log else subprocess.DEVNULL  # noqa: SIM115
-    cmd = [sys.executable, "-m", "wasi_lab", "serve", "--host", LOOPBACK, "--port",
-           str(port), *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "wasi_lab",
+        "serve",
+        "--host",
+        LOOPBACK,
+        "--port",
+        str(port),
+        *args,
+    ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     REPO_ROOT.mkdir(parents=True, exist_ok=True)  # outside a checkout: the data dir
-    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=stderr,
-                            env=env)
+    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=stderr, env=env)
     if log:
         stderr.close()  # type: ignore[union-attr]
     server = ServerProcess(f"http://{LOOPBACK}:{port}", proc, log)
@@ -100,4 +108,3 @@ def start_server_process(*args: str, port: int | None = None, timeout: float = 1
         server.stop(timeout=5)
         raise
     return server
-

@@ -147,8 +147,9 @@ class GuestPool:
         self.memory_bytes: dict[int, int] = {}
         self._idle: queue.Queue[Worker] = queue.Queue()
         self._lock = threading.Lock()
-        self._executor = ThreadPoolExecutor(max_workers=self.size,
-                                            thread_name_prefix=f"guest-{model or 'none'}")
+        self._executor = ThreadPoolExecutor(
+            max_workers=self.size, thread_name_prefix=f"guest-{model or 'none'}"
+        )
         self._replacers: list[threading.Thread] = []
         for wid in range(self.size):
             self._idle.put(self._new_worker(wid))
@@ -195,27 +196,32 @@ class GuestPool:
         """Never reuse this guest: build its successor off the request path."""
         with self._lock:
             self.stats.replacing += 1
-        t = threading.Thread(target=self._replace, args=(worker,), daemon=True,
-                             name=f"replace-{self.model}-{worker.id}")
+        t = threading.Thread(
+            target=self._replace,
+            args=(worker,),
+            daemon=True,
+            name=f"replace-{self.model}-{worker.id}",
+        )
         self._replacers.append(t)
         t.start()
 
     # -- running requests
 
-    async def run(self, job: Callable[[Worker], T], arrived: float,
-                  timings: dict[str, float]) -> T:
+    async def run(self, job: Callable[[Worker], T], arrived: float, timings: dict[str, float]) -> T:
         """Run `job(worker)` on a checked-out guest in a worker thread."""
         with self._lock:
             if self.stats.waiting >= self.limits.max_queue:
-                raise ApiError("overloaded", f"{self.stats.waiting} requests are already "
-                                             f"waiting for a {self.model} guest")
+                raise ApiError(
+                    "overloaded",
+                    f"{self.stats.waiting} requests are already waiting for a {self.model} guest",
+                )
             self.stats.waiting += 1
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._run_blocking, job, arrived,
-                                          timings)
+        return await loop.run_in_executor(self._executor, self._run_blocking, job, arrived, timings)
 
-    def _run_blocking(self, job: Callable[[Worker], T], arrived: float,
-                      timings: dict[str, float]) -> T:
+    def _run_blocking(
+        self, job: Callable[[Worker], T], arrived: float, timings: dict[str, float]
+    ) -> T:
         deadline = arrived + self.limits.deadline_ms / 1000
         try:
             left = deadline - time.perf_counter()
@@ -229,8 +235,10 @@ class GuestPool:
         if worker is None:
             with self._lock:
                 self.stats.failed += 1
-            raise ApiError("deadline_exceeded", f"no {self.model} guest became free within "
-                                                f"{self.limits.deadline_ms} ms")
+            raise ApiError(
+                "deadline_exceeded",
+                f"no {self.model} guest became free within {self.limits.deadline_ms} ms",
+            )
         with self._lock:
             self.stats.busy += 1
         keep = True
@@ -240,10 +248,12 @@ class GuestPool:
                 with self._lock:
                     self.stats.refused_early += 1
                     self.typical_ms *= REFUSAL_DECAY
-                raise ApiError("deadline_exceeded",
-                               f"{left_ms:.0f} ms of the {self.limits.deadline_ms} ms deadline "
-                               f"are left after queueing; a request takes about "
-                               f"{self.typical_ms:.0f} ms")
+                raise ApiError(
+                    "deadline_exceeded",
+                    f"{left_ms:.0f} ms of the {self.limits.deadline_ms} ms deadline "
+                    f"are left after queueing; a request takes about "
+                    f"{self.typical_ms:.0f} ms",
+                )
             if self.compiled.epochs:
                 worker.guest.set_deadline(self.limits.deadline_ticks(left_ms))
             worker.uses += 1
@@ -252,8 +262,9 @@ class GuestPool:
             took = (time.perf_counter() - started) * 1000
             with self._lock:
                 self.stats.served += 1
-                self.typical_ms = took if self.typical_ms == 0 else \
-                    0.9 * self.typical_ms + 0.1 * took
+                self.typical_ms = (
+                    took if self.typical_ms == 0 else 0.9 * self.typical_ms + 0.1 * took
+                )
             return result
         except GuestTrap as raised:
             keep = False
@@ -263,9 +274,12 @@ class GuestPool:
             with self._lock:
                 self.stats.failed += 1
             if trap.deadline:
-                raise ApiError("deadline_exceeded", f"the guest was interrupted after "
-                                                    f"{self.limits.deadline_ms} ms; it was "
-                                                    f"replaced") from None
+                raise ApiError(
+                    "deadline_exceeded",
+                    f"the guest was interrupted after "
+                    f"{self.limits.deadline_ms} ms; it was "
+                    f"replaced",
+                ) from None
             raise ApiError("guest_trap", f"{trap}; the guest was replaced") from None
         except GuestError as exc:
             with self._lock:
@@ -281,8 +295,10 @@ class GuestPool:
         finally:
             with self._lock:
                 self.stats.busy -= 1
-            grown = worker.guest.poisoned is None and \
-                worker.guest.pages * 65536 > self.limits.recycle_memory
+            grown = (
+                worker.guest.poisoned is None
+                and worker.guest.pages * 65536 > self.limits.recycle_memory
+            )
             if grown:
                 with self._lock:
                     self.stats.recycled += 1
@@ -296,18 +312,25 @@ class GuestPool:
 
     def snapshot(self) -> dict:
         with self._lock:
-            return {"size": self.size, "idle": self._idle.qsize(), "busy": self.stats.busy,
-                    "waiting": self.stats.waiting, "replacing": self.stats.replacing,
-                    "served": self.stats.served, "failed": self.stats.failed,
-                    "replaced": self.stats.replaced, "ready": self.model_error is None,
-                    "recycled": self.stats.recycled,
-                    "refused_early": self.stats.refused_early,
-                    "base_mib": round(self.base_bytes / 2**20, 1),
-                    "guest_mib": round(max(self.memory_bytes.values(), default=0) / 2**20,
-                                       1),
-                    "typical_ms": round(self.typical_ms, 1), "lost": self.stats.lost,
-                    "replace_error": self.replace_error,
-                    "error": self.model_error}
+            return {
+                "size": self.size,
+                "idle": self._idle.qsize(),
+                "busy": self.stats.busy,
+                "waiting": self.stats.waiting,
+                "replacing": self.stats.replacing,
+                "served": self.stats.served,
+                "failed": self.stats.failed,
+                "replaced": self.stats.replaced,
+                "ready": self.model_error is None,
+                "recycled": self.stats.recycled,
+                "refused_early": self.stats.refused_early,
+                "base_mib": round(self.base_bytes / 2**20, 1),
+                "guest_mib": round(max(self.memory_bytes.values(), default=0) / 2**20, 1),
+                "typical_ms": round(self.typical_ms, 1),
+                "lost": self.stats.lost,
+                "replace_error": self.replace_error,
+                "error": self.model_error,
+            }
 
     def close(self) -> None:
         """Finish queued requests, then let replacements finish."""

@@ -62,30 +62,52 @@ class HeaderTimeoutH11Protocol(H11Protocol):
         self._header_timer = None
         if self.transport.is_closing() or self.conn.their_state is not h11.IDLE:
             return
-        message = (f"the request line and headers did not arrive within "
-                   f"{self.header_timeout:g} s (--header-timeout)")
+        message = (
+            f"the request line and headers did not arrive within "
+            f"{self.header_timeout:g} s (--header-timeout)"
+        )
         body = json.dumps({"error": {"code": "request_timeout", "message": message}}).encode()
-        self.transport.write(b"HTTP/1.1 408 Request Timeout\r\n"
-                             b"content-type: application/json\r\nconnection: close\r\n"
-                             b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        self.transport.write(
+            b"HTTP/1.1 408 Request Timeout\r\n"
+            b"content-type: application/json\r\nconnection: close\r\n"
+            b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+        )
         self.transport.close()
         logger = logging.getLogger(ACCESS_LOGGER)
         if not logger.disabled:
             client = self.client or ("-", 0)
-            logger.info(json.dumps({"ts": round(time.time(), 3), "client": client[0],
-                                    "method": None, "path": None, "status": 408,
-                                    "error": "request_timeout"}))
+            logger.info(
+                json.dumps(
+                    {
+                        "ts": round(time.time(), 3),
+                        "client": client[0],
+                        "method": None,
+                        "path": None,
+                        "status": 408,
+                        "error": "request_timeout",
+                    }
+                )
+            )
 
 
 def protocol_class(header_timeout: float) -> type[HeaderTimeoutH11Protocol]:
     """A subclass carrying this server's timeout (uvicorn instantiates the class itself)."""
-    return type("HeaderTimeoutH11Protocol", (HeaderTimeoutH11Protocol,),
-                {"header_timeout": float(header_timeout)})
+    return type(
+        "HeaderTimeoutH11Protocol",
+        (HeaderTimeoutH11Protocol,),
+        {"header_timeout": float(header_timeout)},
+    )
 
 
 def uvicorn_config(app: Any, **kwargs: Any) -> uvicorn.Config:
     """The uvicorn Config both `wasi-lab serve` and the test harness use."""
     limits = app.state.server.limits
-    return uvicorn.Config(app, http=protocol_class(limits.header_timeout),
-                          timeout_keep_alive=limits.keep_alive, log_level="warning",
-                          access_log=False, timeout_graceful_shutdown=30, **kwargs)
+    return uvicorn.Config(
+        app,
+        http=protocol_class(limits.header_timeout),
+        timeout_keep_alive=limits.keep_alive,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=30,
+        **kwargs,
+    )

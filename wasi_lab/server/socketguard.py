@@ -21,8 +21,12 @@ from typing import Any
 ENV_VAR = "WASI_LAB_SOCKET_GUARD"
 MARKER = "SOCKET-GUARD VIOLATION"
 
-_real = {"connect": socket.socket.connect, "connect_ex": socket.socket.connect_ex,
-         "create_connection": socket.create_connection, "getaddrinfo": socket.getaddrinfo}
+_real = {
+    "connect": socket.socket.connect,
+    "connect_ex": socket.socket.connect_ex,
+    "create_connection": socket.create_connection,
+    "getaddrinfo": socket.getaddrinfo,
+}
 
 
 def is_loopback_host(host: object) -> bool:
@@ -58,8 +62,7 @@ def install_guard(on_violation: Callable[[str], None]) -> Callable[[], None]:
         return OSError(message)
 
     def check_address(sock: socket.socket, address: Any) -> None:
-        if sock.family in (socket.AF_INET, socket.AF_INET6) and \
-                not is_loopback_host(address[0]):
+        if sock.family in (socket.AF_INET, socket.AF_INET6) and not is_loopback_host(address[0]):
             raise refuse(f"connect to {address!r}")
 
     def connect(self: socket.socket, address: Any) -> None:
@@ -81,9 +84,12 @@ def install_guard(on_violation: Callable[[str], None]) -> Callable[[], None]:
             raise refuse(f"DNS query for {name!r}")  # the query itself would leave the box
         infos = _real["getaddrinfo"](host, *args, **kwargs)
         for info in infos:
-            if info[0] in (socket.AF_INET, socket.AF_INET6) and \
-                    not is_loopback_host(info[4][0]) and name is not None and \
-                    not _numeric(name):
+            if (
+                info[0] in (socket.AF_INET, socket.AF_INET6)
+                and not is_loopback_host(info[4][0])
+                and name is not None
+                and not _numeric(name)
+            ):
                 raise refuse(f"{name!r} resolved to {info[4][0]}")
         return infos
 

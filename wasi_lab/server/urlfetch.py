@@ -37,20 +37,25 @@ from wasi_lab.server.errors import ApiError
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 #: Refused whatever the flags: where clouds hand out instance credentials and control.
-METADATA_NETWORKS = tuple(ipaddress.ip_network(n) for n in (
-    "169.254.0.0/16",     # link-local: 169.254.169.254 (AWS, GCP, Azure, OCI ...),
-                          # 169.254.170.2 (ECS task credentials), 169.254.0.23 (Tencent)
-    "fe80::/10",          # IPv6 link-local
-    "fd00:ec2::/32",      # AWS IPv6 instance metadata (fd00:ec2::254) and its services
-    "fd20:ce::254/128",   # GCP IPv6 metadata server
-    "168.63.129.16/32",   # Azure wireserver
-    "100.100.100.200/32",  # Alibaba Cloud metadata
-    "192.0.0.192/32",     # Oracle Cloud classic metadata
-))
+METADATA_NETWORKS = tuple(
+    ipaddress.ip_network(n)
+    for n in (
+        "169.254.0.0/16",  # link-local: 169.254.169.254 (AWS, GCP, Azure, OCI ...),
+        # 169.254.170.2 (ECS task credentials), 169.254.0.23 (Tencent)
+        "fe80::/10",  # IPv6 link-local
+        "fd00:ec2::/32",  # AWS IPv6 instance metadata (fd00:ec2::254) and its services
+        "fd20:ce::254/128",  # GCP IPv6 metadata server
+        "168.63.129.16/32",  # Azure wireserver
+        "100.100.100.200/32",  # Alibaba Cloud metadata
+        "192.0.0.192/32",  # Oracle Cloud classic metadata
+    )
+)
 #: Kept for callers of the old name: the single addresses among METADATA_NETWORKS.
-METADATA_ADDRESSES = {ipaddress.ip_address("169.254.169.254"),
-                      ipaddress.ip_address("fd00:ec2::254"),
-                      ipaddress.ip_address("100.100.100.200")}
+METADATA_ADDRESSES = {
+    ipaddress.ip_address("169.254.169.254"),
+    ipaddress.ip_address("fd00:ec2::254"),
+    ipaddress.ip_address("100.100.100.200"),
+}
 
 _THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")
 _V4_COMPATIBLE = ipaddress.ip_network("::/96")
@@ -98,10 +103,12 @@ def embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
     if ip in _V4_TRANSLATED or ip in _NAT64_WELL_KNOWN or (ip in _V4_COMPATIBLE and n > 1):
         found.append(n & 0xFFFFFFFF)
     if ip in _NAT64_LOCAL:
-        found += [(_bits(n, 48, 64) << 16) | _bits(n, 72, 88),   # /48
-                  (_bits(n, 56, 64) << 24) | _bits(n, 72, 96),   # /56
-                  _bits(n, 72, 104),                             # /64
-                  n & 0xFFFFFFFF]                                # /96
+        found += [
+            (_bits(n, 48, 64) << 16) | _bits(n, 72, 88),  # /48
+            (_bits(n, 56, 64) << 24) | _bits(n, 72, 96),  # /56
+            _bits(n, 72, 104),  # /64
+            n & 0xFFFFFFFF,
+        ]  # /96
     if ip.sixtofour is not None:
         found.append(int(ip.sixtofour))
     if ip.teredo is not None:  # (server, client); Python already undoes the client's XOR
@@ -117,8 +124,7 @@ def metadata_network(ip: IPAddress) -> ipaddress.IPv4Network | ipaddress.IPv6Net
     return None
 
 
-def address_problem(ip: IPAddress, allow_private: bool, loopback_only: bool = False
-                    ) -> str | None:
+def address_problem(ip: IPAddress, allow_private: bool, loopback_only: bool = False) -> str | None:
     """Why this address may not be fetched, or None when it may.
 
     `loopback_only` allows loopback and nothing else (with or without `allow_private`);
@@ -130,27 +136,37 @@ def address_problem(ip: IPAddress, allow_private: bool, loopback_only: bool = Fa
             ip = ipaddress.IPv6Address(str(ip).split("%")[0])
         if ip.ipv4_mapped is not None:  # on the wire this *is* the IPv4 address
             return address_problem(ip.ipv4_mapped, allow_private, loopback_only)
-        problems = [f"{problem}: {inner} carried inside the IPv6 address {ip}"
-                    for inner in embedded_ipv4(ip)
-                    if (problem := address_problem(inner, allow_private, loopback_only))]
+        problems = [
+            f"{problem}: {inner} carried inside the IPv6 address {ip}"
+            for inner in embedded_ipv4(ip)
+            if (problem := address_problem(inner, allow_private, loopback_only))
+        ]
         if problems:  # name the worst one: a metadata address before a merely odd one
             return sorted(problems, key=lambda p: "metadata" not in p)[0]
-    if ip.is_unspecified or ip.is_multicast or (ip.version == 4 and ip in _THIS_NETWORK) \
-            or ip == ipaddress.IPv4Address("255.255.255.255"):
+    if (
+        ip.is_unspecified
+        or ip.is_multicast
+        or (ip.version == 4 and ip in _THIS_NETWORK)
+        or ip == ipaddress.IPv4Address("255.255.255.255")
+    ):
         return "an unspecified, 'this network', broadcast or multicast address"
     net = metadata_network(ip)
     if net is not None:
-        return (f"a cloud metadata or credentials address ({net}; refused even with "
-                f"--allow-private-urls)")
+        return (
+            f"a cloud metadata or credentials address ({net}; refused even with "
+            f"--allow-private-urls)"
+        )
     if loopback_only:
-        return None if ip.is_loopback else \
-            "not a loopback address (the server runs with --loopback-only-urls)"
+        return (
+            None
+            if ip.is_loopback
+            else "not a loopback address (the server runs with --loopback-only-urls)"
+        )
     if ip.is_global:
         return None
     if allow_private and (ip.is_loopback or ip.is_private):
         return None
-    kind = ("a loopback" if ip.is_loopback else "a private" if ip.is_private
-            else "a non-public")
+    kind = "a loopback" if ip.is_loopback else "a private" if ip.is_private else "a non-public"
     return f"{kind} address"
 
 
@@ -161,15 +177,18 @@ def _advice(ip: IPAddress, allow_private: bool, loopback_only: bool) -> str:
     return " (start it with --allow-private-urls for a lab)"
 
 
-def resolve_checked(host: str, port: int, allow_private: bool, loopback_only: bool = False
-                    ) -> IPAddress:
+def resolve_checked(
+    host: str, port: int, allow_private: bool, loopback_only: bool = False
+) -> IPAddress:
     """Resolve `host` and return the address to connect to, if all of them are allowed."""
     literal = _ip_literal(host)
     if loopback_only and literal is None and host.lower().rstrip(".") != "localhost":
         # a name: do not even ask DNS (the query itself leaves the box)
-        raise ApiError("forbidden_address",
-                       f"{host!r} is not localhost or an IP literal (the server runs "
-                       f"with --loopback-only-urls)")
+        raise ApiError(
+            "forbidden_address",
+            f"{host!r} is not localhost or an IP literal (the server runs "
+            f"with --loopback-only-urls)",
+        )
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (OSError, UnicodeError) as exc:
@@ -187,9 +206,11 @@ def resolve_checked(host: str, port: int, allow_private: bool, loopback_only: bo
     for ip in addresses:
         problem = address_problem(ip, allow_private, loopback_only)
         if problem:
-            raise ApiError("forbidden_address",
-                           f"{host!r} resolves to {ip}, {problem}; the server refuses to "
-                           f"fetch from it{_advice(ip, allow_private, loopback_only)}")
+            raise ApiError(
+                "forbidden_address",
+                f"{host!r} resolves to {ip}, {problem}; the server refuses to "
+                f"fetch from it{_advice(ip, allow_private, loopback_only)}",
+            )
     return addresses[0]
 
 
@@ -203,10 +224,10 @@ def _ip_literal(host: str) -> IPAddress | None:
 @dataclass
 class ParsedUrl:
     scheme: str
-    host: str       # as DNS and the Host header want it (IDNA-encoded, no brackets)
+    host: str  # as DNS and the Host header want it (IDNA-encoded, no brackets)
     port: int
-    target: str     # path and query for the request line
-    netloc: str     # host[:port] for the Host header
+    target: str  # path and query for the request line
+    netloc: str  # host[:port] for the Host header
 
 
 def parse_url(url: str) -> ParsedUrl:
@@ -227,14 +248,16 @@ def parse_url(url: str) -> ParsedUrl:
     bracketed = "[" in parts.netloc
     if bracketed:
         if not isinstance(_ip_literal(host), ipaddress.IPv6Address) or "%" in host:
-            raise ApiError("bad_url", f"{shown!r}: only an IPv6 address (without a zone) "
-                                      f"may stand in brackets")
+            raise ApiError(
+                "bad_url", f"{shown!r}: only an IPv6 address (without a zone) may stand in brackets"
+            )
     else:
         try:
             host = host.encode("idna").decode("ascii")
         except UnicodeError:
-            raise ApiError("bad_url", f"{shown!r} has a host name that is not valid "
-                                      f"(IDNA)") from None
+            raise ApiError(
+                "bad_url", f"{shown!r} has a host name that is not valid (IDNA)"
+            ) from None
         if not _HOST_NAME.match(host):
             raise ApiError("bad_url", f"{shown!r} has an invalid host name")
     if explicit_port == 0:
@@ -258,7 +281,7 @@ class _DeadlineSocket:
     def __init__(self, sock: socket.socket, deadline: float):
         self._sock = sock
         self._deadline = deadline
-        self._readers = 0       # like socket.makefile: close() waits for the readers
+        self._readers = 0  # like socket.makefile: close() waits for the readers
         self._closing = False
 
     def _arm(self) -> None:
@@ -313,8 +336,7 @@ def _connect(ip: IPAddress, port: int, deadline: float) -> socket.socket:
     left = deadline - time.monotonic()
     if left <= 0:
         raise TimeoutError("the download's deadline passed")
-    target = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped \
-        else ip
+    target = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped else ip
     return socket.create_connection((str(target), port), timeout=left)
 
 
@@ -371,10 +393,10 @@ def fetch_image(url: str, policy: FetchPolicy, deadline: float | None = None) ->
         except ApiError as exc:  # the client's URL is a 400; an origin's redirect a 502
             if hop == 0:
                 raise
-            raise ApiError("fetch_failed", f"redirected to an unusable URL: "
-                                           f"{exc.message}") from None
-        ip = resolve_checked(parsed.host, parsed.port, policy.allow_private,
-                             policy.loopback_only)
+            raise ApiError(
+                "fetch_failed", f"redirected to an unusable URL: {exc.message}"
+            ) from None
+        ip = resolve_checked(parsed.host, parsed.port, policy.allow_private, policy.loopback_only)
         conn = _PinnedHTTP(parsed, ip, deadline)
         resp: http.client.HTTPResponse | None = None
         try:
@@ -394,19 +416,20 @@ def fetch_image(url: str, policy: FetchPolicy, deadline: float | None = None) ->
                 raise ApiError("fetch_failed", f"{shown} answered HTTP {resp.status}")
             return _read_capped(resp, policy.max_bytes, shown)
         except TimeoutError:
-            raise ApiError("fetch_timeout", f"{shown} did not deliver the image within "
-                                            f"{policy.timeout_s:g} s") from None
+            raise ApiError(
+                "fetch_timeout", f"{shown} did not deliver the image within {policy.timeout_s:g} s"
+            ) from None
         except ValueError as exc:  # http.client.InvalidURL and friends
-            raise ApiError("bad_url" if hop == 0 else "fetch_failed",
-                           f"{shown}: {exc}") from None
+            raise ApiError("bad_url" if hop == 0 else "fetch_failed", f"{shown}: {exc}") from None
         except (OSError, http.client.HTTPException) as exc:
             raise ApiError("fetch_failed", f"{shown}: {exc}") from None
         finally:
             if resp is not None:
                 resp.close()
             conn.close()
-    raise ApiError("fetch_failed", f"{redact_url(url)[:300]} redirected more than "
-                                   f"{policy.max_redirects} times")
+    raise ApiError(
+        "fetch_failed", f"{redact_url(url)[:300]} redirected more than {policy.max_redirects} times"
+    )
 
 
 def _read_capped(resp: http.client.HTTPResponse, max_bytes: int, shown: str) -> bytes:
@@ -414,8 +437,9 @@ def _read_capped(resp: http.client.HTTPResponse, max_bytes: int, shown: str) -> 
     read-until-close, nothing past `max_bytes` is kept (the socket carries the deadline)."""
     declared = resp.getheader("Content-Length")
     if declared and declared.strip().isdigit() and int(declared) > max_bytes:
-        raise ApiError("download_too_large",
-                       f"{shown} is {int(declared)} bytes; the limit is {max_bytes}")
+        raise ApiError(
+            "download_too_large", f"{shown} is {int(declared)} bytes; the limit is {max_bytes}"
+        )
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -424,7 +448,6 @@ def _read_capped(resp: http.client.HTTPResponse, max_bytes: int, shown: str) -> 
             break
         size += len(chunk)
         if size > max_bytes:
-            raise ApiError("download_too_large",
-                           f"{shown} is over the limit of {max_bytes} bytes")
+            raise ApiError("download_too_large", f"{shown} is over the limit of {max_bytes} bytes")
         chunks.append(chunk)
     return b"".join(chunks)

@@ -35,27 +35,36 @@ def size_figure(builds: BuildRecord, names: Sequence[str] = ("debug", "release")
         ax.set_ylabel("module size (KiB, log scale)")
     else:
         ax.set_ylabel("module size (KiB)")
-    ax.set_title(f"Guest module size by build profile\n({builds.where(short=True)})",
-                 fontsize=12)
+    ax.set_title(f"Guest module size by build profile\n({builds.where(short=True)})", fontsize=12)
     ax.margins(y=0.2)
     return fig
 
 
-def feature_cost_figure(builds: BuildRecord, base: str = "release",
-                        other: str = f"release-{RAYON_FEATURE}") -> Figure:
+def feature_cost_figure(
+    builds: BuildRecord, base: str = "release", other: str = f"release-{RAYON_FEATURE}"
+) -> Figure:
     """What threads you cannot use still cost: module size, crates in the build, cold build
     seconds; every bar from the same record (stored or live)."""
     names = [n for n in (base, other) if n in builds.variants]
     runs = [builds.variants[n] for n in names]
     fig, axes = plt.subplots(1, 3, figsize=(13, 4), layout="constrained")
-    colours = ["#4c72b0", "#c44e52"][:len(names)]
+    colours = ["#4c72b0", "#c44e52"][: len(names)]
     panels = [
         ([v.size / 1024 for v in runs], "{:,.0f} KiB", "module size (KiB)", "Module size"),
-        ([len(v.crates) for v in runs], "{:.0f} crates", "crates in the build",
-         "Dependencies (cargo tree)"),
-        ([v.seconds for v in runs], "{:.0f} s", "seconds",
-         "Cold build time" if all(v.cold for v in runs) else
-         "Build time (" + ", ".join("cold" if v.cold else "cached" for v in runs) + ")"),
+        (
+            [len(v.crates) for v in runs],
+            "{:.0f} crates",
+            "crates in the build",
+            "Dependencies (cargo tree)",
+        ),
+        (
+            [v.seconds for v in runs],
+            "{:.0f} s",
+            "seconds",
+            "Cold build time"
+            if all(v.cold for v in runs)
+            else "Build time (" + ", ".join("cold" if v.cold else "cached" for v in runs) + ")",
+        ),
     ]
     for ax, (values, fmt, ylabel, title) in zip(axes, panels, strict=True):
         bars = ax.bar(names, values, color=colours)
@@ -64,8 +73,11 @@ def feature_cost_figure(builds: BuildRecord, base: str = "release",
         ax.set_title(title, fontsize=13)
         ax.margins(y=0.3)
         ax.tick_params(axis="x", labelsize=10)
-    fig.suptitle("The cost of a dependency you cannot use on wasm32-wasi (rayon)\n"
-                 f"{builds.where(short=True)}", fontsize=13)
+    fig.suptitle(
+        "The cost of a dependency you cannot use on wasm32-wasi (rayon)\n"
+        f"{builds.where(short=True)}",
+        fontsize=13,
+    )
     return fig
 
 
@@ -75,8 +87,12 @@ def jpeg_worker_listing(probe: dict):
     title = probe.get("jpeg_worker_file", "jpeg-decoder src/worker/mod.rs")
     path = find_crate_file(title) if "jpeg_worker_file" in probe else None
     if path is not None:  # numbered like the stored lines, so the gaps between them show
-        return listings.Listing(f"{title} (read from this machine's copy)",
-                                "\n".join(cfg_lines(path.read_text().splitlines())), "rust",
-                                path)
-    return listings.Listing(f"{title} (kept in the build record)",
-                            "\n".join(probe.get("jpeg_worker_cfg", [])), "rust")
+        return listings.Listing(
+            f"{title} (read from this machine's copy)",
+            "\n".join(cfg_lines(path.read_text().splitlines())),
+            "rust",
+            path,
+        )
+    return listings.Listing(
+        f"{title} (kept in the build record)", "\n".join(probe.get("jpeg_worker_cfg", [])), "rust"
+    )

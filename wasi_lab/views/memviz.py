@@ -28,8 +28,16 @@ from wasi_lab.runtime import (
 )
 
 #: Region names in legend order, with colours that stay distinct on a projector.
-REGIONS: tuple[str, ...] = ("data + stack", "heap (guest)", "model", "image", "other block",
-                            "freed block", "untouched (zero)", "beyond memory")
+REGIONS: tuple[str, ...] = (
+    "data + stack",
+    "heap (guest)",
+    "model",
+    "image",
+    "other block",
+    "freed block",
+    "untouched (zero)",
+    "beyond memory",
+)
 REGION_COLOURS: dict[str, str] = {
     "data + stack": "#4c72b0",
     "heap (guest)": "#dd8452",
@@ -41,8 +49,14 @@ REGION_COLOURS: dict[str, str] = {
     "beyond memory": "#ffffff",
 }
 #: Stage labels of the article's flow, in order (notebook 03 steps through them).
-ARTICLE_STAGES: tuple[str, ...] = ("fresh instance", "alloc(model)", "model written",
-                                   "alloc(image)", "image written", "after inference")
+ARTICLE_STAGES: tuple[str, ...] = (
+    "fresh instance",
+    "alloc(model)",
+    "model written",
+    "alloc(image)",
+    "image written",
+    "after inference",
+)
 
 
 # --------------------------------------------------------------------------- classification
@@ -57,8 +71,13 @@ def _memo(snap: MemorySnapshot, name: str, compute):
     regions and entropies of a 90 MB snapshot a dozen times. Keyed on the bytes object and
     the block list, so a snapshot whose blocks are edited (as the replay does) is recomputed.
     """
-    key = (name, id(snap.data), len(snap.data), snap.heap_base,
-           tuple((a.ptr, a.length, a.label) for a in snap.allocations))
+    key = (
+        name,
+        id(snap.data),
+        len(snap.data),
+        snap.heap_base,
+        tuple((a.ptr, a.length, a.label) for a in snap.allocations),
+    )
     memo = snap.__dict__.setdefault("_memviz_memo", {})
     hit = memo.get(key)
     if hit is None or hit[0] is not snap.data:  # the same id for new bytes is no hit
@@ -123,8 +142,7 @@ def _pages(snap: MemorySnapshot) -> np.ndarray:
 
 def page_nonzero_fraction(snap: MemorySnapshot) -> np.ndarray:
     """Fraction of non-zero bytes in each page (0 = never written, or written with zeros)."""
-    return _memo(snap, "nonzero",
-                 lambda: np.count_nonzero(_pages(snap), axis=1) / PAGE_SIZE).copy()
+    return _memo(snap, "nonzero", lambda: np.count_nonzero(_pages(snap), axis=1) / PAGE_SIZE).copy()
 
 
 def page_entropy(snap: MemorySnapshot) -> np.ndarray:
@@ -169,10 +187,12 @@ class SnapshotDiff:
         return sum(e - s for s, e in self.ranges)
 
     def summary(self) -> str:
-        return (f"{self.before!r} -> {self.after!r}: {self.changed_bytes:,} bytes changed in "
-                f"{len(self.ranges):,} ranges on {len(self.changed_pages)} pages; memory "
-                f"{self.pages_before} -> {self.pages_after} pages "
-                f"(memory.grow by {self.grown_pages})")
+        return (
+            f"{self.before!r} -> {self.after!r}: {self.changed_bytes:,} bytes changed in "
+            f"{len(self.ranges):,} ranges on {len(self.changed_pages)} pages; memory "
+            f"{self.pages_before} -> {self.pages_after} pages "
+            f"(memory.grow by {self.grown_pages})"
+        )
 
 
 def changed_mask(a: MemorySnapshot, b: MemorySnapshot) -> np.ndarray:
@@ -199,8 +219,7 @@ def diff_snapshots(a: MemorySnapshot, b: MemorySnapshot, merge_gap: int = 16) ->
     69 million bytes differ, and listing their indices took 8 s and half a gigabyte.
     """
     mask = changed_mask(a, b)
-    edges = np.flatnonzero(np.diff(mask.view(np.int8), prepend=np.int8(0),
-                                   append=np.int8(0)))
+    edges = np.flatnonzero(np.diff(mask.view(np.int8), prepend=np.int8(0), append=np.int8(0)))
     starts, ends = edges[0::2], edges[1::2]  # runs of changed bytes: [start, end)
     ranges: list[tuple[int, int]] = []
     if starts.size:
@@ -215,18 +234,18 @@ def diff_snapshots(a: MemorySnapshot, b: MemorySnapshot, merge_gap: int = 16) ->
     return SnapshotDiff(a.label, b.label, ranges, pages, a.pages, b.pages)
 
 
-def changed_offsets(a: MemorySnapshot, b: MemorySnapshot, start: int, length: int
-                    ) -> np.ndarray:
+def changed_offsets(a: MemorySnapshot, b: MemorySnapshot, start: int, length: int) -> np.ndarray:
     """Offsets (from `start`) of the bytes of `[start, start + length)` that differ.
 
     Notebook 03 asks it of the image block and the model block between *image written* and
     *after inference*: freeing a block does not clear it, and the allocator's free-list
     links land in the first bytes of the merged free chunk (the model's), not in the image.
     """
+
     def window(s: MemorySnapshot) -> np.ndarray:
         out = np.zeros(length, np.uint8)
-        part = np.frombuffer(s.data[start:start + length], np.uint8)
-        out[:len(part)] = part
+        part = np.frombuffer(s.data[start : start + length], np.uint8)
+        out[: len(part)] = part
         return out
 
     return np.flatnonzero(window(a) != window(b))
@@ -249,17 +268,23 @@ def blocks_on_page(snap: MemorySnapshot, page: int) -> list[tuple[Allocation, in
 # --------------------------------------------------------------------------- hex dump
 
 
-def hex_dump(data: bytes, offset: int = 0, length: int = 256, width: int = 16,
-             base: int = 0, mark: tuple[int, int] | None = None) -> str:
+def hex_dump(
+    data: bytes,
+    offset: int = 0,
+    length: int = 256,
+    width: int = 16,
+    base: int = 0,
+    mark: tuple[int, int] | None = None,
+) -> str:
     """Classic `offset  hex  |ascii|` lines for `length` bytes of `data` starting at `offset`.
 
     `base` is added to the printed offsets (the address of `data[0]` in linear memory);
     rows overlapping `mark` (a [start, end) address range) get a `*` in the margin.
     """
-    chunk = data[offset:offset + length]
+    chunk = data[offset : offset + length]
     lines = []
     for row in range(0, len(chunk), width):
-        part = chunk[row:row + width]
+        part = chunk[row : row + width]
         addr = base + offset + row
         hexes = " ".join(f"{b:02x}" for b in part).ljust(width * 3 - 1)
         text = "".join(chr(b) if 32 <= b < 127 else "." for b in part)
@@ -283,8 +308,8 @@ def first_change_in_page(a: MemorySnapshot, b: MemorySnapshot, page: int) -> int
     y = np.zeros(PAGE_SIZE, np.uint8)
     xa = np.frombuffer(a.data[lo:hi], np.uint8)
     yb = np.frombuffer(b.data[lo:hi], np.uint8)
-    x[:len(xa)] = xa
-    y[:len(yb)] = yb
+    x[: len(xa)] = xa
+    y[: len(yb)] = yb
     idx = np.flatnonzero(x != y)
     return int(idx[0]) if idx.size else None
 
@@ -302,7 +327,7 @@ def hex_diff(a: MemorySnapshot, b: MemorySnapshot, page: int, length: int = 128)
             return "  (page not yet allocated: memory had not grown this far)"
         return hex_dump(s.data, page * PAGE_SIZE + start, length)
 
-    return (f"--- {a.label}\n{dump(a)}\n+++ {b.label}\n{dump(b)}")
+    return f"--- {a.label}\n{dump(a)}\n+++ {b.label}\n{dump(b)}"
 
 
 # --------------------------------------------------------------------------- figures
@@ -312,10 +337,15 @@ def _grid(n: int, cols: int) -> tuple[int, int]:
     return (n + cols - 1) // cols, cols
 
 
-def page_map_figure(snap: MemorySnapshot, color_by: str = "region", cols: int | None = None,
-                    highlight: tuple[int, int] | None = None,
-                    changed_pages: Sequence[int] = (), title: str | None = None,
-                    figsize: tuple[float, float] | None = None) -> Figure:
+def page_map_figure(
+    snap: MemorySnapshot,
+    color_by: str = "region",
+    cols: int | None = None,
+    highlight: tuple[int, int] | None = None,
+    changed_pages: Sequence[int] = (),
+    title: str | None = None,
+    figsize: tuple[float, float] | None = None,
+) -> Figure:
     """One square per 64 KiB page, row by row from address 0.
 
     `color_by="region"` colours by what the page holds; `"entropy"` by bits/byte.
@@ -337,39 +367,88 @@ def page_map_figure(snap: MemorySnapshot, color_by: str = "region", cols: int | 
         codes = np.full(rows * cols, np.nan)
         codes[:shown] = [REGIONS.index(r) for r in regions]
         cmap = ListedColormap([REGION_COLOURS[r] for r in REGIONS])
-        ax.imshow(codes.reshape(rows, cols), cmap=cmap, vmin=-0.5, vmax=len(REGIONS) - 0.5,
-                  aspect="equal", interpolation="nearest")
+        ax.imshow(
+            codes.reshape(rows, cols),
+            cmap=cmap,
+            vmin=-0.5,
+            vmax=len(REGIONS) - 0.5,
+            aspect="equal",
+            interpolation="nearest",
+        )
         present = [r for r in REGIONS if r in regions]
-        handles = [Patch(facecolor=REGION_COLOURS[r], edgecolor="grey",
-                         label=f"{r} ({regions.count(r)})") for r in present]
+        handles = [
+            Patch(facecolor=REGION_COLOURS[r], edgecolor="grey", label=f"{r} ({regions.count(r)})")
+            for r in present
+        ]
     elif color_by == "entropy":
         ent = np.full(rows * cols, np.nan)
         ent[:n] = page_entropy(snap)
-        im = ax.imshow(ent.reshape(rows, cols), cmap="viridis", vmin=0, vmax=8,
-                       aspect="equal", interpolation="nearest")
+        im = ax.imshow(
+            ent.reshape(rows, cols),
+            cmap="viridis",
+            vmin=0,
+            vmax=8,
+            aspect="equal",
+            interpolation="nearest",
+        )
         fig.colorbar(im, ax=ax, label="byte entropy (bits/byte)", shrink=0.8)
         handles = []
     else:
         raise ValueError(f"color_by must be 'region' or 'entropy', not {color_by!r}")
     dots = [p for p in changed_pages if p < n]
     if dots:  # one call for all dots: a plot() per page took seconds for a thousand pages
-        ax.plot([p % cols for p in dots], [p // cols for p in dots], "o", color="black",
-                markersize=3, linestyle="")
+        ax.plot(
+            [p % cols for p in dots],
+            [p // cols for p in dots],
+            "o",
+            color="black",
+            markersize=3,
+            linestyle="",
+        )
     if len(changed_pages):
-        handles.append(plt.Line2D([], [], marker="o", color="black", linestyle="",
-                                  markersize=4, label="changed since previous stage"))
+        handles.append(
+            plt.Line2D(
+                [],
+                [],
+                marker="o",
+                color="black",
+                linestyle="",
+                markersize=4,
+                label="changed since previous stage",
+            )
+        )
     if highlight is not None:
         lo, hi = highlight
         for p in range(lo // PAGE_SIZE, (max(hi, lo + 1) - 1) // PAGE_SIZE + 1):
             r, c = divmod(p, cols)
-            ax.add_patch(Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False,
-                                   edgecolor="black" if p < n else "#c44e52",
-                                   linewidth=1.2, hatch="///"))
-        handles.append(Patch(facecolor="none", edgecolor="black", hatch="///",
-                             label=f"read range the call claims {lo:#x}..{hi:#x}"))
+            ax.add_patch(
+                Rectangle(
+                    (c - 0.5, r - 0.5),
+                    1,
+                    1,
+                    fill=False,
+                    edgecolor="black" if p < n else "#c44e52",
+                    linewidth=1.2,
+                    hatch="///",
+                )
+            )
+        handles.append(
+            Patch(
+                facecolor="none",
+                edgecolor="black",
+                hatch="///",
+                label=f"read range the call claims {lo:#x}..{hi:#x}",
+            )
+        )
         if shown > n:
-            handles.append(Patch(facecolor="white", edgecolor="#c44e52", hatch="///",
-                                 label=f"beyond the end of memory ({shown - n} pages)"))
+            handles.append(
+                Patch(
+                    facecolor="white",
+                    edgecolor="#c44e52",
+                    hatch="///",
+                    label=f"beyond the end of memory ({shown - n} pages)",
+                )
+            )
     ax.set_xticks(range(0, cols, 4))
     step = max(1, rows // 12)
     labelled = range(0, rows, step)  # only the labelled rows get a tick: text is what costs
@@ -377,11 +456,16 @@ def page_map_figure(snap: MemorySnapshot, color_by: str = "region", cols: int | 
     ax.set_yticklabels([f"{r * cols * PAGE_SIZE // 2**20} MiB" for r in labelled])
     ax.set_xlabel(f"page within row ({cols} pages x 64 KiB = {cols * 64 // 1024} MiB per row)")
     label = snap.label or "memory"
-    ax.set_title(title or f"{label}: {n} pages = {n * PAGE_SIZE / 2**20:.1f} MiB"
-                 f"  (__heap_base = {snap.heap_base:#x})", fontsize=13)
+    ax.set_title(
+        title
+        or f"{label}: {n} pages = {n * PAGE_SIZE / 2**20:.1f} MiB"
+        f"  (__heap_base = {snap.heap_base:#x})",
+        fontsize=13,
+    )
     if handles:
-        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=10,
-                  frameon=False)
+        ax.legend(
+            handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=10, frameon=False
+        )
     return fig
 
 
@@ -390,9 +474,13 @@ def _rgb(colour: str) -> tuple[int, int, int]:
     return int(c[0:2], 16), int(c[2:4], 16), int(c[4:6], 16)
 
 
-def page_map_png(snap: MemorySnapshot, color_by: str = "region",
-                 changed_pages: Sequence[int] = (), cols: int | None = None,
-                 width: int = 900) -> bytes:
+def page_map_png(
+    snap: MemorySnapshot,
+    color_by: str = "region",
+    changed_pages: Sequence[int] = (),
+    cols: int | None = None,
+    width: int = 900,
+) -> bytes:
     """The page map of `page_map_figure` drawn straight into pixels: the same squares,
     colours and dots, in tens of milliseconds instead of a second of matplotlib, so the
     stage stepper can draw every stage ahead. Row labels (MiB) on the left, page numbers
@@ -417,8 +505,8 @@ def page_map_png(snap: MemorySnapshot, color_by: str = "region",
         raise ValueError(f"color_by must be 'region' or 'entropy', not {color_by!r}")
     cells = np.repeat(np.repeat(grid.reshape(rows, cols, 3), cell, 0), cell, 1)
     if cell >= 8:  # a hairline between pages keeps single pages countable
-        cells[cell - 1::cell, :, :] = (cells[cell - 1::cell, :, :] * 0.85).astype(np.uint8)
-        cells[:, cell - 1::cell, :] = (cells[:, cell - 1::cell, :] * 0.85).astype(np.uint8)
+        cells[cell - 1 :: cell, :, :] = (cells[cell - 1 :: cell, :, :] * 0.85).astype(np.uint8)
+        cells[:, cell - 1 :: cell, :] = (cells[:, cell - 1 :: cell, :] * 0.85).astype(np.uint8)
     beyond = np.arange(rows * cols) >= n  # cells past the end of memory: plain white
     if beyond.any():
         mask = np.repeat(np.repeat(beyond.reshape(rows, cols), cell, 0), cell, 1)
@@ -438,15 +526,21 @@ def page_map_png(snap: MemorySnapshot, color_by: str = "region",
         y = top + row * cell + cell // 2
         draw.text((left - 6, y), text, fill="black", font=font, anchor="rm")
     for c in range(0, cols, 4):
-        draw.text((left + c * cell + cell // 2, top + rows * cell + 4), str(c), fill="black",
-                  font=font, anchor="mt")
+        draw.text(
+            (left + c * cell + cell // 2, top + rows * cell + 4),
+            str(c),
+            fill="black",
+            font=font,
+            anchor="mt",
+        )
     buf = io.BytesIO()
     img.save(buf, format="PNG", compress_level=1)
     return buf.getvalue()
 
 
-def page_map_legend_html(snap: MemorySnapshot, color_by: str = "region",
-                         changed_pages: Sequence[int] = ()) -> str:
+def page_map_legend_html(
+    snap: MemorySnapshot, color_by: str = "region", changed_pages: Sequence[int] = ()
+) -> str:
     """The legend of `page_map_png` as HTML: swatches with page counts, as the figure's."""
     n = page_count(snap)
     cols = 32 if n <= 640 else 64
@@ -455,17 +549,20 @@ def page_map_legend_html(snap: MemorySnapshot, color_by: str = "region",
         regions = page_regions(snap)
         for r in REGIONS:
             if r in regions:
-                items.append(f"<span style='display:inline-block; width:12px; height:12px; "
-                             f"background:{REGION_COLOURS[r]}; border:1px solid grey; "
-                             f"vertical-align:middle'></span> {r} ({regions.count(r)})")
+                items.append(
+                    f"<span style='display:inline-block; width:12px; height:12px; "
+                    f"background:{REGION_COLOURS[r]}; border:1px solid grey; "
+                    f"vertical-align:middle'></span> {r} ({regions.count(r)})"
+                )
     else:
-        items.append("entropy 0 <span style='display:inline-block; width:120px; height:12px;"
-                     " vertical-align:middle; background:linear-gradient(to right, #440154,"
-                     " #3b528b, #21918c, #5ec962, #fde725)'></span> 8 bits/byte")
+        items.append(
+            "entropy 0 <span style='display:inline-block; width:120px; height:12px;"
+            " vertical-align:middle; background:linear-gradient(to right, #440154,"
+            " #3b528b, #21918c, #5ec962, #fde725)'></span> 8 bits/byte"
+        )
     if len(changed_pages):
         items.append("<b>&#9679;</b> changed since previous stage")
-    items.append(f"one square = one 64 KiB page; {cols} pages ({cols * 64 // 1024} MiB) "
-                 f"per row")
+    items.append(f"one square = one 64 KiB page; {cols} pages ({cols * 64 // 1024} MiB) per row")
     return " &nbsp; ".join(items)
 
 
@@ -475,8 +572,14 @@ def stage_sizes_figure(snaps: Sequence[MemorySnapshot]) -> Figure:
     counts = np.array([[page_regions(s).count(r) for r in REGIONS] for s in snaps])
     bottom = np.zeros(len(snaps))
     for j, r in enumerate(REGIONS):
-        ax.bar(range(len(snaps)), counts[:, j], bottom=bottom, color=REGION_COLOURS[r],
-               edgecolor="grey", label=r)
+        ax.bar(
+            range(len(snaps)),
+            counts[:, j],
+            bottom=bottom,
+            color=REGION_COLOURS[r],
+            edgecolor="grey",
+            label=r,
+        )
         bottom += counts[:, j]
     ax.set_xticks(range(len(snaps)))
     ax.set_xticklabels([s.label for s in snaps], rotation=15)
@@ -489,11 +592,14 @@ def stage_sizes_figure(snaps: Sequence[MemorySnapshot]) -> Figure:
 # --------------------------------------------------------------------------- replays
 
 
-def _infer_from_ptrs(guest: Guest, model_ptr: int, model_len: int, img_ptr: int,
-                     img_len: int) -> int:
+def _infer_from_ptrs(
+    guest: Guest, model_ptr: int, model_len: int, img_ptr: int, img_len: int
+) -> int:
     if not guest.has_export("infer_from_ptrs"):
-        raise RuntimeError("this guest module does not export infer_from_ptrs; rebuild it "
-                           "(`wasi-lab build --update-prebuilt`)")
+        raise RuntimeError(
+            "this guest module does not export infer_from_ptrs; rebuild it "
+            "(`wasi-lab build --update-prebuilt`)"
+        )
     return guest.call("infer_from_ptrs", model_ptr, model_len, img_ptr, img_len)
 
 
@@ -511,8 +617,7 @@ class StageReplay:
     notes: list[str] = field(default_factory=list)
 
 
-def replay_article_stages(guest: Guest, model_bytes: bytes, image_bytes: bytes
-                          ) -> StageReplay:
+def replay_article_stages(guest: Guest, model_bytes: bytes, image_bytes: bytes) -> StageReplay:
     """Run `alloc` / copy / `alloc` / copy / `infer_from_ptrs` and snapshot after each step.
 
     Returns the six snapshots of `ARTICLE_STAGES`. `infer_from_ptrs` takes ownership of both
@@ -535,8 +640,13 @@ def replay_article_stages(guest: Guest, model_bytes: bytes, image_bytes: bytes
     # The guest freed both blocks; keep them on the map, marked as freed, to show where
     # they were (the allocator may already have reused part of that space).
     last.allocations = sorted(
-        [*last.allocations, Allocation(mptr, len(model_bytes), "model (freed)"),
-         Allocation(iptr, len(image_bytes), "image (freed)")], key=lambda a: a.ptr)
+        [
+            *last.allocations,
+            Allocation(mptr, len(model_bytes), "model (freed)"),
+            Allocation(iptr, len(image_bytes), "image (freed)"),
+        ],
+        key=lambda a: a.ptr,
+    )
     snaps.append(last)
     live = guest.call("live_allocations")
     return StageReplay(snaps, mptr, len(model_bytes), iptr, len(image_bytes), cls, live)
@@ -577,16 +687,21 @@ class NodeBugReplay:
 
     def explain(self) -> str:
         lo, hi = self.read_range
-        lines = [f"image block: {self.img_len:,} bytes at {self.img_ptr:#x}",
-                 f"the call says the image is {self.model_len:,} bytes (the model's length)",
-                 f"an unchecked guest would treat [{lo:#x}, {hi:#x}) as the image: "
-                 f"{self.overread:,} bytes past the image block"]
+        lines = [
+            f"image block: {self.img_len:,} bytes at {self.img_ptr:#x}",
+            f"the call says the image is {self.model_len:,} bytes (the model's length)",
+            f"an unchecked guest would treat [{lo:#x}, {hi:#x}) as the image: "
+            f"{self.overread:,} bytes past the image block",
+        ]
         if self.past_end_of_memory:
-            lines.append(f"{self.past_end_of_memory:,} of them lie beyond the end of linear "
-                         f"memory ({self.memory_size:,} bytes): a wasm load there would trap")
+            lines.append(
+                f"{self.past_end_of_memory:,} of them lie beyond the end of linear "
+                f"memory ({self.memory_size:,} bytes): a wasm load there would trap"
+            )
         if self.error is not None:
-            lines.append(f"the checked guest refused: {type(self.error).__name__}: "
-                         f"{self.error.message}")
+            lines.append(
+                f"the checked guest refused: {type(self.error).__name__}: {self.error.message}"
+            )
         else:
             lines.append("the guest accepted the call (it does not check lengths)")
         return "\n".join(lines)
@@ -610,15 +725,21 @@ def replay_node_bug(guest: Guest, model_bytes: bytes, image_bytes: bytes) -> Nod
         error = exc
         guest.dealloc(iptr, len(image_bytes))
         guest.dealloc(mptr, len(model_bytes))
-    return NodeBugReplay(error=error, img_ptr=iptr, img_len=len(image_bytes),
-                         model_len=len(model_bytes),
-                         read_range=unchecked_read_range(iptr, len(image_bytes),
-                                                         len(model_bytes)),
-                         memory_size=len(snap.data), snapshot=snap)
+    return NodeBugReplay(
+        error=error,
+        img_ptr=iptr,
+        img_len=len(image_bytes),
+        model_len=len(model_bytes),
+        read_range=unchecked_read_range(iptr, len(image_bytes), len(model_bytes)),
+        memory_size=len(snap.data),
+        snapshot=snap,
+    )
 
 
 def node_bug_figure(replay: NodeBugReplay) -> Figure:
     """The page map at the moment of the bad call, with the range it would have read."""
-    title = (f"Node bug replay: the image is {replay.img_len / 1024:.0f} KiB, the call claims "
-             f"{replay.model_len / 2**20:.1f} MiB")
+    title = (
+        f"Node bug replay: the image is {replay.img_len / 1024:.0f} KiB, the call claims "
+        f"{replay.model_len / 2**20:.1f} MiB"
+    )
     return page_map_figure(replay.snapshot, highlight=replay.read_range, title=title)

@@ -15,21 +15,35 @@ from matplotlib.figure import Figure
 
 def section_figure(report, title: str | None = None) -> Figure:
     """Horizontal bars: bytes per section (custom sections by their name), log scale."""
-    labels = [f"{s.name}:{s.custom_name}" if s.custom_name else s.name
-              for s in report.sections]
+    labels = [f"{s.name}:{s.custom_name}" if s.custom_name else s.name for s in report.sections]
     sizes = [s.size for s in report.sections]
     order = np.argsort(sizes)
     fig, ax = plt.subplots(figsize=(9, 0.45 * len(labels) + 1.5), layout="constrained")
-    colours = ["#55a868" if labels[i] == "code" else "#c44e52" if labels[i] == "data"
-               else "#8172b3" if labels[i].startswith("custom") else "#4c72b0" for i in order]
+    colours = [
+        "#55a868"
+        if labels[i] == "code"
+        else "#c44e52"
+        if labels[i] == "data"
+        else "#8172b3"
+        if labels[i].startswith("custom")
+        else "#4c72b0"
+        for i in order
+    ]
     bars = ax.barh([labels[i] for i in order], [sizes[i] for i in order], color=colours)
     for b in bars:
-        ax.annotate(f"{int(b.get_width()):,} B", (b.get_width(), b.get_y() + b.get_height() / 2),
-                    va="center", fontsize=10, xytext=(4, 0), textcoords="offset points")
+        ax.annotate(
+            f"{int(b.get_width()):,} B",
+            (b.get_width(), b.get_y() + b.get_height() / 2),
+            va="center",
+            fontsize=10,
+            xytext=(4, 0),
+            textcoords="offset points",
+        )
     ax.set_xscale("log")
     ax.set_xlabel("section size (bytes, log scale)")
-    ax.set_title(title or f"Sections of {Path(report.path).name} ({report.size:,} bytes)",
-                 fontsize=13)
+    ax.set_title(
+        title or f"Sections of {Path(report.path).name} ({report.size:,} bytes)", fontsize=13
+    )
     ax.margins(x=0.25)
     return fig
 
@@ -38,8 +52,14 @@ def imports_table(report):
     """The module's imports as an HTML table (module, name, kind, signature)."""
     from IPython.display import HTML
 
-    return HTML(html_table([{"module": i.module, "name": i.name, "kind": i.kind,
-                             "signature": i.signature} for i in report.imports]))
+    return HTML(
+        html_table(
+            [
+                {"module": i.module, "name": i.name, "kind": i.kind, "signature": i.signature}
+                for i in report.imports
+            ]
+        )
+    )
 
 
 def exports_table(report):
@@ -59,13 +79,17 @@ def memory_summary(report) -> str:
     """Memory limits and the two linker globals, in words."""
     m = report.memory
     g = report.globals
-    lines = [f"memory: {m.get('min_pages')} pages ({m.get('min_bytes', 0):,} bytes) at start, "
-             f"maximum {m.get('max_pages') or 'none (it may grow to 4 GiB)'}"]
+    lines = [
+        f"memory: {m.get('min_pages')} pages ({m.get('min_bytes', 0):,} bytes) at start, "
+        f"maximum {m.get('max_pages') or 'none (it may grow to 4 GiB)'}"
+    ]
     if "__data_end" in g:
         lines.append(f"__data_end  = {g['__data_end']:#x}: static data ends here")
     if "__heap_base" in g:
-        lines.append(f"__heap_base = {g['__heap_base']:#x}: the allocator's heap starts here "
-                     f"(page {g['__heap_base'] // 65536}); the shadow stack lies below it")
+        lines.append(
+            f"__heap_base = {g['__heap_base']:#x}: the allocator's heap starts here "
+            f"(page {g['__heap_base'] // 65536}); the shadow stack lies below it"
+        )
     return "\n".join(lines)
 
 
@@ -77,15 +101,17 @@ def wat_interface(report) -> str:
     for e in report.exports:
         if e.kind == "memory":
             m = report.memory
-            limits = f"{m.get('min_pages', 0)}" + (f" {m['max_pages']}" if m.get("max_pages")
-                                                   else "")
+            limits = f"{m.get('min_pages', 0)}" + (
+                f" {m['max_pages']}" if m.get("max_pages") else ""
+            )
             lines.append(f'  (memory (export "{e.name}") {limits})')
         elif e.kind == "global":
             value = report.globals.get(e.name, 0)
             vtype = e.signature.split()[-1]
             gtype = f"(mut {vtype})" if e.signature.startswith("mut") else vtype
-            lines.append(f'  (global (export "{e.name}") {gtype} ({vtype}.const {value}))'
-                         f"  ;; {value:#x}")
+            lines.append(
+                f'  (global (export "{e.name}") {gtype} ({vtype}.const {value}))  ;; {value:#x}'
+            )
         elif e.kind == "func":
             params, results = (p.strip("[] ") for p in e.signature.split("->"))
             p = f" (param {' '.join(params.replace(',', ' ').split())})" if params else ""
@@ -105,9 +131,15 @@ def html_table(rows: Sequence[dict], columns: Sequence[str] | None = None) -> st
         return "<p><i>(none)</i></p>"
     cols = list(columns or rows[0].keys())
     head = "".join(f"<th style='text-align:left'>{html.escape(c)}</th>" for c in cols)
-    body = "".join("<tr>" + "".join(f"<td style='text-align:left'><code>"
-                                    f"{html.escape(str(r.get(c, '')))}</code></td>"
-                                    for c in cols) + "</tr>" for r in rows)
+    body = "".join(
+        "<tr>"
+        + "".join(
+            f"<td style='text-align:left'><code>{html.escape(str(r.get(c, '')))}</code></td>"
+            for c in cols
+        )
+        + "</tr>"
+        for r in rows
+    )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 

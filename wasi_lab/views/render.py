@@ -20,6 +20,7 @@ if TYPE_CHECKING:  # pyplot is imported when drawing, so `wasi-lab --help` stays
 
 FIGURES_DIR = REPO_ROOT / "docs" / "figures"
 
+
 def save(fig: Figure, path: Path) -> Path:
     """Write a PNG and close the figure (a batch run would otherwise keep them all)."""
     import matplotlib.pyplot as plt
@@ -30,9 +31,12 @@ def save(fig: Figure, path: Path) -> Path:
     return path
 
 
-def render_all(out_dir: Path | str = FIGURES_DIR, repeat: int = 3,
-               build_rayon: bool | None = None,
-               progress: bool = True) -> list[Path]:
+def render_all(
+    out_dir: Path | str = FIGURES_DIR,
+    repeat: int = 3,
+    build_rayon: bool | None = None,
+    progress: bool = True,
+) -> list[Path]:
     """Measure once and write every figure as PNG; returns the paths written."""
     from tqdm.auto import tqdm
 
@@ -58,16 +62,23 @@ def render_all(out_dir: Path | str = FIGURES_DIR, repeat: int = 3,
         node = None
     clf = Classifier()
     pred = clf.classify(gh)
-    steps.append(("article-table.png",
-                  lambda: article_table_figure(article_table(
-                      repeat=repeat, build_rayon=build_rayon, timings=timings,
-                      node_result=node))))
+    steps.append(
+        (
+            "article-table.png",
+            lambda: article_table_figure(
+                article_table(
+                    repeat=repeat, build_rayon=build_rayon, timings=timings, node_result=node
+                )
+            ),
+        )
+    )
     steps.append(("timing-breakdown.png", lambda: host_stages_figure(timings, node)))
     steps.append(("cold-vs-cached.png", lambda: cold_cached_figure(timings)))
     steps.append(("top5-grace-hopper.png", lambda: top5_figure(pred)))
     steps.append(("page-map.png", lambda: _page_map(clf)))
-    steps.append(("bench.png", lambda: bench_figure(run_bench(repeat=max(10, repeat),
-                                                              progress=False))))
+    steps.append(
+        ("bench.png", lambda: bench_figure(run_bench(repeat=max(10, repeat), progress=False)))
+    )
     for name, make in tqdm(steps, desc="figures", disable=not progress, leave=False):
         fig = make()
         if fig is not None:
@@ -89,8 +100,12 @@ def _cmd_figures(args: argparse.Namespace) -> int:
     import matplotlib.pyplot as plt
 
     plt.switch_backend("Agg")  # headless: `make figures` runs in CI
-    paths = render_all(args.out, repeat=args.repeat, build_rayon=False if args.no_build else None,
-                       progress=sys.stderr.isatty())
+    paths = render_all(
+        args.out,
+        repeat=args.repeat,
+        build_rayon=False if args.no_build else None,
+        progress=sys.stderr.isatty(),
+    )
     for p in paths:
         try:
             shown = p.resolve().relative_to(REPO_ROOT)
@@ -105,6 +120,9 @@ def add_figures_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("figures", help="render the README's figures to docs/figures/")
     p.add_argument("--out", type=Path, default=FIGURES_DIR, help="output folder")
     p.add_argument("--repeat", type=int, default=3, help="timing repetitions (median)")
-    p.add_argument("--no-build", action="store_true",
-                   help="do not run cargo for the rayon-demo guest (use an earlier build)")
+    p.add_argument(
+        "--no-build",
+        action="store_true",
+        help="do not run cargo for the rayon-demo guest (use an earlier build)",
+    )
     p.set_defaults(func=_cmd_figures)

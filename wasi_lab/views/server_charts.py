@@ -16,8 +16,9 @@ def latency_figure(rows: list[dict]) -> Figure:
     xs = [r["clients"] for r in rows]
     ax1.plot(xs, [r["median_ms"] for r in rows], "o-", label="median")
     ax1.plot(xs, [r["max_ms"] for r in rows], "s--", label="max")
-    ax1.set(xlabel="concurrent clients", ylabel="latency (ms)", xticks=xs,
-            title="Latency per request")
+    ax1.set(
+        xlabel="concurrent clients", ylabel="latency (ms)", xticks=xs, title="Latency per request"
+    )
     ax1.legend()
     ax2.bar([str(x) for x in xs], [r["throughput_rps"] for r in rows], color="tab:green")
     ax2.set(xlabel="concurrent clients", ylabel="requests / s", title="Throughput")

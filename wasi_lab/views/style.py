@@ -14,11 +14,19 @@ if TYPE_CHECKING:  # pyplot is imported when drawing, so `wasi-lab --help` stays
 
 #: One colour per stage, shared by every timing chart.
 STAGE_COLOURS = {
-    "compile": "#4c72b0", "instantiate": "#dd8452", "write": "#8172b3",
-    "load_model": "#937860", "decode": "#55a868", "infer": "#c44e52",
+    "compile": "#4c72b0",
+    "instantiate": "#dd8452",
+    "write": "#8172b3",
+    "load_model": "#937860",
+    "decode": "#55a868",
+    "infer": "#c44e52",
 }
-STATUS_COLOURS = {"measured": "#d5ecd4", "stand-in": "#fdf0c9", "needs network": "#e8e8e8",
-                  "unavailable": "#f6d5d5"}
+STATUS_COLOURS = {
+    "measured": "#d5ecd4",
+    "stand-in": "#fdf0c9",
+    "needs network": "#e8e8e8",
+    "unavailable": "#f6d5d5",
+}
 
 
 def figure_png(fig: Figure, dpi: int = 90) -> bytes:
@@ -34,9 +42,15 @@ def figure_png(fig: Figure, dpi: int = 90) -> bytes:
 def bar_labels(ax, bars, fmt: str) -> None:
     """Each bar's height written above it, with `fmt` (e.g. "{:,.0f} KiB")."""
     for b in bars:
-        ax.annotate(fmt.format(b.get_height()), (b.get_x() + b.get_width() / 2, b.get_height()),
-                    ha="center", va="bottom", fontsize=11, xytext=(0, 3),
-                    textcoords="offset points")
+        ax.annotate(
+            fmt.format(b.get_height()),
+            (b.get_x() + b.get_width() / 2, b.get_height()),
+            ha="center",
+            va="bottom",
+            fontsize=11,
+            xytext=(0, 3),
+            textcoords="offset points",
+        )
 
 
 def wrap(text: str | None, width: int) -> str:

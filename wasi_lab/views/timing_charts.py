@@ -20,14 +20,22 @@ def article_table_figure(rows: list) -> Figure:
 
     cols = ("#", "article figure", "article", "this machine", "status")
     widths = (0.03, 0.27, 0.29, 0.29, 0.12)
-    cells = [[str(i), wrap(r.figure, 34), wrap(r.article, 36), wrap(r.this_machine, 36),
-              r.status] for i, r in enumerate(rows, 1)]
+    cells = [
+        [str(i), wrap(r.figure, 34), wrap(r.article, 36), wrap(r.this_machine, 36), r.status]
+        for i, r in enumerate(rows, 1)
+    ]
     lines = [max(c.count("\n") + 1 for c in row) for row in cells]
     height = 0.9 + 0.28 * sum(lines) + 0.3 * len(rows)
     fig, ax = plt.subplots(figsize=(14, height))
     ax.axis("off")
-    table = ax.table(cellText=cells, colLabels=cols, colWidths=widths, loc="upper center",
-                     cellLoc="left", colLoc="left")
+    table = ax.table(
+        cellText=cells,
+        colLabels=cols,
+        colWidths=widths,
+        loc="upper center",
+        cellLoc="left",
+        colLoc="left",
+    )
     table.auto_set_font_size(False)
     table.set_fontsize(9)
     total = sum(lines) + len(rows) * 0.6 + 1.2
@@ -54,20 +62,39 @@ def host_stages_figure(timings, node: dict | None = None) -> Figure:
     import matplotlib.pyplot as plt
 
     bars: list[tuple[str, dict[str, float]]] = [
-        ("wasmtime-py, kit\n(instance + model kept)",
-         {"write": timings.write_ms, "decode": timings.decode_ms, "infer": timings.infer_ms}),
-        ("wasmtime-py, article-style\n(new instance + model per request)",
-         {"instantiate": timings.instantiate_ms, "write": timings.fresh_write_ms,
-          "load_model": timings.load_model_ms, "decode": timings.fresh_decode_ms,
-          "infer": timings.fresh_infer_ms}),
-        ("wasmtime-py, first request\n(cold compile too)",
-         {"compile": timings.compile_cold_ms, "instantiate": timings.instantiate_ms,
-          "write": timings.fresh_write_ms, "load_model": timings.load_model_ms,
-          "decode": timings.fresh_decode_ms, "infer": timings.fresh_infer_ms}),
+        (
+            "wasmtime-py, kit\n(instance + model kept)",
+            {"write": timings.write_ms, "decode": timings.decode_ms, "infer": timings.infer_ms},
+        ),
+        (
+            "wasmtime-py, article-style\n(new instance + model per request)",
+            {
+                "instantiate": timings.instantiate_ms,
+                "write": timings.fresh_write_ms,
+                "load_model": timings.load_model_ms,
+                "decode": timings.fresh_decode_ms,
+                "infer": timings.fresh_infer_ms,
+            },
+        ),
+        (
+            "wasmtime-py, first request\n(cold compile too)",
+            {
+                "compile": timings.compile_cold_ms,
+                "instantiate": timings.instantiate_ms,
+                "write": timings.fresh_write_ms,
+                "load_model": timings.load_model_ms,
+                "decode": timings.fresh_decode_ms,
+                "infer": timings.fresh_infer_ms,
+            },
+        ),
     ]
     if node is not None:
-        bars.append((f"Node {node['host'].split()[1]}\n(node:wasi, one run)",
-                     {k: node["timings_ms"].get(k, 0.0) for k in STAGE_COLOURS}))
+        bars.append(
+            (
+                f"Node {node['host'].split()[1]}\n(node:wasi, one run)",
+                {k: node["timings_ms"].get(k, 0.0) for k in STAGE_COLOURS},
+            )
+        )
     fig, ax = plt.subplots(figsize=(11, 1.2 + 0.9 * len(bars)), layout="constrained")
     seen: set[str] = set()
     for y, (_, parts) in enumerate(bars):
@@ -85,14 +112,20 @@ def host_stages_figure(timings, node: dict | None = None) -> Figure:
     ax.invert_yaxis()
     ax.set_xlabel("milliseconds")
     ax.set_xlim(0, ax.get_xlim()[1] * 1.12)
-    ax.set_title(f"Where one prediction's time goes ({timings.model}, {timings.image}, "
-                 f"median of {timings.repeat})", fontsize=12, loc="left")
+    ax.set_title(
+        f"Where one prediction's time goes ({timings.model}, {timings.image}, "
+        f"median of {timings.repeat})",
+        fontsize=12,
+        loc="left",
+    )
     from matplotlib.patches import Patch
 
-    handles = [Patch(color=c, label=k.replace("_", " ")) for k, c in STAGE_COLOURS.items()
-               if k in seen]  # stage order, not order of first appearance
-    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=9,
-              frameon=False)
+    handles = [
+        Patch(color=c, label=k.replace("_", " ")) for k, c in STAGE_COLOURS.items() if k in seen
+    ]  # stage order, not order of first appearance
+    ax.legend(
+        handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=9, frameon=False
+    )
     return fig
 
 
@@ -100,21 +133,30 @@ def cold_cached_figure(timings) -> Figure:
     """Compile from scratch vs load the cached .cwasm vs instantiate an InstancePre (log)."""
     import matplotlib.pyplot as plt
 
-    names = ["compile, cold\n(Cranelift)", "compile, cached\n(.cwasm)",
-             "instantiate\n(InstancePre)"]
+    names = [
+        "compile, cold\n(Cranelift)",
+        "compile, cached\n(.cwasm)",
+        "instantiate\n(InstancePre)",
+    ]
     values = [timings.compile_cold_ms, timings.compile_cached_ms, timings.instantiate_ms]
     colours = [STAGE_COLOURS["compile"], "#8fa8d4", STAGE_COLOURS["instantiate"]]
     fig, ax = plt.subplots(figsize=(9, 4.2), layout="constrained")
     ax.bar(names, values, color=colours)
     for x, v in enumerate(values):
-        ax.text(x, v * 1.15, f"{v:.2f} ms" if v < 10 else f"{v:.0f} ms", ha="center",
-                fontsize=10)
+        ax.text(x, v * 1.15, f"{v:.2f} ms" if v < 10 else f"{v:.0f} ms", ha="center", fontsize=10)
     ax.axhline(774.715145, color="grey", linestyle="--", linewidth=1)
-    ax.text(2.45, 774.7 * 1.1, "article: module instantiation 774.7 ms", ha="right",
-            fontsize=9, color="grey")
+    ax.text(
+        2.45,
+        774.7 * 1.1,
+        "article: module instantiation 774.7 ms",
+        ha="right",
+        fontsize=9,
+        color="grey",
+    )
     ax.set_yscale("log")
     ax.set_ylim(min(values) / 3, max(max(values), 774.7) * 4)
     ax.set_ylabel("milliseconds (log scale)")
-    ax.set_title("Getting an instance: cold vs cached (median of "
-                 f"{timings.repeat})", fontsize=12, loc="left")
+    ax.set_title(
+        f"Getting an instance: cold vs cached (median of {timings.repeat})", fontsize=12, loc="left"
+    )
     return fig

@@ -27,8 +27,10 @@ from wasi_lab.views.style import figure_png
 
 def _pre(text: str) -> str:
     # white-space:pre + a scroll bar: a hex row that wraps no longer lines up in columns
-    return (f"<pre style='font-size:13px; line-height:1.25; margin:0; white-space:pre; "
-            f"overflow-x:auto'>{html.escape(text)}</pre>")
+    return (
+        f"<pre style='font-size:13px; line-height:1.25; margin:0; white-space:pre; "
+        f"overflow-x:auto'>{html.escape(text)}</pre>"
+    )
 
 
 # --------------------------------------------------------------------------- notebook 03
@@ -45,8 +47,9 @@ class StageStepper:
 
     COLOURINGS = ("region", "entropy")
 
-    def __init__(self, snapshots: Sequence[MemorySnapshot], color_by: str = "region",
-                 prerender: bool = True):
+    def __init__(
+        self, snapshots: Sequence[MemorySnapshot], color_by: str = "region", prerender: bool = True
+    ):
         if not snapshots:
             raise ValueError("StageStepper needs at least one snapshot")
         self.snapshots = list(snapshots)
@@ -57,17 +60,26 @@ class StageStepper:
         self.renders = 0
         self.prerender = prerender
         n = len(self.snapshots)
-        self.slider = W.IntSlider(value=0, min=0, max=n - 1, description="stage",
-                                  continuous_update=False,
-                                  layout=W.Layout(width="420px"))
+        self.slider = W.IntSlider(
+            value=0,
+            min=0,
+            max=n - 1,
+            description="stage",
+            continuous_update=False,
+            layout=W.Layout(width="420px"),
+        )
         self.slider.add_class("wasi-stage-slider")
-        self.buttons = W.ToggleButtons(options=[(s.label or str(i), i)
-                                                for i, s in enumerate(self.snapshots)],
-                                       value=0, style={"button_width": "auto"})
+        self.buttons = W.ToggleButtons(
+            options=[(s.label or str(i), i) for i, s in enumerate(self.snapshots)],
+            value=0,
+            style={"button_width": "auto"},
+        )
         self.buttons.add_class("wasi-stage-buttons")
-        self.color = W.ToggleButtons(options=[("by region", "region"),
-                                              ("by content (entropy)", "entropy")],
-                                     value=color_by, style={"button_width": "auto"})
+        self.color = W.ToggleButtons(
+            options=[("by region", "region"), ("by content (entropy)", "entropy")],
+            value=color_by,
+            style={"button_width": "auto"},
+        )
         self.image = W.Image(format="png", layout=W.Layout(max_width="100%"))
         self.image.add_class("wasi-pagemap")
         self.caption = W.HTML()
@@ -76,8 +88,9 @@ class StageStepper:
         self.slider.observe(lambda ch: self.show(ch["new"]), names="value")
         self.buttons.observe(lambda ch: self.show(ch["new"]), names="value")
         self.color.observe(lambda ch: self._recolour(), names="value")
-        self.widget = W.VBox([W.HBox([self.slider, self.color]), self.buttons, self.caption,
-                              self.legend, self.image])
+        self.widget = W.VBox(
+            [W.HBox([self.slider, self.color]), self.buttons, self.caption, self.legend, self.image]
+        )
         if prerender:
             for colouring in self.COLOURINGS:
                 self.render_all(colouring)
@@ -86,8 +99,9 @@ class StageStepper:
     def diff(self, i: int) -> memviz.SnapshotDiff | None:
         """Changes from stage i-1 to stage i (None for the first stage), computed once."""
         if i not in self._diffs:
-            self._diffs[i] = (None if i == 0 else
-                              memviz.diff_snapshots(self.snapshots[i - 1], self.snapshots[i]))
+            self._diffs[i] = (
+                None if i == 0 else memviz.diff_snapshots(self.snapshots[i - 1], self.snapshots[i])
+            )
         return self._diffs[i]
 
     def render(self, i: int, color_by: str | None = None) -> bytes:
@@ -96,8 +110,9 @@ class StageStepper:
         key = (i, color_by)
         if key not in self._cache:
             d = self.diff(i)
-            self._cache[key] = memviz.page_map_png(self.snapshots[i], color_by=color_by,
-                                                   changed_pages=d.changed_pages if d else ())
+            self._cache[key] = memviz.page_map_png(
+                self.snapshots[i], color_by=color_by, changed_pages=d.changed_pages if d else ()
+            )
             self.renders += 1
         return self._cache[key]
 
@@ -124,30 +139,35 @@ class StageStepper:
             self.buttons.value = i
         snap = self.snapshots[i]
         d = self.diff(i)
-        blocks = ", ".join(f"{a.label} {a.length:,} B at {a.ptr:#x}"
-                           for a in snap.allocations) or "no host-known blocks"
+        blocks = (
+            ", ".join(f"{a.label} {a.length:,} B at {a.ptr:#x}" for a in snap.allocations)
+            or "no host-known blocks"
+        )
         text = f"<b>{html.escape(snap.label)}</b>: {snap.pages} pages; {html.escape(blocks)}"
         if d is not None:
             text += f"<br>{html.escape(d.summary())}"
         # picture first, caption last: whoever sees the new caption sees the new map
         self.image.value = self.render(i)
         self.legend.value = memviz.page_map_legend_html(
-            snap, self.color.value, d.changed_pages if d else ())
+            snap, self.color.value, d.changed_pages if d else ()
+        )
         self.caption.value = text
 
 
 class PageInspector:
     """Pick a page (and two stages): hex dump with ASCII, and the diff between the stages."""
 
-    def __init__(self, snapshots: Sequence[MemorySnapshot], page: int | None = None,
-                 length: int = 256):
+    def __init__(
+        self, snapshots: Sequence[MemorySnapshot], page: int | None = None, length: int = 256
+    ):
         self.snapshots = list(snapshots)
         self.length = length
         labels = [(s.label or str(i), i) for i, s in enumerate(self.snapshots)]
         last = len(self.snapshots) - 1
         max_page = max(memviz.page_count(s) for s in self.snapshots) - 1
-        self.page = W.BoundedIntText(value=0, min=0, max=max_page, description="page",
-                                     layout=W.Layout(width="180px"))
+        self.page = W.BoundedIntText(
+            value=0, min=0, max=max_page, description="page", layout=W.Layout(width="180px")
+        )
         # Default: the two stages before the last (for the article's replay, "alloc(image)"
         # -> "image written"), where the image block is fresh and intact.
         b = last - 1 if last >= 2 else last
@@ -158,11 +178,19 @@ class PageInspector:
         self.diff = W.HTML()
         for w in (self.page, self.stage_a, self.stage_b):
             w.observe(lambda ch: self.select(self.page.value), names="value")
-        self.widget = W.VBox([W.HBox([self.page, self.stage_a, self.stage_b]), self.info,
-                              W.HBox([W.VBox([W.HTML("<b>hex dump</b>"), self.dump]),
-                                      W.VBox([W.HTML("<b>diff</b>"), self.diff])],
-                                     layout=W.Layout(flex_flow="row wrap",
-                                                     grid_gap="1.5em"))])
+        self.widget = W.VBox(
+            [
+                W.HBox([self.page, self.stage_a, self.stage_b]),
+                self.info,
+                W.HBox(
+                    [
+                        W.VBox([W.HTML("<b>hex dump</b>"), self.dump]),
+                        W.VBox([W.HTML("<b>diff</b>"), self.diff]),
+                    ],
+                    layout=W.Layout(flex_flow="row wrap", grid_gap="1.5em"),
+                ),
+            ]
+        )
         self.select(page if page is not None else self._interesting_page())
 
     def _interesting_page(self) -> int:
@@ -181,7 +209,7 @@ class PageInspector:
         for a in snap.allocations:
             if lo <= a.ptr < lo + PAGE_SIZE:
                 return ((a.ptr - lo) // 16) * 16
-        chunk = snap.data[lo:lo + PAGE_SIZE]
+        chunk = snap.data[lo : lo + PAGE_SIZE]
         stripped = chunk.lstrip(b"\0")
         return ((len(chunk) - len(stripped)) // 16) * 16 if stripped else 0
 
@@ -206,17 +234,22 @@ class PageInspector:
             return self._text
         region = memviz.page_regions(b)[page]
         ent = memviz.page_entropy(
-            MemorySnapshot(b.data[page * PAGE_SIZE:(page + 1) * PAGE_SIZE], 1, 0, 0))[0]
+            MemorySnapshot(b.data[page * PAGE_SIZE : (page + 1) * PAGE_SIZE], 1, 0, 0)
+        )[0]
         offset = min(self.start_offset(b, page), PAGE_SIZE - self.length)
         self._text = memviz.page_hex(b, page, self.length, offset=offset)
         held = memviz.blocks_on_page(b, page)
-        holds = "; ".join(f"{html.escape(a.label)}: {hi - lo:,} bytes at {lo:#x}..{hi - 1:#x}"
-                          for a, lo, hi in held)
-        self.info.value = (f"page {page}: addresses {page * PAGE_SIZE:#x}..."
-                           f"{(page + 1) * PAGE_SIZE - 1:#x}, coloured <b>{region}</b> on the "
-                           f"map{' (the block with the larger share)' if len(held) > 1 else ''}"
-                           f", entropy {ent:.2f} bits/byte, showing from offset {offset:#x}"
-                           + (f"<br>this page holds {holds}" if held else ""))
+        holds = "; ".join(
+            f"{html.escape(a.label)}: {hi - lo:,} bytes at {lo:#x}..{hi - 1:#x}"
+            for a, lo, hi in held
+        )
+        self.info.value = (
+            f"page {page}: addresses {page * PAGE_SIZE:#x}..."
+            f"{(page + 1) * PAGE_SIZE - 1:#x}, coloured <b>{region}</b> on the "
+            f"map{' (the block with the larger share)' if len(held) > 1 else ''}"
+            f", entropy {ent:.2f} bits/byte, showing from offset {offset:#x}"
+            + (f"<br>this page holds {holds}" if held else "")
+        )
         self.dump.value = _pre(self._text)
         self.diff.value = _pre(memviz.hex_diff(a, b, page, length=128))
         return self._text
@@ -233,9 +266,11 @@ def url_problem(text: str) -> str | None:
         return "the URL box is empty: paste an image address starting with https://"
     parts = urlsplit(text)
     if parts.scheme not in ("http", "https") or not parts.netloc or " " in text:
-        return (f"{text!r} is not an http(s) address: paste one that starts with https:// "
-                f"(for a file on your computer use the upload button; for a sample, the "
-                f"image list)")
+        return (
+            f"{text!r} is not an http(s) address: paste one that starts with https:// "
+            f"(for a file on your computer use the upload button; for a sample, the "
+            f"image list)"
+        )
     return None
 
 
@@ -243,8 +278,12 @@ class PredictionPanel:
     """Pick an image (sample, upload or URL), a model and a preprocessing mode; see the
     top-5, the timing breakdown and the tensors each mode feeds the network."""
 
-    def __init__(self, images: Sequence[Path] | None = None, models: Sequence[str] | None = None,
-                 auto: bool = True):
+    def __init__(
+        self,
+        images: Sequence[Path] | None = None,
+        models: Sequence[str] | None = None,
+        auto: bool = True,
+    ):
         from wasi_lab.images import list_images
         from wasi_lab.models.registry import available_models
 
@@ -256,17 +295,22 @@ class PredictionPanel:
         self.last = None
         self.source: bytes | str | None = str(self.images[0]) if self.images else None
         self.source_name = self.images[0].name if self.images else ""
-        self.image_pick = W.Dropdown(options=[(p.name, str(p)) for p in self.images],
-                                     description="image")
+        self.image_pick = W.Dropdown(
+            options=[(p.name, str(p)) for p in self.images], description="image"
+        )
         self.image_pick.add_class("wasi-image-pick")
         self.upload = W.FileUpload(accept="image/*", multiple=False, description="upload")
-        self.url = W.Text(placeholder="https://... (an image URL)", description="URL",
-                          layout=W.Layout(width="420px"))
+        self.url = W.Text(
+            placeholder="https://... (an image URL)",
+            description="URL",
+            layout=W.Layout(width="420px"),
+        )
         self.fetch = W.Button(description="classify URL")
         self.model_pick = W.Dropdown(options=model_names, description="model")
-        self.mode = W.ToggleButtons(options=[("model's own", "model"),
-                                             ("article's (/255)", "article")],
-                                    description="preprocess")
+        self.mode = W.ToggleButtons(
+            options=[("model's own", "model"), ("article's (/255)", "article")],
+            description="preprocess",
+        )
         self.status = W.HTML()
         self.status.add_class("wasi-status")
         self.top5 = W.Image(format="png", layout=W.Layout(max_width="55%"))
@@ -280,10 +324,16 @@ class PredictionPanel:
         self.fetch.on_click(lambda _: self.use_url(self.url.value))
         self.model_pick.observe(lambda _: self._maybe_run(), names="value")
         self.mode.observe(lambda _: self._maybe_run(), names="value")
-        self.widget = W.VBox([
-            W.HBox([self.image_pick, self.upload]), W.HBox([self.url, self.fetch]),
-            W.HBox([self.model_pick, self.mode]), self.status,
-            W.HBox([self.top5, self.timings]), self.tensors])
+        self.widget = W.VBox(
+            [
+                W.HBox([self.image_pick, self.upload]),
+                W.HBox([self.url, self.fetch]),
+                W.HBox([self.model_pick, self.mode]),
+                self.status,
+                W.HBox([self.top5, self.timings]),
+                self.tensors,
+            ]
+        )
         if auto and self.source is not None:
             self.run()
 
@@ -319,8 +369,7 @@ class PredictionPanel:
         url = url.strip()
         problem = url_problem(url)
         if problem is not None:
-            self.status.value = (f"<b style='color:#c44e52'>not a URL</b>: "
-                                 f"{html.escape(problem)}")
+            self.status.value = f"<b style='color:#c44e52'>not a URL</b>: {html.escape(problem)}"
             return
         self.source, self.source_name = url, url
         self._maybe_run()
@@ -349,15 +398,18 @@ class PredictionPanel:
         try:
             clf = self.classifier(self.model_pick.value)
             pred = clf.classify(self.source, top=5, mode=self.mode.value)
-            tensors = {"model's own": clf.preprocess(self.source, "model"),
-                       "article's (/255)": clf.preprocess(self.source, "article")}
+            tensors = {
+                "model's own": clf.preprocess(self.source, "model"),
+                "article's (/255)": clf.preprocess(self.source, "article"),
+            }
         except GuestTrap as exc:
             self._classifiers.pop(self.model_pick.value, None)
             self.status.value = f"<b style='color:#c44e52'>guest trapped</b>: {exc}"
             return None
         except (GuestError, OSError, ValueError) as exc:
-            self.status.value = (f"<b style='color:#c44e52'>{type(exc).__name__}</b>: "
-                                 f"{html.escape(str(exc))}")
+            self.status.value = (
+                f"<b style='color:#c44e52'>{type(exc).__name__}</b>: {html.escape(str(exc))}"
+            )
             return None
         pred.image = self.source_name
         self.last = pred
@@ -367,10 +419,12 @@ class PredictionPanel:
         self.timings.value = figure_png(setup_and_image_figure(pred))
         self.tensors.value = figure_png(tensors_figure(tensors), dpi=70)
         best = pred.top[0]
-        self.status.value = (f"<b>{html.escape(self.source_name)}</b> → "
-                             f"<b>{html.escape(best.label)}</b> ({best.prob:.1%}) with "
-                             f"{pred.model}, {pred.mode} preprocessing; image "
-                             f"{pred.image_size[0]}x{pred.image_size[1]}, "
-                             f"{sum(pred.timings_ms[k] for k in ('write', 'decode', 'infer')):.0f}"
-                             f" ms per image")
+        self.status.value = (
+            f"<b>{html.escape(self.source_name)}</b> → "
+            f"<b>{html.escape(best.label)}</b> ({best.prob:.1%}) with "
+            f"{pred.model}, {pred.mode} preprocessing; image "
+            f"{pred.image_size[0]}x{pred.image_size[1]}, "
+            f"{sum(pred.timings_ms[k] for k in ('write', 'decode', 'infer')):.0f}"
+            f" ms per image"
+        )
         return pred

@@ -25,7 +25,12 @@ struct Args {
 }
 
 fn parse_args() -> Result<Args, String> {
-    let mut args = Args { model: "mobilenet_v2_1.4_224_frozen.pb".into(), image: "grace_hopper.jpg".into(), mode: Mode::Article, top: 5 };
+    let mut args = Args {
+        model: "mobilenet_v2_1.4_224_frozen.pb".into(),
+        image: "grace_hopper.jpg".into(),
+        mode: Mode::Article,
+        top: 5,
+    };
     let mut positional = 0;
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -42,12 +47,21 @@ fn parse_args() -> Result<Args, String> {
                     "article" => Mode::Article,
                     "efficientnet" => Mode::EfficientNet,
                     "inception" => Mode::Inception,
-                    other => return Err(format!("unknown mode '{}' (article, efficientnet, inception)", other)),
+                    other => {
+                        return Err(format!(
+                            "unknown mode '{}' (article, efficientnet, inception)",
+                            other
+                        ))
+                    }
                 }
             }
             "--top" => {
                 let v = value("--top")?;
-                args.top = v.parse().ok().filter(|&k: &usize| k >= 1).ok_or_else(|| format!("--top needs a positive integer, got '{}'", v))?;
+                args.top = v
+                    .parse()
+                    .ok()
+                    .filter(|&k: &usize| k >= 1)
+                    .ok_or_else(|| format!("--top needs a positive integer, got '{}'", v))?;
             }
             s if s.starts_with('-') => return Err(format!("unknown option '{}'", s)),
             s => {
@@ -98,12 +112,22 @@ fn main() {
     // The article's label number: 1-based, where a 1001-class output has background at 0.
     let offset = if probs.len() == 1001 { 0 } else { 1 };
     let mut order: Vec<usize> = (0..probs.len()).collect();
-    order.sort_by(|&a, &b| probs[b].partial_cmp(&probs[a]).unwrap_or(std::cmp::Ordering::Equal).then(a.cmp(&b)));
+    order.sort_by(|&a, &b| {
+        probs[b]
+            .partial_cmp(&probs[a])
+            .unwrap_or(std::cmp::Ordering::Equal)
+            .then(a.cmp(&b))
+    });
     match order.first() {
         Some(&best) => println!("result: Some(({}, {}))", probs[best], best + offset),
         None => println!("result: None"),
     }
     for (rank, &i) in order.iter().take(args.top).enumerate() {
-        println!("{:>2}. class {:>4}  p={:.6}", rank + 1, i + offset, probs[i]);
+        println!(
+            "{:>2}. class {:>4}  p={:.6}",
+            rank + 1,
+            i + offset,
+            probs[i]
+        );
     }
 }

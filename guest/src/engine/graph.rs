@@ -26,7 +26,10 @@ pub fn split_ref(r: &str) -> (&str, usize) {
 
 /// Inputs that carry data (`^name` is a control dependency: ordering only).
 pub fn data_inputs(node: &NodeDef) -> impl Iterator<Item = &str> {
-    node.inputs.iter().filter(|i| !i.starts_with('^')).map(|i| i.as_str())
+    node.inputs
+        .iter()
+        .filter(|i| !i.starts_with('^'))
+        .map(|i| i.as_str())
 }
 
 /// The output a classifier graph means: the last `Softmax`, followed through any
@@ -56,7 +59,11 @@ pub fn default_output(graph: &GraphDef) -> GuestResult<String> {
 }
 
 /// Depth-first order of the nodes `out` depends on, inputs first; errors on a cycle.
-pub fn order(graph: &GraphDef, index: &HashMap<&str, usize>, out: usize) -> GuestResult<Vec<usize>> {
+pub fn order(
+    graph: &GraphDef,
+    index: &HashMap<&str, usize>,
+    out: usize,
+) -> GuestResult<Vec<usize>> {
     const NEW: u8 = 0;
     const ACTIVE: u8 = 1;
     const DONE: u8 = 2;
@@ -73,7 +80,12 @@ pub fn order(graph: &GraphDef, index: &HashMap<&str, usize>, out: usize) -> Gues
                 let name = split_ref(input).0;
                 let i = match index.get(name) {
                     Some(&i) => i,
-                    None => return bad(format!("node '{}' ({}): input '{}' is not a node of the graph", node.name, node.op, input)),
+                    None => {
+                        return bad(format!(
+                            "node '{}' ({}): input '{}' is not a node of the graph",
+                            node.name, node.op, input
+                        ))
+                    }
                 };
                 match state[i] {
                     NEW => {
@@ -82,7 +94,10 @@ pub fn order(graph: &GraphDef, index: &HashMap<&str, usize>, out: usize) -> Gues
                     }
                     ACTIVE => {
                         let start = stack.iter().position(|&(n, _)| n == i).unwrap_or(0);
-                        let mut path: Vec<&str> = stack[start..].iter().map(|&(n, _)| graph.nodes[n].name.as_str()).collect();
+                        let mut path: Vec<&str> = stack[start..]
+                            .iter()
+                            .map(|&(n, _)| graph.nodes[n].name.as_str())
+                            .collect();
                         path.push(name);
                         return bad(format!("the graph has a cycle: {}", path.join(" -> ")));
                     }
@@ -111,7 +126,12 @@ pub struct Live {
 /// Scan `bytes`, choose the output (`output`, or the classifier's: [`default_output`]),
 /// and order the nodes it depends on.
 pub fn live(bytes: &[u8], output: Option<&str>) -> GuestResult<Live> {
-    let graph = graphdef::scan_graph(bytes).map_err(|e| (ErrorCode::BadModel, format!("not a TensorFlow GraphDef: {}", e)))?;
+    let graph = graphdef::scan_graph(bytes).map_err(|e| {
+        (
+            ErrorCode::BadModel,
+            format!("not a TensorFlow GraphDef: {}", e),
+        )
+    })?;
     let mut index: HashMap<&str, usize> = HashMap::new();
     for (i, n) in graph.nodes.iter().enumerate() {
         if index.insert(n.name.as_str(), i).is_some() {
@@ -122,10 +142,16 @@ pub fn live(bytes: &[u8], output: Option<&str>) -> GuestResult<Live> {
         Some(o) => {
             let (name, i) = split_ref(o);
             if i != 0 {
-                return Err((ErrorCode::BadArgument, format!("output '{}': only output 0 of a node can be read", o)));
+                return Err((
+                    ErrorCode::BadArgument,
+                    format!("output '{}': only output 0 of a node can be read", o),
+                ));
             }
             if !index.contains_key(name) {
-                return Err((ErrorCode::BadArgument, format!("no node named '{}' in the graph", name)));
+                return Err((
+                    ErrorCode::BadArgument,
+                    format!("no node named '{}' in the graph", name),
+                ));
             }
             name.to_string()
         }
@@ -133,7 +159,11 @@ pub fn live(bytes: &[u8], output: Option<&str>) -> GuestResult<Live> {
     };
     let order = order(&graph, &index, index[output_name.as_str()])?;
     drop(index);
-    Ok(Live { graph, order, output: output_name })
+    Ok(Live {
+        graph,
+        order,
+        output: output_name,
+    })
 }
 
 impl Live {
@@ -141,8 +171,12 @@ impl Live {
     pub fn decode(&mut self, bytes: &[u8]) -> GuestResult<()> {
         let mut budget = MODEL_BUDGET_BYTES;
         for &i in &self.order {
-            graphdef::decode_attrs(bytes, &mut self.graph.nodes[i], &mut budget)
-                .map_err(|e| (ErrorCode::BadModel, format!("not a TensorFlow GraphDef: node #{}: {}", i, e)))?;
+            graphdef::decode_attrs(bytes, &mut self.graph.nodes[i], &mut budget).map_err(|e| {
+                (
+                    ErrorCode::BadModel,
+                    format!("not a TensorFlow GraphDef: node #{}: {}", i, e),
+                )
+            })?;
         }
         self.graph.budget_left = budget;
         Ok(())

@@ -18,7 +18,9 @@
 //! A `map<K, V>` is sent as repeated entry messages `{ K key = 1; V value = 2; }`. Fields we
 //! do not need (device, library, versions ...) are skipped, as protobuf allows.
 
-use super::proto::{err, packed_f32s, packed_varints, string, ProtoResult, Reader, Value, OUT_OF_MEMORY};
+use super::proto::{
+    err, packed_f32s, packed_varints, string, ProtoResult, Reader, Value, OUT_OF_MEMORY,
+};
 use std::rc::Rc;
 
 /// The most elements one constant may hold (256 MiB of f32): more is a corrupt file, and
@@ -134,7 +136,14 @@ pub fn dim(d: i64) -> Option<usize> {
 /// A vector of `n` copies of `v`, or an out-of-memory error instead of an aborting allocation.
 pub fn try_filled<T: Clone>(n: usize, v: T) -> Result<Vec<T>, String> {
     let mut out = Vec::new();
-    out.try_reserve_exact(n).map_err(|_| format!("{}{} values of {} bytes", OUT_OF_MEMORY, n, std::mem::size_of::<T>()))?;
+    out.try_reserve_exact(n).map_err(|_| {
+        format!(
+            "{}{} values of {} bytes",
+            OUT_OF_MEMORY,
+            n,
+            std::mem::size_of::<T>()
+        )
+    })?;
     out.resize(n, v);
     Ok(out)
 }
@@ -157,7 +166,8 @@ pub fn parse_graph(bytes: &[u8]) -> ProtoResult<GraphDef> {
     let mut graph = scan_graph(bytes)?;
     let mut budget = MODEL_BUDGET_BYTES;
     for i in 0..graph.nodes.len() {
-        decode_attrs(bytes, &mut graph.nodes[i], &mut budget).map_err(|e| super::proto::ProtoError(format!("node #{}: {}", i, e)))?;
+        decode_attrs(bytes, &mut graph.nodes[i], &mut budget)
+            .map_err(|e| super::proto::ProtoError(format!("node #{}: {}", i, e)))?;
     }
     graph.budget_left = budget;
     Ok(graph)
@@ -179,7 +189,12 @@ pub fn scan_graph(bytes: &[u8]) -> ProtoResult<GraphDef> {
                     })?;
                     graph.nodes.push(node);
                 }
-                other => return err(format!("GraphDef.node has wire type {}, expected LEN", other.wire_name())),
+                other => {
+                    return err(format!(
+                        "GraphDef.node has wire type {}, expected LEN",
+                        other.wire_name()
+                    ))
+                }
             }
         }
         // 2 = library, 3 = version (deprecated), 4 = versions: not needed to run the graph.
@@ -195,7 +210,8 @@ pub fn scan_graph(bytes: &[u8]) -> ProtoResult<GraphDef> {
 /// constants to `budget`. Decoding twice is a no-op.
 pub fn decode_attrs(bytes: &[u8], node: &mut NodeDef, budget: &mut usize) -> ProtoResult<()> {
     for (offset, len) in std::mem::take(&mut node.attr_spans) {
-        node.attrs.push(parse_attr_entry(&bytes[offset..offset + len], budget)?);
+        node.attrs
+            .push(parse_attr_entry(&bytes[offset..offset + len], budget)?);
     }
     Ok(())
 }
@@ -203,14 +219,22 @@ pub fn decode_attrs(bytes: &[u8], node: &mut NodeDef, budget: &mut usize) -> Pro
 fn bytes_of<'a>(value: Value<'a>, what: &'static str) -> ProtoResult<&'a [u8]> {
     match value {
         Value::Bytes(b) => Ok(b),
-        other => err(format!("{} has wire type {}, expected LEN", what, other.wire_name())),
+        other => err(format!(
+            "{} has wire type {}, expected LEN",
+            what,
+            other.wire_name()
+        )),
     }
 }
 
 fn varint_of(value: Value<'_>, what: &'static str) -> ProtoResult<u64> {
     match value {
         Value::Varint(v) => Ok(v),
-        other => err(format!("{} has wire type {}, expected VARINT", what, other.wire_name())),
+        other => err(format!(
+            "{} has wire type {}, expected VARINT",
+            what,
+            other.wire_name()
+        )),
     }
 }
 
@@ -222,10 +246,15 @@ fn scan_node(bytes: &[u8], base: usize) -> ProtoResult<NodeDef> {
         match field {
             1 => node.name = string(bytes_of(value, "NodeDef.name")?, "NodeDef.name")?,
             2 => node.op = string(bytes_of(value, "NodeDef.op")?, "NodeDef.op")?,
-            3 => node.inputs.push(string(bytes_of(value, "NodeDef.input")?, "NodeDef.input")?),
+            3 => node
+                .inputs
+                .push(string(bytes_of(value, "NodeDef.input")?, "NodeDef.input")?),
             5 => {
                 let entry = bytes_of(value, "NodeDef.attr")?;
-                node.attr_spans.push((base + (entry.as_ptr() as usize - bytes.as_ptr() as usize), entry.len()));
+                node.attr_spans.push((
+                    base + (entry.as_ptr() as usize - bytes.as_ptr() as usize),
+                    entry.len(),
+                ));
             }
             _ => {} // 4 = device, 6 = experimental debug info
         }
@@ -265,12 +294,20 @@ fn parse_attr(bytes: &[u8], budget: &mut usize) -> ProtoResult<AttrValue> {
             3 => AttrValue::I(varint_of(v, "AttrValue.i")? as i64),
             4 => match v {
                 Value::Fixed32(bits) => AttrValue::F(f32::from_bits(bits)),
-                other => return err(format!("AttrValue.f has wire type {}, expected I32", other.wire_name())),
+                other => {
+                    return err(format!(
+                        "AttrValue.f has wire type {}, expected I32",
+                        other.wire_name()
+                    ))
+                }
             },
             5 => AttrValue::B(varint_of(v, "AttrValue.b")? != 0),
             6 => AttrValue::Type(varint_of(v, "AttrValue.type")? as i64),
             7 => AttrValue::Shape(parse_shape(bytes_of(v, "AttrValue.shape")?)?),
-            8 => AttrValue::Tensor(parse_tensor_within(bytes_of(v, "AttrValue.tensor")?, budget)?),
+            8 => AttrValue::Tensor(parse_tensor_within(
+                bytes_of(v, "AttrValue.tensor")?,
+                budget,
+            )?),
             _ => AttrValue::Other,
         };
     }
@@ -327,7 +364,8 @@ pub fn parse_shape(bytes: &[u8]) -> ProtoResult<ShapeProto> {
         match field {
             2 => {
                 // Dim { int64 size = 1; string name = 2; }; proto3 omits size 0.
-                let mut d = Reader::new(bytes_of(v, "TensorShapeProto.dim")?, "TensorShapeProto.Dim");
+                let mut d =
+                    Reader::new(bytes_of(v, "TensorShapeProto.dim")?, "TensorShapeProto.Dim");
                 let mut size = 0i64;
                 while let Some((f, dv)) = d.next_field()? {
                     if f == 1 {
@@ -343,7 +381,9 @@ pub fn parse_shape(bytes: &[u8]) -> ProtoResult<ShapeProto> {
             _ => {}
         }
     }
-    Ok(ShapeProto { dims: if unknown_rank { None } else { Some(dims) } })
+    Ok(ShapeProto {
+        dims: if unknown_rank { None } else { Some(dims) },
+    })
 }
 
 /// `TensorProto`: a constant. Values come either as raw little-endian bytes in
@@ -385,7 +425,12 @@ pub fn parse_tensor_within(bytes: &[u8], budget: &mut usize) -> ProtoResult<Tens
         match dim(d) {
             Some(d) => shape.push(d),
             None if d < 0 => return err(format!("constant tensor with dimension {}", d)),
-            None => return err(format!("constant tensor of shape {:?} is too large (a dimension above {})", dims, MAX_ELEMENTS)),
+            None => {
+                return err(format!(
+                    "constant tensor of shape {:?} is too large (a dimension above {})",
+                    dims, MAX_ELEMENTS
+                ))
+            }
         }
     }
     let n = match element_count(&shape) {
@@ -406,7 +451,9 @@ pub fn parse_tensor_within(bytes: &[u8], budget: &mut usize) -> ProtoResult<Tens
                 if raw.len() != n * 4 {
                     return err(format!(
                         "float tensor {:?} needs {} bytes of tensor_content, has {}",
-                        shape, n * 4, raw.len()
+                        shape,
+                        n * 4,
+                        raw.len()
                     ));
                 }
                 packed_f32s(raw, "tensor_content")?
@@ -420,44 +467,65 @@ pub fn parse_tensor_within(bytes: &[u8], budget: &mut usize) -> ProtoResult<Tens
                     if raw.len() != n * size {
                         return err(format!(
                             "int tensor {:?} needs {} bytes of tensor_content, has {}",
-                            shape, n * size, raw.len()
+                            shape,
+                            n * size,
+                            raw.len()
                         ));
                     }
                     let mut out: Vec<i64> = Vec::new();
-                    out.try_reserve_exact(n).map_err(|_| super::proto::ProtoError(format!("{}{} integers", OUT_OF_MEMORY, n)))?;
-                    out.extend(raw.chunks_exact(size)
-                        .map(|c| {
-                            if size == 4 {
-                                i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64
-                            } else {
-                                let mut a = [0u8; 8];
-                                a.copy_from_slice(c);
-                                i64::from_le_bytes(a)
-                            }
-                        }));
+                    out.try_reserve_exact(n).map_err(|_| {
+                        super::proto::ProtoError(format!("{}{} integers", OUT_OF_MEMORY, n))
+                    })?;
+                    out.extend(raw.chunks_exact(size).map(|c| {
+                        if size == 4 {
+                            i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64
+                        } else {
+                            let mut a = [0u8; 8];
+                            a.copy_from_slice(c);
+                            i64::from_le_bytes(a)
+                        }
+                    }));
                     out
                 }
                 // int32 values travel as sign-extended 64-bit varints; truncate back.
                 None => {
-                    let ints = if dtype == DT_INT32 { ints.into_iter().map(|v| v as i32 as i64).collect() } else { ints };
+                    let ints = if dtype == DT_INT32 {
+                        ints.into_iter().map(|v| v as i32 as i64).collect()
+                    } else {
+                        ints
+                    };
                     fill(ints, n, 0, &shape)?
                 }
             })
         }
-        other => return err(format!("unsupported tensor dtype {} (float, int32 and int64 are supported)", other)),
+        other => {
+            return err(format!(
+                "unsupported tensor dtype {} (float, int32 and int64 are supported)",
+                other
+            ))
+        }
     };
-    Ok(TensorProto { dtype, shape, data: Rc::new(data) })
+    Ok(TensorProto {
+        dtype,
+        shape,
+        data: Rc::new(data),
+    })
 }
 
 /// Expand repeated values to `n` elements with TensorFlow's rule (repeat the last value).
 fn fill<T: Copy>(mut values: Vec<T>, n: usize, zero: T, shape: &[usize]) -> ProtoResult<Vec<T>> {
     if values.len() > n {
-        return err(format!("tensor {:?} has {} values for {} elements", shape, values.len(), n));
+        return err(format!(
+            "tensor {:?} has {} values for {} elements",
+            shape,
+            values.len(),
+            n
+        ));
     }
     let last = values.last().copied().unwrap_or(zero);
-    values
-        .try_reserve_exact(n - values.len())
-        .map_err(|_| super::proto::ProtoError(format!("{}a constant of {} values", OUT_OF_MEMORY, n)))?;
+    values.try_reserve_exact(n - values.len()).map_err(|_| {
+        super::proto::ProtoError(format!("{}a constant of {} values", OUT_OF_MEMORY, n))
+    })?;
     values.resize(n, last);
     Ok(values)
 }
@@ -499,7 +567,10 @@ mod tests {
     fn tensor_content_and_broadcast() {
         let mut t = vec![0x08, 0x01];
         len_field(2, &shape(&[2, 2]), &mut t);
-        let raw: Vec<u8> = [1.0f32, 2.0, 3.0, 4.0].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let raw: Vec<u8> = [1.0f32, 2.0, 3.0, 4.0]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
         len_field(4, &raw, &mut t);
         let p = parse_tensor(&t).unwrap();
         assert_eq!(p.shape, vec![2, 2]);
@@ -510,7 +581,10 @@ mod tests {
         len_field(2, &shape(&[3]), &mut t);
         t.push(5 << 3 | 5);
         t.extend_from_slice(&0.5f32.to_le_bytes());
-        assert_eq!(*parse_tensor(&t).unwrap().data, TensorData::F32(vec![0.5; 3]));
+        assert_eq!(
+            *parse_tensor(&t).unwrap().data,
+            TensorData::F32(vec![0.5; 3])
+        );
 
         // Packed int_val with a negative value (10-byte varint), int32.
         let mut t = vec![0x08, 0x03];
@@ -519,7 +593,10 @@ mod tests {
         varint(7, &mut packed);
         varint(-1i64 as u64, &mut packed);
         len_field(7, &packed, &mut t);
-        assert_eq!(*parse_tensor(&t).unwrap().data, TensorData::I64(vec![7, -1]));
+        assert_eq!(
+            *parse_tensor(&t).unwrap().data,
+            TensorData::I64(vec![7, -1])
+        );
 
         // Scalar int64 with no value: zero.
         let mut t = vec![0x08, 0x09];
@@ -570,7 +647,10 @@ mod tests {
             parse_tensor_within(&t, &mut budget).unwrap();
         }
         assert_eq!(budget, 0);
-        assert!(parse_tensor_within(&t, &mut budget).unwrap_err().0.contains("budget"));
+        assert!(parse_tensor_within(&t, &mut budget)
+            .unwrap_err()
+            .0
+            .contains("budget"));
     }
 
     #[test]

@@ -40,7 +40,9 @@ impl Act {
     pub fn apply_all(self, out: &mut [f32]) {
         match self {
             Act::None => {}
-            Act::Relu => out.iter_mut().for_each(|v| *v = clamp(*v, 0.0, f32::INFINITY)),
+            Act::Relu => out
+                .iter_mut()
+                .for_each(|v| *v = clamp(*v, 0.0, f32::INFINITY)),
             Act::Relu6 => out.iter_mut().for_each(|v| *v = clamp(*v, 0.0, 6.0)),
         }
     }
@@ -58,9 +60,17 @@ pub enum Padding {
 /// `SAME` gives `ceil(in / stride)` outputs and pads `total = max((out-1)*stride + k - in, 0)`
 /// cells, `total / 2` before and the rest after: for an even kernel overhang at stride 2 the
 /// extra row goes to the bottom/right (the classic TF-vs-PyTorch difference).
-pub fn window_dim(size: usize, k: usize, stride: usize, padding: Padding) -> Result<(usize, usize), String> {
+pub fn window_dim(
+    size: usize,
+    k: usize,
+    stride: usize,
+    padding: Padding,
+) -> Result<(usize, usize), String> {
     if k == 0 || stride == 0 {
-        return Err(format!("kernel {} / stride {} must be at least 1", k, stride));
+        return Err(format!(
+            "kernel {} / stride {} must be at least 1",
+            k, stride
+        ));
     }
     if size == 0 {
         return Err("a spatial dimension of the input is 0".to_string());
@@ -68,7 +78,10 @@ pub fn window_dim(size: usize, k: usize, stride: usize, padding: Padding) -> Res
     match padding {
         Padding::Valid => {
             if size < k {
-                return Err(format!("VALID window of {} is larger than the input ({})", k, size));
+                return Err(format!(
+                    "VALID window of {} is larger than the input ({})",
+                    k, size
+                ));
             }
             Ok(((size - k) / stride + 1, 0))
         }
@@ -100,13 +113,36 @@ pub struct Window {
 }
 
 impl Window {
-    pub fn new(shape: &[usize], kh: usize, kw: usize, sh: usize, sw: usize, padding: Padding) -> Result<Window, String> {
+    pub fn new(
+        shape: &[usize],
+        kh: usize,
+        kw: usize,
+        sh: usize,
+        sw: usize,
+        padding: Padding,
+    ) -> Result<Window, String> {
         if shape.len() != 4 {
-            return Err(format!("expected an NHWC tensor (rank 4), got shape {:?}", shape));
+            return Err(format!(
+                "expected an NHWC tensor (rank 4), got shape {:?}",
+                shape
+            ));
         }
         let (oh, pt) = window_dim(shape[1], kh, sh, padding)?;
         let (ow, pl) = window_dim(shape[2], kw, sw, padding)?;
-        Ok(Window { n: shape[0], h: shape[1], w: shape[2], c: shape[3], oh, ow, kh, kw, sh, sw, pt, pl })
+        Ok(Window {
+            n: shape[0],
+            h: shape[1],
+            w: shape[2],
+            c: shape[3],
+            oh,
+            ow,
+            kh,
+            kw,
+            sh,
+            sw,
+            pt,
+            pl,
+        })
     }
 
     /// Kernel rows `[lo, hi)` that land inside the image for output row `oy`: the others
@@ -134,7 +170,15 @@ fn range(start: usize, pad: usize, kernel: usize, size: usize) -> (usize, usize)
 ///
 /// For every output pixel: start from the bias, then for every tap inside the image add
 /// `x[pixel, ci] * w[tap, ci, :]` to the whole row of output channels.
-pub fn conv2d(x: &[f32], g: &Window, w: &[f32], cout: usize, bias: &[f32], act: Act, out: &mut [f32]) {
+pub fn conv2d(
+    x: &[f32],
+    g: &Window,
+    w: &[f32],
+    cout: usize,
+    bias: &[f32],
+    act: Act,
+    out: &mut [f32],
+) {
     let cin = g.c;
     for n in 0..g.n {
         for oy in 0..g.oh {
@@ -166,7 +210,15 @@ pub fn conv2d(x: &[f32], g: &Window, w: &[f32], cout: usize, bias: &[f32], act: 
 
 /// `DepthwiseConv2dNative`: `w` is `[kh, kw, c, mult]`; output channel `c * mult + m`
 /// comes from input channel `c` alone.
-pub fn depthwise(x: &[f32], g: &Window, w: &[f32], mult: usize, bias: &[f32], act: Act, out: &mut [f32]) {
+pub fn depthwise(
+    x: &[f32],
+    g: &Window,
+    w: &[f32],
+    mult: usize,
+    bias: &[f32],
+    act: Act,
+    out: &mut [f32],
+) {
     let c = g.c;
     let cout = c * mult;
     for n in 0..g.n {
@@ -214,7 +266,8 @@ pub fn pool(x: &[f32], g: &Window, max: bool, out: &mut [f32]) {
                 let (kx0, kx1) = g.cols(ox);
                 let o = ((n * g.oh + oy) * g.ow + ox) * c;
                 let acc = &mut out[o..o + c];
-                acc.iter_mut().for_each(|a| *a = if max { f32::NEG_INFINITY } else { 0.0 });
+                acc.iter_mut()
+                    .for_each(|a| *a = if max { f32::NEG_INFINITY } else { 0.0 });
                 for ky in ky0..ky1 {
                     let iy = oy * g.sh + ky - g.pt;
                     for kx in kx0..kx1 {
@@ -238,7 +291,14 @@ pub fn pool(x: &[f32], g: &Window, max: bool, out: &mut [f32]) {
 
 /// Per-channel `y = act(x * scale + shift)` over the last dimension: inference-mode batch
 /// normalisation (folded to one multiply-add), `BiasAdd`, a lone `Relu`/`Relu6`.
-pub fn channel_affine(x: &[f32], channels: usize, scale: Option<&[f32]>, shift: Option<&[f32]>, act: Act, out: &mut [f32]) {
+pub fn channel_affine(
+    x: &[f32],
+    channels: usize,
+    scale: Option<&[f32]>,
+    shift: Option<&[f32]>,
+    act: Act,
+    out: &mut [f32],
+) {
     for (xs, ys) in x.chunks_exact(channels).zip(out.chunks_exact_mut(channels)) {
         for c in 0..channels {
             let mut v = xs[c];
@@ -272,8 +332,16 @@ pub fn broadcast_shape(a: &[usize], b: &[usize]) -> Result<Vec<usize>, String> {
     let rank = a.len().max(b.len());
     let mut out = vec![0; rank];
     for i in 0..rank {
-        let da = if i + a.len() >= rank { a[i + a.len() - rank] } else { 1 };
-        let db = if i + b.len() >= rank { b[i + b.len() - rank] } else { 1 };
+        let da = if i + a.len() >= rank {
+            a[i + a.len() - rank]
+        } else {
+            1
+        };
+        let db = if i + b.len() >= rank {
+            b[i + b.len() - rank]
+        } else {
+            1
+        };
         out[i] = if da == db || db == 1 {
             da
         } else if da == 1 {
@@ -300,7 +368,15 @@ fn broadcast_strides(shape: &[usize], out: &[usize]) -> [usize; MAX_RANK] {
 }
 
 /// `Add` / `AddV2` with broadcasting, then the fused activation.
-pub fn add(a: &[f32], ashape: &[usize], b: &[f32], bshape: &[usize], oshape: &[usize], act: Act, out: &mut [f32]) {
+pub fn add(
+    a: &[f32],
+    ashape: &[usize],
+    b: &[f32],
+    bshape: &[usize],
+    oshape: &[usize],
+    act: Act,
+    out: &mut [f32],
+) {
     if ashape == bshape {
         for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
             *o = act.apply(x + y);
@@ -348,8 +424,24 @@ impl BinOp {
             BinOp::Mul => x * y,
             BinOp::Div => x / y,
             // TensorFlow's Maximum/Minimum propagate NaN.
-            BinOp::Max => if x.is_nan() || y.is_nan() { f32::NAN } else if x > y { x } else { y },
-            BinOp::Min => if x.is_nan() || y.is_nan() { f32::NAN } else if x < y { x } else { y },
+            BinOp::Max => {
+                if x.is_nan() || y.is_nan() {
+                    f32::NAN
+                } else if x > y {
+                    x
+                } else {
+                    y
+                }
+            }
+            BinOp::Min => {
+                if x.is_nan() || y.is_nan() {
+                    f32::NAN
+                } else if x < y {
+                    x
+                } else {
+                    y
+                }
+            }
         }
     }
 
@@ -366,7 +458,15 @@ impl BinOp {
 }
 
 /// `out = a (op) b` with NumPy broadcasting (TensorFlow's rule for these ops).
-pub fn binary(op: BinOp, a: &[f32], ashape: &[usize], b: &[f32], bshape: &[usize], oshape: &[usize], out: &mut [f32]) {
+pub fn binary(
+    op: BinOp,
+    a: &[f32],
+    ashape: &[usize],
+    b: &[f32],
+    bshape: &[usize],
+    oshape: &[usize],
+    out: &mut [f32],
+) {
     if ashape == bshape {
         for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
             *o = op.apply(x, y);
@@ -412,7 +512,13 @@ impl UnOp {
             UnOp::Sigmoid => 1.0 / (1.0 + (-x).exp()),
             UnOp::Tanh => x.tanh(),
             // TensorFlow: x > 0 ? x : x * alpha.
-            UnOp::LeakyRelu(alpha) => if x > 0.0 { x } else { x * alpha },
+            UnOp::LeakyRelu(alpha) => {
+                if x > 0.0 {
+                    x
+                } else {
+                    x * alpha
+                }
+            }
         }
     }
 
@@ -435,7 +541,12 @@ pub fn unary(op: UnOp, x: &[f32], out: &mut [f32]) {
 
 /// `ConcatV2`: input `i` is `[outer, inners[i]]` (everything from the axis on, flattened);
 /// the output interleaves them row by row of `outer`.
-pub fn concat<'a>(input: impl Fn(usize) -> &'a [f32], outer: usize, inners: &[usize], out: &mut [f32]) {
+pub fn concat<'a>(
+    input: impl Fn(usize) -> &'a [f32],
+    outer: usize,
+    inners: &[usize],
+    out: &mut [f32],
+) {
     let row: usize = inners.iter().sum();
     for o in 0..outer {
         let mut at = o * row;
@@ -462,7 +573,11 @@ fn reduced_run(shape: &[usize], reduce: &[bool]) -> Option<(usize, usize, usize)
     if !reduce[a..=b].iter().all(|&r| r) {
         return None;
     }
-    Some((shape[..a].iter().product(), shape[a..=b].iter().product(), shape[b + 1..].iter().product()))
+    Some((
+        shape[..a].iter().product(),
+        shape[a..=b].iter().product(),
+        shape[b + 1..].iter().product(),
+    ))
 }
 
 /// `Mean` over the dimensions flagged in `reduce` (accumulated in f64, as NumPy does);
@@ -508,7 +623,12 @@ pub fn mean(x: &[f32], shape: &[usize], reduce: &[bool], out: &mut [f32], acc: &
             index[d] = 0;
         }
     }
-    let count: usize = shape.iter().zip(reduce).filter(|(_, &r)| r).map(|(&d, _)| d).product();
+    let count: usize = shape
+        .iter()
+        .zip(reduce)
+        .filter(|(_, &r)| r)
+        .map(|(&d, _)| d)
+        .product();
     for (o, a) in out.iter_mut().zip(acc.iter()) {
         *o = (a / count.max(1) as f64) as f32;
     }
@@ -550,7 +670,16 @@ pub fn pad(x: &[f32], shape: &[usize], pads: &[(usize, usize)], oshape: &[usize]
 
 /// `MatMul`: `a` is `[m, k]`, `b` is `[k, n]` (transposes are resolved before), then bias
 /// and activation.
-pub fn matmul(a: &[f32], b: &[f32], m: usize, k: usize, n: usize, bias: &[f32], act: Act, out: &mut [f32]) {
+pub fn matmul(
+    a: &[f32],
+    b: &[f32],
+    m: usize,
+    k: usize,
+    n: usize,
+    bias: &[f32],
+    act: Act,
+    out: &mut [f32],
+) {
     for i in 0..m {
         let row = &mut out[i * n..(i + 1) * n];
         row.copy_from_slice(bias);
@@ -614,7 +743,15 @@ mod tests {
         // 1x1x1x2 input, 1x1 kernel 2->2.
         let g = Window::new(&[1, 1, 1, 2], 1, 1, 1, 1, Padding::Valid).unwrap();
         let mut out = vec![0.0; 2];
-        conv2d(&[1.0, 2.0], &g, &[1.0, -1.0, 3.0, 0.5], 2, &[0.0, 0.0], Act::Relu6, &mut out);
+        conv2d(
+            &[1.0, 2.0],
+            &g,
+            &[1.0, -1.0, 3.0, 0.5],
+            2,
+            &[0.0, 0.0],
+            Act::Relu6,
+            &mut out,
+        );
         assert_eq!(out, vec![6.0, 0.0]); // [1+6, -1+1] -> relu6
     }
 
@@ -630,7 +767,15 @@ mod tests {
         // multiplier 2 on one channel: outputs c*2+m.
         let g = Window::new(&[1, 1, 1, 1], 1, 1, 1, 1, Padding::Valid).unwrap();
         let mut out = vec![0.0; 2];
-        depthwise(&[3.0], &g, &[2.0, -1.0], 2, &[0.0, 0.0], Act::Relu, &mut out);
+        depthwise(
+            &[3.0],
+            &g,
+            &[2.0, -1.0],
+            2,
+            &[0.0, 0.0],
+            Act::Relu,
+            &mut out,
+        );
         assert_eq!(out, vec![6.0, 0.0]);
     }
 
@@ -653,32 +798,75 @@ mod tests {
     #[test]
     fn add_mean_softmax_pad_matmul() {
         let mut out = vec![0.0; 4];
-        add(&[1., 2., 3., 4.], &[2, 2], &[10., 20.], &[2], &[2, 2], Act::None, &mut out);
+        add(
+            &[1., 2., 3., 4.],
+            &[2, 2],
+            &[10., 20.],
+            &[2],
+            &[2, 2],
+            Act::None,
+            &mut out,
+        );
         assert_eq!(out, vec![11., 22., 13., 24.]);
-        add(&[1., 2.], &[2, 1], &[10., 20.], &[1, 2], &[2, 2], Act::None, &mut out);
+        add(
+            &[1., 2.],
+            &[2, 1],
+            &[10., 20.],
+            &[1, 2],
+            &[2, 2],
+            Act::None,
+            &mut out,
+        );
         assert_eq!(out, vec![11., 21., 12., 22.]);
         assert!(broadcast_shape(&[2, 3], &[2]).is_err());
 
         let mut m = vec![0.0; 2];
-        mean(&[1., 2., 3., 4., 5., 6., 7., 8.], &[1, 2, 2, 2], &[false, true, true, false], &mut m, &mut [0.0; 2]);
+        mean(
+            &[1., 2., 3., 4., 5., 6., 7., 8.],
+            &[1, 2, 2, 2],
+            &[false, true, true, false],
+            &mut m,
+            &mut [0.0; 2],
+        );
         assert_eq!(m, vec![4.0, 5.0]);
         // Every reduction of a 2x3x2 tensor against brute force: one run of axes takes
         // the row loop, [true, false, true] the general index walk.
         let x: Vec<f32> = (0..12).map(|v| v as f32 * 0.5 - 1.0).collect();
         for bits in 1..8u32 {
             let reduce: Vec<bool> = (0..3).map(|d| bits >> d & 1 == 1).collect();
-            let kept: Vec<usize> = [2, 3, 2].iter().zip(&reduce).map(|(&d, &r)| if r { 1 } else { d }).collect();
+            let kept: Vec<usize> = [2, 3, 2]
+                .iter()
+                .zip(&reduce)
+                .map(|(&d, &r)| if r { 1 } else { d })
+                .collect();
             let mut want = vec![0f32; kept.iter().product()];
-            let count = [2, 3, 2].iter().zip(&reduce).filter(|(_, &r)| r).map(|(&d, _)| d).product::<usize>() as f32;
+            let count = [2, 3, 2]
+                .iter()
+                .zip(&reduce)
+                .filter(|(_, &r)| r)
+                .map(|(&d, _)| d)
+                .product::<usize>() as f32;
             for (i, &v) in x.iter().enumerate() {
                 let idx = [i / 6, i / 2 % 3, i % 2];
                 let o = (0..3).fold(0, |o, d| o * kept[d] + if reduce[d] { 0 } else { idx[d] });
                 want[o] += v / count;
             }
             let mut got = vec![0f32; want.len()];
-            mean(&x, &[2, 3, 2], &reduce, &mut got, &mut vec![0.0; mean_scratch(&[2, 3, 2], &reduce, want.len())]);
+            mean(
+                &x,
+                &[2, 3, 2],
+                &reduce,
+                &mut got,
+                &mut vec![0.0; mean_scratch(&[2, 3, 2], &reduce, want.len())],
+            );
             for (g, w) in got.iter().zip(&want) {
-                assert!((g - w).abs() < 1e-6, "{:?}: {:?} vs {:?}", reduce, got, want);
+                assert!(
+                    (g - w).abs() < 1e-6,
+                    "{:?}: {:?} vs {:?}",
+                    reduce,
+                    got,
+                    want
+                );
             }
         }
 
@@ -695,12 +883,31 @@ mod tests {
         assert_eq!(p, vec![0., 0., 0., 0., 0., 1., 2., 0.]);
 
         let mut y = vec![0.0; 2];
-        matmul(&[1., 2.], &[1., 2., 3., 4.], 1, 2, 2, &[0.5, 0.0], Act::None, &mut y);
+        matmul(
+            &[1., 2.],
+            &[1., 2., 3., 4.],
+            1,
+            2,
+            2,
+            &[0.5, 0.0],
+            Act::None,
+            &mut y,
+        );
         assert_eq!(y, vec![7.5, 10.0]);
-        assert_eq!(transpose(&[1., 2., 3., 4., 5., 6.], 2, 3), vec![1., 4., 2., 5., 3., 6.]);
+        assert_eq!(
+            transpose(&[1., 2., 3., 4., 5., 6.], 2, 3),
+            vec![1., 4., 2., 5., 3., 6.]
+        );
 
         let mut z = vec![0.0; 2];
-        channel_affine(&[1.0, -1.0], 2, Some(&[2.0, 3.0]), Some(&[1.0, 1.0]), Act::Relu, &mut z);
+        channel_affine(
+            &[1.0, -1.0],
+            2,
+            Some(&[2.0, 3.0]),
+            Some(&[1.0, 1.0]),
+            Act::Relu,
+            &mut z,
+        );
         assert_eq!(z, vec![3.0, 0.0]);
     }
 }

@@ -45,27 +45,86 @@ pub enum Src {
 #[derive(Debug)]
 pub enum Kind {
     /// `residual`: a skip connection's `Add` fused in; the step's input 1 is the skip tensor.
-    Conv { win: Window, w: Vec<f32>, cout: usize, bias: Vec<f32>, act: Act, packed: Option<kernels::Packed>, residual: bool },
-    Depthwise { win: Window, w: Vec<f32>, mult: usize, bias: Vec<f32>, act: Act },
-    Pool { win: Window, max: bool },
-    Affine { channels: usize, scale: Option<Vec<f32>>, shift: Option<Vec<f32>>, act: Act },
-    Add { a: Vec<usize>, b: Vec<usize>, out: Vec<usize>, act: Act },
+    Conv {
+        win: Window,
+        w: Vec<f32>,
+        cout: usize,
+        bias: Vec<f32>,
+        act: Act,
+        packed: Option<kernels::Packed>,
+        residual: bool,
+    },
+    Depthwise {
+        win: Window,
+        w: Vec<f32>,
+        mult: usize,
+        bias: Vec<f32>,
+        act: Act,
+    },
+    Pool {
+        win: Window,
+        max: bool,
+    },
+    Affine {
+        channels: usize,
+        scale: Option<Vec<f32>>,
+        shift: Option<Vec<f32>>,
+        act: Act,
+    },
+    Add {
+        a: Vec<usize>,
+        b: Vec<usize>,
+        out: Vec<usize>,
+        act: Act,
+    },
     /// `y = a @ B + bias`: `w` is B as `[k, n]` when it is a constant, else B is input 1.
-    MatMul { m: usize, k: usize, n: usize, w: Option<Vec<f32>>, bias: Vec<f32>, act: Act, trans_a: bool, trans_b: bool },
-    Mean { shape: Vec<usize>, reduce: Vec<bool> },
-    Softmax { classes: usize },
-    Pad { shape: Vec<usize>, pads: Vec<(usize, usize)>, out: Vec<usize> },
+    MatMul {
+        m: usize,
+        k: usize,
+        n: usize,
+        w: Option<Vec<f32>>,
+        bias: Vec<f32>,
+        act: Act,
+        trans_a: bool,
+        trans_b: bool,
+    },
+    Mean {
+        shape: Vec<usize>,
+        reduce: Vec<bool>,
+    },
+    Softmax {
+        classes: usize,
+    },
+    Pad {
+        shape: Vec<usize>,
+        pads: Vec<(usize, usize)>,
+        out: Vec<usize>,
+    },
     /// `Sub`, `Mul`, `RealDiv`, `Maximum`, `Minimum` with broadcasting.
-    Binary { op: ops::BinOp, a: Vec<usize>, b: Vec<usize>, out: Vec<usize> },
-    Unary { op: ops::UnOp },
+    Binary {
+        op: ops::BinOp,
+        a: Vec<usize>,
+        b: Vec<usize>,
+        out: Vec<usize>,
+    },
+    Unary {
+        op: ops::UnOp,
+    },
     /// `ConcatV2`: `outer` rows, input `i` contributing `inners[i]` values to each.
-    Concat { outer: usize, inners: Vec<usize> },
+    Concat {
+        outer: usize,
+        inners: Vec<usize>,
+    },
 }
 
 impl Kind {
     pub(crate) fn act_mut(&mut self) -> Option<&mut Act> {
         match self {
-            Kind::Conv { act, .. } | Kind::Depthwise { act, .. } | Kind::Affine { act, .. } | Kind::Add { act, .. } | Kind::MatMul { act, .. } => Some(act),
+            Kind::Conv { act, .. }
+            | Kind::Depthwise { act, .. }
+            | Kind::Affine { act, .. }
+            | Kind::Add { act, .. }
+            | Kind::MatMul { act, .. } => Some(act),
             _ => None,
         }
     }
@@ -73,7 +132,11 @@ impl Kind {
     /// A short name for profiles: the kernel shape, e.g. `Conv 1x1`, `Depthwise 5x5/2`.
     fn label(&self) -> String {
         fn window(name: &str, w: &Window) -> String {
-            let stride = if w.sh == 1 && w.sw == 1 { String::new() } else { format!("/{}", w.sh) };
+            let stride = if w.sh == 1 && w.sw == 1 {
+                String::new()
+            } else {
+                format!("/{}", w.sh)
+            };
             format!("{} {}x{}{}", name, w.kh, w.kw, stride)
         }
         match self {
@@ -96,8 +159,12 @@ impl Kind {
     fn macs(&self) -> u64 {
         let m = |v: usize| v as u64;
         match self {
-            Kind::Conv { win, cout, .. } => m(win.n * win.oh * win.ow) * m(win.kh * win.kw * win.c) * m(*cout),
-            Kind::Depthwise { win, mult, .. } => m(win.n * win.oh * win.ow * win.c * mult) * m(win.kh * win.kw),
+            Kind::Conv { win, cout, .. } => {
+                m(win.n * win.oh * win.ow) * m(win.kh * win.kw * win.c) * m(*cout)
+            }
+            Kind::Depthwise { win, mult, .. } => {
+                m(win.n * win.oh * win.ow * win.c * mult) * m(win.kh * win.kw)
+            }
             Kind::MatMul { m: rows, k, n, .. } => m(*rows) * m(*k) * m(*n),
             _ => 0,
         }
@@ -105,10 +172,14 @@ impl Kind {
 
     fn weight_count(&self) -> usize {
         match self {
-            Kind::Conv { w, bias, packed, .. } => w.len() + bias.len() + packed.as_ref().map_or(0, |p| p.weight_count()),
+            Kind::Conv {
+                w, bias, packed, ..
+            } => w.len() + bias.len() + packed.as_ref().map_or(0, |p| p.weight_count()),
             Kind::Depthwise { w, bias, .. } => w.len() + bias.len(),
             Kind::MatMul { w, bias, .. } => w.as_ref().map_or(0, |w| w.len()) + bias.len(),
-            Kind::Affine { scale, shift, .. } => scale.as_ref().map_or(0, |s| s.len()) + shift.as_ref().map_or(0, |s| s.len()),
+            Kind::Affine { scale, shift, .. } => {
+                scale.as_ref().map_or(0, |s| s.len()) + shift.as_ref().map_or(0, |s| s.len())
+            }
             _ => 0,
         }
     }
@@ -177,13 +248,23 @@ pub(crate) fn json_string(s: &str) -> String {
 }
 
 pub(crate) fn json_dims(d: &[usize]) -> String {
-    format!("[{}]", d.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(","))
+    format!(
+        "[{}]",
+        d.iter()
+            .map(|v| v.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    )
 }
 
 impl ModelInfo {
     /// A one-line JSON summary (hand-written: no serde in the guest).
     pub fn to_json(&self) -> String {
-        let ops: Vec<String> = self.op_counts.iter().map(|(k, v)| format!("{}:{}", json_string(k), v)).collect();
+        let ops: Vec<String> = self
+            .op_counts
+            .iter()
+            .map(|(k, v)| format!("{}:{}", json_string(k), v))
+            .collect();
         format!(
             "{{\"nodes\":{},\"ops\":{{{}}},\"input\":{},\"input_shape\":{},\"output\":{},\"output_shape\":{},\"output_len\":{},\"weight_bytes\":{},\"activation_bytes\":{},\"steps\":{},\"kernels\":{}}}",
             self.node_count,
@@ -220,11 +301,14 @@ pub struct Model {
     wide: Vec<f64>,
 }
 
-
 fn alloc_slot(size: usize) -> GuestResult<Vec<f32>> {
     let mut v: Vec<f32> = Vec::new();
-    v.try_reserve_exact(size)
-        .map_err(|_| (ErrorCode::OutOfMemory, format!("cannot allocate an activation buffer of {} floats", size)))?;
+    v.try_reserve_exact(size).map_err(|_| {
+        (
+            ErrorCode::OutOfMemory,
+            format!("cannot allocate an activation buffer of {} floats", size),
+        )
+    })?;
     v.resize(size, 0.0);
     Ok(v)
 }
@@ -236,7 +320,11 @@ impl Model {
         let (mut model, mut budget) = Model::plan(bytes, output)?;
         // The scratch is allocated once the graph is gone (where the first inference used
         // to allocate it), so the heap is laid out as before this scratch was planned.
-        let planner = NodeDef { name: model.info.output_name.clone(), op: "scratch".into(), ..NodeDef::default() };
+        let planner = NodeDef {
+            name: model.info.output_name.clone(),
+            op: "scratch".into(),
+            ..NodeDef::default()
+        };
         let (scratch, wide, scratch_bytes) = plan_scratch(&model.steps, &mut budget, &planner)?;
         model.scratch = scratch;
         model.wide = wide;
@@ -256,7 +344,12 @@ impl Model {
         }
         let (input_name, input_buf, input_shape) = match b.input.take() {
             Some(i) => i,
-            None => return bad(format!("output '{}' does not depend on any Placeholder", output_name)),
+            None => {
+                return bad(format!(
+                    "output '{}' does not depend on any Placeholder",
+                    output_name
+                ))
+            }
         };
         let out_val = b.vals[output_name.as_str()].clone();
         let output_shape = out_val.shape().to_vec();
@@ -268,7 +361,9 @@ impl Model {
                     consts.push(data.clone());
                     Src::Const(consts.len() - 1)
                 }
-                TensorData::I64(_) => return bad(format!("output '{}' is an integer tensor", output_name)),
+                TensorData::I64(_) => {
+                    return bad(format!("output '{}' is an integer tensor", output_name))
+                }
             },
         };
 
@@ -290,8 +385,18 @@ impl Model {
         let mut assign = vec![usize::MAX; nbuf];
         let take = |len: usize, free: &mut Vec<usize>, slot_size: &mut Vec<usize>| -> usize {
             // Best fit among the free slots; else grow the biggest free one; else a new slot.
-            let fit = free.iter().enumerate().filter(|(_, &s)| slot_size[s] >= len).min_by_key(|(_, &s)| slot_size[s]).map(|(i, _)| i);
-            let pick = fit.or_else(|| free.iter().enumerate().max_by_key(|(_, &s)| slot_size[s]).map(|(i, _)| i));
+            let fit = free
+                .iter()
+                .enumerate()
+                .filter(|(_, &s)| slot_size[s] >= len)
+                .min_by_key(|(_, &s)| slot_size[s])
+                .map(|(i, _)| i);
+            let pick = fit.or_else(|| {
+                free.iter()
+                    .enumerate()
+                    .max_by_key(|(_, &s)| slot_size[s])
+                    .map(|(i, _)| i)
+            });
             match pick {
                 Some(i) => {
                     let s = free.swap_remove(i);
@@ -310,10 +415,14 @@ impl Model {
         }
         for (i, s) in b.steps.iter().enumerate() {
             assign[s.out] = take(s.out_len, &mut free, &mut slot_size);
-            let mut dead: Vec<usize> = s.inputs.iter().filter_map(|src| match src {
-                Src::Buf(k) if last_use[*k] == Some(i) => Some(*k),
-                _ => None,
-            }).collect();
+            let mut dead: Vec<usize> = s
+                .inputs
+                .iter()
+                .filter_map(|src| match src {
+                    Src::Buf(k) if last_use[*k] == Some(i) => Some(*k),
+                    _ => None,
+                })
+                .collect();
             if last_use[s.out].is_none() {
                 dead.push(s.out);
             }
@@ -334,11 +443,23 @@ impl Model {
             for src in s.inputs.iter_mut() {
                 *src = remap(*src);
             }
-            if let Kind::Conv { win, w, cout, bias, packed, .. } = &mut s.kind {
+            if let Kind::Conv {
+                win,
+                w,
+                cout,
+                bias,
+                packed,
+                ..
+            } = &mut s.kind
+            {
                 // The packed copy: panels rounded up to whole column groups, and the bias.
                 let k = win.kh * win.kw * win.c;
                 let floats = (*cout + 8).saturating_mul(k).saturating_add(*cout + 8);
-                let node = NodeDef { name: s.node.clone(), op: "Conv2D".into(), ..NodeDef::default() };
+                let node = NodeDef {
+                    name: s.node.clone(),
+                    op: "Conv2D".into(),
+                    ..NodeDef::default()
+                };
                 charge(&mut budget, &node, floats)?;
                 probe(&node, floats)?;
                 *packed = kernels::pack_conv(win, w, *cout, bias);
@@ -348,13 +469,22 @@ impl Model {
             }
         }
         let mut slots = Vec::new();
-        let planner = NodeDef { name: output_name.clone(), op: "activations".into(), ..NodeDef::default() };
-        charge(&mut budget, &planner, slot_size.iter().fold(0usize, |a, &s| a.saturating_add(s)))?;
+        let planner = NodeDef {
+            name: output_name.clone(),
+            op: "activations".into(),
+            ..NodeDef::default()
+        };
+        charge(
+            &mut budget,
+            &planner,
+            slot_size.iter().fold(0usize, |a, &s| a.saturating_add(s)),
+        )?;
         for &size in &slot_size {
             slots.push(alloc_slot(size)?);
         }
 
-        let weight_floats: usize = consts.iter().map(|c| c.as_f32().len()).sum::<usize>() + steps.iter().map(|s| s.kind.weight_count()).sum::<usize>();
+        let weight_floats: usize = consts.iter().map(|c| c.as_f32().len()).sum::<usize>()
+            + steps.iter().map(|s| s.kind.weight_count()).sum::<usize>();
         let mut op_counts: Vec<(String, usize)> = Vec::new();
         for n in &graph.nodes {
             match op_counts.iter_mut().find(|(k, _)| *k == n.op) {
@@ -371,7 +501,12 @@ impl Model {
                     o.count += 1;
                     o.steps += stepped as usize;
                 }
-                None => live_ops.push(LiveOp { op: n.op.clone(), count: 1, steps: stepped as usize, example: n.name.clone() }),
+                None => live_ops.push(LiveOp {
+                    op: n.op.clone(),
+                    count: 1,
+                    steps: stepped as usize,
+                    example: n.name.clone(),
+                }),
             }
         }
         let input_len = b.buf_len[input_buf];
@@ -391,7 +526,18 @@ impl Model {
             scratch_bytes: 0,
             macs: steps.iter().map(|s| s.kind.macs()).sum(),
         };
-        let model = Model { info, consts, steps, slots, input_slot: assign[input_buf], input_len, output: remap(output), output_len, scratch: Vec::new(), wide: Vec::new() };
+        let model = Model {
+            info,
+            consts,
+            steps,
+            slots,
+            input_slot: assign[input_buf],
+            input_len,
+            output: remap(output),
+            output_len,
+            scratch: Vec::new(),
+            wide: Vec::new(),
+        };
         Ok((model, budget))
     }
 
@@ -416,23 +562,44 @@ impl Model {
     /// (`clock_time_get`) before and after each step, so plain runs leave it out.
     pub fn run_timed(&mut self, input: &[f32]) -> GuestResult<Vec<StepTime>> {
         let mut times = Vec::new();
-        times.try_reserve_exact(self.steps.len()).map_err(|_| (ErrorCode::OutOfMemory, "cannot allocate the step timings".to_string()))?;
+        times.try_reserve_exact(self.steps.len()).map_err(|_| {
+            (
+                ErrorCode::OutOfMemory,
+                "cannot allocate the step timings".to_string(),
+            )
+        })?;
         self.run_with(input, Some(&mut times), self.steps.len())?;
         Ok(self
             .steps
             .iter()
             .zip(times)
-            .map(|(s, (ns, skipped))| StepTime { node: s.node.clone(), op: s.kind.label(), macs: s.kind.macs(), skipped, ns })
+            .map(|(s, (ns, skipped))| StepTime {
+                node: s.node.clone(),
+                op: s.kind.label(),
+                macs: s.kind.macs(),
+                skipped,
+                ns,
+            })
             .collect())
     }
 
     /// Run the first `count` steps. With `clock`, push each step's (nanoseconds,
     /// multiply-adds skipped) to it.
-    fn run_with(&mut self, input: &[f32], mut clock: Option<&mut Vec<(u64, u64)>>, count: usize) -> GuestResult<()> {
+    fn run_with(
+        &mut self,
+        input: &[f32],
+        mut clock: Option<&mut Vec<(u64, u64)>>,
+        count: usize,
+    ) -> GuestResult<()> {
         if input.len() != self.input_len {
             return Err((
                 ErrorCode::BadArgument,
-                format!("the input has {} values; the model's input {:?} needs {}", input.len(), self.info.input_shape, self.input_len),
+                format!(
+                    "the input has {} values; the model's input {:?} needs {}",
+                    input.len(),
+                    self.info.input_shape,
+                    self.input_len
+                ),
             ));
         }
         self.slots[self.input_slot][..self.input_len].copy_from_slice(input);
@@ -441,11 +608,24 @@ impl Model {
             let start = clock.as_ref().map(|_| std::time::Instant::now());
             // Move the output slot out so it can be written while the inputs are borrowed.
             let mut out = std::mem::take(&mut self.slots[step.out]);
-            let ins = Inputs { step, slots: &self.slots, consts: &self.consts };
-            exec(&step.kind, &ins, &mut out[..step.out_len], &mut self.scratch, &mut self.wide);
+            let ins = Inputs {
+                step,
+                slots: &self.slots,
+                consts: &self.consts,
+            };
+            exec(
+                &step.kind,
+                &ins,
+                &mut out[..step.out_len],
+                &mut self.scratch,
+                &mut self.wide,
+            );
             self.slots[step.out] = out;
             if let (Some(times), Some(start)) = (clock.as_mut(), start) {
-                times.push((start.elapsed().as_nanos() as u64, kernels::gemm::take_skipped_macs()));
+                times.push((
+                    start.elapsed().as_nanos() as u64,
+                    kernels::gemm::take_skipped_macs(),
+                ));
             }
         }
         Ok(())
@@ -505,7 +685,15 @@ impl<'a> Inputs<'a> {
 /// The scratch a step needs while it runs: (f32 for transposes, f64 for sums).
 fn step_scratch(kind: &Kind, out_len: usize) -> (usize, usize) {
     match kind {
-        Kind::MatMul { m, k, n, w, trans_a, trans_b, .. } => {
+        Kind::MatMul {
+            m,
+            k,
+            n,
+            w,
+            trans_a,
+            trans_b,
+            ..
+        } => {
             let a = if *trans_a { m * k } else { 0 };
             let b = if w.is_none() && *trans_b { k * n } else { 0 };
             (a + b, 0)
@@ -518,7 +706,11 @@ fn step_scratch(kind: &Kind, out_len: usize) -> (usize, usize) {
 /// Allocate, once, the scratch every step of the plan runs in: the largest of each kind,
 /// and the convolutions' packing buffers. Charged to the model's budget; OutOfMemory if
 /// the memory is not there, now rather than in the middle of an inference.
-fn plan_scratch(steps: &[Step], budget: &mut usize, planner: &NodeDef) -> GuestResult<(Vec<f32>, Vec<f64>, usize)> {
+fn plan_scratch(
+    steps: &[Step],
+    budget: &mut usize,
+    planner: &NodeDef,
+) -> GuestResult<(Vec<f32>, Vec<f64>, usize)> {
     let (mut floats, mut wide, mut packing) = (0usize, 0usize, 0usize);
     for s in steps {
         let (f, w) = step_scratch(&s.kind, s.out_len);
@@ -526,14 +718,26 @@ fn plan_scratch(steps: &[Step], budget: &mut usize, planner: &NodeDef) -> GuestR
         wide = wide.max(w);
         if let Kind::Conv { win, packed, .. } = &s.kind {
             let bytes = kernels::reserve_conv(win, packed.as_ref()).map_err(|bytes| {
-                (ErrorCode::OutOfMemory, format!("node '{}': cannot allocate {} bytes of convolution scratch", s.node, bytes))
+                (
+                    ErrorCode::OutOfMemory,
+                    format!(
+                        "node '{}': cannot allocate {} bytes of convolution scratch",
+                        s.node, bytes
+                    ),
+                )
             })?;
             packing = packing.max(bytes);
         }
     }
-    charge(budget, planner, floats.saturating_add(wide.saturating_mul(2)))?;
-    let scratch = graphdef::try_filled(floats, 0f32).map_err(|m| (ErrorCode::OutOfMemory, format!("the plan's scratch: {}", m)))?;
-    let wide_buf = graphdef::try_filled(wide, 0f64).map_err(|m| (ErrorCode::OutOfMemory, format!("the plan's scratch: {}", m)))?;
+    charge(
+        budget,
+        planner,
+        floats.saturating_add(wide.saturating_mul(2)),
+    )?;
+    let scratch = graphdef::try_filled(floats, 0f32)
+        .map_err(|m| (ErrorCode::OutOfMemory, format!("the plan's scratch: {}", m)))?;
+    let wide_buf = graphdef::try_filled(wide, 0f64)
+        .map_err(|m| (ErrorCode::OutOfMemory, format!("the plan's scratch: {}", m)))?;
     Ok((scratch, wide_buf, floats * 4 + wide * 8 + packing))
 }
 
@@ -541,15 +745,65 @@ fn plan_scratch(steps: &[Step], budget: &mut usize, planner: &NodeDef) -> GuestR
 /// what [`step_scratch`] asked for.
 fn exec(kind: &Kind, ins: &Inputs<'_>, out: &mut [f32], scratch: &mut [f32], wide: &mut [f64]) {
     match kind {
-        Kind::Conv { win, w, cout, bias, act, packed, residual } => {
+        Kind::Conv {
+            win,
+            w,
+            cout,
+            bias,
+            act,
+            packed,
+            residual,
+        } => {
             let r = if *residual { Some(ins.get(1)) } else { None };
-            kernels::conv2d(ins.get(0), win, w, packed.as_ref(), *cout, bias, *act, r, out)
+            kernels::conv2d(
+                ins.get(0),
+                win,
+                w,
+                packed.as_ref(),
+                *cout,
+                bias,
+                *act,
+                r,
+                out,
+            )
         }
-        Kind::Depthwise { win, w, mult, bias, act } => kernels::depthwise(ins.get(0), win, w, *mult, bias, *act, out),
+        Kind::Depthwise {
+            win,
+            w,
+            mult,
+            bias,
+            act,
+        } => kernels::depthwise(ins.get(0), win, w, *mult, bias, *act, out),
         Kind::Pool { win, max } => ops::pool(ins.get(0), win, *max, out),
-        Kind::Affine { channels, scale, shift, act } => ops::channel_affine(ins.get(0), *channels, scale.as_deref(), shift.as_deref(), *act, out),
-        Kind::Add { a, b, out: shape, act } => ops::add(ins.get(0), a, ins.get(1), b, shape, *act, out),
-        Kind::MatMul { m, k, n, w, bias, act, trans_a, trans_b } => {
+        Kind::Affine {
+            channels,
+            scale,
+            shift,
+            act,
+        } => ops::channel_affine(
+            ins.get(0),
+            *channels,
+            scale.as_deref(),
+            shift.as_deref(),
+            *act,
+            out,
+        ),
+        Kind::Add {
+            a,
+            b,
+            out: shape,
+            act,
+        } => ops::add(ins.get(0), a, ins.get(1), b, shape, *act, out),
+        Kind::MatMul {
+            m,
+            k,
+            n,
+            w,
+            bias,
+            act,
+            trans_a,
+            trans_b,
+        } => {
             let (a_t, b_t) = scratch.split_at_mut(if *trans_a { m * k } else { 0 });
             let a = if *trans_a {
                 ops::transpose_into(ins.get(0), *k, *m, a_t);
@@ -569,8 +823,17 @@ fn exec(kind: &Kind, ins: &Inputs<'_>, out: &mut [f32], scratch: &mut [f32], wid
         }
         Kind::Mean { shape, reduce } => ops::mean(ins.get(0), shape, reduce, out, wide),
         Kind::Softmax { classes } => ops::softmax(ins.get(0), *classes, out),
-        Kind::Pad { shape, pads, out: oshape } => ops::pad(ins.get(0), shape, pads, oshape, out),
-        Kind::Binary { op, a, b, out: shape } => ops::binary(*op, ins.get(0), a, ins.get(1), b, shape, out),
+        Kind::Pad {
+            shape,
+            pads,
+            out: oshape,
+        } => ops::pad(ins.get(0), shape, pads, oshape, out),
+        Kind::Binary {
+            op,
+            a,
+            b,
+            out: shape,
+        } => ops::binary(*op, ins.get(0), a, ins.get(1), b, shape, out),
         Kind::Unary { op } => ops::unary(*op, ins.get(0), out),
         Kind::Concat { outer, inners } => ops::concat(|i| ins.get(i), *outer, inners, out),
     }

@@ -98,19 +98,31 @@ impl<'a> Reader<'a> {
         for i in 0..MAX_VARINT_BYTES {
             let byte = match self.buf.get(self.pos) {
                 Some(&b) => b,
-                None => return err(format!("{}: truncated varint at byte {}", self.what, self.pos)),
+                None => {
+                    return err(format!(
+                        "{}: truncated varint at byte {}",
+                        self.what, self.pos
+                    ))
+                }
             };
             self.pos += 1;
             // The 10th byte may only carry the single top bit of a 64-bit number.
             if i == MAX_VARINT_BYTES - 1 && byte > 1 {
-                return err(format!("{}: varint overflows 64 bits at byte {}", self.what, self.pos - 1));
+                return err(format!(
+                    "{}: varint overflows 64 bits at byte {}",
+                    self.what,
+                    self.pos - 1
+                ));
             }
             result |= u64::from(byte & 0x7f) << (7 * i);
             if byte & 0x80 == 0 {
                 return Ok(result);
             }
         }
-        err(format!("{}: varint longer than 10 bytes at byte {}", self.what, self.pos))
+        err(format!(
+            "{}: varint longer than 10 bytes at byte {}",
+            self.what, self.pos
+        ))
     }
 
     /// Take `n` bytes, or fail if fewer remain (a length that points past the end).
@@ -136,7 +148,10 @@ impl<'a> Reader<'a> {
         let key = self.varint()?;
         let field = key >> 3;
         if field == 0 || field > u64::from(u32::MAX >> 3) {
-            return err(format!("{}: invalid field number {} at byte {}", self.what, field, at));
+            return err(format!(
+                "{}: invalid field number {} at byte {}",
+                self.what, field, at
+            ));
         }
         let value = match key & 7 {
             0 => Value::Varint(self.varint()?),
@@ -154,8 +169,19 @@ impl<'a> Reader<'a> {
                 let b = self.take(4)?;
                 Value::Fixed32(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
             }
-            3 | 4 => return err(format!("{}: groups (wire type {}) are not supported", self.what, key & 7)),
-            other => return err(format!("{}: invalid wire type {} at byte {}", self.what, other, at)),
+            3 | 4 => {
+                return err(format!(
+                    "{}: groups (wire type {}) are not supported",
+                    self.what,
+                    key & 7
+                ))
+            }
+            other => {
+                return err(format!(
+                    "{}: invalid wire type {} at byte {}",
+                    self.what, other, at
+                ))
+            }
         };
         Ok(Some((field as u32, value)))
     }
@@ -168,7 +194,12 @@ pub fn packed_varints(bytes: &[u8], what: &'static str) -> ProtoResult<Vec<u64>>
     while !r.is_empty() {
         // Up to 8 bytes of output per byte of input: grow fallibly.
         if out.len() == out.capacity() && out.try_reserve(out.len().max(16)).is_err() {
-            return err(format!("{}{}: {} integers", OUT_OF_MEMORY, what, out.len() * 2));
+            return err(format!(
+                "{}{}: {} integers",
+                OUT_OF_MEMORY,
+                what,
+                out.len() * 2
+            ));
         }
         out.push(r.varint()?);
     }
@@ -178,19 +209,33 @@ pub fn packed_varints(bytes: &[u8], what: &'static str) -> ProtoResult<Vec<u64>>
 /// Read a packed repeated `float` field: consecutive little-endian `f32`s.
 pub fn packed_f32s(bytes: &[u8], what: &'static str) -> ProtoResult<Vec<f32>> {
     if bytes.len() % 4 != 0 {
-        return err(format!("{}: packed floats of {} bytes (not a multiple of 4)", what, bytes.len()));
+        return err(format!(
+            "{}: packed floats of {} bytes (not a multiple of 4)",
+            what,
+            bytes.len()
+        ));
     }
     let mut out: Vec<f32> = Vec::new();
     if out.try_reserve_exact(bytes.len() / 4).is_err() {
-        return err(format!("{}{}: {} floats", OUT_OF_MEMORY, what, bytes.len() / 4));
+        return err(format!(
+            "{}{}: {} floats",
+            OUT_OF_MEMORY,
+            what,
+            bytes.len() / 4
+        ));
     }
-    out.extend(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])));
+    out.extend(
+        bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+    );
     Ok(out)
 }
 
 /// Decode a UTF-8 string field.
 pub fn string(bytes: &[u8], what: &'static str) -> ProtoResult<String> {
-    String::from_utf8(bytes.to_vec()).or_else(|_| err(format!("{}: string is not valid UTF-8", what)))
+    String::from_utf8(bytes.to_vec())
+        .or_else(|_| err(format!("{}: string is not valid UTF-8", what)))
 }
 
 #[cfg(test)]
@@ -199,7 +244,12 @@ mod tests {
 
     #[test]
     fn varints() {
-        let mut r = Reader::new(&[0x01, 0xac, 0x02, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01], "t");
+        let mut r = Reader::new(
+            &[
+                0x01, 0xac, 0x02, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01,
+            ],
+            "t",
+        );
         assert_eq!(r.varint().unwrap(), 1);
         assert_eq!(r.varint().unwrap(), 300);
         assert_eq!(r.varint().unwrap(), u64::MAX);
@@ -225,7 +275,10 @@ mod tests {
         let mut r = Reader::new(&bytes, "t");
         assert_eq!(r.next_field().unwrap(), Some((1, Value::Varint(150))));
         assert_eq!(r.next_field().unwrap(), Some((2, Value::Bytes(b"hi"))));
-        assert_eq!(r.next_field().unwrap(), Some((3, Value::Fixed32(1.5f32.to_bits()))));
+        assert_eq!(
+            r.next_field().unwrap(),
+            Some((3, Value::Fixed32(1.5f32.to_bits())))
+        );
         assert_eq!(r.next_field().unwrap(), Some((4, Value::Fixed64(7))));
         assert_eq!(r.next_field().unwrap(), None);
     }
@@ -234,7 +287,9 @@ mod tests {
     fn lengths_past_the_end_fail() {
         assert!(Reader::new(&[0x12, 0x05, b'a'], "t").next_field().is_err());
         // A length near u64::MAX must not overflow any addition.
-        let huge = [0x12, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01];
+        let huge = [
+            0x12, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01,
+        ];
         assert!(Reader::new(&huge, "t").next_field().is_err());
         assert!(Reader::new(&[0x1d, 0x00], "t").next_field().is_err());
         assert!(Reader::new(&[0x0b], "t").next_field().is_err()); // group

@@ -9,9 +9,9 @@
 //! an error code: a host asks once and shows the learner what to fix.
 
 use super::graph;
-use super::plan::{json_dims, json_string};
 use super::graphdef::{self, AttrValue, GraphDef};
 use super::lower;
+use super::plan::{json_dims, json_string};
 use super::plan::{LiveOp, Model};
 
 /// A wasm page.
@@ -41,7 +41,12 @@ fn heap_base() -> usize {
 /// reusable), activations and scratch, the input and output blocks, and one sixteenth
 /// more for the allocator's headers and fragmentation, above the heap's start. Measured
 /// on the bundled EfficientNet-Lite0: 1383 pages estimated, 1090 really used (1.27x).
-pub fn estimate_pages(model_len: usize, info: &super::ModelInfo, input_len: usize, output_len: usize) -> usize {
+pub fn estimate_pages(
+    model_len: usize,
+    info: &super::ModelInfo,
+    input_len: usize,
+    output_len: usize,
+) -> usize {
     let bytes = model_len
         + info.constant_bytes
         + 2 * info.weight_bytes
@@ -65,7 +70,18 @@ fn op_json(op: &str, count: usize, status: &str, example: &str) -> String {
 /// The ops of `ops` (op, count, first node) with the status the registry gives them.
 fn registry_ops(ops: &[(String, usize, String)]) -> Vec<String> {
     ops.iter()
-        .map(|(op, n, ex)| op_json(op, *n, if lower::lookup(op).is_some() { "supported" } else { "unsupported" }, ex))
+        .map(|(op, n, ex)| {
+            op_json(
+                op,
+                *n,
+                if lower::lookup(op).is_some() {
+                    "supported"
+                } else {
+                    "unsupported"
+                },
+                ex,
+            )
+        })
         .collect()
 }
 
@@ -86,7 +102,11 @@ fn all_ops(graph: &GraphDef) -> Vec<(String, usize, String)> {
 fn loaded_ops(ops: &[LiveOp]) -> Vec<String> {
     ops.iter()
         .map(|o| {
-            let status = if o.steps > 0 || o.op == "Placeholder" || o.op == "Const" { "supported" } else { "folded" };
+            let status = if o.steps > 0 || o.op == "Placeholder" || o.op == "Const" {
+                "supported"
+            } else {
+                "folded"
+            };
             op_json(&o.op, o.count, status, &o.example)
         })
         .collect()
@@ -94,7 +114,10 @@ fn loaded_ops(ops: &[LiveOp]) -> Vec<String> {
 
 /// The report, as one JSON object (see the module docs and `wasi_lab.models.check`).
 pub fn report(bytes: &[u8]) -> String {
-    let mut r = Report { model_bytes: bytes.len(), ..Report::default() };
+    let mut r = Report {
+        model_bytes: bytes.len(),
+        ..Report::default()
+    };
     let graph = match graphdef::scan_graph(bytes) {
         Ok(g) => g,
         Err(e) => {
@@ -113,8 +136,14 @@ pub fn report(bytes: &[u8]) -> String {
     };
     r.live_nodes = Some(live.order.len());
     r.output = Some((live.output.clone(), None));
-    r.input = live.nodes().find(|n| n.op == "Placeholder").map(|n| (n.name.clone(), placeholder_dims(bytes, n)));
-    let uses: Vec<(String, usize, String)> = lower::op_uses(&live).into_iter().map(|u| (u.op, u.count, u.example)).collect();
+    r.input = live
+        .nodes()
+        .find(|n| n.op == "Placeholder")
+        .map(|n| (n.name.clone(), placeholder_dims(bytes, n)));
+    let uses: Vec<(String, usize, String)> = lower::op_uses(&live)
+        .into_iter()
+        .map(|u| (u.op, u.count, u.example))
+        .collect();
     r.ops = registry_ops(&uses);
     drop(live);
     match Model::load(bytes, None) {
@@ -122,7 +151,10 @@ pub fn report(bytes: &[u8]) -> String {
             let info = &model.info;
             r.loadable = true;
             r.ops = loaded_ops(&info.live_ops);
-            r.input = Some((info.input_name.clone(), Some(info.input_shape.iter().map(|&d| d as i64).collect())));
+            r.input = Some((
+                info.input_name.clone(),
+                Some(info.input_shape.iter().map(|&d| d as i64).collect()),
+            ));
             r.output = Some((info.output_name.clone(), Some(info.output_shape.clone())));
             r.weight_bytes = Some(info.weight_bytes);
             r.macs = Some(info.macs);
@@ -136,7 +168,12 @@ pub fn report(bytes: &[u8]) -> String {
                 info.scratch_bytes,
                 estimate_pages(bytes.len(), info, model.input_len(), model.output_len())
             ));
-            r.pages = Some(estimate_pages(bytes.len(), info, model.input_len(), model.output_len()));
+            r.pages = Some(estimate_pages(
+                bytes.len(),
+                info,
+                model.input_len(),
+                model.output_len(),
+            ));
         }
         Err((_, m)) => r.error = Some(m),
     }
@@ -172,18 +209,31 @@ struct Report {
 }
 
 fn opt<T: ToString>(v: &Option<T>) -> String {
-    v.as_ref().map_or_else(|| "null".to_string(), |v| v.to_string())
+    v.as_ref()
+        .map_or_else(|| "null".to_string(), |v| v.to_string())
 }
 
 impl Report {
     fn to_json(&self) -> String {
         let tensor = |t: Option<String>| t.unwrap_or_else(|| "null".into());
         let input = tensor(self.input.as_ref().map(|(name, dims)| {
-            let shape = dims.as_ref().map_or("null".to_string(), |d| format!("[{}]", d.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(",")));
+            let shape = dims.as_ref().map_or("null".to_string(), |d| {
+                format!(
+                    "[{}]",
+                    d.iter()
+                        .map(|v| v.to_string())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                )
+            });
             format!("{{\"name\":{},\"shape\":{}}}", json_string(name), shape)
         }));
         let output = tensor(self.output.as_ref().map(|(name, dims)| {
-            format!("{{\"name\":{},\"shape\":{}}}", json_string(name), dims.as_ref().map_or("null".to_string(), |d| json_dims(d)))
+            format!(
+                "{{\"name\":{},\"shape\":{}}}",
+                json_string(name),
+                dims.as_ref().map_or("null".to_string(), |d| json_dims(d))
+            )
         }));
         format!(
             "{{\"loadable\":{},\"error\":{},\"model_bytes\":{},\"nodes\":{},\"live_nodes\":{},\"input\":{},\"output\":{},\"ops\":[{}],\"weight_bytes\":{},\"macs\":{},\"steps\":{},\"memory\":{},\"pages\":{},\"supported_ops\":[{}]}}",

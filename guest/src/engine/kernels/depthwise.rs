@@ -32,7 +32,15 @@ pub fn depthwise(x: &[f32], g: &Window, w: &[f32], bias: &[f32], act: Act, out: 
                     // SAFETY: the windows' taps are inside the image, c is a multiple of 8,
                     // and the pixels are in this row of `out` (asserted above).
                     unsafe {
-                        let args = (x, g, w, bias, (lo, hi), (n, oy, ox), out.as_mut_ptr().add(o));
+                        let args = (
+                            x,
+                            g,
+                            w,
+                            bias,
+                            (lo, hi),
+                            (n, oy, ox),
+                            out.as_mut_ptr().add(o),
+                        );
                         if whole(ox + 2) {
                             pixels::<3>(args);
                             ox += 3;
@@ -106,7 +114,8 @@ pub fn depthwise(x: &[f32], g: &Window, w: &[f32], bias: &[f32], act: Act, out: 
                         let iy = oy * g.sh + ky - g.pt;
                         for kx in kx0..kx1 {
                             let ix = ox * g.sw + kx - g.pl;
-                            acc += x[((n * g.h + iy) * g.w + ix) * c + ch] * w[(ky * g.kw + kx) * c + ch];
+                            acc += x[((n * g.h + iy) * g.w + ix) * c + ch]
+                                * w[(ky * g.kw + kx) * c + ch];
                         }
                     }
                     out[o + ch] = act.apply(acc);
@@ -127,17 +136,30 @@ pub fn depthwise(x: &[f32], g: &Window, w: &[f32], bias: &[f32], act: Act, out: 
 /// must be a multiple of 8, and `out` must point at pixel `ox` with room for `P` pixels.
 #[allow(clippy::type_complexity)]
 unsafe fn pixels<const P: usize>(
-    (x, g, w, bias, (lo, hi), (n, oy, ox), out): (&[f32], &Window, &[f32], &[f32], (F32x4, F32x4), (usize, usize, usize), *mut f32),
+    (x, g, w, bias, (lo, hi), (n, oy, ox), out): (
+        &[f32],
+        &Window,
+        &[f32],
+        &[f32],
+        (F32x4, F32x4),
+        (usize, usize, usize),
+        *mut f32,
+    ),
 ) {
     let c = g.c;
     let (ky0, ky1) = g.rows(oy);
     let step = g.sw * c; // from one pixel's input column to the next one's
     for cb in (0..c).step_by(8) {
-        let b = [F32x4::load(bias.as_ptr().add(cb)), F32x4::load(bias.as_ptr().add(cb + 4))];
+        let b = [
+            F32x4::load(bias.as_ptr().add(cb)),
+            F32x4::load(bias.as_ptr().add(cb + 4)),
+        ];
         let mut acc = [b; P];
         for ky in ky0..ky1 {
             let iy = oy * g.sh + ky - g.pt;
-            let mut xp = x.as_ptr().add(((n * g.h + iy) * g.w + ox * g.sw - g.pl) * c + cb);
+            let mut xp = x
+                .as_ptr()
+                .add(((n * g.h + iy) * g.w + ox * g.sw - g.pl) * c + cb);
             let mut wp = w.as_ptr().add(ky * g.kw * c + cb);
             for _ in 0..g.kw {
                 let (w0, w1) = (F32x4::load(wp), F32x4::load(wp.add(4)));

@@ -20,7 +20,10 @@ use crate::engine::ops::{Act, Window};
 
 /// Rows (pixels) per tile: see [`kernel`] for the register budget.
 pub const MR: usize = 4;
-const _: () = assert!(MR == 4, "the kernel reads one tile row of A as one 4-lane vector");
+const _: () = assert!(
+    MR == 4,
+    "the kernel reads one tile row of A as one 4-lane vector"
+);
 /// Columns (output channels) per tile and per packed panel.
 pub const NR: usize = 8;
 
@@ -50,7 +53,12 @@ impl PackedB {
         }
         let mut padded = bias.to_vec();
         padded.resize(np * NR, 0.0);
-        PackedB { k, n, panels, bias: padded }
+        PackedB {
+            k,
+            n,
+            panels,
+            bias: padded,
+        }
     }
 
     pub fn weight_count(&self) -> usize {
@@ -73,25 +81,58 @@ impl PackedB {
 ///
 /// `residual` (`[m, n]`, like `C`) is added before the activation: a skip connection's
 /// `Add` fused into the convolution that ends the block.
-pub fn gemm(a: &[f32], lda: usize, m: usize, b: &PackedB, act: Act, residual: Option<&[f32]>, c: &mut [f32]) {
+pub fn gemm(
+    a: &[f32],
+    lda: usize,
+    m: usize,
+    b: &PackedB,
+    act: Act,
+    residual: Option<&[f32]>,
+    c: &mut [f32],
+) {
     let k = b.k;
     assert!(lda >= k && (m == 0 || a.len() >= (m - 1) * lda + k));
-    gemm_with(m, b, act, residual, c, true, |i0, rows, out| pack_a(&a[i0 * lda..], lda, rows, k, out))
+    gemm_with(m, b, act, residual, c, true, |i0, rows, out| {
+        pack_a(&a[i0 * lda..], lda, rows, k, out)
+    })
 }
 
 /// A convolution with any window: `C = act(im2col(x) @ W + bias)`, with the receptive
 /// fields copied straight into packed tiles (no im2col matrix, no second copy).
-pub fn conv_im2col(x: &[f32], g: &Window, b: &PackedB, act: Act, residual: Option<&[f32]>, c: &mut [f32]) {
+pub fn conv_im2col(
+    x: &[f32],
+    g: &Window,
+    b: &PackedB,
+    act: Act,
+    residual: Option<&[f32]>,
+    c: &mut [f32],
+) {
     assert!(b.k == g.kh * g.kw * g.c && x.len() >= g.n * g.h * g.w * g.c);
     // An image's receptive fields are almost never all zero: no zero-step index.
-    gemm_with(g.n * g.oh * g.ow, b, act, residual, c, false, |i0, rows, out| pack_im2col(x, g, i0, rows, out))
+    gemm_with(
+        g.n * g.oh * g.ow,
+        b,
+        act,
+        residual,
+        c,
+        false,
+        |i0, rows, out| pack_im2col(x, g, i0, rows, out),
+    )
 }
 
 /// The blocked GEMM; `pack(i0, rows, out)` writes rows `i0..i0 + rows` of A as packed
 /// tiles (`[tile][k][MR]`, zero-padded) into `out`. With `skip_zeros`, steps of k at which
 /// a whole tile of A is zero are skipped when there are enough of them (see
 /// [`compact_nonzero_steps`]).
-fn gemm_with(m: usize, b: &PackedB, act: Act, residual: Option<&[f32]>, c: &mut [f32], skip_zeros: bool, pack: impl Fn(usize, usize, &mut [f32])) {
+fn gemm_with(
+    m: usize,
+    b: &PackedB,
+    act: Act,
+    residual: Option<&[f32]>,
+    c: &mut [f32],
+    skip_zeros: bool,
+    pack: impl Fn(usize, usize, &mut [f32]),
+) {
     let (k, n) = (b.k, b.n);
     assert!(c.len() >= m * n && residual.map_or(true, |r| r.len() >= m * n));
     if m == 0 || n == 0 {
@@ -109,7 +150,17 @@ fn gemm_with(m: usize, b: &PackedB, act: Act, residual: Option<&[f32]>, c: &mut 
             if idx.len() < idx_len {
                 idx.resize(idx_len, 0);
             }
-            gemm_blocks(&mut buf, &mut idx[..idx_len], m, mc, b, (lo, hi), residual, c, pack)
+            gemm_blocks(
+                &mut buf,
+                &mut idx[..idx_len],
+                m,
+                mc,
+                b,
+                (lo, hi),
+                residual,
+                c,
+                pack,
+            )
         })
     })
 }
@@ -121,7 +172,11 @@ fn gemm_with(m: usize, b: &PackedB, act: Act, residual: Option<&[f32]>, c: &mut 
 fn scratch_sizes(m: usize, k: usize, skip_zeros: bool) -> (usize, usize, usize) {
     let mc = ((A_BLOCK_FLOATS / k.max(1)) / MR * MR).max(MR);
     let tiles = round_up(mc.min(m), MR) / MR;
-    (mc, tiles * MR * k, if skip_zeros { tiles * (k + 1) } else { 0 })
+    (
+        mc,
+        tiles * MR * k,
+        if skip_zeros { tiles * (k + 1) } else { 0 },
+    )
 }
 
 /// Grow the shared packing buffers to what a GEMM of `m` rows and depth `k` needs, or
@@ -131,7 +186,8 @@ pub fn reserve_scratch(m: usize, k: usize, skip_zeros: bool) -> Result<usize, us
     fn grow<T: Clone>(v: &mut Vec<T>, len: usize, zero: T) -> Result<(), usize> {
         if v.len() < len {
             // Amortised growth, as `resize` grew it when the first inference did this.
-            v.try_reserve(len - v.len()).map_err(|_| len * std::mem::size_of::<T>())?;
+            v.try_reserve(len - v.len())
+                .map_err(|_| len * std::mem::size_of::<T>())?;
             v.resize(len, zero);
         }
         Ok(())
@@ -149,7 +205,17 @@ pub fn reserve_scratch(m: usize, k: usize, skip_zeros: bool) -> Result<usize, us
 /// post-link pass `wasi_lab.postlink.fold_offsets` optimises.
 #[inline(never)]
 #[allow(clippy::too_many_arguments)]
-fn gemm_blocks(buf: &mut [f32], idx: &mut [u32], m: usize, mc: usize, b: &PackedB, (lo, hi): (F32x4, F32x4), residual: Option<&[f32]>, c: &mut [f32], pack: impl Fn(usize, usize, &mut [f32])) {
+fn gemm_blocks(
+    buf: &mut [f32],
+    idx: &mut [u32],
+    m: usize,
+    mc: usize,
+    b: &PackedB,
+    (lo, hi): (F32x4, F32x4),
+    residual: Option<&[f32]>,
+    c: &mut [f32],
+    pack: impl Fn(usize, usize, &mut [f32]),
+) {
     let (k, n) = (b.k, b.n);
     let np = (n + NR - 1) / NR;
     let mut i0 = 0;
@@ -165,7 +231,9 @@ fn gemm_blocks(buf: &mut [f32], idx: &mut [u32], m: usize, mc: usize, b: &Packed
         let sparse = !idx.is_empty() && np >= SPARSE_MIN_PANELS && mostly_zero_steps(pa, tiles, k);
         if sparse {
             compact_nonzero_steps(pa, tiles, k, idx);
-            let skipped: usize = (0..tiles).map(|t| (k - idx[t * (k + 1)] as usize) * (i1 - i0 - t * MR).min(MR)).sum();
+            let skipped: usize = (0..tiles)
+                .map(|t| (k - idx[t * (k + 1)] as usize) * (i1 - i0 - t * MR).min(MR))
+                .sum();
             SKIPPED_MACS.with(|s| s.set(s.get() + (skipped * n) as u64));
         }
         // Short k and small W (the 16 -> 96 expand at 112x112): the kernel does little
@@ -189,7 +257,11 @@ fn gemm_blocks(buf: &mut [f32], idx: &mut [u32], m: usize, mc: usize, b: &Packed
                 bias: b.bias.as_ptr().add(j * NR),
                 res: residual.map_or(std::ptr::null(), |r| r.as_ptr().add(i * n + j * NR)),
                 c: cbase.add(i * n + j * NR),
-                idx: if sparse { idx.as_ptr().add(t * (k + 1)) } else { std::ptr::null() },
+                idx: if sparse {
+                    idx.as_ptr().add(t * (k + 1))
+                } else {
+                    std::ptr::null()
+                },
                 rows: (i1 - i).min(MR),
                 cols: (n - j * NR).min(NR),
                 count: 1,
@@ -203,7 +275,19 @@ fn gemm_blocks(buf: &mut [f32], idx: &mut [u32], m: usize, mc: usize, b: &Packed
         if tiles_outer {
             for t in 0..tiles {
                 if full_panels > 0 {
-                    unsafe { run_kernel(Run { count: full_panels, steps: (0, k * NR, NR, NR, 0), ..tile(t, 0) }, k, n, lo, hi) };
+                    unsafe {
+                        run_kernel(
+                            Run {
+                                count: full_panels,
+                                steps: (0, k * NR, NR, NR, 0),
+                                ..tile(t, 0)
+                            },
+                            k,
+                            n,
+                            lo,
+                            hi,
+                        )
+                    };
                 }
                 if full_panels < np {
                     unsafe { run_kernel(tile(t, full_panels), k, n, lo, hi) };
@@ -212,7 +296,19 @@ fn gemm_blocks(buf: &mut [f32], idx: &mut [u32], m: usize, mc: usize, b: &Packed
         } else {
             for j in 0..np {
                 if full_tiles > 0 {
-                    unsafe { run_kernel(Run { count: full_tiles, steps: (MR * k, 0, 0, MR * n, k + 1), ..tile(0, j) }, k, n, lo, hi) };
+                    unsafe {
+                        run_kernel(
+                            Run {
+                                count: full_tiles,
+                                steps: (MR * k, 0, 0, MR * n, k + 1),
+                                ..tile(0, j)
+                            },
+                            k,
+                            n,
+                            lo,
+                            hi,
+                        )
+                    };
                 }
                 if full_tiles < tiles {
                     unsafe { run_kernel(tile(full_tiles, j), k, n, lo, hi) };
@@ -259,7 +355,9 @@ fn mostly_zero_steps(pa: &[f32], tiles: usize, k: usize) -> bool {
     for t in (0..tiles).step_by((tiles + SAMPLE_TILES - 1) / SAMPLE_TILES) {
         let tile = pa[t * MR * k..][..MR * k].as_ptr();
         // SAFETY: p < k: step p of the tile is inside it.
-        kept += (0..k).map(|p| unsafe { F32x4::load(tile.add(p * MR)) }.any_nonzero() as usize).sum::<usize>();
+        kept += (0..k)
+            .map(|p| unsafe { F32x4::load(tile.add(p * MR)) }.any_nonzero() as usize)
+            .sum::<usize>();
         seen += k;
     }
     kept * SPARSE_BELOW.1 <= seen * SPARSE_BELOW.0
@@ -332,7 +430,13 @@ fn pack_a(a: &[f32], lda: usize, rows: usize, k: usize, out: &mut [f32]) {
             let src = &a[t * MR * lda..];
             assert!(src.len() >= 3 * lda + k);
             // SAFETY: each of the 4 rows has k values (asserted), the tile k * MR.
-            unsafe { interleave4([0, 1, 2, 3].map(|r| src.as_ptr().add(r * lda)), k, dst.as_mut_ptr()) };
+            unsafe {
+                interleave4(
+                    [0, 1, 2, 3].map(|r| src.as_ptr().add(r * lda)),
+                    k,
+                    dst.as_mut_ptr(),
+                )
+            };
             continue;
         }
         for r in 0..MR {
@@ -397,11 +501,18 @@ unsafe fn run_kernel(run: Run, k: usize, ldc: usize, lo: F32x4, hi: F32x4) {
 /// tile (measured: conv 1x1 25.5 -> 24.4 ms, most of it in the short-k early layers).
 /// `SPARSE` tiles walk only their listed steps of k (`run.idx`).
 #[inline(never)]
-unsafe fn kernel<const R: usize, const SPARSE: bool>(run: &Run, k: usize, ldc: usize, lo: F32x4, hi: F32x4) {
+unsafe fn kernel<const R: usize, const SPARSE: bool>(
+    run: &Run,
+    k: usize,
+    ldc: usize,
+    lo: F32x4,
+    hi: F32x4,
+) {
     debug_assert!(R <= MR && run.rows == R && SPARSE != run.idx.is_null());
     let (da, db, dbias, dc, di) = run.steps;
     let cols = run.cols;
-    let (mut a0, mut b0, mut bias, mut res, mut c, mut idx) = (run.a, run.b, run.bias, run.res, run.c, run.idx);
+    let (mut a0, mut b0, mut bias, mut res, mut c, mut idx) =
+        (run.a, run.b, run.bias, run.res, run.c, run.idx);
     for _ in 0..run.count {
         if SPARSE {
             sparse_tile::<R>(a0, b0, idx, k, bias, res, c, ldc, cols, lo, hi);
@@ -425,7 +536,19 @@ unsafe fn kernel<const R: usize, const SPARSE: bool>(run: &Run, k: usize, ldc: u
 /// few registers and W's base was reloaded from the stack at every step.
 #[inline(never)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn sparse_tile<const R: usize>(a: *const f32, b: *const f32, idx: *const u32, k: usize, bias: *const f32, res: *const f32, c: *mut f32, ldc: usize, cols: usize, lo: F32x4, hi: F32x4) {
+unsafe fn sparse_tile<const R: usize>(
+    a: *const f32,
+    b: *const f32,
+    idx: *const u32,
+    k: usize,
+    bias: *const f32,
+    res: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    cols: usize,
+    lo: F32x4,
+    hi: F32x4,
+) {
     tile_kernel::<R, true>(a, b, idx, k, bias, res, c, ldc, cols, lo, hi)
 }
 
@@ -433,10 +556,26 @@ unsafe fn sparse_tile<const R: usize>(a: *const f32, b: *const f32, idx: *const 
 /// (bytes into the panel `b`), and A holds only the listed steps, one after the other.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn tile_kernel<const R: usize, const SPARSE: bool>(a: *const f32, b: *const f32, idx: *const u32, k: usize, bias: *const f32, res: *const f32, c: *mut f32, ldc: usize, cols: usize, lo: F32x4, hi: F32x4) {
+unsafe fn tile_kernel<const R: usize, const SPARSE: bool>(
+    a: *const f32,
+    b: *const f32,
+    idx: *const u32,
+    k: usize,
+    bias: *const f32,
+    res: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    cols: usize,
+    lo: F32x4,
+    hi: F32x4,
+) {
     let (b0, b1) = (F32x4::load(bias), F32x4::load(bias.add(4)));
     let mut acc = [[b0, b1]; R];
-    let (steps, mut next) = if SPARSE { (*idx as usize, idx.add(1)) } else { (k, idx) };
+    let (steps, mut next) = if SPARSE {
+        (*idx as usize, idx.add(1))
+    } else {
+        (k, idx)
+    };
     let (mut a, mut b) = (a, b);
     for _ in 0..steps {
         let w = if SPARSE {

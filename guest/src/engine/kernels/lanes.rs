@@ -132,11 +132,21 @@ mod imp {
         }
         #[inline(always)]
         pub fn add(self, o: F32x4) -> F32x4 {
-            F32x4([self.0[0] + o.0[0], self.0[1] + o.0[1], self.0[2] + o.0[2], self.0[3] + o.0[3]])
+            F32x4([
+                self.0[0] + o.0[0],
+                self.0[1] + o.0[1],
+                self.0[2] + o.0[2],
+                self.0[3] + o.0[3],
+            ])
         }
         #[inline(always)]
         pub fn mul(self, o: F32x4) -> F32x4 {
-            F32x4([self.0[0] * o.0[0], self.0[1] * o.0[1], self.0[2] * o.0[2], self.0[3] * o.0[3]])
+            F32x4([
+                self.0[0] * o.0[0],
+                self.0[1] * o.0[1],
+                self.0[2] * o.0[2],
+                self.0[3] * o.0[3],
+            ])
         }
         #[inline(always)]
         pub fn mul_add(self, a: F32x4, b: F32x4) -> F32x4 {

@@ -20,9 +20,16 @@ use super::ops::{self, Act, Window};
 /// Which kernels this build uses (reported by `model_info`).
 #[cfg(feature = "scalar")]
 pub const NAME: &str = "scalar";
-#[cfg(all(not(feature = "scalar"), target_arch = "wasm32", target_feature = "simd128"))]
+#[cfg(all(
+    not(feature = "scalar"),
+    target_arch = "wasm32",
+    target_feature = "simd128"
+))]
 pub const NAME: &str = "simd128";
-#[cfg(all(not(feature = "scalar"), not(all(target_arch = "wasm32", target_feature = "simd128"))))]
+#[cfg(all(
+    not(feature = "scalar"),
+    not(all(target_arch = "wasm32", target_feature = "simd128"))
+))]
 pub const NAME: &str = "blocked-portable";
 
 /// Convolution weights rearranged at load time for the GEMM kernel.
@@ -62,7 +69,17 @@ fn is_pointwise(win: &Window) -> bool {
 /// `act(conv(x) + bias [+ residual])`: `residual` is a skip connection's `Add` fused into
 /// the convolution (same shape as `out`), added before the activation.
 #[allow(clippy::too_many_arguments)]
-pub fn conv2d(x: &[f32], win: &Window, w: &[f32], packed: Option<&Packed>, cout: usize, bias: &[f32], act: Act, residual: Option<&[f32]>, out: &mut [f32]) {
+pub fn conv2d(
+    x: &[f32],
+    win: &Window,
+    w: &[f32],
+    packed: Option<&Packed>,
+    cout: usize,
+    bias: &[f32],
+    act: Act,
+    residual: Option<&[f32]>,
+    out: &mut [f32],
+) {
     let packed = match packed {
         Some(p) => p,
         None => {
@@ -84,7 +101,15 @@ pub fn conv2d(x: &[f32], win: &Window, w: &[f32], packed: Option<&Packed>, cout:
     gemm::conv_im2col(x, win, packed, act, residual, out)
 }
 
-pub fn depthwise(x: &[f32], win: &Window, w: &[f32], mult: usize, bias: &[f32], act: Act, out: &mut [f32]) {
+pub fn depthwise(
+    x: &[f32],
+    win: &Window,
+    w: &[f32],
+    mult: usize,
+    bias: &[f32],
+    act: Act,
+    out: &mut [f32],
+) {
     if cfg!(feature = "scalar") || mult != 1 {
         ops::depthwise(x, win, w, mult, bias, act, out)
     } else {
@@ -112,7 +137,13 @@ mod tests {
     fn close(a: &[f32], b: &[f32]) {
         assert_eq!(a.len(), b.len());
         for (i, (x, y)) in a.iter().zip(b).enumerate() {
-            assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()), "{}: {} vs {}", i, x, y);
+            assert!(
+                (x - y).abs() <= 1e-4 * (1.0 + y.abs()),
+                "{}: {} vs {}",
+                i,
+                x,
+                y
+            );
         }
     }
 
@@ -142,14 +173,38 @@ mod tests {
                 ops::conv2d(&x, &win, &wt, cout, &bias, act, &mut want);
                 let packed = gemm::PackedB::new(&wt, k * k * cin, cout, &bias);
                 let mut got = vec![0.0; n_out];
-                conv2d(&x, &win, &[], Some(&packed), cout, &bias, act, None, &mut got);
+                conv2d(
+                    &x,
+                    &win,
+                    &[],
+                    Some(&packed),
+                    cout,
+                    &bias,
+                    act,
+                    None,
+                    &mut got,
+                );
                 close(&got, &want);
                 // With a fused residual: act(conv + bias + r), packed and plain alike.
                 let r = noise(n_out, 10);
                 let mut plain = vec![0.0; n_out];
                 ops::conv2d(&x, &win, &wt, cout, &bias, Act::None, &mut plain);
-                let want: Vec<f32> = plain.iter().zip(&r).map(|(a, b)| act.apply(a + b)).collect();
-                conv2d(&x, &win, &[], Some(&packed), cout, &bias, act, Some(&r), &mut got);
+                let want: Vec<f32> = plain
+                    .iter()
+                    .zip(&r)
+                    .map(|(a, b)| act.apply(a + b))
+                    .collect();
+                conv2d(
+                    &x,
+                    &win,
+                    &[],
+                    Some(&packed),
+                    cout,
+                    &bias,
+                    act,
+                    Some(&r),
+                    &mut got,
+                );
                 close(&got, &want);
                 conv2d(&x, &win, &wt, None, cout, &bias, act, Some(&r), &mut got);
                 close(&got, &want);
@@ -176,10 +231,24 @@ mod tests {
             let packed = gemm::PackedB::new(&wt, cin, cout, &bias);
             let mut plain = vec![0.0; h * w * cout];
             ops::conv2d(&x, &win, &wt, cout, &bias, Act::None, &mut plain);
-            let want: Vec<f32> = plain.iter().zip(&r).map(|(a, b)| Act::Relu6.apply(a + b)).collect();
+            let want: Vec<f32> = plain
+                .iter()
+                .zip(&r)
+                .map(|(a, b)| Act::Relu6.apply(a + b))
+                .collect();
             let mut got = vec![0.0; want.len()];
             gemm::take_skipped_macs();
-            conv2d(&x, &win, &[], Some(&packed), cout, &bias, Act::Relu6, Some(&r), &mut got);
+            conv2d(
+                &x,
+                &win,
+                &[],
+                Some(&packed),
+                cout,
+                &bias,
+                Act::Relu6,
+                Some(&r),
+                &mut got,
+            );
             close(&got, &want);
             // A third of the channels are zero everywhere: the sparse kernel ran and
             // skipped at least those (and counted them, for the profile).

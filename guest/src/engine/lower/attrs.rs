@@ -35,12 +35,20 @@ pub fn describe(node: &NodeDef) -> String {
 pub fn check_nhwc(node: &NodeDef) -> GuestResult<()> {
     if let Some(f) = attr_str(node, "data_format") {
         if f != "NHWC" {
-            return bad(format!("{}: data_format {} is not supported (NHWC only)", describe(node), f));
+            return bad(format!(
+                "{}: data_format {} is not supported (NHWC only)",
+                describe(node),
+                f
+            ));
         }
     }
     if let Some(d) = attr_ints(node, "dilations") {
         if d.iter().any(|&v| v != 1) {
-            return bad(format!("{}: dilations {:?} are not supported (only 1)", describe(node), d));
+            return bad(format!(
+                "{}: dilations {:?} are not supported (only 1)",
+                describe(node),
+                d
+            ));
         }
     }
     Ok(())
@@ -49,10 +57,23 @@ pub fn check_nhwc(node: &NodeDef) -> GuestResult<()> {
 /// A `[1, h, w, 1]` list attribute (strides, ksize).
 pub fn spatial(node: &NodeDef, key: &str) -> GuestResult<(usize, usize)> {
     match attr_ints(node, key) {
-        Some(v) if v.len() == 4 && v[0] == 1 && v[3] == 1 && v[1] >= 1 && v[2] >= 1 && v[1] <= 1 << 16 && v[2] <= 1 << 16 => {
+        Some(v)
+            if v.len() == 4
+                && v[0] == 1
+                && v[3] == 1
+                && v[1] >= 1
+                && v[2] >= 1
+                && v[1] <= 1 << 16
+                && v[2] <= 1 << 16 =>
+        {
             Ok((v[1] as usize, v[2] as usize))
         }
-        Some(v) => bad(format!("{}: {} {:?} is not supported (expected [1, h, w, 1])", describe(node), key, v)),
+        Some(v) => bad(format!(
+            "{}: {} {:?} is not supported (expected [1, h, w, 1])",
+            describe(node),
+            key,
+            v
+        )),
         None => bad(format!("{}: missing attr '{}'", describe(node), key)),
     }
 }
@@ -61,7 +82,11 @@ pub fn padding(node: &NodeDef) -> GuestResult<Padding> {
     match attr_str(node, "padding").as_deref() {
         Some("SAME") => Ok(Padding::Same),
         Some("VALID") => Ok(Padding::Valid),
-        Some(other) => bad(format!("{}: padding {} is not supported (SAME or VALID)", describe(node), other)),
+        Some(other) => bad(format!(
+            "{}: padding {} is not supported (SAME or VALID)",
+            describe(node),
+            other
+        )),
         None => bad(format!("{}: missing attr 'padding'", describe(node))),
     }
 }

@@ -3,20 +3,28 @@
 //! broadcasting add) and the activations `Relu`, `Relu6` (fused into the step before).
 
 use super::attrs::describe;
+use super::math::{float_const, folded};
 use super::{arity, charge, const_f32, zeros, Builder, Val};
 use crate::abi::{ErrorCode, GuestResult};
 use crate::engine::graphdef::NodeDef;
-use super::math::{float_const, folded};
 use crate::engine::ops::{self, Act, BinOp};
 use crate::engine::plan::{Kind, Src};
 
-pub fn add<'g>(b: &mut Builder<'g>, node: &'g NodeDef, names: &[&'g str], ins: &[Val]) -> GuestResult<Val> {
+pub fn add<'g>(
+    b: &mut Builder<'g>,
+    node: &'g NodeDef,
+    names: &[&'g str],
+    ins: &[Val],
+) -> GuestResult<Val> {
     arity(node, ins, 2)?;
-    let out = ops::broadcast_shape(ins[0].shape(), ins[1].shape()).map_err(|e| (ErrorCode::BadModel, format!("{}: {}", describe(node), e)))?;
+    let out = ops::broadcast_shape(ins[0].shape(), ins[1].shape())
+        .map_err(|e| (ErrorCode::BadModel, format!("{}: {}", describe(node), e)))?;
     if let (Some(x), Some(y)) = (float_const(&ins[0]), float_const(&ins[1])) {
         // Over constants: folded (a batch norm's `variance + epsilon`).
         let (sx, sy) = (ins[0].shape(), ins[1].shape());
-        return folded(b, node, out.clone(), |v| ops::binary(BinOp::Add, x, sx, y, sy, &out, v));
+        return folded(b, node, out.clone(), |v| {
+            ops::binary(BinOp::Add, x, sx, y, sy, &out, v)
+        });
     }
     if per_channel(&ins[1], &ins[0], &out) {
         let bias = channel_values(node, &ins[1], &ins[0])?;
@@ -29,7 +37,12 @@ pub fn add<'g>(b: &mut Builder<'g>, node: &'g NodeDef, names: &[&'g str], ins: &
     } else if let Some(v) = b.fuse_residual(node, names, ins, &out)? {
         Ok(v)
     } else {
-        let kind = Kind::Add { a: ins[0].shape().to_vec(), b: ins[1].shape().to_vec(), out: out.clone(), act: Act::None };
+        let kind = Kind::Add {
+            a: ins[0].shape().to_vec(),
+            b: ins[1].shape().to_vec(),
+            out: out.clone(),
+            act: Act::None,
+        };
         b.push_step(node, kind, &[&ins[0], &ins[1]], out)
     }
 }
@@ -39,8 +52,12 @@ pub fn add<'g>(b: &mut Builder<'g>, node: &'g NodeDef, names: &[&'g str], ins: &
 pub fn per_channel(c: &Val, x: &Val, out: &[usize]) -> bool {
     let (cs, xs) = (c.shape(), x.shape());
     let n: usize = cs.iter().product();
-    matches!(c, Val::Const { .. }) && matches!(x, Val::Dyn { .. }) && out == xs && !xs.is_empty()
-        && (n == 1 || (cs.len() <= xs.len() && cs.last() == xs.last() && n == *xs.last().unwrap_or(&0)))
+    matches!(c, Val::Const { .. })
+        && matches!(x, Val::Dyn { .. })
+        && out == xs
+        && !xs.is_empty()
+        && (n == 1
+            || (cs.len() <= xs.len() && cs.last() == xs.last() && n == *xs.last().unwrap_or(&0)))
 }
 
 /// The per-channel values of `c` for `x` (a scalar repeated).
@@ -56,12 +73,22 @@ pub fn channel_values(node: &NodeDef, c: &Val, x: &Val) -> GuestResult<Vec<f32>>
     })
 }
 
-pub fn relu<'g>(b: &mut Builder<'g>, node: &'g NodeDef, names: &[&'g str], ins: &[Val]) -> GuestResult<Val> {
+pub fn relu<'g>(
+    b: &mut Builder<'g>,
+    node: &'g NodeDef,
+    names: &[&'g str],
+    ins: &[Val],
+) -> GuestResult<Val> {
     arity(node, ins, 1)?;
     b.activation(node, names[0], &ins[0], Act::Relu)
 }
 
-pub fn relu6<'g>(b: &mut Builder<'g>, node: &'g NodeDef, names: &[&'g str], ins: &[Val]) -> GuestResult<Val> {
+pub fn relu6<'g>(
+    b: &mut Builder<'g>,
+    node: &'g NodeDef,
+    names: &[&'g str],
+    ins: &[Val],
+) -> GuestResult<Val> {
     arity(node, ins, 1)?;
     b.activation(node, names[0], &ins[0], Act::Relu6)
 }
@@ -70,7 +97,13 @@ impl<'g> Builder<'g> {
     /// `Add(conv, skip)` of two same-shaped tensors where `conv` is the last step's output,
     /// read by nothing else: the convolution adds `skip` itself (one pass over memory
     /// instead of three). `None` when the pattern does not apply.
-    fn fuse_residual(&mut self, node: &NodeDef, names: &[&str], ins: &[Val], out: &[usize]) -> GuestResult<Option<Val>> {
+    fn fuse_residual(
+        &mut self,
+        node: &NodeDef,
+        names: &[&str],
+        ins: &[Val],
+        out: &[usize],
+    ) -> GuestResult<Option<Val>> {
         if ins.len() != 2 || ins[0].shape() != out || ins[1].shape() != out {
             return Ok(None);
         }
@@ -84,7 +117,12 @@ impl<'g> Builder<'g> {
                 if step.out == skip_buf {
                     continue;
                 }
-                if let Kind::Conv { act: Act::None, residual, .. } = &mut step.kind {
+                if let Kind::Conv {
+                    act: Act::None,
+                    residual,
+                    ..
+                } = &mut step.kind
+                {
                     if !*residual {
                         *residual = true;
                         step.inputs.push(Src::Buf(skip_buf));
@@ -110,6 +148,12 @@ impl<'g> Builder<'g> {
             }
         }
         let channels = (*x.shape().last().unwrap_or(&1)).max(1);
-        let kind = Kind::Affine { channels, scale: None, shift: None, act: a };
+        let kind = Kind::Affine {
+            channels,
+            scale: None,
+            shift: None,
+            act: a,
+        };
         self.push_step(node, kind, &[x], x.shape().to_vec())
-    }}
+    }
+}

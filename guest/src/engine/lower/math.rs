@@ -28,45 +28,93 @@ pub fn float_const(v: &Val) -> Option<&[f32]> {
 }
 
 /// A new float constant of `shape`, filled by `fill`, charged to the model's budget.
-pub fn folded(b: &mut Builder<'_>, node: &NodeDef, shape: Vec<usize>, fill: impl FnOnce(&mut [f32])) -> GuestResult<Val> {
+pub fn folded(
+    b: &mut Builder<'_>,
+    node: &NodeDef,
+    shape: Vec<usize>,
+    fill: impl FnOnce(&mut [f32]),
+) -> GuestResult<Val> {
     let n = match element_count(&shape) {
         Some(n) => n,
-        None => return bad(format!("{}: a constant of shape {:?} is too large", describe(node), shape)),
+        None => {
+            return bad(format!(
+                "{}: a constant of shape {:?} is too large",
+                describe(node),
+                shape
+            ))
+        }
     };
     charge(&mut b.budget, node, n)?;
     let mut v = zeros(node, n)?;
     fill(&mut v);
-    Ok(Val::Const { shape, data: Rc::new(TensorData::F32(v)) })
+    Ok(Val::Const {
+        shape,
+        data: Rc::new(TensorData::F32(v)),
+    })
 }
 
-pub fn sub<'g>(b: &mut Builder<'g>, node: &'g NodeDef, names: &[&'g str], ins: &[Val]) -> GuestResult<Val> {
+pub fn sub<'g>(
+    b: &mut Builder<'g>,
+    node: &'g NodeDef,
+    names: &[&'g str],
+    ins: &[Val],
+) -> GuestResult<Val> {
     binary(b, node, names, ins, BinOp::Sub)
 }
 
-pub fn mul<'g>(b: &mut Builder<'g>, node: &'g NodeDef, names: &[&'g str], ins: &[Val]) -> GuestResult<Val> {
+pub fn mul<'g>(
+    b: &mut Builder<'g>,
+    node: &'g NodeDef,
+    names: &[&'g str],
+    ins: &[Val],
+) -> GuestResult<Val> {
     binary(b, node, names, ins, BinOp::Mul)
 }
 
-pub fn real_div<'g>(b: &mut Builder<'g>, node: &'g NodeDef, names: &[&'g str], ins: &[Val]) -> GuestResult<Val> {
+pub fn real_div<'g>(
+    b: &mut Builder<'g>,
+    node: &'g NodeDef,
+    names: &[&'g str],
+    ins: &[Val],
+) -> GuestResult<Val> {
     binary(b, node, names, ins, BinOp::Div)
 }
 
-pub fn maximum<'g>(b: &mut Builder<'g>, node: &'g NodeDef, names: &[&'g str], ins: &[Val]) -> GuestResult<Val> {
+pub fn maximum<'g>(
+    b: &mut Builder<'g>,
+    node: &'g NodeDef,
+    names: &[&'g str],
+    ins: &[Val],
+) -> GuestResult<Val> {
     binary(b, node, names, ins, BinOp::Max)
 }
 
-pub fn minimum<'g>(b: &mut Builder<'g>, node: &'g NodeDef, names: &[&'g str], ins: &[Val]) -> GuestResult<Val> {
+pub fn minimum<'g>(
+    b: &mut Builder<'g>,
+    node: &'g NodeDef,
+    names: &[&'g str],
+    ins: &[Val],
+) -> GuestResult<Val> {
     binary(b, node, names, ins, BinOp::Min)
 }
 
 /// `out = a (op) b`: folded over constants, a per-channel affine for `x * c` / `x - c`,
 /// else a broadcasting step.
-fn binary(b: &mut Builder<'_>, node: &NodeDef, names: &[&str], ins: &[Val], op: BinOp) -> GuestResult<Val> {
+fn binary(
+    b: &mut Builder<'_>,
+    node: &NodeDef,
+    names: &[&str],
+    ins: &[Val],
+    op: BinOp,
+) -> GuestResult<Val> {
     arity(node, ins, 2)?;
-    let out = ops::broadcast_shape(ins[0].shape(), ins[1].shape()).map_err(|e| (ErrorCode::BadModel, format!("{}: {}", describe(node), e)))?;
+    let out = ops::broadcast_shape(ins[0].shape(), ins[1].shape())
+        .map_err(|e| (ErrorCode::BadModel, format!("{}: {}", describe(node), e)))?;
     if let (Some(x), Some(y)) = (float_const(&ins[0]), float_const(&ins[1])) {
         let (sx, sy) = (ins[0].shape(), ins[1].shape());
-        return folded(b, node, out.clone(), |v| ops::binary(op, x, sx, y, sy, &out, v));
+        return folded(b, node, out.clone(), |v| {
+            ops::binary(op, x, sx, y, sy, &out, v)
+        });
     }
     match op {
         BinOp::Mul => {
@@ -87,28 +135,58 @@ fn binary(b: &mut Builder<'_>, node: &NodeDef, names: &[&str], ins: &[Val], op: 
         }
         _ => {}
     }
-    let kind = Kind::Binary { op, a: ins[0].shape().to_vec(), b: ins[1].shape().to_vec(), out: out.clone() };
+    let kind = Kind::Binary {
+        op,
+        a: ins[0].shape().to_vec(),
+        b: ins[1].shape().to_vec(),
+        out: out.clone(),
+    };
     b.push_step(node, kind, &[&ins[0], &ins[1]], out)
 }
 
-pub fn rsqrt<'g>(b: &mut Builder<'g>, node: &'g NodeDef, _names: &[&'g str], ins: &[Val]) -> GuestResult<Val> {
+pub fn rsqrt<'g>(
+    b: &mut Builder<'g>,
+    node: &'g NodeDef,
+    _names: &[&'g str],
+    ins: &[Val],
+) -> GuestResult<Val> {
     unary(b, node, ins, UnOp::Rsqrt)
 }
 
-pub fn sqrt<'g>(b: &mut Builder<'g>, node: &'g NodeDef, _names: &[&'g str], ins: &[Val]) -> GuestResult<Val> {
+pub fn sqrt<'g>(
+    b: &mut Builder<'g>,
+    node: &'g NodeDef,
+    _names: &[&'g str],
+    ins: &[Val],
+) -> GuestResult<Val> {
     unary(b, node, ins, UnOp::Sqrt)
 }
 
-pub fn sigmoid<'g>(b: &mut Builder<'g>, node: &'g NodeDef, _names: &[&'g str], ins: &[Val]) -> GuestResult<Val> {
+pub fn sigmoid<'g>(
+    b: &mut Builder<'g>,
+    node: &'g NodeDef,
+    _names: &[&'g str],
+    ins: &[Val],
+) -> GuestResult<Val> {
     unary(b, node, ins, UnOp::Sigmoid)
 }
 
-pub fn tanh<'g>(b: &mut Builder<'g>, node: &'g NodeDef, _names: &[&'g str], ins: &[Val]) -> GuestResult<Val> {
+pub fn tanh<'g>(
+    b: &mut Builder<'g>,
+    node: &'g NodeDef,
+    _names: &[&'g str],
+    ins: &[Val],
+) -> GuestResult<Val> {
     unary(b, node, ins, UnOp::Tanh)
 }
 
 /// `LeakyRelu`: attribute `alpha`, 0.2 when absent (TensorFlow's default).
-pub fn leaky_relu<'g>(b: &mut Builder<'g>, node: &'g NodeDef, _names: &[&'g str], ins: &[Val]) -> GuestResult<Val> {
+pub fn leaky_relu<'g>(
+    b: &mut Builder<'g>,
+    node: &'g NodeDef,
+    _names: &[&'g str],
+    ins: &[Val],
+) -> GuestResult<Val> {
     let alpha = match node.attr("alpha") {
         Some(AttrValue::F(a)) => *a,
         _ => 0.2,
@@ -121,5 +199,10 @@ fn unary(b: &mut Builder<'_>, node: &NodeDef, ins: &[Val], op: UnOp) -> GuestRes
     if let Some(x) = float_const(&ins[0]) {
         return folded(b, node, ins[0].shape().to_vec(), |v| ops::unary(op, x, v));
     }
-    b.push_step(node, Kind::Unary { op }, &[&ins[0]], ins[0].shape().to_vec())
+    b.push_step(
+        node,
+        Kind::Unary { op },
+        &[&ins[0]],
+        ins[0].shape().to_vec(),
+    )
 }

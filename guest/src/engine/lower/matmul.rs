@@ -8,7 +8,12 @@ use crate::engine::graphdef::{NodeDef, MAX_ELEMENTS};
 use crate::engine::ops::{self, Act};
 use crate::engine::plan::Kind;
 
-pub fn matmul<'g>(b: &mut Builder<'g>, node: &'g NodeDef, _names: &[&'g str], ins: &[Val]) -> GuestResult<Val> {
+pub fn matmul<'g>(
+    b: &mut Builder<'g>,
+    node: &'g NodeDef,
+    _names: &[&'g str],
+    ins: &[Val],
+) -> GuestResult<Val> {
     arity(node, ins, 2)?;
     rank(node, &ins[0], 2, "a")?;
     rank(node, &ins[1], 2, "b")?;
@@ -18,10 +23,20 @@ pub fn matmul<'g>(b: &mut Builder<'g>, node: &'g NodeDef, _names: &[&'g str], in
     let (m, k) = if ta { (sa[1], sa[0]) } else { (sa[0], sa[1]) };
     let (k2, n) = if tb { (sb[1], sb[0]) } else { (sb[0], sb[1]) };
     if k != k2 {
-        return bad(format!("{}: cannot multiply {:?} by {:?}", describe(node), sa, sb));
+        return bad(format!(
+            "{}: cannot multiply {:?} by {:?}",
+            describe(node),
+            sa,
+            sb
+        ));
     }
     if m.checked_mul(n).map_or(true, |v| v > MAX_ELEMENTS) {
-        return bad(format!("{}: the product of {:?} and {:?} is too large", describe(node), sa, sb));
+        return bad(format!(
+            "{}: the product of {:?} and {:?} is too large",
+            describe(node),
+            sa,
+            sb
+        ));
     }
     if let Val::Const { .. } = ins[1] {
         let w = const_f32(node, &ins[1], "b")?;
@@ -33,11 +48,29 @@ pub fn matmul<'g>(b: &mut Builder<'g>, node: &'g NodeDef, _names: &[&'g str], in
             b.copy(node, w)?
         };
         let bias = b.zeros(node, n)?;
-        let kind = Kind::MatMul { m, k, n, w: Some(w), bias, act: Act::None, trans_a: ta, trans_b: false };
+        let kind = Kind::MatMul {
+            m,
+            k,
+            n,
+            w: Some(w),
+            bias,
+            act: Act::None,
+            trans_a: ta,
+            trans_b: false,
+        };
         b.push_step(node, kind, &[&ins[0]], vec![m, n])
     } else {
         let bias = b.zeros(node, n)?;
-        let kind = Kind::MatMul { m, k, n, w: None, bias, act: Act::None, trans_a: ta, trans_b: tb };
+        let kind = Kind::MatMul {
+            m,
+            k,
+            n,
+            w: None,
+            bias,
+            act: Act::None,
+            trans_a: ta,
+            trans_b: tb,
+        };
         b.push_step(node, kind, &[&ins[0], &ins[1]], vec![m, n])
     }
 }

@@ -83,13 +83,19 @@ pub const REGISTRY: &[(&str, Lower)] = &[
     ("ConcatV2", shape::concat as Lower),
     ("ExpandDims", shape::expand_dims as Lower),
     ("IdentityN", shape::identity_n as Lower),
-    ("PlaceholderWithDefault", shape::placeholder_with_default as Lower),
+    (
+        "PlaceholderWithDefault",
+        shape::placeholder_with_default as Lower,
+    ),
     ("NoOp", shape::no_op as Lower),
 ];
 
 /// The lowering function of `op`, if the engine runs it.
 pub fn lookup(op: &str) -> Option<Lower> {
-    REGISTRY.iter().find(|(name, _)| *name == op).map(|(_, f)| *f)
+    REGISTRY
+        .iter()
+        .find(|(name, _)| *name == op)
+        .map(|(_, f)| *f)
 }
 
 /// The names of the ops the engine runs, in registry order.
@@ -111,7 +117,11 @@ pub fn op_uses(live: &Live) -> Vec<OpUse> {
     for n in live.nodes() {
         match uses.iter_mut().find(|u| u.op == n.op) {
             Some(u) => u.count += 1,
-            None => uses.push(OpUse { op: n.op.clone(), count: 1, example: n.name.clone() }),
+            None => uses.push(OpUse {
+                op: n.op.clone(),
+                count: 1,
+                example: n.name.clone(),
+            }),
         }
     }
     uses
@@ -123,7 +133,15 @@ pub fn check_supported(live: &Live) -> GuestResult<()> {
     let missing: Vec<String> = op_uses(live)
         .into_iter()
         .filter(|u| lookup(&u.op).is_none())
-        .map(|u| format!("{} ({} node{}, e.g. '{}')", u.op, u.count, if u.count == 1 { "" } else { "s" }, u.example))
+        .map(|u| {
+            format!(
+                "{} ({} node{}, e.g. '{}')",
+                u.op,
+                u.count,
+                if u.count == 1 { "" } else { "s" },
+                u.example
+            )
+        })
         .collect();
     if missing.is_empty() {
         return Ok(());
@@ -143,16 +161,27 @@ pub fn check_supported(live: &Live) -> GuestResult<()> {
 /// OutOfMemory instead of an aborting allocation.
 pub fn zeros(node: &NodeDef, n: usize) -> GuestResult<Vec<f32>> {
     if n > MAX_ELEMENTS {
-        return bad(format!("{}: {} output channels is too many", describe(node), n));
+        return bad(format!(
+            "{}: {} output channels is too many",
+            describe(node),
+            n
+        ));
     }
-    graphdef::try_filled(n, 0.0).map_err(|m| (ErrorCode::OutOfMemory, format!("{}: {}", describe(node), m)))
+    graphdef::try_filled(n, 0.0)
+        .map_err(|m| (ErrorCode::OutOfMemory, format!("{}: {}", describe(node), m)))
 }
 
 /// A tensor while the plan is being built: a constant, or a buffer some step will fill.
 #[derive(Clone, Debug)]
 pub enum Val {
-    Const { shape: Vec<usize>, data: Rc<TensorData> },
-    Dyn { shape: Vec<usize>, buf: usize },
+    Const {
+        shape: Vec<usize>,
+        data: Rc<TensorData>,
+    },
+    Dyn {
+        shape: Vec<usize>,
+        buf: usize,
+    },
 }
 
 impl Val {
@@ -166,7 +195,10 @@ impl Val {
 /// The same values under another shape (a renaming: no copy, no step).
 pub fn with_shape(v: &Val, shape: Vec<usize>) -> Val {
     match v {
-        Val::Const { data, .. } => Val::Const { shape, data: data.clone() },
+        Val::Const { data, .. } => Val::Const {
+            shape,
+            data: data.clone(),
+        },
         Val::Dyn { buf, .. } => Val::Dyn { shape, buf: *buf },
     }
 }
@@ -204,8 +236,16 @@ pub fn charge(budget: &mut usize, node: &NodeDef, floats: usize) -> GuestResult<
 /// allocation cannot fail cleanly (a transpose, a packing).
 pub fn probe(node: &NodeDef, floats: usize) -> GuestResult<()> {
     let mut v: Vec<f32> = Vec::new();
-    v.try_reserve_exact(floats)
-        .map_err(|_| (ErrorCode::OutOfMemory, format!("{}: cannot allocate {} floats of weights", describe(node), floats)))
+    v.try_reserve_exact(floats).map_err(|_| {
+        (
+            ErrorCode::OutOfMemory,
+            format!(
+                "{}: cannot allocate {} floats of weights",
+                describe(node),
+                floats
+            ),
+        )
+    })
 }
 
 impl<'g> Builder<'g> {
@@ -219,8 +259,16 @@ impl<'g> Builder<'g> {
     pub fn copy(&mut self, node: &NodeDef, values: &[f32]) -> GuestResult<Vec<f32>> {
         charge(&mut self.budget, node, values.len())?;
         let mut v: Vec<f32> = Vec::new();
-        v.try_reserve_exact(values.len())
-            .map_err(|_| (ErrorCode::OutOfMemory, format!("{}: cannot copy {} floats of weights", describe(node), values.len())))?;
+        v.try_reserve_exact(values.len()).map_err(|_| {
+            (
+                ErrorCode::OutOfMemory,
+                format!(
+                    "{}: cannot copy {} floats of weights",
+                    describe(node),
+                    values.len()
+                ),
+            )
+        })?;
         v.extend_from_slice(values);
         Ok(v)
     }
@@ -230,9 +278,17 @@ pub fn const_f32<'a>(node: &NodeDef, v: &'a Val, what: &str) -> GuestResult<&'a 
     match v {
         Val::Const { data, .. } => match &**data {
             TensorData::F32(d) => Ok(d),
-            TensorData::I64(_) => bad(format!("{}: {} must be a float constant", describe(node), what)),
+            TensorData::I64(_) => bad(format!(
+                "{}: {} must be a float constant",
+                describe(node),
+                what
+            )),
         },
-        Val::Dyn { .. } => bad(format!("{}: {} must be a constant (a frozen graph), not computed", describe(node), what)),
+        Val::Dyn { .. } => bad(format!(
+            "{}: {} must be a constant (a frozen graph), not computed",
+            describe(node),
+            what
+        )),
     }
 }
 
@@ -240,7 +296,11 @@ pub fn const_ints(node: &NodeDef, v: &Val, what: &str) -> GuestResult<Vec<i64>> 
     match v {
         Val::Const { data, .. } => match &**data {
             TensorData::I64(d) => Ok(d.clone()),
-            TensorData::F32(_) => bad(format!("{}: {} must be an integer constant", describe(node), what)),
+            TensorData::F32(_) => bad(format!(
+                "{}: {} must be an integer constant",
+                describe(node),
+                what
+            )),
         },
         Val::Dyn { .. } => bad(format!("{}: {} must be a constant", describe(node), what)),
     }
@@ -248,14 +308,25 @@ pub fn const_ints(node: &NodeDef, v: &Val, what: &str) -> GuestResult<Vec<i64>> 
 
 pub fn arity(node: &NodeDef, ins: &[Val], n: usize) -> GuestResult<()> {
     if ins.len() != n {
-        return bad(format!("{}: expected {} data inputs, got {}", describe(node), n, ins.len()));
+        return bad(format!(
+            "{}: expected {} data inputs, got {}",
+            describe(node),
+            n,
+            ins.len()
+        ));
     }
     Ok(())
 }
 
 pub fn rank(node: &NodeDef, v: &Val, r: usize, what: &str) -> GuestResult<()> {
     if v.shape().len() != r {
-        return bad(format!("{}: {} must have rank {}, has shape {:?}", describe(node), what, r, v.shape()));
+        return bad(format!(
+            "{}: {} must have rank {}, has shape {:?}",
+            describe(node),
+            what,
+            r,
+            v.shape()
+        ));
     }
     Ok(())
 }
@@ -264,7 +335,12 @@ pub fn rank(node: &NodeDef, v: &Val, r: usize, what: &str) -> GuestResult<()> {
 pub fn axis(node: &NodeDef, a: i64, rank: usize) -> GuestResult<usize> {
     let r = rank as i64;
     if a < -r || a >= r {
-        return bad(format!("{}: axis {} is out of range for rank {}", describe(node), a, rank));
+        return bad(format!(
+            "{}: axis {} is out of range for rank {}",
+            describe(node),
+            a,
+            rank
+        ));
     }
     Ok(((a + r) % r.max(1)) as usize)
 }
@@ -273,7 +349,13 @@ impl<'g> Builder<'g> {
     pub fn new_buf(&mut self, node: &NodeDef, shape: &[usize]) -> GuestResult<(usize, usize)> {
         let len = match element_count(shape) {
             Some(n) => n,
-            None => return bad(format!("{}: tensor of shape {:?} is too large", describe(node), shape)),
+            None => {
+                return bad(format!(
+                    "{}: tensor of shape {:?} is too large",
+                    describe(node),
+                    shape
+                ))
+            }
         };
         self.buf_len.push(len);
         Ok((self.buf_len.len() - 1, len))
@@ -290,7 +372,13 @@ impl<'g> Builder<'g> {
         }
     }
 
-    pub fn push_step(&mut self, node: &NodeDef, kind: Kind, ins: &[&Val], shape: Vec<usize>) -> GuestResult<Val> {
+    pub fn push_step(
+        &mut self,
+        node: &NodeDef,
+        kind: Kind,
+        ins: &[&Val],
+        shape: Vec<usize>,
+    ) -> GuestResult<Val> {
         let mut inputs = Vec::new();
         let mut in_lens = Vec::new();
         let in_shapes = ins.iter().map(|v| v.shape().to_vec()).collect();
@@ -300,7 +388,16 @@ impl<'g> Builder<'g> {
             in_lens.push(n);
         }
         let (buf, out_len) = self.new_buf(node, &shape)?;
-        self.steps.push(Step { node: node.name.clone(), kind, inputs, in_lens, out: buf, out_len, in_shapes, out_shape: shape.clone() });
+        self.steps.push(Step {
+            node: node.name.clone(),
+            kind,
+            inputs,
+            in_lens,
+            out: buf,
+            out_len,
+            in_shapes,
+            out_shape: shape.clone(),
+        });
         Ok(Val::Dyn { shape, buf })
     }
 
@@ -324,7 +421,12 @@ impl<'g> Builder<'g> {
 impl<'g> Builder<'g> {
     /// A builder for the live nodes of `graph` (`order`), whose node `output` is read by
     /// the host; `budget` is what is left of the model's byte budget.
-    pub fn new(graph: &'g GraphDef, order: &[usize], output: &'g str, budget: usize) -> Builder<'g> {
+    pub fn new(
+        graph: &'g GraphDef,
+        order: &[usize],
+        output: &'g str,
+        budget: usize,
+    ) -> Builder<'g> {
         let mut consumers: HashMap<&'g str, usize> = HashMap::new();
         for &i in order {
             for r in data_inputs(&graph.nodes[i]) {
@@ -332,7 +434,16 @@ impl<'g> Builder<'g> {
             }
         }
         *consumers.entry(output).or_insert(0) += 1;
-        Builder { vals: HashMap::new(), consumers, steps: Vec::new(), consts: Vec::new(), buf_len: Vec::new(), input: None, budget, stepped: Vec::new() }
+        Builder {
+            vals: HashMap::new(),
+            consumers,
+            steps: Vec::new(),
+            consts: Vec::new(),
+            buf_len: Vec::new(),
+            input: None,
+            budget,
+            stepped: Vec::new(),
+        }
     }
 
     /// Lower one node (its inputs are lowered already) with its op's registry function.
@@ -342,7 +453,12 @@ impl<'g> Builder<'g> {
         for r in data_inputs(node) {
             let (name, index) = split_ref(r);
             if index != 0 {
-                return bad(format!("{}: input '{}' uses output {} of a node; only output 0 is supported", describe(node), r, index));
+                return bad(format!(
+                    "{}: input '{}' uses output {} of a node; only output 0 is supported",
+                    describe(node),
+                    r,
+                    index
+                ));
             }
             match self.vals.get(name) {
                 Some(v) => ins.push(v.clone()),
@@ -353,7 +469,12 @@ impl<'g> Builder<'g> {
         let f = match lookup(&node.op) {
             Some(f) => f,
             None => {
-                return bad(format!("unsupported op '{}' (node '{}'); supported ops: {}", node.op, node.name, supported_ops().join(", ")));
+                return bad(format!(
+                    "unsupported op '{}' (node '{}'); supported ops: {}",
+                    node.op,
+                    node.name,
+                    supported_ops().join(", ")
+                ));
             }
         };
         let before = self.steps.len();

@@ -9,9 +9,18 @@ use crate::engine::graphdef::{AttrValue, NodeDef};
 use crate::engine::ops::Act;
 use crate::engine::plan::Kind;
 
-pub fn fused_batch_norm<'g>(b: &mut Builder<'g>, node: &'g NodeDef, names: &[&'g str], ins: &[Val]) -> GuestResult<Val> {
+pub fn fused_batch_norm<'g>(
+    b: &mut Builder<'g>,
+    node: &'g NodeDef,
+    names: &[&'g str],
+    ins: &[Val],
+) -> GuestResult<Val> {
     if ins.len() != 5 {
-        return bad(format!("{}: expected 5 data inputs, got {}", describe(node), ins.len()));
+        return bad(format!(
+            "{}: expected 5 data inputs, got {}",
+            describe(node),
+            ins.len()
+        ));
     }
     check_nhwc(node)?;
     if attr_bool(node, "is_training").unwrap_or(true) {
@@ -27,15 +36,25 @@ pub fn fused_batch_norm<'g>(b: &mut Builder<'g>, node: &'g NodeDef, names: &[&'g
     let var = const_f32(node, &ins[4], "variance")?;
     let c = gamma.len();
     if beta.len() != c || mean.len() != c || var.len() != c {
-        return bad(format!("{}: scale/offset/mean/variance lengths differ", describe(node)));
+        return bad(format!(
+            "{}: scale/offset/mean/variance lengths differ",
+            describe(node)
+        ));
     }
     // Inference batch norm: (x - mean) / sqrt(var + eps) * gamma + beta = x * s + t.
-    let s: Vec<f32> = (0..c).map(|i| (gamma[i] as f64 / (var[i] as f64 + eps).sqrt()) as f32).collect();
+    let s: Vec<f32> = (0..c)
+        .map(|i| (gamma[i] as f64 / (var[i] as f64 + eps).sqrt()) as f32)
+        .collect();
     let t: Vec<f32> = (0..c).map(|i| beta[i] - mean[i] * s[i]).collect();
     b.affine(node, names[0], &ins[0], Some(s), t)
 }
 
-pub fn bias_add<'g>(b: &mut Builder<'g>, node: &'g NodeDef, names: &[&'g str], ins: &[Val]) -> GuestResult<Val> {
+pub fn bias_add<'g>(
+    b: &mut Builder<'g>,
+    node: &'g NodeDef,
+    names: &[&'g str],
+    ins: &[Val],
+) -> GuestResult<Val> {
     arity(node, ins, 2)?;
     check_nhwc(node)?;
     rank(node, &ins[1], 1, "the bias")?;
@@ -53,15 +72,42 @@ fn fold(bias: &mut [f32], scale: Option<&[f32]>, shift: &[f32]) {
 
 impl<'g> Builder<'g> {
     /// `y = x * scale + shift` per channel (scale `None` = 1), fused when possible.
-    pub fn affine(&mut self, node: &NodeDef, x_name: &str, x: &Val, scale: Option<Vec<f32>>, shift: Vec<f32>) -> GuestResult<Val> {
+    pub fn affine(
+        &mut self,
+        node: &NodeDef,
+        x_name: &str,
+        x: &Val,
+        scale: Option<Vec<f32>>,
+        shift: Vec<f32>,
+    ) -> GuestResult<Val> {
         let channels = *x.shape().last().unwrap_or(&0);
-        if channels == 0 || shift.len() != channels || scale.as_ref().map_or(false, |s| s.len() != channels) {
-            return bad(format!("{}: {} per-channel values for input of shape {:?}", describe(node), shift.len(), x.shape()));
+        if channels == 0
+            || shift.len() != channels
+            || scale.as_ref().map_or(false, |s| s.len() != channels)
+        {
+            return bad(format!(
+                "{}: {} per-channel values for input of shape {:?}",
+                describe(node),
+                shift.len(),
+                x.shape()
+            ));
         }
         if let Some(step) = self.fusable(x_name, x) {
             let folded = match &mut step.kind {
                 // Not after a fused residual: (conv + r) * s + t is not a folded conv + r.
-                Kind::Conv { w, bias, act: Act::None, residual: false, .. } | Kind::Depthwise { w, bias, act: Act::None, .. } => {
+                Kind::Conv {
+                    w,
+                    bias,
+                    act: Act::None,
+                    residual: false,
+                    ..
+                }
+                | Kind::Depthwise {
+                    w,
+                    bias,
+                    act: Act::None,
+                    ..
+                } => {
                     // Output channel = innermost index of the weights in both layouts.
                     if let Some(s) = &scale {
                         for (i, v) in w.iter_mut().enumerate() {
@@ -71,7 +117,12 @@ impl<'g> Builder<'g> {
                     fold(bias, scale.as_deref(), &shift);
                     true
                 }
-                Kind::MatMul { w: Some(w), bias, act: Act::None, .. } => {
+                Kind::MatMul {
+                    w: Some(w),
+                    bias,
+                    act: Act::None,
+                    ..
+                } => {
                     if let Some(s) = &scale {
                         for (i, v) in w.iter_mut().enumerate() {
                             *v *= s[i % channels];
@@ -80,7 +131,12 @@ impl<'g> Builder<'g> {
                     fold(bias, scale.as_deref(), &shift);
                     true
                 }
-                Kind::Affine { scale: s0, shift: t0, act: Act::None, .. } => {
+                Kind::Affine {
+                    scale: s0,
+                    shift: t0,
+                    act: Act::None,
+                    ..
+                } => {
                     // (x * s0 + t0) * s + t = x * (s0 * s) + (t0 * s + t)
                     let mut t = t0.take().unwrap_or_else(|| vec![0.0; channels]);
                     fold(&mut t, scale.as_deref(), &shift);
@@ -101,8 +157,12 @@ impl<'g> Builder<'g> {
                 return Ok(x.clone());
             }
         }
-        let kind = Kind::Affine { channels, scale, shift: Some(shift), act: Act::None };
+        let kind = Kind::Affine {
+            channels,
+            scale,
+            shift: Some(shift),
+            act: Act::None,
+        };
         self.push_step(node, kind, &[x], x.shape().to_vec())
     }
-
 }

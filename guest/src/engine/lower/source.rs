@@ -6,13 +6,25 @@ use crate::abi::GuestResult;
 use crate::engine::graphdef::{self, AttrValue, NodeDef, DT_FLOAT};
 
 /// The input: a float tensor of static shape (an unknown batch means one image).
-pub fn placeholder<'g>(b: &mut Builder<'g>, node: &'g NodeDef, _names: &[&'g str], _ins: &[Val]) -> GuestResult<Val> {
+pub fn placeholder<'g>(
+    b: &mut Builder<'g>,
+    node: &'g NodeDef,
+    _names: &[&'g str],
+    _ins: &[Val],
+) -> GuestResult<Val> {
     if let Some((first, _, _)) = &b.input {
-        return bad(format!("the graph needs two Placeholders ('{}' and '{}'); the engine feeds exactly one", first, node.name));
+        return bad(format!(
+            "the graph needs two Placeholders ('{}' and '{}'); the engine feeds exactly one",
+            first, node.name
+        ));
     }
     if let Some(AttrValue::Type(t)) = node.attr("dtype") {
         if *t != DT_FLOAT {
-            return bad(format!("{}: input dtype {} is not float", describe(node), t));
+            return bad(format!(
+                "{}: input dtype {} is not float",
+                describe(node),
+                t
+            ));
         }
     }
     let dims = match node.attr("shape") {
@@ -21,18 +33,35 @@ pub fn placeholder<'g>(b: &mut Builder<'g>, node: &'g NodeDef, _names: &[&'g str
     };
     let dims = match dims {
         Some(d) => d,
-        None => return bad(format!("{}: the input shape is unknown; the engine needs a static shape", describe(node))),
+        None => {
+            return bad(format!(
+                "{}: the input shape is unknown; the engine needs a static shape",
+                describe(node)
+            ))
+        }
     };
     let mut shape = Vec::new();
     for (i, &d) in dims.iter().enumerate() {
         if d == -1 && i == 0 {
             shape.push(1); // unknown batch: one image
         } else if d < 1 {
-            return bad(format!("{}: input dimension {} is {} (must be known)", describe(node), i, d));
+            return bad(format!(
+                "{}: input dimension {} is {} (must be known)",
+                describe(node),
+                i,
+                d
+            ));
         } else {
             match graphdef::dim(d) {
                 Some(d) => shape.push(d),
-                None => return bad(format!("{}: input dimension {} is {}, larger than any tensor can be", describe(node), i, d)),
+                None => {
+                    return bad(format!(
+                        "{}: input dimension {} is {}, larger than any tensor can be",
+                        describe(node),
+                        i,
+                        d
+                    ))
+                }
             }
         }
     }
@@ -42,9 +71,17 @@ pub fn placeholder<'g>(b: &mut Builder<'g>, node: &'g NodeDef, _names: &[&'g str
 }
 
 /// A constant: its decoded tensor, shared (not copied) by every step that reads it.
-pub fn constant<'g>(_b: &mut Builder<'g>, node: &'g NodeDef, _names: &[&'g str], _ins: &[Val]) -> GuestResult<Val> {
+pub fn constant<'g>(
+    _b: &mut Builder<'g>,
+    node: &'g NodeDef,
+    _names: &[&'g str],
+    _ins: &[Val],
+) -> GuestResult<Val> {
     match node.attr("value") {
-        Some(AttrValue::Tensor(t)) => Ok(Val::Const { shape: t.shape.clone(), data: t.data.clone() }),
+        Some(AttrValue::Tensor(t)) => Ok(Val::Const {
+            shape: t.shape.clone(),
+            data: t.data.clone(),
+        }),
         _ => bad(format!("{}: no 'value' tensor", describe(node))),
     }
 }

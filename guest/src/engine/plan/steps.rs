@@ -18,7 +18,12 @@ use crate::engine::ops::Act;
 
 /// Where `len` f32 values start in linear memory (a wasm32 pointer is the offset).
 fn span_json(values: &[f32], len: usize, shape: &[usize]) -> String {
-    format!("{{\"ptr\":{},\"bytes\":{},\"shape\":{}}}", values.as_ptr() as usize, len * 4, json_dims(shape))
+    format!(
+        "{{\"ptr\":{},\"bytes\":{},\"shape\":{}}}",
+        values.as_ptr() as usize,
+        len * 4,
+        json_dims(shape)
+    )
 }
 
 /// One weight tensor of a step: `layout` names how its values are ordered.
@@ -53,7 +58,12 @@ impl Model {
         if last >= self.steps.len() {
             return Err((
                 ErrorCode::BadArgument,
-                format!("step {} does not exist: the plan has {} steps (0..={})", last, self.steps.len(), self.steps.len().saturating_sub(1)),
+                format!(
+                    "step {} does not exist: the plan has {} steps (0..={})",
+                    last,
+                    self.steps.len(),
+                    self.steps.len().saturating_sub(1)
+                ),
             ));
         }
         self.run_with(input, None, last + 1)
@@ -69,11 +79,20 @@ impl Model {
     /// `{"input": span, "output": span, "steps": [...]}`: every step's op, node, inputs,
     /// output and weights with their addresses and byte lengths in linear memory.
     pub fn steps_json(&self) -> String {
-        let steps: Vec<String> = self.steps.iter().enumerate().map(|(i, s)| self.step_json(i, s)).collect();
+        let steps: Vec<String> = self
+            .steps
+            .iter()
+            .enumerate()
+            .map(|(i, s)| self.step_json(i, s))
+            .collect();
         let output = self.src_values(self.output);
         format!(
             "{{\"input\":{},\"output\":{},\"steps\":[{}]}}",
-            span_json(&self.slots[self.input_slot], self.input_len, &self.info.input_shape),
+            span_json(
+                &self.slots[self.input_slot],
+                self.input_len,
+                &self.info.input_shape
+            ),
             span_json(output, self.output_len, &self.info.output_shape),
             steps.join(",")
         )
@@ -86,7 +105,11 @@ impl Model {
             .zip(&s.in_lens)
             .zip(&s.in_shapes)
             .map(|((&src, &n), shape)| {
-                let kind = if let Src::Const(_) = src { "constant" } else { "activation" };
+                let kind = if let Src::Const(_) = src {
+                    "constant"
+                } else {
+                    "activation"
+                };
                 let span = span_json(self.src_values(src), n, shape);
                 format!("{{\"kind\":\"{}\",{}", kind, &span[1..])
             })
@@ -109,9 +132,21 @@ impl Model {
 /// The weights a step's kernel reads, in the layout it reads them.
 fn weights(kind: &Kind) -> Vec<String> {
     match kind {
-        Kind::Conv { win, w, cout, bias, packed, .. } => match packed {
+        Kind::Conv {
+            win,
+            w,
+            cout,
+            bias,
+            packed,
+            ..
+        } => match packed {
             Some(p) => vec![
-                weight_json("panels", p.panels(), "packed-panels", &[(cout + NR - 1) / NR, p.k, NR]),
+                weight_json(
+                    "panels",
+                    p.panels(),
+                    "packed-panels",
+                    &[(cout + NR - 1) / NR, p.k, NR],
+                ),
                 weight_json("bias", p.bias(), "padded", &[p.bias().len()]),
             ],
             None => vec![
@@ -119,7 +154,9 @@ fn weights(kind: &Kind) -> Vec<String> {
                 weight_json("bias", bias, "per-channel", &[bias.len()]),
             ],
         },
-        Kind::Depthwise { win, w, mult, bias, .. } => vec![
+        Kind::Depthwise {
+            win, w, mult, bias, ..
+        } => vec![
             weight_json("filter", w, "HWCM", &[win.kh, win.kw, win.c, *mult]),
             weight_json("bias", bias, "per-channel", &[bias.len()]),
         ],
@@ -155,7 +192,14 @@ fn params(kind: &Kind) -> String {
     };
     let act = |a: &Act| format!("\"act\":\"{}\"", act_name(*a));
     match kind {
-        Kind::Conv { win, cout, act: a, packed, residual, .. } => format!(
+        Kind::Conv {
+            win,
+            cout,
+            act: a,
+            packed,
+            residual,
+            ..
+        } => format!(
             "{},{},\"cout\":{},\"packed\":{},\"residual\":{},\"nr\":{}",
             window(win),
             act(a),
@@ -164,15 +208,37 @@ fn params(kind: &Kind) -> String {
             residual,
             NR
         ),
-        Kind::Depthwise { win, mult, act: a, .. } => format!("{},{},\"mult\":{}", window(win), act(a), mult),
+        Kind::Depthwise {
+            win, mult, act: a, ..
+        } => format!("{},{},\"mult\":{}", window(win), act(a), mult),
         Kind::Pool { win, max } => format!("{},\"max\":{}", window(win), max),
-        Kind::Affine { channels, act: a, .. } => format!("{},\"channels\":{}", act(a), channels),
+        Kind::Affine {
+            channels, act: a, ..
+        } => format!("{},\"channels\":{}", act(a), channels),
         Kind::Add { act: a, .. } => act(a),
-        Kind::MatMul { m, k, n, act: a, trans_a, trans_b, .. } => {
-            format!("{},\"m\":{},\"k\":{},\"n\":{},\"trans_a\":{},\"trans_b\":{}", act(a), m, k, n, trans_a, trans_b)
+        Kind::MatMul {
+            m,
+            k,
+            n,
+            act: a,
+            trans_a,
+            trans_b,
+            ..
+        } => {
+            format!(
+                "{},\"m\":{},\"k\":{},\"n\":{},\"trans_a\":{},\"trans_b\":{}",
+                act(a),
+                m,
+                k,
+                n,
+                trans_a,
+                trans_b
+            )
         }
         Kind::Mean { .. } => "\"act\":\"none\"".to_string(),
         Kind::Softmax { classes } => format!("\"act\":\"none\",\"classes\":{}", classes),
-        Kind::Pad { .. } | Kind::Binary { .. } | Kind::Unary { .. } | Kind::Concat { .. } => "\"act\":\"none\"".to_string(),
+        Kind::Pad { .. } | Kind::Binary { .. } | Kind::Unary { .. } | Kind::Concat { .. } => {
+            "\"act\":\"none\"".to_string()
+        }
     }
 }
