@@ -14,7 +14,7 @@ import pytest
 
 from tests.test_engine_ops import run_guest
 from tests.test_redteam_guest import node
-from wasi_lab.models.check import model_report
+from wasi_lab.model_check import model_report
 from wasi_lab.models.graphdef import GraphBuilder
 from wasi_lab.runtime import BadModelError, Guest
 

@@ -16,7 +16,7 @@ import pytest
 
 from tests.test_redteam_guest import node, raw_const
 from wasi_lab.cli import main
-from wasi_lab.models.check import model_report
+from wasi_lab.model_check import model_report
 from wasi_lab.models.graphdef import DataType, GraphBuilder, TensorShape
 from wasi_lab.paths import REPO_ROOT
 from wasi_lab.runtime import BadPointerError, Guest

@@ -354,9 +354,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _extensions() -> list[Callable[[argparse._SubParsersAction], None]]:
     """Subcommands that live next to their capability (models, predict, serve, bench ...)."""
     regs: list[Callable[[argparse._SubParsersAction], None]] = []
+    from wasi_lab.model_check import add_check_parser
     from wasi_lab.models.cli import add_images_parser, add_models_parser
 
-    regs += [add_models_parser, add_images_parser]
+    regs += [lambda sub: add_models_parser(sub, more=[add_check_parser]), add_images_parser]
     from wasi_lab.server.cli import add_serve_parser
 
     regs.append(add_serve_parser)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 
@@ -65,14 +66,12 @@ def _models_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _models_check(args: argparse.Namespace) -> int:
-    from wasi_lab.models.check import check_command
-
-    return check_command(args)
-
-
-def add_models_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add ``models {list,fetch,prepare,check}`` to a CLI's sub-parsers."""
+def add_models_parser(
+    subparsers: argparse._SubParsersAction,
+    more: Sequence[Callable[[argparse._SubParsersAction], object]] = (),
+) -> argparse.ArgumentParser:
+    """Add ``models {list,fetch,prepare}`` to a CLI's sub-parsers, and the subcommands `more`
+    adds (the front door passes ``models check``, which runs the guest: a room above this)."""
     from wasi_lab.models.registry import MODELS
 
     parser = subparsers.add_parser("models", help="list, build or download models")
@@ -96,10 +95,8 @@ def add_models_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
     prepare = sub.add_parser("prepare", help="convert the EfficientNet-Lite0 checkpoint (offline)")
     prepare.add_argument("-q", "--quiet", action="store_true")
     prepare.set_defaults(func=_models_prepare)
-    check = sub.add_parser("check", help="will this frozen graph (.pb) run in the guest?")
-    check.add_argument("file", help="a TensorFlow frozen GraphDef (.pb)")
-    check.add_argument("--json", action="store_true", help="print the guest's report as JSON")
-    check.set_defaults(func=_models_check)
+    for add in more:
+        add(sub)
     return parser
 
 

@@ -156,3 +156,11 @@ def check_command(args: argparse.Namespace) -> int:
     if line:
         return 2
     return 0 if report["loadable"] else 1
+
+
+def add_check_parser(models_sub: argparse._SubParsersAction) -> None:
+    """``wasi-lab models check FILE.pb [--json]`` under ``models``."""
+    check = models_sub.add_parser("check", help="will this frozen graph (.pb) run in the guest?")
+    check.add_argument("file", help="a TensorFlow frozen GraphDef (.pb)")
+    check.add_argument("--json", action="store_true", help="print the guest's report as JSON")
+    check.set_defaults(func=check_command)
