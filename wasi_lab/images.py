@@ -225,7 +225,7 @@ def _extract(wheel: Path, samples: list[SampleImage], folder: Path, dest: Path) 
                             dest,
                         )
                     )
-                tmp = folder / f".{sample.file}.tmp"
+                tmp = folder / f".{sample.file}.{os.getpid()}.tmp"  # two setups at once
                 tmp.write_bytes(data)
                 tmp.replace(folder / sample.file)
     except (zipfile.BadZipFile, KeyError) as exc:
