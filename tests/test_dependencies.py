@@ -4,7 +4,8 @@
 the test tools (`dev`) are extras. So every package the kit or a notebook imports must be
 declared, in the base unless every import of it sits inside a function (a lazy import the
 caller survives without); nothing is declared that nobody imports (but the programs
-JupyterLab and the kernel); and the package imports with the extras blocked.
+JupyterLab and the kernel); and the package imports with the extras blocked. scikit-image
+is a dev dependency only: the kit finds it with `importlib.util.find_spec`, never imports it.
 """
 
 from __future__ import annotations
@@ -106,6 +107,20 @@ def test_every_import_of_the_kit_and_the_notebooks_is_declared() -> None:
             + ("only in an extra" if dist in DEV else "not declared")
         )
     assert not problems, "\n".join(problems)
+
+
+#: Heavy and kept out of the workshop venv (issue 14): scikit-image (with SciPy ~200 MB)
+#: only for four sample photographs, which wasi_lab.images takes from its wheel instead.
+NOT_IN_THE_WORKSHOP = {"scikit-image", "scipy"}
+
+
+def test_scikit_image_is_a_dev_dependency_the_kit_never_imports() -> None:
+    assert not NOT_IN_THE_WORKSHOP & BASE
+    assert "scikit-image" in DEV  # tests/test_models_efficientnet.py reads skimage.data
+    uses = third_party_imports("wasi_lab", "notebooks")
+    assert not NOT_IN_THE_WORKSHOP & set(uses), {
+        d: uses[d] for d in NOT_IN_THE_WORKSHOP & set(uses)
+    }
 
 
 def test_every_base_dependency_is_used() -> None:

@@ -114,13 +114,16 @@ def _images_dest(args: argparse.Namespace, must_exist: bool) -> Path | None:
 
 
 def _images_prepare(args: argparse.Namespace) -> int:
-    from wasi_lab.images import prepare_images
+    from wasi_lab.images import ImageError, prepare_images
 
     dest = _images_dest(args, must_exist=False)
     if dest is None:
         return 1
     try:
         paths = prepare_images(dest)
+    except ImageError as exc:  # scikit-image's photographs unavailable: the line says why
+        print(f"wasi-lab images prepare: {exc}", file=sys.stderr)
+        return 1
     except OSError as exc:
         from wasi_lab.user_errors import os_error_line
 
