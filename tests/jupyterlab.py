@@ -95,14 +95,24 @@ def jupyterlab_server(nbdir: Path) -> Iterator[str]:
 
 
 def _dismiss_dialogs(page) -> None:
-    """Close a modal JupyterLab dialog (seen once under load, over the menu bar) before a
-    menu click; its text goes to the test's output so a real problem is still visible."""
+    """Answer a modal JupyterLab dialog (seen under load, over the menu bar) before a menu
+    click; its text goes to the test's output so a real problem is still visible.
+
+    "Select Kernel" (the session's kernel was slow to start) is accepted: its default is the
+    notebook's own kernel, which the run needs; Escape would leave it without one. Any other
+    dialog is closed with Escape."""
     for _ in range(3):
         dialog = page.locator(".jp-Dialog")
         if not dialog.count():
             return
-        print("JupyterLab dialog dismissed:", (dialog.first.text_content() or "").strip()[:200])
-        page.keyboard.press("Escape")
+        text = (dialog.first.text_content() or "").strip()
+        print("JupyterLab dialog answered:", text[:200])
+        accept = dialog.first.locator(".jp-mod-accept")
+        if text.startswith("Select Kernel") and accept.count():
+            accept.first.click()
+            page.wait_for_selector("[data-status='idle']", timeout=90_000)
+        else:
+            page.keyboard.press("Escape")
         page.wait_for_timeout(500)
 
 
