@@ -483,7 +483,7 @@ fn walk_progressive(
 /// Position of the next marker that is not RSTn (the end of a scan's entropy-coded data).
 fn skip_entropy_data(bytes: &[u8], mut pos: usize) -> usize {
     while pos + 1 < bytes.len()
-        && !(bytes[pos] == 0xFF && !matches!(bytes[pos + 1], 0x00 | 0xFF | 0xD0..=0xD7))
+        && (bytes[pos] != 0xFF || matches!(bytes[pos + 1], 0x00 | 0xFF | 0xD0..=0xD7))
     {
         pos += 1;
     }

@@ -5,6 +5,7 @@
 //!   filter and divide by 255, as the article and tract's MobileNet example do;
 //! - **model**: the value range the network was trained with: EfficientNet-Lite takes
 //!   `(x - 127) / 128`, TF-slim's MobileNet V2 `x / 127.5 - 1` (inception preprocessing).
+//!
 //! All modes stretch the whole picture to 224x224: only the value mapping differs, so the
 //! side-by-side comparison in notebook 04 isolates that one lesson. (The TF reference
 //! pipelines also crop the central 87.5%; on `grace_hopper.jpg` that crop cuts the uniform
@@ -346,14 +347,7 @@ pub fn resize_for(image: &RgbImage) -> GuestResult<RgbImage> {
 
 /// `image`'s clamp to [0, 255] then round to nearest.
 fn clamp_u8(v: f32) -> u8 {
-    let v = if v < 0.0 {
-        0.0
-    } else if v > 255.0 {
-        255.0
-    } else {
-        v
-    };
-    v.round() as u8
+    v.clamp(0.0, 255.0).round() as u8
 }
 
 /// The NHWC tensor for a resized image.
