@@ -16,12 +16,12 @@
 // - `not_unsafe_ptr_arg_deref`: the exports take guest addresses from the host and check
 //   every one against the live-block table before touching it; marking them `unsafe` would
 //   say the opposite of what they guarantee.
-// - `thread_local_initializer_can_be_made_const`: `BTreeMap::new` is `const` only from Rust
+// - `missing_const_for_thread_local`: `BTreeMap::new` is `const` only from Rust
 //   1.66, and the guest must build on Debian's 1.63.
 // `unknown_lints`: an older clippy (or plain rustc) may not know the second name.
 #![allow(unknown_lints)]
 #![allow(clippy::not_unsafe_ptr_arg_deref)]
-#![allow(clippy::thread_local_initializer_can_be_made_const)]
+#![allow(clippy::missing_const_for_thread_local)]
 
 pub mod abi;
 pub mod engine;

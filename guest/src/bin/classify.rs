@@ -84,8 +84,9 @@ fn read(path: &str, what: &str) -> Vec<u8> {
         Err(e) => {
             eprintln!("error: cannot read the {} '{}': {}", what, path, e);
             eprintln!(
-                "hint: a WASI guest only sees directories the host preopens; run it with --dir, e.g.\n  wasmtime run --dir=. wasi-lab-classify.wasm -- --model {} --image {}",
-                "MODEL.pb", "IMAGE.jpg"
+                "hint: a WASI guest only sees directories the host preopens; run it with --dir, \
+                 e.g.\n  wasmtime run --dir=. wasi-lab-classify.wasm -- --model MODEL.pb --image \
+                 IMAGE.jpg"
             );
             exit(2);
         }

@@ -88,7 +88,7 @@ pub fn window_dim(
         Padding::Same => {
             let out = (size + stride - 1) / stride;
             let needed = (out - 1) * stride + k;
-            let total = if needed > size { needed - size } else { 0 };
+            let total = needed.saturating_sub(size);
             Ok((out, total / 2))
         }
     }
@@ -161,7 +161,7 @@ impl Window {
 /// Taps `k` in `[0, kernel)` with `0 <= start + k - pad < size`.
 #[inline]
 fn range(start: usize, pad: usize, kernel: usize, size: usize) -> (usize, usize) {
-    let lo = if pad > start { pad - start } else { 0 };
+    let lo = pad.saturating_sub(start);
     let hi = (size + pad).saturating_sub(start).min(kernel);
     (lo.min(hi), hi)
 }
@@ -670,6 +670,7 @@ pub fn pad(x: &[f32], shape: &[usize], pads: &[(usize, usize)], oshape: &[usize]
 
 /// `MatMul`: `a` is `[m, k]`, `b` is `[k, n]` (transposes are resolved before), then bias
 /// and activation.
+#[allow(clippy::too_many_arguments)] // the shapes and the fused epilogue, as the kernels take them
 pub fn matmul(
     a: &[f32],
     b: &[f32],

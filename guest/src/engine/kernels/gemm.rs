@@ -493,8 +493,9 @@ unsafe fn run_kernel(run: Run, k: usize, ldc: usize, lo: F32x4, hi: F32x4) {
 
 /// The micro-kernel: `R` rows (`R <= MR`) x 8 columns in `2 R` accumulators. Per step of
 /// `k`: two weight vectors, one vector of the packed A tile whose lanes are broadcast by
-/// shuffles, `2 R` multiply-adds. With `R = MR = 4` that is 8 + 2 + 1 + 1 (the broadcast)
-/// + 1 (the product) = 13 vector registers, so Cranelift keeps everything in registers
+/// shuffles, `2 R` multiply-adds. With `R = MR = 4` that is 8 accumulators, 2 weight
+/// vectors, 1 A tile, 1 broadcast and 1 product: 13 vector registers, so Cranelift keeps
+/// everything in registers
 /// (6 x 8 needs all 16 and spilled; so does any call while the accumulators are live).
 /// Not inlined: in a small function the register allocator sees only this loop. It walks
 /// a whole [`Run`] of tiles, so the call and its set-up are paid once per run, not per

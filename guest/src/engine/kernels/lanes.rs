@@ -37,6 +37,8 @@ mod imp {
         pub unsafe fn load(p: *const f32) -> F32x4 {
             F32x4(v128_load(p as *const v128))
         }
+        /// # Safety
+        /// `p .. p + 4` must be writable `f32`s.
         #[inline(always)]
         pub unsafe fn store(self, p: *mut f32) {
             v128_store(p as *mut v128, self.0)
@@ -107,11 +109,15 @@ mod imp {
     #[derive(Clone, Copy)]
     pub struct F32x4([f32; 4]);
 
+    // `add`/`mul` mirror the wasm module's names (no operator traits there either).
+    #[allow(clippy::should_implement_trait)]
     impl F32x4 {
         #[inline(always)]
         pub fn splat(v: f32) -> F32x4 {
             F32x4([v; 4])
         }
+        /// # Safety
+        /// `p .. p + 4` must be readable `f32`s.
         #[inline(always)]
         pub unsafe fn load(p: *const f32) -> F32x4 {
             F32x4([*p, *p.add(1), *p.add(2), *p.add(3)])
@@ -120,6 +126,8 @@ mod imp {
         pub fn lane_splat(self, l: usize) -> F32x4 {
             F32x4([self.0[l & 3]; 4])
         }
+        /// # Safety
+        /// `p .. p + 4` must be writable `f32`s.
         #[inline(always)]
         pub unsafe fn store(self, p: *mut f32) {
             for i in 0..4 {
@@ -153,6 +161,7 @@ mod imp {
             self.add(a.mul(b))
         }
         #[inline(always)]
+        #[allow(clippy::needless_range_loop)] // lane i of three vectors: an index reads best
         pub fn clamp(self, lo: F32x4, hi: F32x4) -> F32x4 {
             let mut r = self.0;
             for i in 0..4 {
