@@ -41,7 +41,8 @@ lab: $(LAB_STAMP)
 # The linters: ruff check, and the format checks (`ruff format --check`, `cargo fmt --check`
 # on the guest) that `make lint` and `make test` enforce. Fix a failure with
 # `.venv/bin/ruff format $(LINT_PY)` and `cargo fmt --manifest-path guest/Cargo.toml`;
-# `make lint FORMAT_CHECK=0` runs ruff check alone (a machine without rustfmt).
+# `make lint FORMAT_CHECK=0` runs ruff check alone (a machine without rustfmt). Clippy needs
+# rustup's stable (Debian's 1.63 has none): tests/test_rust_toolchains.py runs it in `make test`.
 FORMAT_CHECK ?= 1
 LINT_PY := wasi_lab tests benchmarks notebooks setup.py
 define LINT
