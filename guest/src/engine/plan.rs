@@ -115,6 +115,12 @@ pub enum Kind {
         outer: usize,
         inners: Vec<usize>,
     },
+    /// `out[i] = in[idx[i]]`: a layout op (`Transpose`, `StridedSlice`) as the index table
+    /// planned at load time; `op` names it.
+    Gather {
+        op: &'static str,
+        idx: Vec<u32>,
+    },
 }
 
 impl Kind {
@@ -152,6 +158,7 @@ impl Kind {
             Kind::Binary { op, .. } => op.name().into(),
             Kind::Unary { op } => op.name().into(),
             Kind::Concat { .. } => "ConcatV2".into(),
+            Kind::Gather { op, .. } => (*op).into(),
         }
     }
 
@@ -836,5 +843,6 @@ fn exec(kind: &Kind, ins: &Inputs<'_>, out: &mut [f32], scratch: &mut [f32], wid
         } => ops::binary(*op, ins.get(0), a, ins.get(1), b, shape, out),
         Kind::Unary { op } => ops::unary(*op, ins.get(0), out),
         Kind::Concat { outer, inners } => ops::concat(|i| ins.get(i), *outer, inners, out),
+        Kind::Gather { idx, .. } => ops::gather(ins.get(0), idx, out),
     }
 }
