@@ -43,9 +43,6 @@ NOT_YET: dict[str, tuple[str, str]] = {
         "the 98 MiB of weights plus the activations exceed the engine's budget",
         r"more than its budget of 256 MiB",
     ),
-    # ---- one op each
-    "op-conv2d-dilated-same": ("dilated Conv2D", r"dilations \[1, 2, 2, 1\] are not supported"),
-    "op-conv2d-dilated-valid": ("dilated Conv2D", r"dilations \[1, 2, 2, 1\] are not supported"),
 }
 #: A graph the guest runs today, loaded after each refusal to show the guest still works.
 KNOWN_GOOD = "op-relu-pad"
