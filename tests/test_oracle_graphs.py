@@ -33,17 +33,7 @@ if MISSING:
     pytest.skip(MISSING, allow_module_level=True)
 
 #: Graph -> (why the guest cannot run it yet, what its refusal must say: a regex).
-NOT_YET: dict[str, tuple[str, str]] = {
-    # ---- applications
-    "keras3-resnet50": (
-        "the 98 MiB of weights plus the activations exceed the engine's budget",
-        r"more than its budget of 256 MiB",
-    ),
-    "tfkeras-resnet50": (
-        "the 98 MiB of weights plus the activations exceed the engine's budget",
-        r"more than its budget of 256 MiB",
-    ),
-}
+NOT_YET: dict[str, tuple[str, str]] = {}  # every graph of tests.oracle.graphs runs today
 #: A graph the guest runs today, loaded after each refusal to show the guest still works.
 KNOWN_GOOD = "op-relu-pad"
 
