@@ -1,10 +1,12 @@
 //! The graph as the planner sees it: node references, the output a classifier means, and
 //! the nodes that output depends on, in an order where every input comes first.
 //!
-//! Everything here reads only names, ops and inputs, never attributes or weights, so it
-//! runs before any constant is decoded: [`live`] scans the graph, picks the output, and
-//! keeps the nodes it depends on; [`Live::decode`] then decodes those nodes' attributes
-//! only. An unused node, or an unsupported op on a dead branch, costs nothing.
+//! Everything here reads only names, ops and inputs, never weights, so it runs before any
+//! weight is decoded: [`live`] scans the graph, picks the output, and keeps the nodes it
+//! depends on; [`Live::decode`] then decodes those nodes' attributes only. An unused node,
+//! or an unsupported op on a dead branch, costs nothing. The one exception is a `Switch`'s
+//! predicate: when it is a bool constant, [`live`] decodes it and drops the branch it never
+//! takes (see `prune_dead_branches`).
 
 use super::graphdef::{self, GraphDef, NodeDef, MODEL_BUDGET_BYTES};
 use crate::abi::{ErrorCode, GuestResult};

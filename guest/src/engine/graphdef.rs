@@ -618,6 +618,27 @@ mod tests {
     }
 
     #[test]
+    fn bool_tensors_are_zero_and_one() {
+        // tensor_content: one byte each, any non-zero byte is true.
+        let mut t = vec![0x08, DT_BOOL as u8];
+        len_field(2, &shape(&[3]), &mut t);
+        len_field(4, &[1, 0, 7], &mut t);
+        assert_eq!(
+            *parse_tensor(&t).unwrap().data,
+            TensorData::I64(vec![1, 0, 1])
+        );
+        // bool_val (field 11), a scalar; wrong content length is an error.
+        let mut t = vec![0x08, DT_BOOL as u8];
+        len_field(2, &[], &mut t);
+        t.extend_from_slice(&[11 << 3, 1]);
+        assert_eq!(*parse_tensor(&t).unwrap().data, TensorData::I64(vec![1]));
+        let mut t = vec![0x08, DT_BOOL as u8];
+        len_field(2, &shape(&[2]), &mut t);
+        len_field(4, &[1], &mut t);
+        assert!(parse_tensor(&t).is_err());
+    }
+
+    #[test]
     fn bad_tensors_fail() {
         let mut t = vec![0x08, 0x01];
         len_field(2, &shape(&[3]), &mut t);
