@@ -25,7 +25,8 @@ def _x(*shape: int) -> np.ndarray:
 
 
 def _ints(v: list[int]) -> np.ndarray:
-    return np.array(v, np.int32)
+    """int32 as TensorFlow writes them, int64 for values that need it."""
+    return np.array(v, np.int64 if any(abs(i) >= 2**31 for i in v) else np.int32)
 
 
 def steps(guest: Guest, pb: bytes, output: str) -> list[str]:
@@ -58,6 +59,13 @@ SLICES = {
     ),
     "clamped": ([0, -9, 0, 0], [1, 99, 6, 3], [1, 2, 1, 1], {}, np.s_[:, -9:99:2]),
     "everything": ([0], [0], [1], {"end_mask": 1}, np.s_[:]),
+    "huge-steps": (
+        [0, 0, -1, 0],
+        [1, 5, -7, 3],
+        [1, 2**63 - 1, -(2**63), 1],
+        {},
+        np.s_[:, :: 2**63 - 1, -1 : -7 : -(2**63)],
+    ),
 }
 
 

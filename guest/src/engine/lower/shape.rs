@@ -277,8 +277,9 @@ pub fn switch<'g>(
     if !matches!(&ins[1], Val::Const { data, .. } if matches!(&**data, TensorData::I64(v) if v.len() == 1))
     {
         return bad(format!(
-            "{}: the predicate is computed at run time; the engine folds Switch/Merge only on a \
-             constant predicate (a bool Const, or a PlaceholderWithDefault of one)",
+            "{}: the predicate is computed at run time (or is not one bool); the engine folds \
+             Switch/Merge only on a constant predicate (a bool Const, or a \
+             PlaceholderWithDefault of one)",
             describe(node)
         ));
     }
@@ -465,7 +466,9 @@ pub fn strided_slice<'g>(
             ));
         }
         let n = in_shape[d] as i64;
-        let s = step[j];
+        // A step beyond the dimension takes one element, as a step of the dimension does:
+        // clamped, no product below can overflow (i64::MIN included).
+        let s = step[j].max(-n.max(1)).min(n.max(1));
         let norm = |v: i64| if v < 0 { v + n } else { v };
         if bit(shrink, j) {
             let i = norm(begin[j]);
