@@ -32,53 +32,8 @@ MISSING = tensorflow_missing()
 if MISSING:
     pytest.skip(MISSING, allow_module_level=True)
 
-_SWITCH = (
-    "TF1 graph mode leaves the learning phase as Switch/Merge on a predicate; the guest "
-    "does not fold them yet"
-)
-
-
-def _unsupported(*ops: str) -> str:
-    """The guest's one refusal for unsupported ops: every op named, with its node count."""
-    return r"unsupported ops? on the path to output .*" + ".*".join(
-        rf"\b{op} \(\d+ nodes?, e\.g\. '" for op in ops
-    )
-
-
 #: Graph -> (why the guest cannot run it yet, what its refusal must say: a regex).
-NOT_YET: dict[str, tuple[str, str]] = {
-    # ---- applications
-    "keras3-resnet50": (
-        "the 98 MiB of weights plus the activations exceed the engine's budget",
-        r"more than its budget of 256 MiB",
-    ),
-    "tfkeras-resnet50": (
-        "the 98 MiB of weights plus the activations exceed the engine's budget",
-        r"more than its budget of 256 MiB",
-    ),
-    "tfkeras-mobilenet": (
-        "the head's Reshape takes a StridedSlice/Pack shape",
-        _unsupported("StridedSlice", "Pack"),
-    ),
-    "tfkeras-efficientnetb0": (
-        "squeeze-excite reshapes build their shape with Shape/StridedSlice/Pack",
-        _unsupported("StridedSlice", "Pack"),
-    ),
-    "tf1-mobilenetv2-1.4": (_SWITCH, _unsupported("Switch", "Merge")),
-    "tf1-mobilenet": (_SWITCH, _unsupported("Switch", "Merge")),
-    # ---- one op each
-    "op-transpose": ("Transpose", _unsupported("Transpose")),
-    "op-stridedslice": ("StridedSlice", _unsupported("StridedSlice")),
-    "op-shape-stridedslice-pack": ("StridedSlice, Pack", _unsupported("StridedSlice", "Pack")),
-    "op-identityn": (
-        "a consumer of IdentityN's second output",
-        r"uses output 1 of a node; only output 0 is supported",
-    ),
-    "op-switch-merge-const": (_SWITCH, _unsupported("Switch", "Merge")),
-    "op-switch-merge-default": (_SWITCH, _unsupported("Switch", "Merge")),
-    "op-conv2d-dilated-same": ("dilated Conv2D", r"dilations \[1, 2, 2, 1\] are not supported"),
-    "op-conv2d-dilated-valid": ("dilated Conv2D", r"dilations \[1, 2, 2, 1\] are not supported"),
-}
+NOT_YET: dict[str, tuple[str, str]] = {}  # every graph of tests.oracle.graphs runs today
 #: A graph the guest runs today, loaded after each refusal to show the guest still works.
 KNOWN_GOOD = "op-relu-pad"
 

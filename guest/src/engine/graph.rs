@@ -1,10 +1,12 @@
 //! The graph as the planner sees it: node references, the output a classifier means, and
 //! the nodes that output depends on, in an order where every input comes first.
 //!
-//! Everything here reads only names, ops and inputs, never attributes or weights, so it
-//! runs before any constant is decoded: [`live`] scans the graph, picks the output, and
-//! keeps the nodes it depends on; [`Live::decode`] then decodes those nodes' attributes
-//! only. An unused node, or an unsupported op on a dead branch, costs nothing.
+//! Everything here reads only names, ops and inputs, never weights, so it runs before any
+//! weight is decoded: [`live`] scans the graph, picks the output, and keeps the nodes it
+//! depends on; [`Live::decode`] then decodes those nodes' attributes only. An unused node,
+//! or an unsupported op on a dead branch, costs nothing. The one exception is a `Switch`'s
+//! predicate: when it is a bool constant, [`live`] decodes it and drops the branch it never
+//! takes (see `prune_dead_branches`).
 
 use super::graphdef::{self, GraphDef, NodeDef, MODEL_BUDGET_BYTES};
 use crate::abi::{ErrorCode, GuestResult};
@@ -126,7 +128,7 @@ pub struct Live {
 /// Scan `bytes`, choose the output (`output`, or the classifier's: [`default_output`]),
 /// and order the nodes it depends on.
 pub fn live(bytes: &[u8], output: Option<&str>) -> GuestResult<Live> {
-    let graph = graphdef::scan_graph(bytes).map_err(|e| {
+    let mut graph = graphdef::scan_graph(bytes).map_err(|e| {
         (
             ErrorCode::BadModel,
             format!("not a TensorFlow GraphDef: {}", e),
@@ -157,13 +159,135 @@ pub fn live(bytes: &[u8], output: Option<&str>) -> GuestResult<Live> {
         }
         None => default_output(&graph)?,
     };
-    let order = order(&graph, &index, index[output_name.as_str()])?;
+    let out = index[output_name.as_str()];
+    let mut order = order(&graph, &index, out)?;
     drop(index);
+    if order.iter().any(|&i| graph.nodes[i].op == "Switch") {
+        if prune_dead_branches(&mut graph, bytes, &order, out)? {
+            order = self::order(&graph, &name_index(&graph), out)?;
+        }
+    }
     Ok(Live {
         graph,
         order,
         output: output_name,
     })
+}
+
+/// The `Const` a `Switch` node's predicate comes from, maybe behind `Identity` or
+/// `PlaceholderWithDefault` (nothing feeds a placeholder here, so its default decides:
+/// tf_keras' learning phase); `None` for a computed predicate.
+fn predicate_const(graph: &GraphDef, index: &HashMap<&str, usize>, i: usize) -> Option<usize> {
+    let mut at = split_ref(data_inputs(&graph.nodes[i]).nth(1)?).0;
+    for _ in 0..graph.nodes.len() {
+        let j = *index.get(at)?;
+        let n = &graph.nodes[j];
+        match n.op.as_str() {
+            "Identity" | "PlaceholderWithDefault" => at = split_ref(data_inputs(n).next()?).0,
+            "Const" => return Some(j),
+            _ => return None,
+        }
+    }
+    None
+}
+
+/// The output of a `Switch` whose predicate is constant `c` that it never takes: 0 (the
+/// false branch) when the predicate is true, 1 when it is false.
+fn untaken_output(c: &NodeDef) -> Option<usize> {
+    match c.attr("value") {
+        Some(graphdef::AttrValue::Tensor(t)) => match &*t.data {
+            graphdef::TensorData::I64(v) if v.len() == 1 => Some(if v[0] != 0 { 0 } else { 1 }),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn name_index(graph: &GraphDef) -> HashMap<&str, usize> {
+    graph
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.name.as_str(), i))
+        .collect()
+}
+
+/// Fold `Switch`/`Merge` on constant predicates (what `tf.cond` on a known value and TF1's
+/// learning phase leave in a frozen graph): a node fed by the output a `Switch` never takes
+/// is dead, as is any node fed by a dead one, except a `Merge`, which takes whichever input
+/// is live. Each `Merge` keeps only its live inputs, so reordering from the output drops
+/// the dead branches (and any op on them the engine does not run, such as Dropout's
+/// `RandomUniform`). Returns whether anything was pruned.
+fn prune_dead_branches(
+    graph: &mut GraphDef,
+    bytes: &[u8],
+    order: &[usize],
+    out: usize,
+) -> GuestResult<bool> {
+    // Decode the predicates' constants first (a few bools; decoding again later is a no-op).
+    let preds: Vec<(usize, usize)> = {
+        let index = name_index(graph);
+        order
+            .iter()
+            .filter(|&&i| graph.nodes[i].op == "Switch")
+            .filter_map(|&i| predicate_const(graph, &index, i).map(|c| (i, c)))
+            .collect()
+    };
+    for &(_, c) in &preds {
+        let mut budget = MODEL_BUDGET_BYTES;
+        graphdef::decode_attrs(bytes, &mut graph.nodes[c], &mut budget).map_err(|e| {
+            (
+                ErrorCode::BadModel,
+                format!("not a TensorFlow GraphDef: node #{}: {}", c, e),
+            )
+        })?;
+    }
+    let never: HashMap<usize, usize> = preds
+        .iter()
+        .filter_map(|&(i, c)| untaken_output(&graph.nodes[c]).map(|k| (i, k)))
+        .collect();
+    if never.is_empty() {
+        return Ok(false);
+    }
+    let mut dead = vec![false; graph.nodes.len()];
+    let mut merges: Vec<(usize, Vec<String>)> = Vec::new();
+    {
+        let index = name_index(graph);
+        for &i in order {
+            let n = &graph.nodes[i];
+            let is_dead = |r: &str| {
+                let (name, k) = split_ref(r);
+                let j = index[name];
+                dead[j] || never.get(&j) == Some(&k)
+            };
+            if n.op == "Merge" {
+                let live: Vec<String> = n
+                    .inputs
+                    .iter()
+                    .filter(|r| r.starts_with('^') || !is_dead(r))
+                    .cloned()
+                    .collect();
+                if live.iter().all(|r| r.starts_with('^')) {
+                    dead[i] = true;
+                } else if live.len() != n.inputs.len() {
+                    merges.push((i, live));
+                }
+            } else if data_inputs(n).any(is_dead) {
+                dead[i] = true;
+            }
+        }
+    }
+    if dead[out] {
+        return bad(format!(
+            "the output '{}' is on a branch that its constant Switch predicate never takes",
+            graph.nodes[out].name
+        ));
+    }
+    let pruned = !merges.is_empty();
+    for (i, inputs) in merges {
+        graph.nodes[i].inputs = inputs;
+    }
+    Ok(pruned)
 }
 
 impl Live {

@@ -38,6 +38,8 @@ pub const MAX_RANK: usize = 8;
 pub const DT_FLOAT: i64 = 1;
 pub const DT_INT32: i64 = 3;
 pub const DT_INT64: i64 = 9;
+/// A bool tensor (a `tf.cond` predicate): held as integers 0 and 1.
+pub const DT_BOOL: i64 = 10;
 
 /// A decoded `GraphDef`: its nodes in file order.
 #[derive(Clone, Debug, Default)]
@@ -416,6 +418,7 @@ pub fn parse_tensor_within(bytes: &[u8], budget: &mut usize) -> ProtoResult<Tens
             5 => push_floats(&mut floats, v, "TensorProto.float_val")?,
             7 => push_ints(&mut ints, v, "TensorProto.int_val")?,
             10 => push_ints(&mut ints, v, "TensorProto.int64_val")?,
+            11 => push_ints(&mut ints, v, "TensorProto.bool_val")?,
             _ => {}
         }
     }
@@ -460,8 +463,12 @@ pub fn parse_tensor_within(bytes: &[u8], budget: &mut usize) -> ProtoResult<Tens
             }
             None => fill(floats, n, 0.0, &shape)?,
         }),
-        DT_INT32 | DT_INT64 => {
-            let size = if dtype == DT_INT32 { 4 } else { 8 };
+        DT_INT32 | DT_INT64 | DT_BOOL => {
+            let size = match dtype {
+                DT_INT32 => 4,
+                DT_BOOL => 1,
+                _ => 8,
+            };
             TensorData::I64(match content {
                 Some(raw) => {
                     if raw.len() != n * size {
@@ -477,7 +484,9 @@ pub fn parse_tensor_within(bytes: &[u8], budget: &mut usize) -> ProtoResult<Tens
                         super::proto::ProtoError(format!("{}{} integers", OUT_OF_MEMORY, n))
                     })?;
                     out.extend(raw.chunks_exact(size).map(|c| {
-                        if size == 4 {
+                        if size == 1 {
+                            (c[0] != 0) as i64
+                        } else if size == 4 {
                             i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64
                         } else {
                             let mut a = [0u8; 8];
@@ -491,6 +500,8 @@ pub fn parse_tensor_within(bytes: &[u8], budget: &mut usize) -> ProtoResult<Tens
                 None => {
                     let ints = if dtype == DT_INT32 {
                         ints.into_iter().map(|v| v as i32 as i64).collect()
+                    } else if dtype == DT_BOOL {
+                        ints.into_iter().map(|v| (v != 0) as i64).collect()
                     } else {
                         ints
                     };
@@ -500,7 +511,7 @@ pub fn parse_tensor_within(bytes: &[u8], budget: &mut usize) -> ProtoResult<Tens
         }
         other => {
             return err(format!(
-                "unsupported tensor dtype {} (float, int32 and int64 are supported)",
+                "unsupported tensor dtype {} (float, int32, int64 and bool are supported)",
                 other
             ))
         }
@@ -604,6 +615,27 @@ mod tests {
         let p = parse_tensor(&t).unwrap();
         assert_eq!(p.shape, Vec::<usize>::new());
         assert_eq!(*p.data, TensorData::I64(vec![0]));
+    }
+
+    #[test]
+    fn bool_tensors_are_zero_and_one() {
+        // tensor_content: one byte each, any non-zero byte is true.
+        let mut t = vec![0x08, DT_BOOL as u8];
+        len_field(2, &shape(&[3]), &mut t);
+        len_field(4, &[1, 0, 7], &mut t);
+        assert_eq!(
+            *parse_tensor(&t).unwrap().data,
+            TensorData::I64(vec![1, 0, 1])
+        );
+        // bool_val (field 11), a scalar; wrong content length is an error.
+        let mut t = vec![0x08, DT_BOOL as u8];
+        len_field(2, &[], &mut t);
+        t.extend_from_slice(&[11 << 3, 1]);
+        assert_eq!(*parse_tensor(&t).unwrap().data, TensorData::I64(vec![1]));
+        let mut t = vec![0x08, DT_BOOL as u8];
+        len_field(2, &shape(&[2]), &mut t);
+        len_field(4, &[1], &mut t);
+        assert!(parse_tensor(&t).is_err());
     }
 
     #[test]

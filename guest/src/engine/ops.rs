@@ -700,6 +700,13 @@ pub fn transpose(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     t
 }
 
+/// `out[i] = x[idx[i]]`: any layout op whose index table was planned at load time.
+pub fn gather<T: Copy>(x: &[T], idx: &[u32], out: &mut [T]) {
+    for (o, &i) in out.iter_mut().zip(idx) {
+        *o = x[i as usize];
+    }
+}
+
 /// Transpose a row-major `[rows, cols]` matrix into `t` (at least `rows * cols` values).
 pub fn transpose_into(x: &[f32], rows: usize, cols: usize, t: &mut [f32]) {
     for r in 0..rows {

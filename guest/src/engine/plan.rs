@@ -115,6 +115,12 @@ pub enum Kind {
         outer: usize,
         inners: Vec<usize>,
     },
+    /// `out[i] = in[idx[i]]`: a layout op (`Transpose`, `StridedSlice`) as the index table
+    /// planned at load time; `op` names it.
+    Gather {
+        op: &'static str,
+        idx: Vec<u32>,
+    },
 }
 
 impl Kind {
@@ -152,6 +158,7 @@ impl Kind {
             Kind::Binary { op, .. } => op.name().into(),
             Kind::Unary { op } => op.name().into(),
             Kind::Concat { .. } => "ConcatV2".into(),
+            Kind::Gather { op, .. } => (*op).into(),
         }
     }
 
@@ -464,7 +471,11 @@ impl Model {
                 probe(&node, floats)?;
                 *packed = kernels::pack_conv(win, w, *cout, bias);
                 if packed.is_some() {
-                    *w = Vec::new(); // the packed copy is the only one the kernel reads
+                    // The packed copy is the only one the kernel reads: the unpacked one is
+                    // freed, so its floats go back to the budget (charged when it was copied).
+                    // Without this, ResNet50's 98 MiB of weights counted three times.
+                    budget = budget.saturating_add(w.len().saturating_mul(4));
+                    *w = Vec::new();
                 }
             }
         }
@@ -836,5 +847,6 @@ fn exec(kind: &Kind, ins: &Inputs<'_>, out: &mut [f32], scratch: &mut [f32], wid
         } => ops::binary(*op, ins.get(0), a, ins.get(1), b, shape, out),
         Kind::Unary { op } => ops::unary(*op, ins.get(0), out),
         Kind::Concat { outer, inners } => ops::concat(|i| ins.get(i), *outer, inners, out),
+        Kind::Gather { idx, .. } => ops::gather(ins.get(0), idx, out),
     }
 }

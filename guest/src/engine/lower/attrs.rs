@@ -31,8 +31,8 @@ pub fn describe(node: &NodeDef) -> String {
     format!("node '{}' ({})", node.name, node.op)
 }
 
-/// NHWC only, dilations of 1 only: anything else is refused by name.
-pub fn check_nhwc(node: &NodeDef) -> GuestResult<()> {
+/// NHWC only: anything else is refused by name.
+pub fn check_format(node: &NodeDef) -> GuestResult<()> {
     if let Some(f) = attr_str(node, "data_format") {
         if f != "NHWC" {
             return bad(format!(
@@ -42,6 +42,20 @@ pub fn check_nhwc(node: &NodeDef) -> GuestResult<()> {
             ));
         }
     }
+    Ok(())
+}
+
+/// A convolution's `dilations` `[1, h, w, 1]` (1 and 1 when absent).
+pub fn dilations(node: &NodeDef) -> GuestResult<(usize, usize)> {
+    match attr_ints(node, "dilations") {
+        Some(_) => spatial(node, "dilations"),
+        None => Ok((1, 1)),
+    }
+}
+
+/// NHWC only, dilations of 1 only: anything else is refused by name.
+pub fn check_nhwc(node: &NodeDef) -> GuestResult<()> {
+    check_format(node)?;
     if let Some(d) = attr_ints(node, "dilations") {
         if d.iter().any(|&v| v != 1) {
             return bad(format!(

@@ -1,10 +1,10 @@
 //! Sliding-window ops on NHWC tensors: `Conv2D`, `DepthwiseConv2dNative`, `AvgPool`,
 //! `MaxPool`. Weights are copied (the batch norm after a convolution folds into the copy).
 
-use super::attrs::{check_nhwc, describe, padding, spatial};
+use super::attrs::{check_format, check_nhwc, describe, dilations, padding, spatial};
 use super::{arity, bad, const_f32, rank, Builder, Val};
 use crate::abi::{ErrorCode, GuestResult};
-use crate::engine::graphdef::NodeDef;
+use crate::engine::graphdef::{element_count, NodeDef};
 use crate::engine::ops::{Act, Window};
 use crate::engine::plan::Kind;
 
@@ -35,10 +35,10 @@ fn convolution(
     depthwise: bool,
 ) -> GuestResult<Val> {
     arity(node, ins, 2)?;
-    check_nhwc(node)?;
+    check_format(node)?;
     rank(node, &ins[0], 4, "the input")?;
     rank(node, &ins[1], 4, "the filter")?;
-    let f = ins[1].shape().to_vec();
+    let mut f = ins[1].shape().to_vec();
     let w = const_f32(node, &ins[1], "the filter")?;
     if w.is_empty() {
         return bad(format!(
@@ -47,7 +47,12 @@ fn convolution(
             f
         ));
     }
-    let w = b.copy(node, w)?;
+    let (dh, dw) = dilations(node)?;
+    let w = if (dh, dw) == (1, 1) {
+        b.copy(node, w)?
+    } else {
+        dilate(b, node, w, &mut f, dh, dw)?
+    };
     let (sh, sw) = spatial(node, "strides")?;
     let win = Window::new(ins[0].shape(), f[0], f[1], sh, sw, padding(node)?)
         .map_err(|e| (ErrorCode::BadModel, format!("{}: {}", describe(node), e)))?;
@@ -85,6 +90,51 @@ fn convolution(
         }
     };
     b.push_step(node, kind, &[&ins[0]], shape_out)
+}
+
+/// A dilated filter as the plain one it equals: `[kh, kw, c, m]` spread to
+/// `[(kh - 1) * dh + 1, (kw - 1) * dw + 1, c, m]` with zeros between the taps (TensorFlow
+/// pads SAME for that effective size too). `f` becomes the new shape. The zeros cost
+/// multiply-adds; the graphs that dilate are small.
+fn dilate(
+    b: &mut Builder<'_>,
+    node: &NodeDef,
+    w: &[f32],
+    f: &mut [usize],
+    dh: usize,
+    dw: usize,
+) -> GuestResult<Vec<f32>> {
+    let spread = |k: usize, d: usize| (k - 1).checked_mul(d).map(|v| v + 1);
+    let (kh, kw) = match (spread(f[0], dh), spread(f[1], dw)) {
+        (Some(kh), Some(kw)) if kh <= 1 << 16 && kw <= 1 << 16 => (kh, kw),
+        _ => {
+            return bad(format!(
+                "{}: dilations ({}, {}) of a {:?} filter are too large",
+                describe(node),
+                dh,
+                dw,
+                f
+            ))
+        }
+    };
+    let inner = f[2] * f[3];
+    let n = element_count(&[kh, kw, inner]).ok_or_else(|| {
+        (
+            ErrorCode::BadModel,
+            format!("{}: dilated filter too large", describe(node)),
+        )
+    })?;
+    let mut out = b.zeros(node, n)?;
+    for i in 0..f[0] {
+        for j in 0..f[1] {
+            let from = (i * f[1] + j) * inner;
+            let to = (i * dh * kw + j * dw) * inner;
+            out[to..to + inner].copy_from_slice(&w[from..from + inner]);
+        }
+    }
+    f[0] = kh;
+    f[1] = kw;
+    Ok(out)
 }
 
 pub fn avg_pool<'g>(

@@ -10,7 +10,8 @@
 //! A new op is a new function in the file of its family, plus one line in [`REGISTRY`]:
 //! - [`source`]: `Placeholder`, `Const`;
 //! - [`shape`]: `Identity`, `IdentityN`, `PlaceholderWithDefault`, `Shape`, `Reshape`,
-//!   `Squeeze`, `ExpandDims`, `Pad`, `ConcatV2`, `NoOp`;
+//!   `Squeeze`, `ExpandDims`, `Pad`, `ConcatV2`, `NoOp`, `StridedSlice`, `Pack`, `Transpose`,
+//!   `Switch`, `Merge` (on a constant predicate, see [`super::graph`]);
 //! - [`conv`]: `Conv2D`, `DepthwiseConv2dNative`, `AvgPool`, `MaxPool`;
 //! - [`norm`]: `FusedBatchNorm(V3)`, `BiasAdd`, and the per-channel affine fusion they share;
 //! - [`elementwise`]: `Add`/`AddV2` (with the residual fusion), `Relu`, `Relu6`;
@@ -88,6 +89,11 @@ pub const REGISTRY: &[(&str, Lower)] = &[
         shape::placeholder_with_default as Lower,
     ),
     ("NoOp", shape::no_op as Lower),
+    ("StridedSlice", shape::strided_slice as Lower),
+    ("Pack", shape::pack as Lower),
+    ("Transpose", shape::transpose as Lower),
+    ("Switch", shape::switch as Lower),
+    ("Merge", shape::merge as Lower),
 ];
 
 /// The lowering function of `op`, if the engine runs it.
@@ -205,6 +211,8 @@ pub fn with_shape(v: &Val, shape: Vec<usize>) -> Val {
 
 pub struct Builder<'g> {
     pub vals: HashMap<&'g str, Val>,
+    /// Outputs after the first, by node name and output index (`IdentityN`, `Switch`).
+    pub outs: HashMap<(&'g str, usize), Val>,
     pub consumers: HashMap<&'g str, usize>,
     pub steps: Vec<Step>,
     pub consts: Vec<Rc<TensorData>>,
@@ -436,6 +444,7 @@ impl<'g> Builder<'g> {
         *consumers.entry(output).or_insert(0) += 1;
         Builder {
             vals: HashMap::new(),
+            outs: HashMap::new(),
             consumers,
             steps: Vec::new(),
             consts: Vec::new(),
@@ -452,15 +461,21 @@ impl<'g> Builder<'g> {
         let mut ins: Vec<Val> = Vec::new();
         for r in data_inputs(node) {
             let (name, index) = split_ref(r);
-            if index != 0 {
+            let v = if index == 0 {
+                self.vals.get(name)
+            } else {
+                self.outs.get(&(name, index))
+            };
+            if v.is_none() && index != 0 {
                 return bad(format!(
-                    "{}: input '{}' uses output {} of a node; only output 0 is supported",
+                    "{}: input '{}' uses output {} of a node that has no such output here \
+                     (only IdentityN and Switch give more than output 0)",
                     describe(node),
                     r,
                     index
                 ));
             }
-            match self.vals.get(name) {
+            match v {
                 Some(v) => ins.push(v.clone()),
                 None => return bad(format!("{}: input '{}' has no value", describe(node), r)),
             }

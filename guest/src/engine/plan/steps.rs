@@ -237,8 +237,10 @@ fn params(kind: &Kind) -> String {
         }
         Kind::Mean { .. } => "\"act\":\"none\"".to_string(),
         Kind::Softmax { classes } => format!("\"act\":\"none\",\"classes\":{}", classes),
-        Kind::Pad { .. } | Kind::Binary { .. } | Kind::Unary { .. } | Kind::Concat { .. } => {
-            "\"act\":\"none\"".to_string()
-        }
+        Kind::Pad { .. }
+        | Kind::Binary { .. }
+        | Kind::Unary { .. }
+        | Kind::Concat { .. }
+        | Kind::Gather { .. } => "\"act\":\"none\"".to_string(),
     }
 }
