@@ -162,10 +162,10 @@ pub fn live(bytes: &[u8], output: Option<&str>) -> GuestResult<Live> {
     let out = index[output_name.as_str()];
     let mut order = order(&graph, &index, out)?;
     drop(index);
-    if order.iter().any(|&i| graph.nodes[i].op == "Switch") {
-        if prune_dead_branches(&mut graph, bytes, &order, out)? {
-            order = self::order(&graph, &name_index(&graph), out)?;
-        }
+    if order.iter().any(|&i| graph.nodes[i].op == "Switch")
+        && prune_dead_branches(&mut graph, bytes, &order, out)?
+    {
+        order = self::order(&graph, &name_index(&graph), out)?;
     }
     Ok(Live {
         graph,
