@@ -238,6 +238,19 @@ pub fn concat<'g>(
         .iter()
         .map(|p| p.shape()[at..].iter().product())
         .collect();
+    join(b, node, parts, out, outer, inners)
+}
+
+/// The end ConcatV2 and Pack share: `parts` (each `outer` blocks of `inners[i]` values)
+/// joined block by block; folded when every part is a float constant, else one Concat step.
+fn join<'g>(
+    b: &mut Builder<'g>,
+    node: &'g NodeDef,
+    parts: &[Val],
+    out: Vec<usize>,
+    outer: usize,
+    inners: Vec<usize>,
+) -> GuestResult<Val> {
     let consts: Option<Vec<&[f32]>> = parts.iter().map(float_const).collect();
     if let Some(values) = consts {
         return folded(b, node, out, |v| {
@@ -607,14 +620,7 @@ pub fn pack<'g>(
             data: Rc::new(TensorData::I64(v)),
         });
     }
-    let consts: Option<Vec<&[f32]>> = ins.iter().map(float_const).collect();
-    if let Some(values) = consts {
-        return folded(b, node, out, |v| {
-            ops::concat(|i| values[i], outer, &inners, v)
-        });
-    }
-    let refs: Vec<&Val> = ins.iter().collect();
-    b.push_step(node, Kind::Concat { outer, inners }, &refs, out)
+    join(b, node, ins, out, outer, inners)
 }
 
 /// `PlaceholderWithDefault`: nothing feeds it here, so it is its default value.
