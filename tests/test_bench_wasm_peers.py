@@ -259,3 +259,21 @@ def test_the_record_names_no_machines_folders() -> None:
         r["result"]["module"] == "guest/prebuilt/wasi_lab_guest.wasm" for r in record["runs"]
     )
     assert str(Path.home()) not in text and "/tmp/" not in text
+
+
+def test_notebook_07_cpu_per_wall_bound_is_the_records() -> None:
+    """Section 5's reading says "CPU/wall at most N": N is the record's largest, over every
+    engine of every run, so the sentence moves with the record."""
+    import nbformat
+
+    from wasi_lab.paths import REPO_ROOT
+
+    nb = nbformat.read(REPO_ROOT / "notebooks" / "07_deep_dive_performance.ipynb", 4)
+    cell = next(
+        c.source
+        for c in nb.cells
+        if c.cell_type == "markdown" and c.source.startswith("How to read it.")
+    )
+    record = load_record()
+    top = max(v for run in record["runs"] for v in run["result"]["cpu_per_wall"].values())
+    assert f"CPU/wall at most {top:.2f}" in cell

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from wasi_lab.pngs import make_png
+from wasi_lab.pngs import decompression_bomb, make_png
 from wasi_lab.runtime import (
     BadArgumentError,
     BadImageError,
@@ -91,6 +91,8 @@ def test_truncated_png_is_refused(guest: Guest, small_png: bytes) -> None:
 
 def test_decompression_bomb_is_refused_before_decoding(guest: Guest) -> None:
     bomb = make_png(20000, 20000)
+    assert bomb == decompression_bomb()
+    assert len(bomb) < 200  # what notebook 06 and wasi_lab.pngs say of its size
     assert guest.image_size(bomb) == (20000, 20000)
     pages = guest.pages
     with pytest.raises(ImageTooLargeError, match="20000x20000"):

@@ -137,10 +137,11 @@ def error_examples(server: ServerProcess, images: ImageServer) -> list[dict]:
     from wasi_lab.pngs import decompression_bomb
 
     grace = (IMAGES_DIR / "grace_hopper.jpg").read_bytes()
+    bomb = decompression_bomb()
     cases = [
         ("not an image", "/predict", b"hello", {}),
         ("truncated JPEG", "/predict", grace[:5000], {}),
-        ("20000x20000 PNG bomb (a few KiB)", "/predict", decompression_bomb(), {}),
+        (f"20000x20000 PNG bomb ({len(bomb)} bytes)", "/predict", bomb, {}),
         ("metadata address URL", "/", b"http://169.254.169.254/latest/meta-data/", {}),
         ("slow image server", "/", f"{images.url}/slow/grace_hopper.jpg".encode(), {}),
         ("guest forced to trap", "/predict", grace, {"X-Test-Trap": "1"}),
