@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 
 from wasi_lab import buildrecord, rayon_lesson
 from wasi_lab.build import built_module
+from wasi_lab.paths import GUEST_DIR, PREBUILT_MODULE
 from wasi_lab.views.build_views import jpeg_worker_listing
 
 REGENERATE = "regenerate it with `python -m wasi_lab.buildrecord` (cold builds, minutes)"
@@ -26,6 +29,8 @@ def stale_reasons(record: buildrecord.BuildRecord, check_crates: bool = True) ->
     for key in ("features", "dependencies"):
         if record.manifest.get(key) != now[key]:
             reasons.append(f"guest/Cargo.toml [{key}] changed since the record was made")
+    if record.sources != buildrecord.sources_digest():
+        reasons.append("guest/src or guest/Cargo.toml changed since the record was made")
     if check_crates:
         for name, v in record.variants.items():
             crates = buildrecord.dependency_crates(tuple(v.features))
@@ -47,6 +52,77 @@ def test_stored_record_still_describes_the_guest(record: buildrecord.BuildRecord
     every variant, are what they were when the record was made."""
     reasons = stale_reasons(record)
     assert not reasons, f"{reasons}: {REGENERATE}"
+
+
+def test_stored_record_describes_the_committed_prebuilt(
+    record: buildrecord.BuildRecord,
+) -> None:
+    """The record's release build is guest/prebuilt/wasi_lab_guest.wasm, byte for byte.
+
+    A release build of the same sources with the same toolchain is byte-identical to the
+    prebuilt module (`--update-prebuilt` copies it after the same post-link passes), even
+    from another checkout; so whoever rebuilds guest/prebuilt records again, and notebook
+    01's sizes stay those of the module notebook 02 opens.
+    """
+    release = record.variants["release"]
+    data = PREBUILT_MODULE.read_bytes()
+    assert (release.size, release.sha256) == (len(data), hashlib.sha256(data).hexdigest()), (
+        f"{record.prebuilt_line()} {REGENERATE}"
+    )
+    assert record.matches_prebuilt()
+    assert "byte for byte" in record.prebuilt_line()
+    assert all(len(v.sha256) == 64 for v in record.variants.values())
+
+
+def test_prebuilt_line_says_when_the_record_predates_the_prebuilt(
+    record: buildrecord.BuildRecord, tmp_path: Path
+) -> None:
+    prebuilt = tmp_path / "wasi_lab_guest.wasm"
+    prebuilt.write_bytes(b"\0asm\1\0\0\0")
+    old = copy.deepcopy(record)
+    old.variants["release"].size, old.variants["release"].sha256 = 611_724, "0" * 64
+    line = old.prebuilt_line(prebuilt)
+    assert not old.matches_prebuilt(prebuilt)
+    assert line.startswith("The record predates guest/prebuilt (611,724 vs 8 bytes)")
+    assert "not the module notebook 02 opens" in line and "\n" not in line
+    old.source = "live"
+    assert old.prebuilt_line(prebuilt).startswith("This release build is not guest/prebuilt")
+    same = copy.deepcopy(record)
+    same.variants["release"].sha256 = hashlib.sha256(prebuilt.read_bytes()).hexdigest()
+    assert same.matches_prebuilt(prebuilt)
+    assert same.prebuilt_line(prebuilt).endswith(
+        "byte for byte (8 bytes): the module notebook 02 opens."
+    )
+
+
+def test_sources_digest_sees_every_source_file_and_not_the_lock(tmp_path: Path) -> None:
+    guest = tmp_path / "guest"
+    shutil.copytree(GUEST_DIR, guest, ignore=shutil.ignore_patterns("target", "prebuilt"))
+    base = buildrecord.sources_digest(guest)
+    assert base == buildrecord.sources_digest()
+    (guest / "Cargo.lock").write_text("# cargo writes this afresh on every build\n")
+    assert buildrecord.sources_digest(guest) == base
+    deep = sorted((guest / "src").rglob("*.rs"))[-1]
+    deep.write_bytes(deep.read_bytes() + b"\n")
+    assert buildrecord.sources_digest(guest) != base
+    deep.write_bytes(deep.read_bytes()[:-1])
+    deep.rename(deep.with_name("renamed.rs"))
+    assert buildrecord.sources_digest(guest) != base
+
+
+def test_stale_reasons_sees_changed_sources(record: buildrecord.BuildRecord) -> None:
+    changed = copy.deepcopy(record)
+    changed.sources = "0" * 64
+    assert any("guest/src" in r for r in stale_reasons(changed, check_crates=False))
+    assert not any("guest/src" in r for r in stale_reasons(record, check_crates=False))
+
+
+def test_the_articles_panic_is_quoted_as_printed() -> None:
+    """The article's three lines joined by spaces, its closing `})}` included."""
+    text = rayon_lesson.ARTICLE_PANIC
+    assert text.startswith("The global thread pool has not been initialized.: ")
+    assert text.endswith('{ error: "operation not supported on this platform" })}')
+    assert "  " not in text and "\n" not in text
 
 
 def test_stored_record_is_complete(record: buildrecord.BuildRecord) -> None:

@@ -31,6 +31,7 @@ import nbformat
 import pytest
 
 from tests.nbrun import solution_code
+from tests.printed_facts import PRINTED_FACTS
 from wasi_lab.exercises import FAIL, PASS
 from wasi_lab.paths import REPO_ROOT
 
@@ -377,6 +378,9 @@ def test_notebook_runs(path: Path, mode: str) -> None:
         keep_as=ARTIFACTS / f"{path.stem}{suffix}",
     )
     _record_time(path.name, mode, seconds)
+    if path.stem in PRINTED_FACTS:  # what the prose says, against what the cells printed
+        wrong = PRINTED_FACTS[path.stem](nb)
+        assert not wrong, f"{path.name} ({mode}): " + "; ".join(wrong)
     if is_preflight(path):
         assert not preflight_problems(nb), preflight_problems(nb)
 

@@ -12,14 +12,17 @@ Regenerate the record (cold builds: several minutes) with::
     python -m wasi_lab.buildrecord
 
 tests/test_buildrecord.py compares the stored record with the current ``guest/Cargo.toml``
-(``manifest_summary``) and, when a toolchain is present, with ``cargo tree``
-(``dependency_crates``), so a record that no longer describes the guest is caught.
+(``manifest_summary``), the guest's sources (``sources_digest``), the committed
+``guest/prebuilt`` module (the release build's sha256) and, when a toolchain is present,
+``cargo tree`` (``dependency_crates``), so a record that no longer describes the guest is
+caught. Whoever rebuilds ``guest/prebuilt`` records again.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import hashlib
 import json
 import os
 import re
@@ -32,7 +35,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from wasi_lab.paths import GUEST_DIR, KIT_ROOT, REPO_ROOT
+from wasi_lab.paths import GUEST_DIR, KIT_ROOT, PREBUILT_MODULE, REPO_ROOT
 from wasi_lab.rayon_lesson import RAYON_FEATURE, format_rayon, panic_text, rayon_demo_outcome
 
 #: Read by notebook 01 (shipped in the wheel too, as kit data); written in a checkout.
@@ -69,6 +72,7 @@ class VariantRecord:
     crates: list[str] = field(default_factory=list)  # `cargo tree`: every crate in the build
     module: str = ""  # where the module landed (relative to the repo)
     sections: dict[str, int] = field(default_factory=dict)  # bytes per kind of section
+    sha256: str = ""  # of the module as built (after the post-link passes)
 
     @property
     def debug_info_bytes(self) -> int:
@@ -97,6 +101,44 @@ class BuildRecord:
     variants: dict[str, VariantRecord]
     rayon_demo: dict = field(default_factory=dict)
     image_probe: dict = field(default_factory=dict)
+    sources: str = ""  # sources_digest() of the guest the variants were built from
+
+    def matches_prebuilt(self, prebuilt: Path = PREBUILT_MODULE) -> bool:
+        """The release build here is the committed guest/prebuilt module, byte for byte."""
+        release = self.variants.get("release")
+        return (
+            release is not None
+            and Path(prebuilt).is_file()
+            and release.sha256 == hashlib.sha256(Path(prebuilt).read_bytes()).hexdigest()
+        )
+
+    def prebuilt_line(self, prebuilt: Path = PREBUILT_MODULE) -> str:
+        """One line for notebook 01: is this release module the one the course runs?
+
+        A stored record made before guest/prebuilt was rebuilt says so, with both sizes,
+        instead of passing its numbers off as those of the module notebook 02 opens.
+        """
+        release = self.variants.get("release")
+        prebuilt = Path(prebuilt)
+        if release is None or not prebuilt.is_file():
+            return f"(no release build or no {prebuilt.name} to compare)"
+        size = prebuilt.stat().st_size
+        whose = "This release build" if self.source == "live" else "The record's release module"
+        if self.matches_prebuilt(prebuilt):
+            return (
+                f"{whose} is guest/prebuilt/{prebuilt.name} byte for byte ({size:,} bytes): "
+                f"the module notebook 02 opens."
+            )
+        sizes = f"{release.size:,} vs {size:,} bytes"
+        if self.source == "live":
+            return (
+                f"This release build is not guest/prebuilt/{prebuilt.name} ({sizes}): the "
+                f"course, notebook 02 included, still runs the prebuilt module."
+            )
+        return (
+            f"The record predates guest/prebuilt ({sizes}): its sizes are not the module "
+            f"notebook 02 opens."
+        )
 
     def to_json(self) -> str:
         data = asdict(self)
@@ -180,6 +222,23 @@ def manifest_summary(manifest: Path = GUEST_DIR / "Cargo.toml") -> dict:
     """The parts of guest/Cargo.toml a build record depends on: features and dependencies."""
     data = tomllib.loads(Path(manifest).read_text(encoding="utf-8"))
     return {"features": data.get("features", {}), "dependencies": data.get("dependencies", {})}
+
+
+def sources_digest(guest: Path = GUEST_DIR) -> str:
+    """sha256 over the guest's inputs: Cargo.toml and every file under src/ (names and bytes).
+
+    Cargo.lock is not among them: it is not committed, and every build deletes it and lets
+    cargo resolve afresh (`wasi_lab.build`), so the crates a build used are recorded from
+    `cargo tree` instead (`VariantRecord.crates`).
+    """
+    guest = Path(guest)
+    files = [guest / "Cargo.toml", *sorted(p for p in (guest / "src").rglob("*") if p.is_file())]
+    h = hashlib.sha256()
+    for f in files:
+        rel = f.relative_to(guest).as_posix().encode()
+        data = f.read_bytes()
+        h.update(len(rel).to_bytes(8, "little") + rel + len(data).to_bytes(8, "little") + data)
+    return h.hexdigest()
 
 
 # --------------------------------------------------------------------------- cargo
@@ -316,6 +375,7 @@ def build_variant(
         crates=dependency_crates(features) or [],
         module=_relative(res.module),
         sections=section_sizes(res.module),
+        sha256=hashlib.sha256(res.module.read_bytes()).hexdigest(),
     )
 
 
@@ -545,7 +605,10 @@ def record(
 
         raise RecordError(missing_toolchain_advice())
     load_avg = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    sources = sources_digest()
     built = {name: build_variant(name, cold=cold, progress=progress) for name in variants}
+    if sources_digest() != sources:
+        raise RecordError("guest/ changed while the builds ran: record again")
     rec = BuildRecord(
         recorded=_dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         source="live",
@@ -555,6 +618,7 @@ def record(
         load_average=round(load_avg, 1) if load_avg is not None else None,
         manifest=manifest_summary(),
         variants=built,
+        sources=sources,
     )
     rayon = built.get(f"release-{RAYON_FEATURE}")
     if rayon is not None:
@@ -592,6 +656,7 @@ def results(live: bool = False, progress: bool = True) -> BuildRecord:
         manifest=manifest_summary(),
         variants=built,
         image_probe=stored.image_probe,
+        sources=sources_digest(),
     )
     rec.rayon_demo = rayon_demo_outcome(REPO_ROOT / built[f"release-{RAYON_FEATURE}"].module)
     return rec
