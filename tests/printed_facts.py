@@ -1,4 +1,4 @@
-"""What the prose of notebooks 01-03 says, checked against what their cells printed.
+"""What the prose of notebooks 01-03, 05, 07 and 08 says, checked against what their cells printed.
 
 `tests/test_notebooks.py` executes each notebook; for a notebook named in `PRINTED_FACTS` it
 then hands the executed copy to that notebook's checker, which returns the sentences the run
@@ -171,9 +171,56 @@ def facts_03(nb: nbformat.NotebookNode) -> list[str]:
     return f.problems
 
 
+def facts_05(nb: nbformat.NotebookNode) -> list[str]:
+    f = Facts(nb)
+    out = f.printed_by("reproduction.format_table(rows)")
+    # [33]: the file-reading guest's `result:` line is measured here too (a stand-in model).
+    got = f.search(
+        r"2\. `result:` of the file-read\S*\s+Some\(\(0\.32560226, 654\)\)\s+(\S+)\s", out
+    )
+    if got:
+        f.expect(got.group(1).startswith("Some(("), f"row 2 is filled: {got.group(0)!r}")
+    # The instantiation row is like for like: compile + instantiate, as the article's server.
+    f.expect("a cold Cranelift compile" in out, "row 7 says it adds the cold compile")
+    return f.problems
+
+
+def facts_07(nb: nbformat.NotebookNode) -> list[str]:
+    f = Facts(nb)
+    out = f.printed_by("mhz = plan_profile.cpu_mhz()")
+    if "no CPU clock" in out:
+        return f.problems
+    # The key point says the cell names the ceiling that binds: above the first, it says so.
+    got = f.search(r"SIMD128 ceilings ([\d.]+) G/s", out)
+    done = f.search(r"([\d.]+) G/s counting only those done", out)
+    if got and done:
+        above = float(done.group(1)) > float(got.group(1))
+        f.expect(above == ("above the first ceiling" in out), f"the ceiling sentence: {out!r}")
+    return f.problems
+
+
+def facts_08(nb: nbformat.NotebookNode) -> list[str]:
+    f = Facts(nb)
+    # [7]: "the next cell prints how many bytes" and "raw output bytes (1000 float32 ...)"
+    out = f.printed_by("host = BrowserHost()")
+    got = f.search(
+        r"module ([\d,]+) \+ model ([\d,]+) bytes; raw output: (\d+) float32 = ([\d,]+)", out
+    )
+    if got:
+        module, model, n, raw = (int(g.replace(",", "")) for g in got.groups())
+        f.expect(module == PREBUILT_MODULE.stat().st_size, f"module size: {out!r}")
+        model_size = get_model("efficientnet-lite0").path.resolve().stat().st_size
+        f.expect(model == model_size, f"model size: {out!r}")
+        f.expect(n == 1000 and raw == 4 * n, f"1000 float32 of raw output: {out!r}")
+    return f.problems
+
+
 #: Notebook stem -> the checker of its printed facts.
 PRINTED_FACTS: dict[str, Callable[[nbformat.NotebookNode], list[str]]] = {
     "01_compile_the_guest": facts_01,
     "02_inspect_the_exports": facts_02,
     "03_linear_memory": facts_03,
+    "05_hosts_and_timing": facts_05,
+    "07_deep_dive_performance": facts_07,
+    "08_browser_host": facts_08,
 }
