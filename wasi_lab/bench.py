@@ -123,11 +123,13 @@ def _ort_runner(onnx_path: Path, threads: int | None) -> Callable[[np.ndarray], 
     return lambda x: sess.run(None, {name: x})[0]
 
 
-def _tract_runner(onnx_path: Path) -> Callable[[np.ndarray], np.ndarray]:
+def _tract_runner(
+    onnx_path: Path, shape: tuple[int, ...] = (1, 224, 224, 3)
+) -> Callable[[np.ndarray], np.ndarray]:
     import tract
 
     model = tract.onnx().load(str(onnx_path))
-    model.set_input_fact(0, "1,224,224,3,f32")
+    model.set_input_fact(0, ",".join(map(str, shape)) + ",f32")
     runnable = model.into_model().into_runnable()
     return lambda x: runnable.run([x])[0].to_numpy()
 
