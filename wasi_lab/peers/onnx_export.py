@@ -41,7 +41,8 @@ from typing import Any
 
 import numpy as np
 
-from wasi_lab.models.graphdef import Graph, Node, parse_graphdef
+from wasi_lab.models.graphdef import Graph, GraphDefError, Node, parse_graphdef
+from wasi_lab.models.registry import ModelSpec
 from wasi_lab.paths import MODELS_DIR
 
 __all__ = [
@@ -50,6 +51,7 @@ __all__ = [
     "ensure_onnx_export",
     "export_graphdef",
     "exported_ops",
+    "onnx_for",
 ]
 
 #: Bump when the exported graph changes, so cached exports are written again.
@@ -656,9 +658,27 @@ def _concat(lo: _Lowering, node: Node, ins: list[Value]) -> list[Value]:
 
 @_op("Pack")
 def _pack(lo: _Lowering, node: Node, ins: list[Value]) -> list[Value]:
-    if not all(isinstance(v, np.ndarray) for v in ins):
-        raise _Refuse("inputs computed at run time (only constant Pack is exported)")
-    return [np.stack(ins, axis=int(node.attrs.get("axis", 0)))]
+    if not ins or any(tuple(v.shape) != tuple(ins[0].shape) for v in ins):
+        raise _Refuse("inputs of different shapes")
+    rank = len(ins[0].shape)
+    axis = int(node.attrs.get("axis", 0))
+    axis = axis + rank + 1 if axis < 0 else axis
+    if not 0 <= axis <= rank:
+        raise _Refuse(f"axis {axis} for rank {rank}")
+    if all(isinstance(v, np.ndarray) for v in ins):
+        return [np.stack(ins, axis=axis)]
+    # Run-time inputs: each gets the new axis (in TF's order), then one Concat along it.
+    e = lo.e
+    shape = tuple(ins[0].shape)
+    one = shape[:axis] + (1,) + shape[axis:]
+    names = []
+    for i, v in enumerate(ins):
+        if isinstance(v, np.ndarray):
+            names.append(e.const(v.reshape(one).astype(np.float32), f"{node.name}/in{i}"))
+        else:
+            names.append(_reshaped(lo, node, _dyn(v), one).name)
+    out = shape[:axis] + (len(ins),) + shape[axis:]
+    return [e.dyn("Concat", names, node.name, out, _identity(rank + 1), axis=axis)]
 
 
 @_op("Transpose")
@@ -1146,15 +1166,40 @@ def export_graphdef(
     return model
 
 
-def ensure_onnx_export(pb_path: Path, output: str | None = None, cache: Path | None = None) -> Path:
+def ensure_onnx_export(
+    pb_path: Path,
+    output: str | None = None,
+    input_shape: Sequence[int] | None = None,
+    cache: Path | None = None,
+) -> Path:
     """The ONNX export of the `.pb` at `pb_path`, written once into `cache` (default
-    `CACHE_DIR`) under the file's SHA-256, the output and the exporter's version."""
+    `CACHE_DIR`), keyed by the file's SHA-256, the output, the input shape and the exporter's
+    version: a changed graph or exporter is a new file, never a stale one."""
     from wasi_lab.models.efficientnet import atomic_write
 
     data = Path(pb_path).read_bytes()
     key = hashlib.sha256(data)
-    key.update(f"\0{output or ''}\0{EXPORTER_VERSION}".encode())
+    key.update(f"\0{output or ''}\0{list(input_shape or [])}\0{EXPORTER_VERSION}".encode())
     target = Path(cache or CACHE_DIR) / f"{Path(pb_path).stem}-{key.hexdigest()[:20]}.onnx"
     if not target.exists():
-        atomic_write(target, export_graphdef(data, output).SerializeToString())
+        atomic_write(target, export_graphdef(data, output, input_shape).SerializeToString())
     return target
+
+
+def onnx_for(
+    spec: ModelSpec, input_shape: Sequence[int], cache: Path | None = None
+) -> tuple[Path | None, str]:
+    """The ONNX graph the native peers run for `spec`, or None and why not (one line).
+
+    The bundled model has its own export (written from the same weights); any other frozen
+    graph (a user's `.pb`, the article's MobileNet) is exported here, once."""
+    if spec.onnx_path is not None and spec.onnx_path.exists():
+        return spec.onnx_path, ""
+    if not spec.path.exists():
+        return None, f"no ONNX export for {spec.name}: {spec.path} is missing"
+    try:
+        return ensure_onnx_export(spec.path, spec.output, input_shape, cache), ""
+    except ImportError as exc:
+        return None, f"no ONNX export for {spec.name}: {exc} (pip install -e '.[bench]')"
+    except (OnnxExportError, GraphDefError, OSError) as exc:
+        return None, f"no ONNX export for {spec.name}: {exc}"
