@@ -1,0 +1,294 @@
+"""The kit's GraphDef -> ONNX exporter: every oracle graph, run by ONNX Runtime and tract,
+against TensorFlow's own output (the oracle's tolerance), and the graph the peers get is lean.
+
+The graphs and TensorFlow's answers come from the oracle's cache (`tests.oracle.cache`); only a
+missing cache entry needs TensorFlow, to build it. The exporter itself never imports it.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.oracle import harness
+from tests.oracle.cache import Frozen, ensure, load, tensorflow_missing
+from tests.oracle.graphs import APP_NAMES, BUILDERS, OP_NAMES
+from wasi_lab.models.graphdef import GraphBuilder, GraphDefError
+from wasi_lab.models.registry import get_model
+
+onnx = pytest.importorskip("onnx", reason="the exporter needs onnx (pip install -e '.[bench]')")
+ort = pytest.importorskip("onnxruntime", reason="pip install -e '.[bench]'")
+pytest.importorskip("tract", reason="pip install -e '.[bench]'")
+
+from wasi_lab.bench import _ort_runner, _tract_runner  # noqa: E402
+from wasi_lab.peers.onnx_export import (  # noqa: E402
+    EXPORTER_VERSION,
+    OnnxExportError,
+    ensure_onnx_export,
+    export_graphdef,
+    onnx_for,
+)
+
+#: Oracle graphs the exporter refuses -> (why, what its refusal must say: a regex). Empty:
+#: every graph the guest runs, the exporter exports.
+NOT_EXPORTED: dict[str, tuple[str, str]] = {}
+
+
+def frozen(name: str) -> Frozen:
+    """The cached graph; built with TensorFlow when missing (skipped without TensorFlow)."""
+    got = load(name)
+    if got is not None:
+        return got
+    missing = tensorflow_missing()
+    if missing:
+        pytest.skip(f"{name} is not in the oracle cache and {missing}")
+    return ensure([name])[name]
+
+
+def write_export(tmp_path: Path, f: Frozen) -> Path:
+    path = tmp_path / f"{f.name}.onnx"
+    path.write_bytes(export_graphdef(f.graph, f.output).SerializeToString())
+    return path
+
+
+def check_graph(tmp_path: Path, name: str) -> None:
+    f = frozen(name)
+    if name in NOT_EXPORTED:
+        why, refusal = NOT_EXPORTED[name]
+        try:
+            export_graphdef(f.graph, f.output)
+        except OnnxExportError as exc:
+            assert re.search(refusal, str(exc)), f"{name}: refused, but not for {why}: {exc}"
+            return
+        pytest.fail(f"{name} now exports: take it out of NOT_EXPORTED ({why})")
+    path = write_export(tmp_path, f)
+    x = np.ascontiguousarray(f.x, dtype=np.float32)
+    for engine, run in (
+        ("onnxruntime", _ort_runner(path, 1)),
+        ("tract", _tract_runner(path, x.shape)),
+    ):
+        y = np.asarray(run(x))
+        problem = harness.mismatch(y, f.y)
+        assert problem is None, f"{name}: {engine} on the export differs from TensorFlow: {problem}"
+
+
+@pytest.mark.parametrize("name", OP_NAMES)
+def test_op_graph_exports_and_matches_tensorflow(tmp_path: Path, name: str) -> None:
+    check_graph(tmp_path, name)
+
+
+@pytest.mark.slow  # cached: 0.3-1.5 s each (the export, two sessions, one run each)
+@pytest.mark.parametrize("name", APP_NAMES)
+def test_keras_application_exports_and_matches_tensorflow(tmp_path: Path, name: str) -> None:
+    check_graph(tmp_path, name)
+
+
+def test_not_exported_names_only_graphs_that_exist() -> None:
+    assert set(NOT_EXPORTED) <= set(BUILDERS), set(NOT_EXPORTED) - set(BUILDERS)
+
+
+def op_counts(model) -> Counter:
+    return Counter(n.op_type for n in model.graph.node)
+
+
+@pytest.mark.parametrize(
+    "name, ops",
+    [
+        # tf2onnx-lean: one Transpose (the NHWC input), batch norm and biases inside the
+        # convolutions, the head one GlobalAveragePool and a Gemm
+        (
+            "keras3-mobilenetv2-1.0",
+            {"Transpose": 1, "Conv": 52, "Clip": 35, "Add": 10, "GlobalAveragePool": 1,
+             "Reshape": 1, "Gemm": 1, "Softmax": 1},
+        ),
+        (
+            "tf1-mobilenetv2-1.4",  # FusedBatchNormV3 behind Switch/Merge, folded the same
+            {"Transpose": 1, "Conv": 52, "Clip": 35, "Add": 10, "GlobalAveragePool": 1,
+             "Reshape": 1, "Gemm": 1, "Softmax": 1},
+        ),
+        (
+            # swish is Sigmoid + Mul (Keras 3's `beta * x` with beta 1 is gone), the 16
+            # squeeze-excite blocks a GlobalAveragePool, two Convs and a Mul each; the
+            # input's x/255 is the one Mul not in a block
+            "keras3-efficientnetb0",
+            {"Transpose": 1, "Conv": 81, "Sigmoid": 65, "Mul": 66, "GlobalAveragePool": 17,
+             "Add": 9, "Reshape": 1, "Gemm": 1, "Softmax": 1},
+        ),
+    ],
+)  # fmt: skip
+def test_the_peers_get_a_lean_graph(name: str, ops: dict[str, int]) -> None:
+    model = export_graphdef(frozen(name).graph, frozen(name).output)
+    assert op_counts(model) == Counter(ops)
+    assert model.ir_version == 8 and model.opset_import[0].version == 13
+
+
+def test_the_graph_keeps_the_guests_interface() -> None:
+    """NHWC in (the very tensor the guest gets), TF's shape out, named as in the GraphDef."""
+    f = frozen("op-transpose")
+    model = export_graphdef(f.graph, f.output)
+    (inp,), (out,) = model.graph.input, model.graph.output
+    dims = [d.dim_value for d in inp.type.tensor_type.shape.dim]
+    assert (inp.name, dims) == (f.input, list(f.x.shape))
+    assert out.name == f.output
+    assert [d.dim_value for d in out.type.tensor_type.shape.dim] == list(f.y.shape)
+    # x -> transpose [0,3,1,2] is the NCHW input itself: one Transpose, nothing else
+    assert op_counts(model) == Counter({"Transpose": 1})
+
+
+def _unsupported_graph() -> bytes:
+    g = GraphBuilder()
+    x = g.placeholder("input", [1, 4, 4, 3])
+    b = g.op("Erf", "erf_2", [g.op("Erf", "erf", [x])])
+    w = g.op("Relu", "w_folded", [g.const("w0", np.ones((1, 1, 3, 2), np.float32))])
+    cum = g.op("Cumsum", "cum", [w, g.const("ax", np.int32(0))])
+    c = g.op("Conv2D", "conv", [b, cum], strides=[1, 1, 1, 1], padding="VALID")
+    w1 = g.const("w1", np.ones((1, 1, 3, 2), np.float32))
+    d = g.op("Conv2D", "conv_nchw", [x, w1], strides=[1] * 4, padding="VALID", data_format="NCHW")
+    # a dead branch: an unknown op there is never looked at
+    sw = g.op("Switch", "switch", [x, g.const("pred", np.array(False))])
+    m = g.op("Merge", "merge", [g.op("Lgamma", "lgamma", [f"{sw}:1"]), g.op("Relu", "relu", [sw])])
+    g.op("AddV2", "out", [g.op("AddV2", "sum", [c, d]), m])
+    g.op("Digamma", "after_the_output", ["out"])
+    return g.to_bytes()
+
+
+def test_an_unsupported_graph_is_refused_with_every_op_listed() -> None:
+    pb = _unsupported_graph()
+    with pytest.raises(OnnxExportError) as info:
+        export_graphdef(pb, "out")
+    msg = str(info.value)
+    assert "unsupported ops on the path to output 'out'" in msg
+    assert "Erf (2 nodes, e.g. 'erf')" in msg
+    assert "Cumsum (1 node, e.g. 'cum')" in msg
+    assert "Conv2D (data_format NCHW (NHWC only)) (1 node, e.g. 'conv_nchw')" in msg
+    assert "Exported ops: " in msg and "Conv2D" in msg.split("Exported ops: ")[1]
+    for absent in ("Lgamma", "Digamma"):  # dead branch; after the output
+        assert absent not in msg
+    # the default output is the last node: its op is unsupported as well
+    with pytest.raises(OnnxExportError, match=r"Digamma \(1 node"):
+        export_graphdef(pb)
+
+
+def test_a_constant_filter_is_required() -> None:
+    g = GraphBuilder()
+    x = g.placeholder("input", [1, 4, 4, 2])
+    g.op("Conv2D", "conv", [x, x], strides=[1, 1, 1, 1], padding="VALID")
+    with pytest.raises(OnnxExportError, match=r"Conv2D \(the filter is not constant\)"):
+        export_graphdef(g.to_bytes())
+
+
+def test_graphs_without_one_input_are_refused() -> None:
+    g = GraphBuilder()
+    a = g.placeholder("a", [1, 2])
+    b = g.placeholder("b", [1, 2])
+    g.op("AddV2", "sum", [a, b])
+    with pytest.raises(OnnxExportError, match="2 Placeholders \\('a', 'b'\\)"):
+        export_graphdef(g.to_bytes())
+    g = GraphBuilder()
+    g.const("c", np.ones(3, np.float32))
+    with pytest.raises(OnnxExportError, match="0 Placeholders"):
+        export_graphdef(g.to_bytes())
+    with pytest.raises(OnnxExportError, match="no node named 'nope'"):
+        export_graphdef(g.to_bytes(), "nope")
+    g = GraphBuilder()
+    g.placeholder("x", [1, -1, -1, 3])
+    g.op("Relu", "r", ["x"])
+    with pytest.raises(OnnxExportError, match="unknown dimensions .* pass input_shape"):
+        export_graphdef(g.to_bytes())
+    assert [d.dim_value for d in export_graphdef(g.to_bytes(), input_shape=(1, 5, 6, 3))
+            .graph.input[0].type.tensor_type.shape.dim] == [1, 5, 6, 3]  # fmt: skip
+    with pytest.raises(GraphDefError):
+        export_graphdef(b"\x00not a graph")
+
+
+def test_the_bundled_model_exports_like_the_kits_own_onnx() -> None:
+    """efficientnet-lite0.pb through the exporter against models/efficientnet-lite0.onnx
+    (written from the same PyTorch weights by `efficientnet._OnnxEmitter`): the same answer,
+    in no more nodes."""
+    spec = get_model("efficientnet-lite0")
+    if not spec.path.exists() or spec.onnx_path is None or not spec.onnx_path.exists():
+        pytest.skip("the bundled model is not prepared (wasi-lab models prepare)")
+    ours = export_graphdef(spec.path.read_bytes(), spec.output)
+    kit = onnx.load(str(spec.onnx_path))
+    x = np.random.default_rng(15).uniform(-1, 1, (1, 224, 224, 3)).astype(np.float32)
+    outs = []
+    for model in (ours, kit):
+        sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        outs.append(sess.run(None, {sess.get_inputs()[0].name: x})[0])
+    assert outs[0].shape == outs[1].shape == (1, 1000)
+    assert harness.mismatch(outs[0], outs[1]) is None
+    assert len(ours.graph.node) <= len(kit.graph.node)
+    assert op_counts(ours)["Transpose"] == 1 and "BatchNormalization" not in op_counts(ours)
+
+
+def test_exports_are_cached_by_content_and_version(tmp_path: Path, monkeypatch) -> None:
+    from wasi_lab.peers import onnx_export
+
+    f = frozen("op-conv2d-valid")
+    pb = tmp_path / "mine.pb"
+    pb.write_bytes(f.graph)
+    first = ensure_onnx_export(pb, cache=tmp_path / "cache")
+    assert first.parent == tmp_path / "cache" and first.name.startswith("mine-")
+    stamp = first.stat().st_mtime_ns
+    assert ensure_onnx_export(pb, cache=tmp_path / "cache") == first
+    assert first.stat().st_mtime_ns == stamp  # written once
+    other = frozen("op-conv2d-same-s2")
+    pb.write_bytes(other.graph)
+    second = ensure_onnx_export(pb, cache=tmp_path / "cache")
+    assert second != first  # another graph in the same file: another export
+    sess = ort.InferenceSession(str(second), providers=["CPUExecutionProvider"])
+    y = sess.run(None, {other.input: other.x})[0]
+    assert harness.mismatch(y, other.y) is None
+    monkeypatch.setattr(onnx_export, "EXPORTER_VERSION", EXPORTER_VERSION + 1)
+    assert ensure_onnx_export(pb, cache=tmp_path / "cache") not in (first, second)
+
+
+def test_onnx_for_says_why_there_is_none(tmp_path: Path) -> None:
+    pb = tmp_path / "odd.pb"
+    pb.write_bytes(_unsupported_graph())
+    path, why = onnx_for(get_model(pb), (1, 4, 4, 3), cache=tmp_path)
+    assert path is None
+    assert why.startswith("no ONNX export for odd: cannot export to ONNX") and "Digamma" in why
+    assert list(tmp_path.glob("*.onnx")) == []  # nothing half-written
+
+
+@pytest.mark.slow  # 3 s: the bench compiles the guest cold three times
+def test_bench_times_a_pb_against_the_peers_on_its_export(tmp_path, monkeypatch) -> None:
+    """`wasi-lab bench --model FILE.pb`: the guest, tract and ORT on the same tensor, the
+    report naming the file and the export."""
+    from wasi_lab.bench import format_table, run_bench
+    from wasi_lab.peers import onnx_export
+
+    monkeypatch.setattr(onnx_export, "CACHE_DIR", tmp_path / "exports")
+    pb = tmp_path / "keras3-mobilenetv2.pb"
+    pb.write_bytes(frozen("keras3-mobilenetv2-1.0").graph)
+    res = run_bench(model=str(pb), repeat=2, progress=False)
+    assert res.skipped == [] and set(res.diffs) == {"tract", "ort_1t", "ort"}
+    assert all(v is not None and v > 0 for v in (res.tract_ms, res.ort_1t_ms, res.ort_ms))
+    assert 0 <= res.max_abs_diff <= 1e-4
+    assert res.model == "keras3-mobilenetv2" and res.model_file == str(pb)
+    assert Path(res.onnx_file).parent == tmp_path / "exports"
+    table = format_table(res)
+    assert f"model file {pb}" in table and f"peers' ONNX {res.onnx_file}" in table
+
+
+@pytest.mark.slow  # 3 s, as above
+def test_bench_without_onnx_still_runs_the_guest(tmp_path, monkeypatch) -> None:
+    """No `onnx` package (the bench extra half installed): the peers are skipped with the
+    reason, the guest's row is measured all the same."""
+    from wasi_lab.bench import run_bench
+    from wasi_lab.peers import onnx_export
+
+    monkeypatch.setattr(onnx_export, "CACHE_DIR", tmp_path / "exports")
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    pb = tmp_path / "mnv2.pb"
+    pb.write_bytes(frozen("keras3-mobilenetv2-1.0").graph)
+    res = run_bench(model=str(pb), repeat=2, progress=False)
+    assert res.guest_ms > 0 and res.tract_ms is None and res.ort_ms is None
+    assert len(res.skipped) == 3 and all("no ONNX export for mnv2" in s for s in res.skipped)
+    assert "import of onnx halted" in res.skipped[0] and res.onnx_file is None
