@@ -292,3 +292,101 @@ def test_bench_without_onnx_still_runs_the_guest(tmp_path, monkeypatch) -> None:
     assert res.guest_ms > 0 and res.tract_ms is None and res.ort_ms is None
     assert len(res.skipped) == 3 and all("no ONNX export for mnv2" in s for s in res.skipped)
     assert "import of onnx halted" in res.skipped[0] and res.onnx_file is None
+
+
+# --------------------------------------------------------------------------- the fusions' limits
+# Each graph below is one case a fusion must leave alone (or get right); the guest runs the
+# same GraphDef, so it is the reference, and the export must agree under ORT and tract.
+
+SHAPE = (1, 5, 6, 4)
+
+
+def _rand(seed: int, *shape: int) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(-1, 1, shape).astype(np.float32)
+
+
+def _conv(g: GraphBuilder, name: str, x: str, cin: int = 4, cout: int = 6) -> str:
+    w = g.const(f"{name}/w", _rand(len(name), 3, 3, cin, cout))
+    return g.op("Conv2D", name, [x, w], strides=[1, 1, 1, 1], padding="SAME")
+
+
+def _shared_conv(g: GraphBuilder, x: str) -> None:
+    c = _conv(g, "conv", x)  # read twice: its bias cannot go into the Conv
+    y = g.op("BiasAdd", "bias", [c, g.const("b", _rand(1, 6))])
+    g.op("AddV2", "out", [y, g.op("Relu", "relu", [c])])
+
+
+def _column_mul(g: GraphBuilder, x: str) -> None:
+    g.op("Mul", "out", [_conv(g, "conv", x), g.const("col", _rand(2, 1, 1, 6, 1))])
+
+
+def _reversed_sub(g: GraphBuilder, x: str) -> None:
+    c = _conv(g, "conv", x)
+    d = g.op("RealDiv", "div", [c, g.const("two", np.full(6, 2.0, np.float32))])
+    e = g.op("Sub", "sub", [d, g.const("k", _rand(3, 6))])
+    # const - conv: the Conv with -W (tract 0.23.9 gets Sub(C, Conv) wrong on its own)
+    g.op("Sub", "out", [g.const("k2", _rand(4, 6)), e])
+
+
+def _channel_pad(g: GraphBuilder, x: str) -> None:
+    pads = g.const("pads", np.array([[0, 0], [1, 1], [0, 0], [0, 2]], np.int32))
+    _conv(g, "out", g.op("Pad", "pad", [x, pads]), cin=6)
+
+
+def _batchnorms(g: GraphBuilder, x: str) -> None:
+    stats = [g.const(f"s{i}", _rand(10 + i, 4) + (2.0 if i == 3 else 0.0)) for i in range(4)]
+    bn_in = g.op("FusedBatchNormV3", "bn_input", [x, *stats], epsilon=1e-3, is_training=False)
+    c = _conv(g, "conv", bn_in, cout=4)
+    g.op("FusedBatchNormV3", "out", [c, *stats], epsilon=1e-3, is_training=False)
+
+
+def _expanding_ones(g: GraphBuilder, x: str) -> None:
+    axes = g.const("axes", np.array([1, 2], np.int32))
+    m = g.op("Mean", "mean", [x, axes], keep_dims=True)
+    g.op("Mul", "out", [m, g.const("ones", np.ones(SHAPE, np.float32))])  # broadcasts: kept
+
+
+def _head(g: GraphBuilder, x: str) -> None:
+    axes = g.const("axes", np.array([1, 2], np.int32))
+    m = g.op("Mean", "mean", [x, axes], keep_dims=False)
+    mm = g.op("MatMul", "mm", [m, g.const("w", _rand(5, 4, 7))])
+    b = g.op("AddV2", "bias", [mm, g.const("b", _rand(6, 1, 7))])
+    g.op("Softmax", "out", [b])
+
+
+@pytest.mark.parametrize(
+    "build, ops",
+    [
+        (_shared_conv, {"Conv": 1, "Add": 2, "Relu": 1}),
+        (_column_mul, {"Conv": 1, "Mul": 1}),
+        (_reversed_sub, {"Conv": 1}),  # the Div and both Subs are in the Conv
+        (_channel_pad, {"Pad": 1, "Conv": 1}),
+        (_batchnorms, {"BatchNormalization": 1, "Conv": 1}),  # the second is in the Conv
+        (_expanding_ones, {"GlobalAveragePool": 1, "Mul": 1}),
+        (_head, {"GlobalAveragePool": 1, "Reshape": 1, "Gemm": 1, "Softmax": 1}),
+    ],
+)
+def test_fusions_fold_only_what_they_may(guest, tmp_path: Path, build, ops: dict) -> None:
+    g = GraphBuilder()
+    build(g, g.placeholder("input", SHAPE))
+    pb = g.to_bytes()
+    x = _rand(99, *SHAPE)
+    want = harness.run(guest, Frozen("case", pb, "input", "out", x, x, {})).y
+    model = export_graphdef(pb, "out")
+    counts = op_counts(model)
+    counts.pop("Transpose", None)
+    assert counts == Counter(ops)
+    path = tmp_path / "case.onnx"
+    path.write_bytes(model.SerializeToString())
+    for run in (_ort_runner(path, 1), _tract_runner(path, SHAPE)):
+        got = np.asarray(run(x))
+        assert harness.mismatch(got, want) is None, harness.mismatch(got, want)
+
+
+def test_a_training_batch_norm_is_refused() -> None:
+    g = GraphBuilder()
+    x = g.placeholder("input", SHAPE)
+    stats = [g.const(f"s{i}", np.ones(4, np.float32)) for i in range(4)]
+    g.op("FusedBatchNormV3", "bn", [x, *stats], epsilon=1e-3, is_training=True)
+    with pytest.raises(OnnxExportError, match=r"FusedBatchNormV3 \(is_training is true"):
+        export_graphdef(g.to_bytes())

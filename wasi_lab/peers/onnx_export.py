@@ -1038,7 +1038,7 @@ class _Optimiser:
             s = scale / np.sqrt(var + np.float32(nxt.attrs["epsilon"]))
             w2, b2 = w * s[:, None, None, None], (b - mean) * s + offset
         elif nxt.op in ("Mul", "Div", "Add", "Sub") and len(other) == 1 and other[0] in e.inits:
-            if nxt.op in ("Div", "Sub") and nxt.inputs[0] != conv.output:
+            if nxt.op == "Div" and nxt.inputs[0] != conv.output:
                 return False
             c = _per_channel(e.inits[other[0]], cout)
             if c is None:
@@ -1047,8 +1047,14 @@ class _Optimiser:
                 w2, b2 = w * c[:, None, None, None], b * c
             elif nxt.op == "Div":
                 w2, b2 = w / c[:, None, None, None], b / c
+            elif nxt.op == "Add":
+                w2, b2 = w, b + c
+            elif nxt.inputs[0] == conv.output:
+                w2, b2 = w, b - c
             else:
-                w2, b2 = w, (b + c if nxt.op == "Add" else b - c)
+                # c - conv(x) is conv(x) with -W and c - b. Folded here also because tract
+                # 0.23.9 computes Sub(C, Conv(x)) as Conv(x) + C (its own bias fusion).
+                w2, b2 = -w, c - b
         else:
             return False
         wname = e.const(w2.astype(np.float32), conv.inputs[1])
