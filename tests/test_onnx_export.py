@@ -390,3 +390,32 @@ def test_a_training_batch_norm_is_refused() -> None:
     g.op("FusedBatchNormV3", "bn", [x, *stats], epsilon=1e-3, is_training=True)
     with pytest.raises(OnnxExportError, match=r"FusedBatchNormV3 \(is_training is true"):
         export_graphdef(g.to_bytes())
+
+
+@pytest.mark.slow  # 4 s: one bench run (guest compiled cold three times)
+def test_keras_graphs_script_prints_one_row_per_graph(tmp_path: Path, capsys, monkeypatch) -> None:
+    import importlib.util
+    import json
+
+    from wasi_lab.peers import onnx_export
+
+    monkeypatch.setattr(onnx_export, "CACHE_DIR", tmp_path / "exports")
+    frozen("keras3-mobilenetv2-1.0")  # cached, or built (skipped without TensorFlow)
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "keras_graphs.py"
+    spec = importlib.util.spec_from_file_location("keras_graphs", script)
+    assert spec and spec.loader
+    kg = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(kg)
+    out_json = tmp_path / "kg.json"
+    argv = ["--repeat", "2", "--graphs", "keras3-mobilenetv2-1.0", "--no-reference"]
+    assert kg.main([*argv, "--json", str(out_json)]) == 0
+    out = capsys.readouterr().out
+    (line,) = [ln for ln in out.splitlines() if ln.startswith("| keras3-mobilenetv2-1.0 |")]
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert len(cells) == 11 and "skipped" not in line
+    assert all(re.fullmatch(r"\d+\.\d\d / \d+\.\d\d", c) for c in cells[1:5]), cells
+    assert all(re.fullmatch(r"\*\*\d+\.\d\d\*\*", c) for c in cells[5:8]), cells
+    assert float(cells[8]) <= 1e-4 and int(cells[9]) > 50 and int(cells[10]) == 301
+    assert re.search(r"^load average \(1/5/15 min\) before [\d.]+/", out, re.M)
+    res = json.loads(out_json.read_text())["results"]["keras3-mobilenetv2-1.0"]
+    assert res["skipped"] == [] and res["onnx_file"].endswith(".onnx")

@@ -90,6 +90,10 @@ class BenchResult:
     # The graph file the guest ran, and the ONNX file the native peers ran (None: none did).
     model_file: str = ""
     onnx_file: str | None = None
+    # Each native peer's fastest call (ms), and the guest's plan: steps and multiply-adds.
+    peers_min_ms: dict[str, float] = field(default_factory=dict)
+    guest_steps: int = 0
+    guest_macs: int = 0
 
     @property
     def ratios(self) -> dict[str, float | None]:
@@ -325,6 +329,9 @@ def run_bench(
         diffs=diffs,
         guest_skipped_macs_share=sum(s["skipped"] for s in steps) / sum(s["macs"] for s in steps),
         peers_p90_ms={p: p90(t) for p, (t, _) in results.items()},
+        peers_min_ms={p: min(t) for p, (t, _) in results.items()},
+        guest_steps=len(steps),
+        guest_macs=sum(s["macs"] for s in steps),
         skipped=skipped,
         cpu_per_wall=turns.cpu_per_wall,
         guest_min_ms=min(guest_t),
