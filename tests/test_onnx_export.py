@@ -419,3 +419,17 @@ def test_keras_graphs_script_prints_one_row_per_graph(tmp_path: Path, capsys, mo
     assert re.search(r"^load average \(1/5/15 min\) before [\d.]+/", out, re.M)
     res = json.loads(out_json.read_text())["results"]["keras3-mobilenetv2-1.0"]
     assert res["skipped"] == [] and res["onnx_file"].endswith(".onnx")
+
+
+def test_bench_layers_takes_a_pb_path(tmp_path: Path) -> None:
+    """`wasi-lab bench --layers --model FILE.pb` (where the Keras graphs' time goes): a user's
+    graph is found again by its path, not by its stem."""
+    from wasi_lab.plan_profile import profile_layers
+
+    pb = tmp_path / "mnv2.pb"
+    pb.write_bytes(frozen("keras3-mobilenetv2-1.0").graph)
+    assert get_model(pb).ref == str(pb) and get_model("efficientnet-lite0").ref == (
+        "efficientnet-lite0"
+    )
+    prof = profile_layers(model=str(pb), repeat=1, progress=False)
+    assert prof.model == "mnv2" and len(prof.steps) == 59

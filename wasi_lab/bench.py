@@ -237,8 +237,7 @@ def run_bench(
     `wasm_peers` adds the engines in Node (`wasi_lab.peers`): the guest under node:wasi,
     ONNX Runtime Web and TF.js's wasm backend, taking their turns with the others."""
     spec = get_model(model)
-    # A registered model by its name; a user's graph by its path (its name is the file's stem).
-    ref = spec.name if spec.directory is None else str(spec.path)
+    ref = spec.ref  # a user's graph by its path: its name is only the file's stem
     ensure_model(ref, progress=False)
     path = Path(module) if module else default_module()
     few = max(3, repeat // 5)
