@@ -173,8 +173,10 @@ class _Emitter:
         key = (v.name, perm)
         if key not in self._perm_cache:
             out_shape = [v.shape[p] for p in perm]
-            moved = [p for p in v.perm if v.shape[p] != 1] == [p for p in perm if v.shape[p] != 1]
-            if moved:
+            same_order = [p for p in v.perm if v.shape[p] != 1] == [
+                p for p in perm if v.shape[p] != 1
+            ]
+            if same_order:
                 name = self.reshape(v.name, out_shape, f"{v.name}/layout")
             else:
                 onnx_perm = [v.perm.index(p) for p in perm]
