@@ -182,6 +182,17 @@ def test_a_constant_filter_is_required() -> None:
         export_graphdef(g.to_bytes())
 
 
+def test_a_convolution_of_constants_is_refused_not_crashed() -> None:
+    g = GraphBuilder()
+    x = g.placeholder("input", [1, 4, 4, 2])
+    c = g.const("c", np.ones((1, 4, 4, 2), np.float32))
+    w = g.const("w", np.ones((1, 1, 2, 2), np.float32))
+    conv = g.op("Conv2D", "conv_of_consts", [c, w], strides=[1, 1, 1, 1], padding="VALID")
+    g.op("AddV2", "out", [x, conv])
+    with pytest.raises(OnnxExportError, match=r"Conv2D \(a constant input where a run-time"):
+        export_graphdef(g.to_bytes())
+
+
 def test_graphs_without_one_input_are_refused() -> None:
     g = GraphBuilder()
     a = g.placeholder("a", [1, 2])

@@ -219,7 +219,9 @@ def _ints(v: Value, what: str) -> list[int]:
 
 
 def _dyn(v: Value) -> _Dyn:
-    assert isinstance(v, _Dyn)
+    """`v` as a run-time tensor; a constant where the op needs one is refused, not folded."""
+    if not isinstance(v, _Dyn):
+        raise _Refuse("a constant input where a run-time tensor is expected (not folded)")
     return v
 
 
