@@ -444,3 +444,20 @@ def test_bench_layers_takes_a_pb_path(tmp_path: Path) -> None:
     )
     prof = profile_layers(model=str(pb), repeat=1, progress=False)
     assert prof.model == "mnv2" and len(prof.steps) == 59
+
+
+def test_a_transposed_tensor_is_not_mistaken_for_its_source(tmp_path: Path) -> None:
+    """x and Transpose(x) are one ONNX tensor in two layouts: bringing both back to TF's
+    order must give two different tensors (a layout cache keyed by name alone gave x twice)."""
+    g = GraphBuilder()
+    x = g.placeholder("input", [1, 3, 3, 2])
+    t = g.op("Transpose", "t", [x, g.const("perm", np.array([0, 2, 1, 3], np.int32))])
+    flat = g.const("flat", np.array([1, 18], np.int32))
+    a, b = g.op("Reshape", "a", [x, flat]), g.op("Reshape", "b", [t, flat])
+    g.op("AddV2", "out", [a, b])
+    path = tmp_path / "t.onnx"
+    path.write_bytes(export_graphdef(g.to_bytes()).SerializeToString())
+    xv = _rand(7, 1, 3, 3, 2)
+    want = xv.reshape(1, 18) + xv.transpose(0, 2, 1, 3).reshape(1, 18)
+    for run in (_ort_runner(path, 1), _tract_runner(path, xv.shape)):
+        assert np.allclose(np.asarray(run(xv)), want, rtol=1e-6, atol=1e-6)

@@ -134,7 +134,7 @@ class _Emitter:
         self.inits: dict[str, np.ndarray] = {}
         self.shapes: dict[str, tuple[int, ...]] = {}
         self.used: set[str] = set()
-        self._perm_cache: dict[tuple[str, tuple[int, ...]], _Dyn] = {}
+        self._perm_cache: dict[tuple[str, tuple[int, ...], tuple[int, ...]], _Dyn] = {}
 
     def fresh(self, hint: str) -> str:
         name, i = hint, 0
@@ -170,7 +170,7 @@ class _Emitter:
         perm = tuple(perm)
         if v.perm == perm:
             return v
-        key = (v.name, perm)
+        key = (v.name, v.perm, perm)  # a Transpose relabels a tensor: the name is not enough
         if key not in self._perm_cache:
             out_shape = [v.shape[p] for p in perm]
             same_order = [p for p in v.perm if v.shape[p] != 1] == [
@@ -856,7 +856,7 @@ class _Lowering:
         if len(shape) != 4:
             return nhwc
         nchw = e.to_perm(nhwc, NCHW)
-        e._perm_cache[(nchw.name, _identity(4))] = nhwc
+        e._perm_cache[(nchw.name, NCHW, _identity(4))] = nhwc
         return nchw
 
     def refuse(self, what: str, node: Node) -> None:
