@@ -55,7 +55,7 @@ __all__ = [
 ]
 
 #: Bump when the exported graph changes, so cached exports are written again.
-EXPORTER_VERSION = 1
+EXPORTER_VERSION = 2
 #: Opset 13 and IR version 8: read by onnxruntime 1.32 and tract 0.23 (as the bundled export).
 OPSET = 13
 IR_VERSION = 8
