@@ -27,7 +27,8 @@ from wasi_lab.bench_wasm_peers import start_wasm_peers, wasm_peer_rows
 from wasi_lab.hosts import grace_hopper
 from wasi_lab.models.registry import ensure_model, get_model
 from wasi_lab.paths import default_module
-from wasi_lab.predict import Classifier
+from wasi_lab.peers.onnx_export import onnx_for
+from wasi_lab.predict import MODE_IDS, Classifier, resolve_mode
 from wasi_lab.runtime import Guest, compile_module, shared_module
 
 
@@ -86,6 +87,13 @@ class BenchResult:
     guest_min_ms: float | None = None
     # `--wasm-peers`: one entry per engine in Node that ran (see `wasm_peers.WasmPeerResult`).
     wasm_peers: list[dict] = field(default_factory=list)
+    # The graph file the guest ran, and the ONNX file the native peers ran (None: none did).
+    model_file: str = ""
+    onnx_file: str | None = None
+    # Each native peer's fastest call (ms), and the guest's plan: steps and multiply-adds.
+    peers_min_ms: dict[str, float] = field(default_factory=dict)
+    guest_steps: int = 0
+    guest_macs: int = 0
 
     @property
     def ratios(self) -> dict[str, float | None]:
@@ -123,11 +131,13 @@ def _ort_runner(onnx_path: Path, threads: int | None) -> Callable[[np.ndarray], 
     return lambda x: sess.run(None, {name: x})[0]
 
 
-def _tract_runner(onnx_path: Path) -> Callable[[np.ndarray], np.ndarray]:
+def _tract_runner(
+    onnx_path: Path, shape: tuple[int, ...] = (1, 224, 224, 3)
+) -> Callable[[np.ndarray], np.ndarray]:
     import tract
 
     model = tract.onnx().load(str(onnx_path))
-    model.set_input_fact(0, "1,224,224,3,f32")
+    model.set_input_fact(0, ",".join(map(str, shape)) + ",f32")
     runnable = model.into_model().into_runnable()
     return lambda x: runnable.run([x])[0].to_numpy()
 
@@ -227,7 +237,8 @@ def run_bench(
     `wasm_peers` adds the engines in Node (`wasi_lab.peers`): the guest under node:wasi,
     ONNX Runtime Web and TF.js's wasm backend, taking their turns with the others."""
     spec = get_model(model)
-    ensure_model(spec.name, progress=False)
+    ref = spec.ref  # a user's graph by its path: its name is only the file's stem
+    ensure_model(ref, progress=False)
     path = Path(module) if module else default_module()
     few = max(3, repeat // 5)
 
@@ -245,9 +256,9 @@ def run_bench(
         lambda: Guest(compiled), max(repeat, 10), desc="instantiate", progress=progress
     )
 
-    clf = Classifier(spec.name, module=compiled)
+    clf = Classifier(ref, module=compiled)
     loads, _ = _timed(
-        lambda: Classifier(spec.name, module=compiled),
+        lambda: Classifier(ref, module=compiled),
         few,
         warmup=0,
         desc="load model",
@@ -256,26 +267,31 @@ def run_bench(
     # A photo, not noise: after each ReLU a photo leaves many inputs of the next 1x1
     # convolution at zero, and the guest skips those multiply-adds.
     image = grace_hopper().read_bytes() if image is None else image
+    mode = MODE_IDS[resolve_mode("model", spec)]  # the model's own preprocessing
     decode, tensor = _timed(
-        lambda: clf.guest.decode_image(image, 1)[2], few, desc="decode", progress=progress
+        lambda: clf.guest.decode_image(image, mode)[2], few, desc="decode", progress=progress
     )
     x = np.ascontiguousarray(tensor, dtype=np.float32)
 
     engines: dict[str, TurnTaker] = {"guest": _InProcess(clf.infer_tensor, x)}
     skipped: list[str] = []
-    onnx_path = spec.onnx_path
+    # The peers' graph: the bundled model's own ONNX, else the kit's export of the .pb (the
+    # same graph, NHWC in, so every engine gets the very same tensor); None says why not.
+    onnx_path, no_onnx = onnx_for(spec, x.shape) if peers else (None, "")
     for peer in peers:
         try:
-            if onnx_path is None or not onnx_path.exists():
-                raise FileNotFoundError(f"no ONNX export for {spec.name}")
+            if onnx_path is None:
+                raise FileNotFoundError(no_onnx)
             engines[peer] = _InProcess(
-                _tract_runner(onnx_path)
+                _tract_runner(onnx_path, x.shape)
                 if peer == "tract"
                 else _ort_runner(onnx_path, 1 if peer == "ort_1t" else None),
                 x,
             )
         except (ImportError, FileNotFoundError, OSError) as exc:
             skipped.append(f"{peer}: {exc}")
+        except Exception as exc:  # tract's TractError, ORT's Fail/InvalidGraph: its own words
+            skipped.append(f"{peer}: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}")
     with ExitStack() as stack:
         node_keys: list[str] = []
         if wasm_peers:
@@ -293,6 +309,8 @@ def run_bench(
     steps = clf.profile(x)
     return BenchResult(
         model=spec.name,
+        model_file=str(spec.path),
+        onnx_file=str(onnx_path) if onnx_path is not None and len(engines) > 1 else None,
         module=str(path),
         repeat=repeat,
         guest_ms=median(guest_t),
@@ -310,6 +328,9 @@ def run_bench(
         diffs=diffs,
         guest_skipped_macs_share=sum(s["skipped"] for s in steps) / sum(s["macs"] for s in steps),
         peers_p90_ms={p: p90(t) for p, (t, _) in results.items()},
+        peers_min_ms={p: min(t) for p, (t, _) in results.items()},
+        guest_steps=len(steps),
+        guest_macs=sum(s["macs"] for s in steps),
         skipped=skipped,
         cpu_per_wall=turns.cpu_per_wall,
         guest_min_ms=min(guest_t),
@@ -390,6 +411,8 @@ def format_table(res: BenchResult) -> str:
     ]
     lines = [
         f"model {res.model}, {res.repeat} timed runs each, module {res.module}",
+        *([f"model file {res.model_file}"] if res.model_file else []),
+        *([f"peers' ONNX {res.onnx_file}"] if res.onnx_file else []),
         "",
         f"{'inference':<32}{'median ms':>10}{'p90 ms':>10}",
     ]

@@ -109,9 +109,9 @@ def profile_layers(
 ) -> LayerProfile:
     """Per-step medians of `repeat` timed inferences (after one untimed warm-up run)."""
     spec = get_model(model)
-    ensure_model(spec.name, progress=False)
+    ensure_model(spec.ref, progress=False)
     path = Path(module) if module else default_module()
-    clf = Classifier(spec.name, module=path)
+    clf = Classifier(spec.ref, module=path)
     x = clf.preprocess(grace_hopper() if image is None else image)
     clf.profile(x)
     runs = [

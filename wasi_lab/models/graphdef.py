@@ -84,6 +84,7 @@ TENSOR_CONTENT = 4
 TENSOR_FLOAT_VAL = 5
 TENSOR_INT_VAL = 7
 TENSOR_INT64_VAL = 10
+TENSOR_BOOL_VAL = 11
 # tensor_shape.proto
 SHAPE_DIM = 2
 SHAPE_UNKNOWN_RANK = 3
@@ -106,6 +107,7 @@ class DataType(enum.IntEnum):
     DT_FLOAT = 1
     DT_INT32 = 3
     DT_INT64 = 9
+    DT_BOOL = 10  # a Switch's predicate (tf_keras' frozen learning phase)
 
     @classmethod
     def parse(cls, value: str | int | np.dtype | DataType) -> DataType:
@@ -119,7 +121,7 @@ class DataType(enum.IntEnum):
         try:
             return _NP_TO_DT[np.dtype(value)]
         except (KeyError, TypeError) as exc:
-            raise GraphDefError(f"unsupported dtype {value!r} (float, int32, int64)") from exc
+            raise GraphDefError(f"unsupported dtype {value!r} (float, int32, int64, bool)") from exc
 
     @property
     def numpy(self) -> np.dtype:
@@ -130,6 +132,7 @@ _DT_TO_NP = {
     DataType.DT_FLOAT: np.dtype("<f4"),
     DataType.DT_INT32: np.dtype("<i4"),
     DataType.DT_INT64: np.dtype("<i8"),
+    DataType.DT_BOOL: np.dtype("?"),
 }
 _NP_TO_DT = {np.dtype(v): k for k, v in _DT_TO_NP.items()}
 _NAME_TO_DT = {
@@ -137,6 +140,7 @@ _NAME_TO_DT = {
     "float32": DataType.DT_FLOAT,
     "int32": DataType.DT_INT32,
     "int64": DataType.DT_INT64,
+    "bool": DataType.DT_BOOL,
 }
 
 
@@ -250,7 +254,9 @@ def encode_tensor(
         return out + _len_field(TENSOR_CONTENT, arr.tobytes())
     if dt == DataType.DT_FLOAT:
         return out + _len_field(TENSOR_FLOAT_VAL, arr.astype("<f4").tobytes())
-    number = TENSOR_INT_VAL if dt == DataType.DT_INT32 else TENSOR_INT64_VAL
+    number = {DataType.DT_INT32: TENSOR_INT_VAL, DataType.DT_BOOL: TENSOR_BOOL_VAL}.get(
+        dt, TENSOR_INT64_VAL
+    )
     return out + _len_field(number, b"".join(encode_varint(int(v)) for v in arr.ravel()))
 
 
@@ -523,13 +529,14 @@ def decode_tensor(data: bytes | memoryview) -> np.ndarray:
             content = bytes(value)
         elif number == TENSOR_FLOAT_VAL:
             floats.append(_packed_floats(wire, value, "TensorProto.float_val"))
-        elif number in (TENSOR_INT_VAL, TENSOR_INT64_VAL):
+        elif number in (TENSOR_INT_VAL, TENSOR_INT64_VAL, TENSOR_BOOL_VAL):
             ints.extend(_packed_varints(wire, value, "TensorProto.int_val"))
     try:
         dt = DataType(dtype_num)
     except ValueError as exc:
         raise GraphDefError(
-            f"unsupported tensor dtype {dtype_num} (supported: DT_FLOAT=1, DT_INT32=3, DT_INT64=9)"
+            f"unsupported tensor dtype {dtype_num} "
+            "(supported: DT_FLOAT=1, DT_INT32=3, DT_INT64=9, DT_BOOL=10)"
         ) from exc
     if shape.dims is None or any(d < 0 for d in shape.dims):
         raise GraphDefError(f"constant tensor has an unknown shape {shape.dims}")

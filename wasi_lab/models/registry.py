@@ -43,6 +43,12 @@ class ModelSpec:
         return (self.directory or MODELS_DIR) / self.filename
 
     @property
+    def ref(self) -> str:
+        """What `get_model` takes back: a registered model's name, a user's file's path (its
+        `name` is only the file's stem)."""
+        return self.name if self.directory is None else str(self.path)
+
+    @property
     def onnx_path(self) -> Path | None:
         if self.name != "efficientnet-lite0":
             return None
