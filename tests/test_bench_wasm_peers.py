@@ -277,3 +277,22 @@ def test_notebook_07_cpu_per_wall_bound_is_the_records() -> None:
     record = load_record()
     top = max(v for run in record["runs"] for v in run["result"]["cpu_per_wall"].values())
     assert f"CPU/wall at most {top:.2f}" in cell
+
+
+def test_ort_web_runs_a_users_graph_through_the_kits_export(
+    spec, guest_run, tensor_file, tmp_path
+) -> None:
+    """`bench --wasm-peers --model FILE.pb`: ORT-Web gets the same ONNX export the native
+    peers get (written once into the cache dir), and answers as the guest does."""
+    from wasi_lab.bench_wasm_peers import _model_for
+
+    _need("ort_web_1t")
+    x, want = guest_run
+    own = tmp_path / "own.pb"
+    own.write_bytes(spec.path.read_bytes())
+    user = get_model(own)
+    assert user.onnx_path is None  # a user's file: no export of its own
+    onnx_path = _model_for(PEERS["ort_web_1t"], user, tuple(x.shape))
+    assert onnx_path.suffix == ".onnx" and onnx_path.exists()
+    eng = _one_turn("ort_web_1t", onnx_path, tensor_file, x)
+    assert 0 < np.abs(eng.output - want).max() < 1e-5

@@ -28,6 +28,7 @@ from wasi_lab.peers.node_peers import (
     WasmPeer,
     missing_reason,
 )
+from wasi_lab.peers.onnx_export import onnx_for
 from wasi_lab.peers.tfjs_convert import ensure_tfjs_model
 
 #: The guest in headless Chromium (`wasi_lab.peers.browser_peer`), beside the Node engines.
@@ -47,13 +48,16 @@ def _start_browser(spec: ModelSpec, x: np.ndarray, module: Path | None):
     return eng
 
 
-def _model_for(peer: WasmPeer, spec: ModelSpec) -> Path:
+def _model_for(peer: WasmPeer, spec: ModelSpec, input_shape: tuple[int, ...]) -> Path:
+    """The file each peer loads: the GraphDef, the ONNX graph (the bundled one, or the kit's
+    own export of a user's `.pb`, as the native peers get), or the tfjs graph model."""
     if peer.runner == "guest":
         return spec.path
     if peer.runner == "ort":
-        if spec.onnx_path is None or not spec.onnx_path.exists():
-            raise FileNotFoundError(f"no ONNX export for {spec.name}")
-        return spec.onnx_path
+        onnx_path, why = onnx_for(spec, input_shape)
+        if onnx_path is None:
+            raise FileNotFoundError(why)
+        return onnx_path
     return ensure_tfjs_model(spec.path)
 
 
@@ -81,7 +85,7 @@ def start_wasm_peers(
                 else:
                     eng = NodeEngine(
                         peer,
-                        _model_for(peer, spec),
+                        _model_for(peer, spec, tuple(x.shape)),
                         tensor,
                         tuple(x.shape),
                         output_name=spec.output if peer.runner == "guest" else "",
