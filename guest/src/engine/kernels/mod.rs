@@ -168,7 +168,13 @@ mod tests {
             let wt = noise(k * k * cin * cout, 2);
             let bias = noise(cout, 3);
             let n_out = win.oh * win.ow * cout;
-            for act in [Act::None, Act::Relu6] {
+            for act in [
+                Act::None,
+                Act::Relu6,
+                Act::Swish,
+                Act::Sigmoid,
+                Act::HardSwish,
+            ] {
                 let mut want = vec![0.0; n_out];
                 ops::conv2d(&x, &win, &wt, cout, &bias, act, &mut want);
                 let packed = gemm::PackedB::new(&wt, k * k * cin, cout, &bias);
@@ -275,11 +281,109 @@ mod tests {
             let x = noise(h * w * c, 4);
             let wt = noise(k * k * c, 5);
             let bias = noise(c, 6);
-            let mut want = vec![0.0; win.oh * win.ow * c];
-            ops::depthwise(&x, &win, &wt, 1, &bias, Act::Relu6, &mut want);
-            let mut got = vec![0.0; want.len()];
-            depthwise::depthwise(&x, &win, &wt, &bias, Act::Relu6, &mut got);
-            close(&got, &want);
+            for act in [Act::Relu6, Act::Swish, Act::HardSigmoid] {
+                let mut want = vec![0.0; win.oh * win.ow * c];
+                ops::depthwise(&x, &win, &wt, 1, &bias, act, &mut want);
+                let mut got = vec![0.0; want.len()];
+                depthwise::depthwise(&x, &win, &wt, &bias, act, &mut got);
+                close(&got, &want);
+            }
+        }
+    }
+
+    /// The curves' four-lane pass ([`lanes::activate`]) is the scalar activation bit for
+    /// bit, tails included, on ordinary values, saturating ones, infinities and NaN.
+    #[test]
+    fn curve_activations_agree_bit_for_bit() {
+        let mut x: Vec<f32> = noise(397, 12).iter().map(|v| v * 12.0).collect();
+        x.extend_from_slice(&[
+            0.0,
+            -0.0,
+            1e-30,
+            -1e-30,
+            -3.0,
+            3.0,
+            86.9,
+            -86.9,
+            88.5,
+            -88.5,
+            100.0,
+            -100.0,
+            f32::MAX,
+            f32::MIN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+        ]);
+        let acts = [
+            Act::None,
+            Act::Relu,
+            Act::Relu6,
+            Act::Sigmoid,
+            Act::Swish,
+            Act::HardSigmoid,
+            Act::HardSwish,
+        ];
+        for act in acts {
+            let want: Vec<f32> = x.iter().map(|&v| act.apply(v)).collect();
+            // Every tail length: the last len % 4 values take the scalar path.
+            for len in [x.len(), x.len() - 1, x.len() - 2, x.len() - 3] {
+                let mut got = x[..len].to_vec();
+                lanes::activate(&mut got, act);
+                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                    assert!(
+                        g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan()),
+                        "{:?}({}): {} vs {}",
+                        act,
+                        x[i],
+                        g,
+                        w
+                    );
+                }
+            }
+        }
+    }
+
+    /// `exp`, `sigmoid` and the hard curves against f64 (what TensorFlow's float results
+    /// round), with TensorFlow's answers at the edges: NaN in, NaN out (as Relu keeps it);
+    /// `sigmoid(inf) = 1`, `sigmoid(-inf) = 0`, and so `swish(-inf) = -inf * 0 = NaN`.
+    #[test]
+    fn curves_match_f64_and_tensorflow_at_the_edges() {
+        for i in 0..=20_000 {
+            let v = -87.0 + 175.0 * i as f32 / 20_000.0;
+            let e = (v as f64).exp();
+            let rel = ((ops::exp(v) as f64 - e) / e).abs();
+            assert!(
+                rel < 3e-7,
+                "exp({}): {} vs {} ({:e})",
+                v,
+                ops::exp(v),
+                e,
+                rel
+            );
+            let s = 1.0 / (1.0 + (-(v as f64)).exp());
+            let got = ops::sigmoid(v) as f64;
+            assert!(
+                (got - s).abs() <= 3e-7 * s + 1e-37,
+                "sigmoid({}): {} vs {}",
+                v,
+                got,
+                s
+            );
+            let hs = ((v as f64 + 3.0).clamp(0.0, 6.0)) / 6.0;
+            assert!((Act::HardSigmoid.apply(v) as f64 - hs).abs() <= 1e-7 * hs.max(1e-30));
+        }
+        assert_eq!(ops::exp(0.0), 1.0);
+        assert_eq!(ops::exp(90.0), f32::INFINITY);
+        assert_eq!(ops::sigmoid(f32::INFINITY), 1.0);
+        assert_eq!(ops::sigmoid(f32::NEG_INFINITY), 0.0);
+        assert_eq!(Act::Swish.apply(f32::INFINITY), f32::INFINITY);
+        assert!(Act::Swish.apply(f32::NEG_INFINITY).is_nan());
+        assert_eq!(Act::HardSwish.apply(-3.5), -0.0);
+        assert_eq!(Act::HardSwish.apply(4.0), 4.0);
+        for act in [Act::Sigmoid, Act::Swish, Act::HardSigmoid, Act::HardSwish] {
+            assert!(act.apply(f32::NAN).is_nan(), "{:?}", act);
+            assert!(act.is_curve() && act.bounds() == (f32::NEG_INFINITY, f32::INFINITY));
         }
     }
 }
