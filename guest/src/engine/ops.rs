@@ -195,6 +195,22 @@ pub fn window_dim(
     }
 }
 
+/// Output size of one spatial dimension padded by `before` and `after` zeros, then slid
+/// over VALID.
+fn explicit_dim(
+    size: usize,
+    k: usize,
+    stride: usize,
+    before: usize,
+    after: usize,
+) -> Result<usize, String> {
+    let padded = size
+        .checked_add(before)
+        .and_then(|v| v.checked_add(after))
+        .ok_or_else(|| format!("padding {} + {} is too large", before, after))?;
+    window_dim(padded, k, stride, Padding::Valid).map(|(out, _)| out)
+}
+
 /// Geometry of a sliding-window op (convolution or pooling) on an NHWC tensor.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Window {
@@ -244,6 +260,32 @@ impl Window {
             pt,
             pl,
         })
+    }
+
+    /// TensorFlow's `padding="EXPLICIT"`: `pads` cells `[top, bottom, left, right]` of zeros
+    /// around the image, then a VALID window over the padded image. Padding-after stays
+    /// implied by the output size (the last window may stop short of the padded edge, as in
+    /// VALID); the kernels clip every window to the image with [`Window::rows`] and
+    /// [`Window::cols`], so any padding, even a window that lies all in it, reads zeros.
+    pub fn explicit(
+        shape: &[usize],
+        kh: usize,
+        kw: usize,
+        sh: usize,
+        sw: usize,
+        pads: [usize; 4],
+    ) -> Result<Window, String> {
+        let mut win = Window::new(shape, 1, 1, 1, 1, Padding::Valid)?;
+        let [top, bottom, left, right] = pads;
+        win.oh = explicit_dim(win.h, kh, sh, top, bottom)?;
+        win.ow = explicit_dim(win.w, kw, sw, left, right)?;
+        win.kh = kh;
+        win.kw = kw;
+        win.sh = sh;
+        win.sw = sw;
+        win.pt = top;
+        win.pl = left;
+        Ok(win)
     }
 
     /// Kernel rows `[lo, hi)` that land inside the image for output row `oy`: the others

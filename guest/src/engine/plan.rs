@@ -360,7 +360,8 @@ impl Model {
             .iter()
             .map(|&i| (i, live.graph.nodes[i].op.clone()))
             .collect();
-        if rewrite::activations(&mut live.graph, &live.order, &live.output) > 0 {
+        let folded = rewrite::pads(&mut live.graph, &live.order, &live.output);
+        if rewrite::activations(&mut live.graph, &live.order, &live.output) + folded > 0 {
             live.reorder()?;
         }
         let (graph, order, output_name) = (&live.graph, &live.order, live.output.clone());

@@ -18,9 +18,14 @@
 //! one it multiplies. Whether the new node then runs inside the step before is the
 //! lowering's call (`Builder::fusable`): not when `x` has other readers, or when that step
 //! already has an activation.
+//!
+//! A second pass, [`pads`], runs first: `Pad(x, const paddings)` read only by a VALID
+//! `Conv2D`/`DepthwiseConv2dNative` (Keras' `ZeroPadding2D`) becomes that convolution with
+//! `padding="EXPLICIT"` reading `x`, so no padded copy is made; see [`pads`] for the cases
+//! it leaves alone.
 
 use super::graph::{data_inputs, split_ref};
-use super::graphdef::{AttrValue, GraphDef, NodeDef, TensorData};
+use super::graphdef::{AttrValue, GraphDef, ListValue, NodeDef, TensorData};
 use std::collections::HashMap;
 
 /// The ops this pass introduces, each lowered by a function of `lower/elementwise.rs`.
@@ -235,4 +240,85 @@ pub fn activations(graph: &mut GraphDef, order: &[usize], output: &str) -> usize
         }
     }
     done
+}
+
+// ------------------------------------------------------------------------ pad folding
+/// `Pad(x, paddings)` whose only reader is a `Conv2D` or `DepthwiseConv2dNative` with
+/// `padding="VALID"` (Keras' `ZeroPadding2D` before a stride-2 convolution): that
+/// convolution reading `x` with `padding="EXPLICIT"` and the Pad's spatial paddings as its
+/// `explicit_paddings`, so the padded copy of the feature map is never made (`Pad` pads
+/// with zeros, and a VALID window over zeros adds `0 * w`: the same values). Left alone:
+/// a Pad with another reader or a control input, non-constant paddings or any on the
+/// batch or channels, a SAME or EXPLICIT convolution, a pool (`AvgPool` would count the
+/// zeros, which an explicit window does not), a non-NHWC convolution. `PadV2` (a chosen
+/// constant) is not an op the engine runs. Returns how many convolutions were rewritten.
+pub fn pads(graph: &mut GraphDef, order: &[usize], output: &str) -> usize {
+    let found: Vec<(usize, NodeDef)> = {
+        let v = View::new(graph, order, output);
+        order
+            .iter()
+            .filter_map(|&i| folded_pad(&v, &graph.nodes[i]).map(|n| (i, n)))
+            .collect()
+    };
+    let done = found.len();
+    for (i, n) in found {
+        graph.nodes[i] = n;
+    }
+    done
+}
+
+/// The largest padding folded on a side (the lowering's limit for `explicit_paddings`).
+const MAX_FOLDED_PAD: i64 = 1 << 20;
+
+/// `conv` rewritten to read the Pad before it, when the pattern above holds.
+fn folded_pad(v: &View<'_>, conv: &NodeDef) -> Option<NodeDef> {
+    let text = |key: &str| match conv.attr(key) {
+        Some(AttrValue::S(s)) => Some(s.as_slice()),
+        _ => None,
+    };
+    if !matches!(conv.op.as_str(), "Conv2D" | "DepthwiseConv2dNative")
+        || text("padding") != Some(b"VALID".as_slice())
+        || !matches!(text("data_format"), None | Some(b"NHWC"))
+    {
+        return None;
+    }
+    let [p, filter] = two(conv)?;
+    let pad = v.private(p).filter(|n| n.op == "Pad")?;
+    if pad.inputs.iter().any(|i| i.starts_with('^')) {
+        return None;
+    }
+    let [x, paddings] = two(pad)?;
+    let (name, k) = split_ref(paddings);
+    let c = &v.graph.nodes[*v.index.get(name)?];
+    let p = match (k, c.op.as_str(), c.attr("value")) {
+        (0, "Const", Some(AttrValue::Tensor(t))) => match &*t.data {
+            TensorData::I64(p) if p.len() == 8 => p.clone(),
+            _ => return None,
+        },
+        _ => return None,
+    };
+    if p[..2] != [0, 0] || p[6..] != [0, 0] || p.iter().any(|e| !(0..=MAX_FOLDED_PAD).contains(e)) {
+        return None;
+    }
+    let mut inputs = vec![x.to_string(), filter.to_string()];
+    inputs.extend(conv.inputs.iter().filter(|i| i.starts_with('^')).cloned());
+    let mut attrs: Vec<(String, AttrValue)> = conv
+        .attrs
+        .iter()
+        .filter(|(key, _)| key != "padding" && key != "explicit_paddings")
+        .cloned()
+        .collect();
+    attrs.push(("padding".into(), AttrValue::S(b"EXPLICIT".to_vec())));
+    let list = ListValue {
+        i: p,
+        ..ListValue::default()
+    };
+    attrs.push(("explicit_paddings".into(), AttrValue::List(list)));
+    Some(NodeDef {
+        name: conv.name.clone(),
+        op: conv.op.clone(),
+        inputs,
+        attrs,
+        attr_spans: Vec::new(),
+    })
 }

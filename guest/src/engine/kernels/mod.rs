@@ -61,9 +61,10 @@ pub fn reserve_conv(win: &Window, packed: Option<&Packed>) -> Result<usize, usiz
     gemm::reserve_scratch(m, packed.k, is_pointwise(win))
 }
 
-/// A 1x1, stride-1 convolution reads the input as the GEMM's left matrix directly.
+/// A 1x1, stride-1 convolution reads the input as the GEMM's left matrix directly, unless
+/// it is padded (explicit padding makes the output larger than the input).
 fn is_pointwise(win: &Window) -> bool {
-    win.kh == 1 && win.kw == 1 && win.sh == 1 && win.sw == 1
+    win.kh == 1 && win.kw == 1 && win.sh == 1 && win.sw == 1 && (win.oh, win.ow) == (win.h, win.w)
 }
 
 /// `act(conv(x) + bias [+ residual])`: `residual` is a skip connection's `Add` fused into
@@ -289,6 +290,68 @@ mod tests {
                 close(&got, &want);
             }
         }
+    }
+
+    /// `padding="EXPLICIT"` windows, whose padding-after is not SAME's (more at the bottom
+    /// than SAME would add, less, none, or more than a kernel's width so that whole windows
+    /// lie in the padding; a padded 1x1 conv, which must not take the pointwise GEMM): every
+    /// kernel, scalar and vector, equals the VALID window over the input padded by hand.
+    #[test]
+    fn explicit_padding_matches_padded_input() {
+        // (h, w, c, k, stride, [top, bottom, left, right])
+        for &(h, w, c, k, s, pads) in &[
+            (7, 8, 16, 3, 2, [0, 1, 0, 1]), // Keras' ZeroPadding2D before a stride-2 conv
+            (9, 10, 32, 3, 1, [1, 2, 0, 1]),
+            (8, 8, 16, 5, 2, [2, 2, 1, 3]),
+            (6, 7, 24, 3, 1, [4, 0, 0, 5]), // rows/columns of windows all in the padding
+            (5, 6, 13, 3, 2, [1, 0, 2, 0]),
+            (4, 5, 8, 1, 1, [1, 2, 2, 1]),   // padded pointwise
+            (15, 13, 3, 3, 2, [0, 1, 0, 1]), // the stem's im2col tiles
+        ] {
+            let [t, b, l, r] = pads;
+            let win = Window::explicit(&[1, h, w, c], k, k, s, s, pads).unwrap();
+            let (ph, pw) = (h + t + b, w + l + r);
+            let valid = Window::new(&[1, ph, pw, c], k, k, s, s, Padding::Valid).unwrap();
+            assert_eq!((win.oh, win.ow), (valid.oh, valid.ow));
+            let x = noise(h * w * c, 21);
+            let mut xp = vec![0.0; ph * pw * c];
+            let (from, to) = ([1, h, w, c], [1, ph, pw, c]);
+            ops::pad(&x, &from, &[(0, 0), (t, b), (l, r), (0, 0)], &to, &mut xp);
+            let bias = noise(c, 23);
+            // Depthwise, multiplier 1: the vector kernel and the plain loop.
+            let wd = noise(k * k * c, 22);
+            let mut want = vec![0.0; valid.oh * valid.ow * c];
+            ops::depthwise(&xp, &valid, &wd, 1, &bias, Act::Relu6, &mut want);
+            let mut got = vec![0.0; want.len()];
+            depthwise::depthwise(&x, &win, &wd, &bias, Act::Relu6, &mut got);
+            close(&got, &want);
+            ops::depthwise(&x, &win, &wd, 1, &bias, Act::Relu6, &mut got);
+            close(&got, &want);
+            // Depthwise, multiplier 2 (the plain loop only).
+            let wm = noise(k * k * c * 2, 24);
+            let bm = noise(c * 2, 25);
+            let mut want = vec![0.0; valid.oh * valid.ow * c * 2];
+            ops::depthwise(&xp, &valid, &wm, 2, &bm, Act::None, &mut want);
+            let mut got = vec![0.0; want.len()];
+            ops::depthwise(&x, &win, &wm, 2, &bm, Act::None, &mut got);
+            close(&got, &want);
+            // Conv2D: packed (GEMM or im2col) and the plain loop.
+            let cout = 9;
+            let wc = noise(k * k * c * cout, 26);
+            let bc = noise(cout, 27);
+            let mut want = vec![0.0; valid.oh * valid.ow * cout];
+            ops::conv2d(&xp, &valid, &wc, cout, &bc, Act::Relu6, &mut want);
+            let packed = gemm::PackedB::new(&wc, k * k * c, cout, &bc);
+            let mut got = vec![0.0; want.len()];
+            let p = Some(&packed);
+            conv2d(&x, &win, &[], p, cout, &bc, Act::Relu6, None, &mut got);
+            close(&got, &want);
+            conv2d(&x, &win, &wc, None, cout, &bc, Act::Relu6, None, &mut got);
+            close(&got, &want);
+        }
+        // Too much padding for nothing: a window larger than the padded input is refused.
+        assert!(Window::explicit(&[1, 2, 2, 1], 5, 5, 1, 1, [1, 1, 1, 1]).is_err());
+        assert!(Window::explicit(&[1, 2, 2, 1], 3, 3, 1, 1, [0, 1, 1, 0]).is_ok());
     }
 
     /// The curves' four-lane pass ([`lanes::activate`]) is the scalar activation bit for
