@@ -513,6 +513,49 @@ def _ops() -> list[Builder]:
         ),
         _op("relu-pad", lambda tf, x, k: tf.pad(tf.nn.relu(x), [[0, 0], [1, 2], [0, 1], [0, 0]])),
         _op("reshape-squeeze", lambda tf, x, k: tf.squeeze(tf.reshape(x, [1, 1, -1]), [0])),
+        # ---- padding="EXPLICIT", and Keras' ZeroPadding2D before a VALID conv (folded)
+        _op(
+            "conv2d-explicit",
+            lambda tf, x, k: tf.nn.conv2d(
+                x, _c(k, 3, 3, c, 6), 1, [[0, 0], [1, 2], [0, 1], [0, 0]]
+            ),
+            shape=(1, 9, 8, 4),
+            doc="Conv2D padding EXPLICIT, explicit_paddings [0, 0, 1, 2, 0, 1, 0, 0]",
+        ),
+        _op(
+            "depthwise-explicit-s2",
+            lambda tf, x, k: tf.nn.depthwise_conv2d(
+                x, _c(k, 3, 3, c, 2), [1, 2, 2, 1], [[0, 0], [1, 2], [0, 1], [0, 0]]
+            ),
+            shape=(1, 9, 8, 4),
+            doc="DepthwiseConv2dNative padding EXPLICIT, stride 2, multiplier 2",
+        ),
+        _op(
+            "pad-depthwise-valid-s2",
+            lambda tf, x, k: tf.nn.depthwise_conv2d(
+                tf.pad(x, [[0, 0], [0, 1], [0, 1], [0, 0]]),
+                _c(k, 3, 3, c, 1),
+                [1, 2, 2, 1],
+                "VALID",
+            ),
+            shape=(1, 10, 8, 4),
+            doc="MobileNetV2's ZeroPadding2D -> stride-2 depthwise: the Pad folds",
+        ),
+        _op(
+            "pad-conv2d-valid-s2",
+            lambda tf, x, k: tf.nn.conv2d(
+                tf.pad(x, [[0, 0], [1, 1], [0, 1], [0, 0]]), _c(k, 3, 3, c, 5), 2, "VALID"
+            ),
+            shape=(1, 9, 8, 4),
+            doc="EfficientNet's stem: ZeroPadding2D -> stride-2 Conv2D: the Pad folds",
+        ),
+        _op(
+            "pad-avgpool-valid",
+            lambda tf, x, k: tf.nn.avg_pool2d(
+                tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]]), 3, 2, "VALID"
+            ),
+            doc="AvgPool counts the Pad's zeros: the Pad stays a step",
+        ),
     ]
     return ops
 

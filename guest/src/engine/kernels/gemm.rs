@@ -711,6 +711,9 @@ fn pack_im2col(x: &[f32], g: &Window, i0: usize, rows: usize, out: &mut [f32]) {
                     out[lane + p * MR] = 0.0;
                 }
             }
+            // A window whose columns all lie in the padding (explicit padding wider than
+            // the kernel) reads nothing: its first column would be past the row's end.
+            let ky1 = if kx0 == kx1 { ky0 } else { ky1 };
             for ky in ky0..ky1 {
                 let iy = oy * g.sh + ky - g.pt;
                 let ix0 = ox * g.sw + kx0 - g.pl;
