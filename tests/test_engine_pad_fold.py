@@ -223,3 +223,18 @@ def test_bad_explicit_paddings_are_refused_by_name(guest: Guest, explicit, messa
     g, x, _ = explicit_graph("Conv2D", explicit)
     with pytest.raises(BadModelError, match=message):
         run_guest(guest, g.to_bytes(), x, "out")
+
+
+@pytest.mark.parametrize("name", ["keras3-mobilenetv2-1.0", "tfkeras-mobilenetv2-1.0"])
+def test_keras_mobilenetv2_runs_no_pad_step(guest: Guest, name: str) -> None:
+    """The four ZeroPadding2D before MobileNetV2's stride-2 depthwise convolutions fold: no
+    Pad step is left in the plan (the oracle's cached graph; built with TensorFlow)."""
+    from tests.oracle.cache import load
+
+    frozen = load(name)
+    if frozen is None:
+        pytest.skip(f"{name} is not in the oracle cache (run tests/test_oracle_graphs.py)")
+    assert frozen.ops["Pad"] == 4
+    steps = plan_steps(guest, frozen.graph, frozen.output)
+    assert "Pad" not in ops(steps)
+    assert sum(s["op"] == "Depthwise 3x3/2" for s in steps) == 4

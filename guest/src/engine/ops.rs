@@ -208,7 +208,9 @@ fn explicit_dim(
         .checked_add(before)
         .and_then(|v| v.checked_add(after))
         .ok_or_else(|| format!("padding {} + {} is too large", before, after))?;
-    window_dim(padded, k, stride, Padding::Valid).map(|(out, _)| out)
+    window_dim(padded, k, stride, Padding::Valid)
+        .map(|(out, _)| out)
+        .map_err(|e| format!("{} after explicit padding {} + {}", e, before, after))
 }
 
 /// Geometry of a sliding-window op (convolution or pooling) on an NHWC tensor.
