@@ -127,6 +127,8 @@ APPS: dict[str, tuple[str, dict[str, Any], float, float]] = {
     "mobilenet": ("MobileNet", {}, -1.0, 1.0),
     "efficientnetb0": ("EfficientNetB0", {}, 0.0, 255.0),
     "resnet50": ("ResNet50", {}, -120.0, 150.0),
+    # hard-swish and a hard-sigmoid squeeze-excite gate (input rescaled inside the model)
+    "mobilenetv3small": ("MobileNetV3Small", {}, 0.0, 255.0),
 }
 SIZE = 224
 
@@ -302,6 +304,52 @@ def _placeholder_with_default(tf: Any, x: Any, seed: int) -> Any:
     return x * scale
 
 
+def _conv(tf: Any, x: Any, seed: int, cout: int = 6) -> Any:
+    """A 3x3 SAME convolution with a bias: the step a fused activation joins."""
+    w = _c(seed, 3, 3, int(x.shape[-1]), cout)
+    return tf.nn.bias_add(tf.nn.conv2d(x, w, 1, "SAME"), _c(seed + 1, cout))
+
+
+def _keras3_act(name: str) -> Callable[[Any, Any, int], Any]:
+    """`keras.activations.<name>` (Keras 3, TensorFlow backend) after a convolution."""
+
+    def fn(tf: Any, x: Any, seed: int) -> Any:
+        import keras
+
+        return getattr(keras.activations, name)(_conv(tf, x, seed))
+
+    return fn
+
+
+def _tfkeras_hard_swish(tf: Any, x: Any, seed: int) -> Any:
+    """tf_keras' MobileNetV3 hard-swish (tf_keras has no activation of that name):
+    `Multiply([x, ReLU(6.)(x + 3.) * (1. / 6.)])` after a depthwise convolution."""
+    import tf_keras
+
+    y = tf.nn.depthwise_conv2d(x, _c(seed, 3, 3, int(x.shape[-1]), 1), [1, 1, 1, 1], "SAME")
+    gate = tf_keras.layers.ReLU(6.0)(y + 3.0) * (1.0 / 6.0)
+    return tf_keras.layers.Multiply()([y, gate])
+
+
+def _squeeze_excite(tf: Any, x: Any, seed: int) -> Any:
+    """EfficientNet's squeeze-excite: mean -> 1x1 conv -> swish -> 1x1 conv -> Sigmoid, the
+    gate multiplied into x over H and W."""
+    c = int(x.shape[-1])
+    s = tf.reduce_mean(x, [1, 2], keepdims=True)
+    s = tf.nn.silu(tf.nn.bias_add(tf.nn.conv2d(s, _c(seed, 1, 1, c, 2), 1, "SAME"), _c(seed, 2)))
+    gate = tf.sigmoid(
+        tf.nn.bias_add(tf.nn.conv2d(s, _c(seed + 1, 1, 1, 2, c), 1, "SAME"), _c(1, c))
+    )
+    return x * gate
+
+
+def _swish_shared(tf: Any, x: Any, seed: int) -> Any:
+    """silu(conv) + conv: the convolution's output has another reader, so the swish cannot
+    be the convolution's activation (it runs as a step of its own)."""
+    y = _conv(tf, x, seed)
+    return tf.nn.silu(y) + y
+
+
 def _ops() -> list[Builder]:
     s = SMALL
     c = s[-1]
@@ -345,6 +393,42 @@ def _ops() -> list[Builder]:
             low=-6.0,
             high=6.0,
             doc="EfficientNet's activation: Sigmoid then Mul",
+        ),
+        # ---- activations fused into the step before (Keras' swish, hard-swish, gates)
+        _op(
+            "conv2d-silu",
+            lambda tf, x, k: tf.nn.silu(_conv(tf, x, k)),
+            low=-3.0,
+            high=3.0,
+            doc="conv + bias + tf.nn.silu (Mul/Sigmoid/Mul/IdentityN)",
+        ),
+        _op(
+            "matmul-silu",
+            lambda tf, x, k: tf.nn.silu(tf.matmul(tf.reshape(x, [5, 24]), _c(k, 24, 7)) + 0.5),
+            doc="MatMul + scalar bias + tf.nn.silu",
+        ),
+        _op("squeeze-excite", _squeeze_excite, low=-2.0, high=2.0, doc="SE: swish, Sigmoid gate"),
+        _op("swish-shared", _swish_shared, doc="silu(conv) + conv: not fusable"),
+        _op(
+            "conv2d-hardswish-keras3",
+            _keras3_act("hard_swish"),
+            low=-3.0,
+            high=3.0,
+            doc="conv + keras.activations.hard_swish (Keras 3)",
+        ),
+        _op(
+            "conv2d-hardsigmoid-keras3",
+            _keras3_act("hard_sigmoid"),
+            low=-3.0,
+            high=3.0,
+            doc="conv + keras.activations.hard_sigmoid (Keras 3)",
+        ),
+        _op(
+            "depthwise-hardswish-tfkeras",
+            _tfkeras_hard_swish,
+            low=-4.0,
+            high=4.0,
+            doc="depthwise + tf_keras MobileNetV3's hard_swish",
         ),
         _op("tanh", lambda tf, x, k: tf.tanh(x), low=-3.0, high=3.0),
         _op("leakyrelu", lambda tf, x, k: tf.nn.leaky_relu(x, alpha=0.2)),
@@ -429,6 +513,49 @@ def _ops() -> list[Builder]:
         ),
         _op("relu-pad", lambda tf, x, k: tf.pad(tf.nn.relu(x), [[0, 0], [1, 2], [0, 1], [0, 0]])),
         _op("reshape-squeeze", lambda tf, x, k: tf.squeeze(tf.reshape(x, [1, 1, -1]), [0])),
+        # ---- padding="EXPLICIT", and Keras' ZeroPadding2D before a VALID conv (folded)
+        _op(
+            "conv2d-explicit",
+            lambda tf, x, k: tf.nn.conv2d(
+                x, _c(k, 3, 3, c, 6), 1, [[0, 0], [1, 2], [0, 1], [0, 0]]
+            ),
+            shape=(1, 9, 8, 4),
+            doc="Conv2D padding EXPLICIT, explicit_paddings [0, 0, 1, 2, 0, 1, 0, 0]",
+        ),
+        _op(
+            "depthwise-explicit-s2",
+            lambda tf, x, k: tf.nn.depthwise_conv2d(
+                x, _c(k, 3, 3, c, 2), [1, 2, 2, 1], [[0, 0], [1, 2], [0, 1], [0, 0]]
+            ),
+            shape=(1, 9, 8, 4),
+            doc="DepthwiseConv2dNative padding EXPLICIT, stride 2, multiplier 2",
+        ),
+        _op(
+            "pad-depthwise-valid-s2",
+            lambda tf, x, k: tf.nn.depthwise_conv2d(
+                tf.pad(x, [[0, 0], [0, 1], [0, 1], [0, 0]]),
+                _c(k, 3, 3, c, 1),
+                [1, 2, 2, 1],
+                "VALID",
+            ),
+            shape=(1, 10, 8, 4),
+            doc="MobileNetV2's ZeroPadding2D -> stride-2 depthwise: the Pad folds",
+        ),
+        _op(
+            "pad-conv2d-valid-s2",
+            lambda tf, x, k: tf.nn.conv2d(
+                tf.pad(x, [[0, 0], [1, 1], [0, 1], [0, 0]]), _c(k, 3, 3, c, 5), 2, "VALID"
+            ),
+            shape=(1, 9, 8, 4),
+            doc="EfficientNet's stem: ZeroPadding2D -> stride-2 Conv2D: the Pad folds",
+        ),
+        _op(
+            "pad-avgpool-valid",
+            lambda tf, x, k: tf.nn.avg_pool2d(
+                tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]]), 3, 2, "VALID"
+            ),
+            doc="AvgPool counts the Pad's zeros: the Pad stays a step",
+        ),
     ]
     return ops
 

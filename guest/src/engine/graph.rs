@@ -306,6 +306,17 @@ impl Live {
         Ok(())
     }
 
+    /// Order the live nodes again, from the same output: after [`super::rewrite`] has
+    /// changed some nodes' inputs, the nodes nothing reads any more drop out.
+    pub fn reorder(&mut self) -> GuestResult<()> {
+        let out = match self.graph.nodes.iter().position(|n| n.name == self.output) {
+            Some(i) => i,
+            None => return bad(format!("no node named '{}' in the graph", self.output)),
+        };
+        self.order = order(&self.graph, &name_index(&self.graph), out)?;
+        Ok(())
+    }
+
     /// The live nodes, in order.
     pub fn nodes(&self) -> impl Iterator<Item = &NodeDef> {
         self.order.iter().map(move |&i| &self.graph.nodes[i])

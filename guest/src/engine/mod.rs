@@ -4,6 +4,7 @@
 //! - [`proto`]: the protobuf wire format (varints, keys, lengths), by hand;
 //! - [`graphdef`]: the TensorFlow messages (`GraphDef`, `NodeDef`, `AttrValue`, `TensorProto`);
 //! - [`graph`]: the output node, and the nodes it depends on in input-first order;
+//! - [`rewrite`]: Keras' activations written out in several ops (swish, hard swish) as one;
 //! - [`lower`]: the op registry, one small lowering function per TensorFlow op, by family;
 //! - [`ops`]: every operation on NHWC `f32` slices, with TensorFlow's padding rules;
 //! - [`plan`]: graph -> ordered, shape-checked, fused steps over reused buffers, and `run`;
@@ -18,6 +19,7 @@ pub mod ops;
 pub mod plan;
 pub mod proto;
 pub mod report;
+pub mod rewrite;
 
 pub use lower::supported_ops;
 pub use plan::{Model, ModelInfo};

@@ -5,26 +5,94 @@
 //! reading of the maths and what a compiler can vectorise. [`super::kernels`] replaces the
 //! hot ones with wasm SIMD128 versions; the results agree to float rounding.
 
-/// An activation fused into the op that produces a tensor: applying ReLU6 while the value
-/// is still in a register saves a whole pass over memory.
+/// An activation fused into the op that produces a tensor: applying ReLU6 (or a swish)
+/// while the value is still in a register, or in cache, saves a whole pass over memory.
+///
+/// `Relu`/`Relu6` are clamps, which the SIMD kernels apply in their epilogue; the others
+/// are curves (see [`Act::is_curve`]), which the SIMD kernels apply with
+/// [`super::kernels::lanes::activate`] over each block of output they have just written.
+/// Keras writes them as several ops; [`super::rewrite`] recognises those patterns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Act {
     None,
     Relu,
     Relu6,
+    /// `1 / (1 + exp(-v))`: a squeeze-excite gate after its convolution.
+    Sigmoid,
+    /// `v * sigmoid(v)` (SiLU): EfficientNet's activation.
+    Swish,
+    /// `relu6(v + 3) / 6`: MobileNetV3's gate (Keras 3's `hard_sigmoid`).
+    HardSigmoid,
+    /// `v * relu6(v + 3) / 6`: MobileNetV3's activation.
+    HardSwish,
 }
 
 /// `v < lo ? lo : v`, then `v > hi ? hi : v`: exactly wasm's `pmax`/`pmin`, which the SIMD
 /// kernels clamp with. A NaN stays NaN (as in TensorFlow's Relu), where `f32::max` would
 /// turn it into 0: the scalar and the SIMD paths must agree on every input.
 #[inline(always)]
-fn clamp(v: f32, lo: f32, hi: f32) -> f32 {
+pub fn clamp(v: f32, lo: f32, hi: f32) -> f32 {
     let v = if v < lo { lo } else { v };
     if v > hi {
         hi
     } else {
         v
     }
+}
+
+/// The constants of [`exp`] (Cephes' `expf`), shared with the SIMD twin in
+/// `kernels::lanes` so the two compute the same float operations in the same order.
+pub mod exp_consts {
+    /// Inputs are clamped to `[LO, HI]`: `exp(-87)` is still a normal float; above 88.4
+    /// the power of two is 2^128, i.e. infinity, as `exp` overflows in TensorFlow.
+    pub const LO: f32 = -87.0;
+    pub const HI: f32 = 89.0;
+    pub const LOG2E: f32 = core::f32::consts::LOG2_E;
+    /// ln 2 split in two, so `v - n ln 2` loses nothing.
+    pub const LN2_HI: f32 = 0.693_359_4;
+    pub const LN2_LO: f32 = -2.121_944_4e-4;
+    /// `exp(r) ~ 1 + r + r^2 (P0 + P1 r + ... + P5 r^5)` for |r| <= ln2 / 2.
+    pub const P: [f32; 6] = [
+        1.987_569_1e-4,
+        1.398_2e-3,
+        8.333_452e-3,
+        4.166_579_6e-2,
+        1.666_666_5e-1,
+        0.5,
+    ];
+}
+
+/// `e^v` in plain float operations (no `libm`): a range reduction to `r = v - n ln 2`, a
+/// degree-7 polynomial in `r`, then `2^n` built in the exponent bits. Within 2 ulp of the
+/// true value on `[-87, 88]`; NaN stays NaN, large inputs give infinity, very negative ones
+/// about 1.6e-38. The SIMD kernels run the same operations four lanes at a time, so the
+/// scalar and vector activations agree bit for bit.
+#[inline(always)]
+pub fn exp(v: f32) -> f32 {
+    use exp_consts::*;
+    let v = clamp(v, LO, HI);
+    let n = (v * LOG2E + 0.5).floor();
+    let r = v - n * LN2_HI - n * LN2_LO;
+    let mut y = P[0];
+    for &p in &P[1..] {
+        y = y * r + p;
+    }
+    let y = y * (r * r) + r + 1.0;
+    // NaN converts to 0 (Rust's `as` saturates, like wasm's `trunc_sat`): y is NaN anyway.
+    let bits = ((n as i32 + 127) as u32) << 23;
+    y * f32::from_bits(bits)
+}
+
+/// The logistic function `1 / (1 + e^-v)`, TensorFlow's `Sigmoid` (to float rounding).
+#[inline(always)]
+pub fn sigmoid(v: f32) -> f32 {
+    1.0 / (1.0 + exp(-v))
+}
+
+/// Keras 3's `hard_sigmoid`: `relu6(v + 3) / 6`.
+#[inline(always)]
+pub fn hard_sigmoid(v: f32) -> f32 {
+    clamp(v + 3.0, 0.0, 6.0) / 6.0
 }
 
 impl Act {
@@ -34,6 +102,10 @@ impl Act {
             Act::None => v,
             Act::Relu => clamp(v, 0.0, f32::INFINITY),
             Act::Relu6 => clamp(v, 0.0, 6.0),
+            Act::Sigmoid => sigmoid(v),
+            Act::Swish => v * sigmoid(v),
+            Act::HardSigmoid => hard_sigmoid(v),
+            Act::HardSwish => v * hard_sigmoid(v),
         }
     }
 
@@ -44,6 +116,35 @@ impl Act {
                 .iter_mut()
                 .for_each(|v| *v = clamp(*v, 0.0, f32::INFINITY)),
             Act::Relu6 => out.iter_mut().for_each(|v| *v = clamp(*v, 0.0, 6.0)),
+            _ => out.iter_mut().for_each(|v| *v = self.apply(*v)),
+        }
+    }
+
+    /// The clamp `(lo, hi)` a kernel's epilogue applies: the whole activation for `Relu`
+    /// and `Relu6`, nothing (`(-inf, inf)`) for the curves, which come after.
+    pub fn bounds(self) -> (f32, f32) {
+        match self {
+            Act::Relu => (0.0, f32::INFINITY),
+            Act::Relu6 => (0.0, 6.0),
+            _ => (f32::NEG_INFINITY, f32::INFINITY),
+        }
+    }
+
+    /// Whether the activation is a function a clamp cannot express.
+    pub fn is_curve(self) -> bool {
+        !matches!(self, Act::None | Act::Relu | Act::Relu6)
+    }
+
+    /// The name `step_info` shows.
+    pub fn name(self) -> &'static str {
+        match self {
+            Act::None => "none",
+            Act::Relu => "relu",
+            Act::Relu6 => "relu6",
+            Act::Sigmoid => "sigmoid",
+            Act::Swish => "swish",
+            Act::HardSigmoid => "hard_sigmoid",
+            Act::HardSwish => "hard_swish",
         }
     }
 }
@@ -92,6 +193,24 @@ pub fn window_dim(
             Ok((out, total / 2))
         }
     }
+}
+
+/// Output size of one spatial dimension padded by `before` and `after` zeros, then slid
+/// over VALID.
+fn explicit_dim(
+    size: usize,
+    k: usize,
+    stride: usize,
+    before: usize,
+    after: usize,
+) -> Result<usize, String> {
+    let padded = size
+        .checked_add(before)
+        .and_then(|v| v.checked_add(after))
+        .ok_or_else(|| format!("padding {} + {} is too large", before, after))?;
+    window_dim(padded, k, stride, Padding::Valid)
+        .map(|(out, _)| out)
+        .map_err(|e| format!("{} after explicit padding {} + {}", e, before, after))
 }
 
 /// Geometry of a sliding-window op (convolution or pooling) on an NHWC tensor.
@@ -143,6 +262,32 @@ impl Window {
             pt,
             pl,
         })
+    }
+
+    /// TensorFlow's `padding="EXPLICIT"`: `pads` cells `[top, bottom, left, right]` of zeros
+    /// around the image, then a VALID window over the padded image. Padding-after stays
+    /// implied by the output size (the last window may stop short of the padded edge, as in
+    /// VALID); the kernels clip every window to the image with [`Window::rows`] and
+    /// [`Window::cols`], so any padding, even a window that lies all in it, reads zeros.
+    pub fn explicit(
+        shape: &[usize],
+        kh: usize,
+        kw: usize,
+        sh: usize,
+        sw: usize,
+        pads: [usize; 4],
+    ) -> Result<Window, String> {
+        let mut win = Window::new(shape, 1, 1, 1, 1, Padding::Valid)?;
+        let [top, bottom, left, right] = pads;
+        win.oh = explicit_dim(win.h, kh, sh, top, bottom)?;
+        win.ow = explicit_dim(win.w, kw, sw, left, right)?;
+        win.kh = kh;
+        win.kw = kw;
+        win.sh = sh;
+        win.sw = sw;
+        win.pt = top;
+        win.pl = left;
+        Ok(win)
     }
 
     /// Kernel rows `[lo, hi)` that land inside the image for output row `oy`: the others
@@ -509,7 +654,7 @@ impl UnOp {
         match self {
             UnOp::Rsqrt => 1.0 / x.sqrt(),
             UnOp::Sqrt => x.sqrt(),
-            UnOp::Sigmoid => 1.0 / (1.0 + (-x).exp()),
+            UnOp::Sigmoid => sigmoid(x),
             UnOp::Tanh => x.tanh(),
             // TensorFlow: x > 0 ? x : x * alpha.
             UnOp::LeakyRelu(alpha) => {

@@ -24,6 +24,7 @@ use super::graphdef::{self, NodeDef, TensorData};
 use super::kernels;
 use super::lower::{self, charge, probe, Builder, Val};
 use super::ops::{self, Act, Window};
+use super::rewrite;
 use crate::abi::{ErrorCode, GuestResult};
 use std::rc::Rc;
 
@@ -344,6 +345,25 @@ impl Model {
         let mut live = graph::live(bytes, output)?;
         lower::check_supported(&live)?;
         live.decode(bytes)?;
+        // The ops as TensorFlow wrote them, for `model_info` and the report: the rewrite
+        // turns some into the engine's own (`_Swish` ...) and leaves others unread.
+        let mut op_counts: Vec<(String, usize)> = Vec::new();
+        for n in &live.graph.nodes {
+            match op_counts.iter_mut().find(|(k, _)| *k == n.op) {
+                Some(e) => e.1 += 1,
+                None => op_counts.push((n.op.clone(), 1)),
+            }
+        }
+        op_counts.sort();
+        let written: Vec<(usize, String)> = live
+            .order
+            .iter()
+            .map(|&i| (i, live.graph.nodes[i].op.clone()))
+            .collect();
+        let folded = rewrite::pads(&mut live.graph, &live.order, &live.output);
+        if rewrite::activations(&mut live.graph, &live.order, &live.output) + folded > 0 {
+            live.reorder()?;
+        }
         let (graph, order, output_name) = (&live.graph, &live.order, live.output.clone());
         let mut b = Builder::new(graph, order, output_name.as_str(), graph.budget_left);
         for &i in order {
@@ -496,27 +516,24 @@ impl Model {
 
         let weight_floats: usize = consts.iter().map(|c| c.as_f32().len()).sum::<usize>()
             + steps.iter().map(|s| s.kind.weight_count()).sum::<usize>();
-        let mut op_counts: Vec<(String, usize)> = Vec::new();
-        for n in &graph.nodes {
-            match op_counts.iter_mut().find(|(k, _)| *k == n.op) {
-                Some(e) => e.1 += 1,
-                None => op_counts.push((n.op.clone(), 1)),
-            }
-        }
-        op_counts.sort();
-        let mut live_ops: Vec<LiveOp> = Vec::new();
+        // Each node as TensorFlow wrote it: a node the rewrite absorbed ran no step.
+        let mut stepped_node = vec![false; graph.nodes.len()];
         for (&i, &stepped) in order.iter().zip(&b.stepped) {
-            let n = &graph.nodes[i];
-            match live_ops.iter_mut().find(|o| o.op == n.op) {
+            stepped_node[i] = stepped;
+        }
+        let mut live_ops: Vec<LiveOp> = Vec::new();
+        for (i, op) in &written {
+            let stepped = stepped_node[*i];
+            match live_ops.iter_mut().find(|o| o.op == *op) {
                 Some(o) => {
                     o.count += 1;
                     o.steps += stepped as usize;
                 }
                 None => live_ops.push(LiveOp {
-                    op: n.op.clone(),
+                    op: op.clone(),
                     count: 1,
                     steps: stepped as usize,
-                    example: n.name.clone(),
+                    example: graph.nodes[*i].name.clone(),
                 }),
             }
         }

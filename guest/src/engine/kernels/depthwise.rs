@@ -8,8 +8,8 @@
 //! Where neighbouring pixels' windows lie whole inside the image, [`pixels`] walks the
 //! taps once for three (or two) of them, so each weight vector is loaded once for all.
 
-use super::lanes::{act_bounds, F32x4};
-use crate::engine::ops::{Act, Window};
+use super::lanes::{act_bounds, activate, F32x4};
+use crate::engine::ops::{clamp, Act, Window};
 
 /// Depthwise with channel multiplier 1; `w` is `[kh, kw, c]`, `bias` has `c` values.
 pub fn depthwise(x: &[f32], g: &Window, w: &[f32], bias: &[f32], act: Act, out: &mut [f32]) {
@@ -118,9 +118,15 @@ pub fn depthwise(x: &[f32], g: &Window, w: &[f32], bias: &[f32], act: Act, out: 
                                 * w[(ky * g.kw + kx) * c + ch];
                         }
                     }
-                    out[o + ch] = act.apply(acc);
+                    let (blo, bhi) = act.bounds();
+                    out[o + ch] = clamp(acc, blo, bhi);
                 }
                 ox += 1;
+            }
+            if act.is_curve() {
+                // The row just written, still in cache: the curve the clamp could not do.
+                let row = (n * g.oh + oy) * g.ow * c;
+                activate(&mut out[row..row + g.ow * c], act);
             }
         }
     }

@@ -15,7 +15,7 @@
 //! registers. (Measured on Cranelift/x86-64: 4 x 8 beats 5 x 8 and 6 x 8, which run out of
 //! the 16 vector registers and spill.)
 
-use super::lanes::{act_bounds, F32x4};
+use super::lanes::{act_bounds, activate, F32x4};
 use crate::engine::ops::{Act, Window};
 
 /// Rows (pixels) per tile: see [`kernel`] for the register budget.
@@ -157,6 +157,7 @@ fn gemm_with(
                 mc,
                 b,
                 (lo, hi),
+                act,
                 residual,
                 c,
                 pack,
@@ -199,7 +200,10 @@ pub fn reserve_scratch(m: usize, k: usize, skip_zeros: bool) -> Result<usize, us
 }
 
 /// The blocks of [`gemm_with`]: pack `mc` rows of A into `buf`, run the kernel over them
-/// (skipping all-zero steps of k, listed in `idx`, unless `idx` is empty).
+/// (skipping all-zero steps of k, listed in `idx`, unless `idx` is empty). The kernel's
+/// epilogue clamps (`lo`, `hi`); a curve `act` (swish, sigmoid ...) is then applied to each
+/// run's block of C right after the kernel wrote it, while it is in cache, so the kernel's
+/// registers stay as they were (see [`activate`]).
 /// Kept out of line (not inlined into the thread-local's closure, or further into the
 /// plan's step loop) so the hot loops sit in a function of this module, which the
 /// post-link pass `wasi_lab.postlink.fold_offsets` optimises.
@@ -212,12 +216,14 @@ fn gemm_blocks(
     mc: usize,
     b: &PackedB,
     (lo, hi): (F32x4, F32x4),
+    act: Act,
     residual: Option<&[f32]>,
     c: &mut [f32],
     pack: impl Fn(usize, usize, &mut [f32]),
 ) {
     let (k, n) = (b.k, b.n);
     let np = (n + NR - 1) / NR;
+    let curve = act.is_curve();
     let mut i0 = 0;
     while i0 < m {
         let i1 = (i0 + mc).min(m);
@@ -249,6 +255,18 @@ fn gemm_blocks(
         // values and the bias NR; each tile writes its rows x cols inside C (and reads
         // the same part of the residual): `tile` is only called for t < tiles, j < np.
         let cbase = c.as_mut_ptr();
+        // Rows `r0..r1`, columns `c0..c1` of C, just written: the curve, if the act is one.
+        // SAFETY: callers pass rows of this block (< m) and columns < n: inside C.
+        let post = |(r0, r1): (usize, usize), (c0, c1): (usize, usize)| {
+            if curve {
+                for row in r0..r1 {
+                    activate(
+                        unsafe { std::slice::from_raw_parts_mut(cbase.add(row * n + c0), c1 - c0) },
+                        act,
+                    );
+                }
+            }
+        };
         let tile = |t: usize, j: usize| unsafe {
             let i = i0 + t * MR;
             Run {
@@ -292,6 +310,8 @@ fn gemm_blocks(
                 if full_panels < np {
                     unsafe { run_kernel(tile(t, full_panels), k, n, lo, hi) };
                 }
+                let rows = i0 + t * MR..(i0 + t * MR + MR).min(i1);
+                post((rows.start, rows.end), (0, n));
             }
         } else {
             for j in 0..np {
@@ -313,6 +333,7 @@ fn gemm_blocks(
                 if full_tiles < tiles {
                     unsafe { run_kernel(tile(full_tiles, j), k, n, lo, hi) };
                 }
+                post((i0, i1), (j * NR, (j * NR + NR).min(n)));
             }
         }
         i0 = i1;
@@ -690,6 +711,9 @@ fn pack_im2col(x: &[f32], g: &Window, i0: usize, rows: usize, out: &mut [f32]) {
                     out[lane + p * MR] = 0.0;
                 }
             }
+            // A window whose columns all lie in the padding (explicit padding wider than
+            // the kernel) reads nothing: its first column would be past the row's end.
+            let ky1 = if kx0 == kx1 { ky0 } else { ky1 };
             for ky in ky0..ky1 {
                 let iy = oy * g.sh + ky - g.pt;
                 let ix0 = ox * g.sw + kx0 - g.pl;

@@ -86,6 +86,29 @@ mod imp {
         pub fn clamp(self, lo: F32x4, hi: F32x4) -> F32x4 {
             F32x4(f32x4_pmin(f32x4_pmax(self.0, lo.0), hi.0))
         }
+        #[inline(always)]
+        pub fn sub(self, o: F32x4) -> F32x4 {
+            F32x4(f32x4_sub(self.0, o.0))
+        }
+        #[inline(always)]
+        pub fn div(self, o: F32x4) -> F32x4 {
+            F32x4(f32x4_div(self.0, o.0))
+        }
+        #[inline(always)]
+        pub fn neg(self) -> F32x4 {
+            F32x4(f32x4_neg(self.0))
+        }
+        #[inline(always)]
+        pub fn floor(self) -> F32x4 {
+            F32x4(f32x4_floor(self.0))
+        }
+        /// `2^n` for whole numbers `n` in `[-126, 128]` (128 gives infinity), built in the
+        /// exponent bits: `trunc_sat`, an add and a shift.
+        #[inline(always)]
+        pub fn pow2(self) -> F32x4 {
+            let n = i32x4_trunc_sat_f32x4(self.0);
+            F32x4(i32x4_shl(i32x4_add(n, i32x4_splat(127)), 23))
+        }
         /// The 4x4 transpose of four rows: lane `j` of row `i` becomes lane `i` of row `j`.
         /// Eight shuffles, each one `unpck`/`movlhps`-style instruction under Cranelift.
         #[inline(always)]
@@ -172,6 +195,29 @@ mod imp {
             F32x4(r)
         }
         #[inline(always)]
+        pub fn sub(self, o: F32x4) -> F32x4 {
+            F32x4([0, 1, 2, 3].map(|i| self.0[i] - o.0[i]))
+        }
+        #[inline(always)]
+        pub fn div(self, o: F32x4) -> F32x4 {
+            F32x4([0, 1, 2, 3].map(|i| self.0[i] / o.0[i]))
+        }
+        #[inline(always)]
+        pub fn neg(self) -> F32x4 {
+            F32x4(self.0.map(|v| -v))
+        }
+        #[inline(always)]
+        pub fn floor(self) -> F32x4 {
+            F32x4(self.0.map(f32::floor))
+        }
+        #[inline(always)]
+        pub fn pow2(self) -> F32x4 {
+            F32x4(
+                self.0
+                    .map(|n| f32::from_bits(((n as i32 + 127) as u32) << 23)),
+            )
+        }
+        #[inline(always)]
         pub fn transpose(r: [F32x4; 4]) -> [F32x4; 4] {
             let mut t = [[0.0; 4]; 4];
             for (i, row) in r.iter().enumerate() {
@@ -186,13 +232,71 @@ mod imp {
 
 pub use imp::F32x4;
 
-/// Bounds for an activation as a clamp: `(lo, hi)` lanes.
+use super::super::ops::{self, Act};
+
+/// Bounds for an activation as a clamp: `(lo, hi)` lanes (no clamp for the curves, which
+/// [`activate`] applies after the kernel has stored its block).
 #[inline(always)]
-pub fn act_bounds(act: super::super::ops::Act) -> (F32x4, F32x4) {
-    use super::super::ops::Act;
+pub fn act_bounds(act: Act) -> (F32x4, F32x4) {
+    let (lo, hi) = act.bounds();
+    (F32x4::splat(lo), F32x4::splat(hi))
+}
+
+/// `e^v` in four lanes: the operations of [`ops::exp`], in the same order, so every lane
+/// is bit for bit the scalar result.
+#[inline(always)]
+pub fn exp(v: F32x4) -> F32x4 {
+    use ops::exp_consts::*;
+    let s = F32x4::splat;
+    let v = v.clamp(s(LO), s(HI));
+    let n = v.mul(s(LOG2E)).add(s(0.5)).floor();
+    let r = v.sub(n.mul(s(LN2_HI))).sub(n.mul(s(LN2_LO)));
+    let mut y = s(P[0]);
+    for &p in &P[1..] {
+        y = y.mul(r).add(s(p));
+    }
+    let y = y.mul(r.mul(r)).add(r).add(s(1.0));
+    y.mul(n.pow2())
+}
+
+/// [`ops::sigmoid`] in four lanes.
+#[inline(always)]
+pub fn sigmoid(v: F32x4) -> F32x4 {
+    let one = F32x4::splat(1.0);
+    one.div(one.add(exp(v.neg())))
+}
+
+/// [`ops::hard_sigmoid`] in four lanes.
+#[inline(always)]
+pub fn hard_sigmoid(v: F32x4) -> F32x4 {
+    v.add(F32x4::splat(3.0))
+        .clamp(F32x4::splat(0.0), F32x4::splat(6.0))
+        .div(F32x4::splat(6.0))
+}
+
+/// Apply `act` to every value of `out`, four lanes at a time (the last `len % 4` with the
+/// scalar [`Act::apply`]): the curves' pass over a block a kernel has just written, while
+/// it is still in cache. Agrees with the scalar activation bit for bit.
+pub fn activate(out: &mut [f32], act: Act) {
+    fn each(out: &mut [f32], act: Act, f: impl Fn(F32x4) -> F32x4) {
+        let mut blocks = out.chunks_exact_mut(4);
+        for b in &mut blocks {
+            // SAFETY: a chunk of exactly 4 floats.
+            unsafe { f(F32x4::load(b.as_ptr())).store(b.as_mut_ptr()) }
+        }
+        for v in blocks.into_remainder() {
+            *v = act.apply(*v);
+        }
+    }
     match act {
-        Act::None => (F32x4::splat(f32::NEG_INFINITY), F32x4::splat(f32::INFINITY)),
-        Act::Relu => (F32x4::splat(0.0), F32x4::splat(f32::INFINITY)),
-        Act::Relu6 => (F32x4::splat(0.0), F32x4::splat(6.0)),
+        Act::None => {}
+        Act::Relu | Act::Relu6 => {
+            let (lo, hi) = act_bounds(act);
+            each(out, act, |v| v.clamp(lo, hi))
+        }
+        Act::Sigmoid => each(out, act, sigmoid),
+        Act::Swish => each(out, act, |v| v.mul(sigmoid(v))),
+        Act::HardSigmoid => each(out, act, hard_sigmoid),
+        Act::HardSwish => each(out, act, |v| v.mul(hard_sigmoid(v))),
     }
 }

@@ -61,9 +61,10 @@ pub fn reserve_conv(win: &Window, packed: Option<&Packed>) -> Result<usize, usiz
     gemm::reserve_scratch(m, packed.k, is_pointwise(win))
 }
 
-/// A 1x1, stride-1 convolution reads the input as the GEMM's left matrix directly.
+/// A 1x1, stride-1 convolution reads the input as the GEMM's left matrix directly, unless
+/// it is padded (explicit padding makes the output larger than the input).
 fn is_pointwise(win: &Window) -> bool {
-    win.kh == 1 && win.kw == 1 && win.sh == 1 && win.sw == 1
+    win.kh == 1 && win.kw == 1 && win.sh == 1 && win.sw == 1 && (win.oh, win.ow) == (win.h, win.w)
 }
 
 /// `act(conv(x) + bias [+ residual])`: `residual` is a skip connection's `Add` fused into
@@ -168,7 +169,13 @@ mod tests {
             let wt = noise(k * k * cin * cout, 2);
             let bias = noise(cout, 3);
             let n_out = win.oh * win.ow * cout;
-            for act in [Act::None, Act::Relu6] {
+            for act in [
+                Act::None,
+                Act::Relu6,
+                Act::Swish,
+                Act::Sigmoid,
+                Act::HardSwish,
+            ] {
                 let mut want = vec![0.0; n_out];
                 ops::conv2d(&x, &win, &wt, cout, &bias, act, &mut want);
                 let packed = gemm::PackedB::new(&wt, k * k * cin, cout, &bias);
@@ -275,11 +282,171 @@ mod tests {
             let x = noise(h * w * c, 4);
             let wt = noise(k * k * c, 5);
             let bias = noise(c, 6);
-            let mut want = vec![0.0; win.oh * win.ow * c];
-            ops::depthwise(&x, &win, &wt, 1, &bias, Act::Relu6, &mut want);
+            for act in [Act::Relu6, Act::Swish, Act::HardSigmoid] {
+                let mut want = vec![0.0; win.oh * win.ow * c];
+                ops::depthwise(&x, &win, &wt, 1, &bias, act, &mut want);
+                let mut got = vec![0.0; want.len()];
+                depthwise::depthwise(&x, &win, &wt, &bias, act, &mut got);
+                close(&got, &want);
+            }
+        }
+    }
+
+    /// `padding="EXPLICIT"` windows, whose padding-after is not SAME's (more at the bottom
+    /// than SAME would add, less, none, or more than a kernel's width so that whole windows
+    /// lie in the padding; a padded 1x1 conv, which must not take the pointwise GEMM): every
+    /// kernel, scalar and vector, equals the VALID window over the input padded by hand.
+    #[test]
+    fn explicit_padding_matches_padded_input() {
+        // (h, w, c, k, stride, [top, bottom, left, right])
+        for &(h, w, c, k, s, pads) in &[
+            (7, 8, 16, 3, 2, [0, 1, 0, 1]), // Keras' ZeroPadding2D before a stride-2 conv
+            (9, 10, 32, 3, 1, [1, 2, 0, 1]),
+            (8, 8, 16, 5, 2, [2, 2, 1, 3]),
+            (6, 7, 24, 3, 1, [4, 0, 0, 5]), // rows/columns of windows all in the padding
+            (5, 6, 13, 3, 2, [1, 0, 2, 0]),
+            (4, 5, 8, 1, 1, [1, 2, 2, 1]),   // padded pointwise
+            (15, 13, 3, 3, 2, [0, 1, 0, 1]), // the stem's im2col tiles
+        ] {
+            let [t, b, l, r] = pads;
+            let win = Window::explicit(&[1, h, w, c], k, k, s, s, pads).unwrap();
+            let (ph, pw) = (h + t + b, w + l + r);
+            let valid = Window::new(&[1, ph, pw, c], k, k, s, s, Padding::Valid).unwrap();
+            assert_eq!((win.oh, win.ow), (valid.oh, valid.ow));
+            let x = noise(h * w * c, 21);
+            let mut xp = vec![0.0; ph * pw * c];
+            let (from, to) = ([1, h, w, c], [1, ph, pw, c]);
+            ops::pad(&x, &from, &[(0, 0), (t, b), (l, r), (0, 0)], &to, &mut xp);
+            let bias = noise(c, 23);
+            // Depthwise, multiplier 1: the vector kernel and the plain loop.
+            let wd = noise(k * k * c, 22);
+            let mut want = vec![0.0; valid.oh * valid.ow * c];
+            ops::depthwise(&xp, &valid, &wd, 1, &bias, Act::Relu6, &mut want);
             let mut got = vec![0.0; want.len()];
-            depthwise::depthwise(&x, &win, &wt, &bias, Act::Relu6, &mut got);
+            depthwise::depthwise(&x, &win, &wd, &bias, Act::Relu6, &mut got);
             close(&got, &want);
+            ops::depthwise(&x, &win, &wd, 1, &bias, Act::Relu6, &mut got);
+            close(&got, &want);
+            // Depthwise, multiplier 2 (the plain loop only).
+            let wm = noise(k * k * c * 2, 24);
+            let bm = noise(c * 2, 25);
+            let mut want = vec![0.0; valid.oh * valid.ow * c * 2];
+            ops::depthwise(&xp, &valid, &wm, 2, &bm, Act::None, &mut want);
+            let mut got = vec![0.0; want.len()];
+            ops::depthwise(&x, &win, &wm, 2, &bm, Act::None, &mut got);
+            close(&got, &want);
+            // Conv2D: packed (GEMM or im2col) and the plain loop.
+            let cout = 9;
+            let wc = noise(k * k * c * cout, 26);
+            let bc = noise(cout, 27);
+            let mut want = vec![0.0; valid.oh * valid.ow * cout];
+            ops::conv2d(&xp, &valid, &wc, cout, &bc, Act::Relu6, &mut want);
+            let packed = gemm::PackedB::new(&wc, k * k * c, cout, &bc);
+            let mut got = vec![0.0; want.len()];
+            let p = Some(&packed);
+            conv2d(&x, &win, &[], p, cout, &bc, Act::Relu6, None, &mut got);
+            close(&got, &want);
+            conv2d(&x, &win, &wc, None, cout, &bc, Act::Relu6, None, &mut got);
+            close(&got, &want);
+        }
+        // Too much padding for nothing: a window larger than the padded input is refused.
+        assert!(Window::explicit(&[1, 2, 2, 1], 5, 5, 1, 1, [1, 1, 1, 1]).is_err());
+        assert!(Window::explicit(&[1, 2, 2, 1], 3, 3, 1, 1, [0, 1, 1, 0]).is_ok());
+    }
+
+    /// The curves' four-lane pass ([`lanes::activate`]) is the scalar activation bit for
+    /// bit, tails included, on ordinary values, saturating ones, infinities and NaN.
+    #[test]
+    fn curve_activations_agree_bit_for_bit() {
+        let mut x: Vec<f32> = noise(397, 12).iter().map(|v| v * 12.0).collect();
+        x.extend_from_slice(&[
+            0.0,
+            -0.0,
+            1e-30,
+            -1e-30,
+            -3.0,
+            3.0,
+            86.9,
+            -86.9,
+            88.5,
+            -88.5,
+            100.0,
+            -100.0,
+            f32::MAX,
+            f32::MIN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+        ]);
+        let acts = [
+            Act::None,
+            Act::Relu,
+            Act::Relu6,
+            Act::Sigmoid,
+            Act::Swish,
+            Act::HardSigmoid,
+            Act::HardSwish,
+        ];
+        for act in acts {
+            let want: Vec<f32> = x.iter().map(|&v| act.apply(v)).collect();
+            // Every tail length: the last len % 4 values take the scalar path.
+            for len in [x.len(), x.len() - 1, x.len() - 2, x.len() - 3] {
+                let mut got = x[..len].to_vec();
+                lanes::activate(&mut got, act);
+                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                    assert!(
+                        g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan()),
+                        "{:?}({}): {} vs {}",
+                        act,
+                        x[i],
+                        g,
+                        w
+                    );
+                }
+            }
+        }
+    }
+
+    /// `exp`, `sigmoid` and the hard curves against f64 (what TensorFlow's float results
+    /// round), with TensorFlow's answers at the edges: NaN in, NaN out (as Relu keeps it);
+    /// `sigmoid(inf) = 1`, `sigmoid(-inf) = 0`, and so `swish(-inf) = -inf * 0 = NaN`.
+    #[test]
+    fn curves_match_f64_and_tensorflow_at_the_edges() {
+        for i in 0..=20_000 {
+            let v = -87.0 + 175.0 * i as f32 / 20_000.0;
+            let e = (v as f64).exp();
+            let rel = ((ops::exp(v) as f64 - e) / e).abs();
+            assert!(
+                rel < 3e-7,
+                "exp({}): {} vs {} ({:e})",
+                v,
+                ops::exp(v),
+                e,
+                rel
+            );
+            let s = 1.0 / (1.0 + (-(v as f64)).exp());
+            let got = ops::sigmoid(v) as f64;
+            assert!(
+                (got - s).abs() <= 3e-7 * s + 1e-37,
+                "sigmoid({}): {} vs {}",
+                v,
+                got,
+                s
+            );
+            let hs = ((v as f64 + 3.0).clamp(0.0, 6.0)) / 6.0;
+            assert!((Act::HardSigmoid.apply(v) as f64 - hs).abs() <= 1e-7 * hs.max(1e-30));
+        }
+        assert_eq!(ops::exp(0.0), 1.0);
+        assert_eq!(ops::exp(90.0), f32::INFINITY);
+        assert_eq!(ops::sigmoid(f32::INFINITY), 1.0);
+        assert_eq!(ops::sigmoid(f32::NEG_INFINITY), 0.0);
+        assert_eq!(Act::Swish.apply(f32::INFINITY), f32::INFINITY);
+        assert!(Act::Swish.apply(f32::NEG_INFINITY).is_nan());
+        assert_eq!(Act::HardSwish.apply(-3.5), -0.0);
+        assert_eq!(Act::HardSwish.apply(4.0), 4.0);
+        for act in [Act::Sigmoid, Act::Swish, Act::HardSigmoid, Act::HardSwish] {
+            assert!(act.apply(f32::NAN).is_nan(), "{:?}", act);
+            assert!(act.is_curve() && act.bounds() == (f32::NEG_INFINITY, f32::INFINITY));
         }
     }
 }

@@ -3,7 +3,7 @@
 use super::bad;
 use crate::abi::GuestResult;
 use crate::engine::graphdef::{AttrValue, NodeDef};
-use crate::engine::ops::Padding;
+use crate::engine::ops::{Padding, Window};
 
 // ------------------------------------------------------------------------------ attrs
 pub fn attr_ints(node: &NodeDef, key: &str) -> Option<Vec<i64>> {
@@ -102,5 +102,56 @@ pub fn padding(node: &NodeDef) -> GuestResult<Padding> {
             other
         )),
         None => bad(format!("{}: missing attr 'padding'", describe(node))),
+    }
+}
+
+/// The largest explicit padding accepted on a side (as `Pad`'s paddings).
+const MAX_PAD: i64 = 1 << 20;
+
+/// A convolution's window: `padding` SAME or VALID as for a pool, or `EXPLICIT` with
+/// `explicit_paddings` `[0, 0, top, bottom, left, right, 0, 0]` (NHWC; what
+/// `tf.nn.conv2d(..., padding=[[0, 0], [t, b], [l, r], [0, 0]])` writes, and what the
+/// rewrite makes of a `Pad` before a VALID convolution).
+pub fn conv_window(
+    node: &NodeDef,
+    shape: &[usize],
+    (kh, kw): (usize, usize),
+    (sh, sw): (usize, usize),
+) -> GuestResult<Window> {
+    let win = if attr_str(node, "padding").as_deref() == Some("EXPLICIT") {
+        Window::explicit(shape, kh, kw, sh, sw, explicit_paddings(node)?)
+    } else {
+        Window::new(shape, kh, kw, sh, sw, padding(node)?)
+    };
+    win.map_err(|e| {
+        (
+            crate::abi::ErrorCode::BadModel,
+            format!("{}: {}", describe(node), e),
+        )
+    })
+}
+
+/// `explicit_paddings` as `[top, bottom, left, right]`: eight values, none on N or C.
+fn explicit_paddings(node: &NodeDef) -> GuestResult<[usize; 4]> {
+    match attr_ints(node, "explicit_paddings") {
+        Some(p)
+            if p.len() == 8
+                && p[..2] == [0, 0]
+                && p[6..] == [0, 0]
+                && p.iter().all(|v| (0..=MAX_PAD).contains(v)) =>
+        {
+            Ok([p[2] as usize, p[3] as usize, p[4] as usize, p[5] as usize])
+        }
+        Some(p) => bad(format!(
+            "{}: explicit_paddings {:?} are not supported (8 values, 0 to {} each, none on \
+             the batch or channels)",
+            describe(node),
+            p,
+            MAX_PAD
+        )),
+        None => bad(format!(
+            "{}: padding EXPLICIT without the attr 'explicit_paddings'",
+            describe(node)
+        )),
     }
 }

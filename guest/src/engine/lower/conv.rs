@@ -1,7 +1,9 @@
 //! Sliding-window ops on NHWC tensors: `Conv2D`, `DepthwiseConv2dNative`, `AvgPool`,
 //! `MaxPool`. Weights are copied (the batch norm after a convolution folds into the copy).
+//! The convolutions also take `padding="EXPLICIT"` (`attrs::conv_window`); the pools take
+//! SAME and VALID only.
 
-use super::attrs::{check_format, check_nhwc, describe, dilations, padding, spatial};
+use super::attrs::{check_format, check_nhwc, conv_window, describe, dilations, padding, spatial};
 use super::{arity, bad, const_f32, rank, Builder, Val};
 use crate::abi::{ErrorCode, GuestResult};
 use crate::engine::graphdef::{element_count, NodeDef};
@@ -54,8 +56,7 @@ fn convolution(
         dilate(b, node, w, &mut f, dh, dw)?
     };
     let (sh, sw) = spatial(node, "strides")?;
-    let win = Window::new(ins[0].shape(), f[0], f[1], sh, sw, padding(node)?)
-        .map_err(|e| (ErrorCode::BadModel, format!("{}: {}", describe(node), e)))?;
+    let win = conv_window(node, ins[0].shape(), (f[0], f[1]), (sh, sw))?;
     if f[2] != win.c {
         return bad(format!(
             "{}: the input has {} channels, the filter {:?} expects {}",

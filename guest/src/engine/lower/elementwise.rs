@@ -1,6 +1,8 @@
 //! Elementwise ops: `Add`/`AddV2` (a per-channel constant is a bias; a convolution's output
 //! plus a skip tensor is a residual fused into the convolution; anything else is a
-//! broadcasting add) and the activations `Relu`, `Relu6` (fused into the step before).
+//! broadcasting add) and the activations `Relu`, `Relu6`, and `_Swish`, `_HardSwish`,
+//! `_HardSigmoid` (what [`crate::engine::rewrite`] makes of Keras' ops), each fused into
+//! the step before when that step allows, else a step of its own.
 
 use super::attrs::describe;
 use super::math::{float_const, folded};
@@ -93,6 +95,39 @@ pub fn relu6<'g>(
     b.activation(node, names[0], &ins[0], Act::Relu6)
 }
 
+/// `_Swish(x)`: `x * sigmoid(x)`, from [`crate::engine::rewrite`].
+pub fn swish<'g>(
+    b: &mut Builder<'g>,
+    node: &'g NodeDef,
+    names: &[&'g str],
+    ins: &[Val],
+) -> GuestResult<Val> {
+    arity(node, ins, 1)?;
+    b.activation(node, names[0], &ins[0], Act::Swish)
+}
+
+/// `_HardSigmoid(x)`: `relu6(x + 3) / 6`, from [`crate::engine::rewrite`].
+pub fn hard_sigmoid<'g>(
+    b: &mut Builder<'g>,
+    node: &'g NodeDef,
+    names: &[&'g str],
+    ins: &[Val],
+) -> GuestResult<Val> {
+    arity(node, ins, 1)?;
+    b.activation(node, names[0], &ins[0], Act::HardSigmoid)
+}
+
+/// `_HardSwish(x)`: `x * relu6(x + 3) / 6`, from [`crate::engine::rewrite`].
+pub fn hard_swish<'g>(
+    b: &mut Builder<'g>,
+    node: &'g NodeDef,
+    names: &[&'g str],
+    ins: &[Val],
+) -> GuestResult<Val> {
+    arity(node, ins, 1)?;
+    b.activation(node, names[0], &ins[0], Act::HardSwish)
+}
+
 impl<'g> Builder<'g> {
     /// `Add(conv, skip)` of two same-shaped tensors where `conv` is the last step's output,
     /// read by nothing else: the convolution adds `skip` itself (one pass over memory
@@ -137,15 +172,30 @@ impl<'g> Builder<'g> {
         Ok(None)
     }
 
+    /// `a` as the activation of the step that computes `x`, when that step may change (it
+    /// is the last one, nothing else reads `x`) and has none yet: `x` again, else `None`.
+    pub fn fuse_activation(
+        &mut self,
+        node: &NodeDef,
+        x_name: &str,
+        x: &Val,
+        a: Act,
+    ) -> Option<Val> {
+        let step = self.fusable(x_name, x)?;
+        let act = step.kind.act_mut()?;
+        if *act != Act::None {
+            return None;
+        }
+        *act = a;
+        step.node = node.name.clone();
+        Some(x.clone())
+    }
+
+    /// `a` fused into the step before, or a step of its own (a per-channel affine step
+    /// with no scale or shift).
     fn activation(&mut self, node: &NodeDef, x_name: &str, x: &Val, a: Act) -> GuestResult<Val> {
-        if let Some(step) = self.fusable(x_name, x) {
-            if let Some(act) = step.kind.act_mut() {
-                if *act == Act::None {
-                    *act = a;
-                    step.node = node.name.clone();
-                    return Ok(x.clone());
-                }
-            }
+        if let Some(v) = self.fuse_activation(node, x_name, x, a) {
+            return Ok(v);
         }
         let channels = (*x.shape().last().unwrap_or(&1)).max(1);
         let kind = Kind::Affine {

@@ -12,7 +12,7 @@ use super::elementwise::{channel_values, per_channel};
 use super::{arity, bad, charge, zeros, Builder, Val};
 use crate::abi::{ErrorCode, GuestResult};
 use crate::engine::graphdef::{element_count, AttrValue, NodeDef, TensorData};
-use crate::engine::ops::{self, BinOp, UnOp};
+use crate::engine::ops::{self, Act, BinOp, UnOp};
 use crate::engine::plan::Kind;
 use std::rc::Rc;
 
@@ -162,12 +162,18 @@ pub fn sqrt<'g>(
     unary(b, node, ins, UnOp::Sqrt)
 }
 
+/// `Sigmoid`: the activation of the step before when it can be (a squeeze-excite gate
+/// after its convolution), else a step of its own.
 pub fn sigmoid<'g>(
     b: &mut Builder<'g>,
     node: &'g NodeDef,
-    _names: &[&'g str],
+    names: &[&'g str],
     ins: &[Val],
 ) -> GuestResult<Val> {
+    arity(node, ins, 1)?;
+    if let Some(v) = b.fuse_activation(node, names[0], &ins[0], Act::Sigmoid) {
+        return Ok(v);
+    }
     unary(b, node, ins, UnOp::Sigmoid)
 }
 

@@ -14,10 +14,12 @@
 //!   `Switch`, `Merge` (on a constant predicate, see [`super::graph`]);
 //! - [`conv`]: `Conv2D`, `DepthwiseConv2dNative`, `AvgPool`, `MaxPool`;
 //! - [`norm`]: `FusedBatchNorm(V3)`, `BiasAdd`, and the per-channel affine fusion they share;
-//! - [`elementwise`]: `Add`/`AddV2` (with the residual fusion), `Relu`, `Relu6`;
-//! - [`math`]: `Sub`, `Mul`, `RealDiv`, `Maximum`, `Minimum`, `Rsqrt`, `Sqrt`, `Sigmoid`,
-//!   `Tanh`, `LeakyRelu`, folded over constants (a batch norm written out in them folds
-//!   into the convolution before it);
+//! - [`elementwise`]: `Add`/`AddV2` (with the residual fusion), `Relu`, `Relu6`, and the
+//!   activations [`crate::engine::rewrite`] recognises (`_Swish`, `_HardSwish`,
+//!   `_HardSigmoid`: [`REWRITTEN`]), all fused into the step before when it allows;
+//! - [`math`]: `Sub`, `Mul`, `RealDiv`, `Maximum`, `Minimum`, `Rsqrt`, `Sqrt`, `Sigmoid`
+//!   (fused into the step before, like `Relu6`), `Tanh`, `LeakyRelu`, folded over constants
+//!   (a batch norm written out in them folds into the convolution before it);
 //! - [`reduce`]: `Mean`, `Softmax`; [`matmul`]: `MatMul`.
 //!
 //! [`Builder`] holds what lowering builds: the values by node name, the steps, the float
@@ -36,6 +38,7 @@ mod source;
 use super::graph::{data_inputs, split_ref, Live};
 use super::graphdef::{self, element_count, GraphDef, NodeDef, TensorData, MAX_ELEMENTS};
 use super::plan::{Kind, Src, Step};
+use super::rewrite;
 use crate::abi::{ErrorCode, GuestResult};
 use attrs::describe;
 use std::collections::HashMap;
@@ -94,6 +97,14 @@ pub const REGISTRY: &[(&str, Lower)] = &[
     ("Transpose", shape::transpose as Lower),
     ("Switch", shape::switch as Lower),
     ("Merge", shape::merge as Lower),
+];
+
+/// The ops [`crate::engine::rewrite`] makes of several TensorFlow ones: lowered like the
+/// registry's, but no graph may name them itself (they are not in [`supported_ops`]).
+pub const REWRITTEN: &[(&str, Lower)] = &[
+    (rewrite::SWISH, elementwise::swish as Lower),
+    (rewrite::HARD_SIGMOID, elementwise::hard_sigmoid as Lower),
+    (rewrite::HARD_SWISH, elementwise::hard_swish as Lower),
 ];
 
 /// The lowering function of `op`, if the engine runs it.
@@ -481,7 +492,8 @@ impl<'g> Builder<'g> {
             }
             names.push(name);
         }
-        let f = match lookup(&node.op) {
+        let rewritten = REWRITTEN.iter().find(|(op, _)| *op == node.op).map(|e| e.1);
+        let f = match lookup(&node.op).or(rewritten) {
             Some(f) => f,
             None => {
                 return bad(format!(

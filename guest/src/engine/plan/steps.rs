@@ -39,11 +39,7 @@ fn weight_json(name: &str, values: &[f32], layout: &str, shape: &[usize]) -> Str
 }
 
 fn act_name(a: Act) -> &'static str {
-    match a {
-        Act::None => "none",
-        Act::Relu => "relu",
-        Act::Relu6 => "relu6",
-    }
+    a.name()
 }
 
 impl Model {
