@@ -255,16 +255,14 @@ fn gemm_blocks(
         // values and the bias NR; each tile writes its rows x cols inside C (and reads
         // the same part of the residual): `tile` is only called for t < tiles, j < np.
         let cbase = c.as_mut_ptr();
-        // Rows `r0..r1`, columns `c0..c1` of C, just written: the curve, if the act is one.
-        // SAFETY: callers pass rows of this block (< m) and columns < n: inside C.
-        let post = |(r0, r1): (usize, usize), (c0, c1): (usize, usize)| {
+        // Rows `r0..r1` of C, just written: the curve, if the act is one. Whole rows are
+        // one run of memory (rows are n apart), so one pass.
+        // SAFETY: callers pass rows of this block (r1 <= i1 <= m): inside C.
+        let post = |r0: usize, r1: usize| {
             if curve {
-                for row in r0..r1 {
-                    activate(
-                        unsafe { std::slice::from_raw_parts_mut(cbase.add(row * n + c0), c1 - c0) },
-                        act,
-                    );
-                }
+                let rows =
+                    unsafe { std::slice::from_raw_parts_mut(cbase.add(r0 * n), (r1 - r0) * n) };
+                activate(rows, act);
             }
         };
         let tile = |t: usize, j: usize| unsafe {
@@ -310,8 +308,7 @@ fn gemm_blocks(
                 if full_panels < np {
                     unsafe { run_kernel(tile(t, full_panels), k, n, lo, hi) };
                 }
-                let rows = i0 + t * MR..(i0 + t * MR + MR).min(i1);
-                post((rows.start, rows.end), (0, n));
+                post(i0 + t * MR, (i0 + t * MR + MR).min(i1));
             }
         } else {
             for j in 0..np {
@@ -333,8 +330,8 @@ fn gemm_blocks(
                 if full_tiles < tiles {
                     unsafe { run_kernel(tile(full_tiles, j), k, n, lo, hi) };
                 }
-                post((i0, i1), (j * NR, (j * NR + NR).min(n)));
             }
+            post(i0, i1);
         }
         i0 = i1;
     }
