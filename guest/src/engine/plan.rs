@@ -13,7 +13,9 @@
 //! 3. **Fusion.** Inference-mode batch normalisation is `x * s + t` per channel: right after
 //!    a convolution it is folded into the weights and bias (`w * s`, `b * s + t`); a
 //!    following `BiasAdd` joins the bias and a `Relu6` becomes the step's activation.
-//!    EfficientNet-Lite's conv → BN → ReLU6 triple runs as one pass over memory.
+//!    EfficientNet-Lite's conv → BN → ReLU6 triple runs as one pass over memory; so do
+//!    Keras' conv → BN → swish (or hard swish, or a squeeze-excite gate's sigmoid), once
+//!    [`super::rewrite`] has made one node of the ops Keras writes for the activation.
 //! 4. **Memory.** Each step writes a fresh logical buffer. A buffer is dead after its last
 //!    reader has run, so logical buffers are mapped onto a few physical *slots* (a linear
 //!    scan, best fit by size) that are allocated once and reused by every inference. The
