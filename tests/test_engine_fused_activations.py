@@ -12,12 +12,15 @@ same values. Each case checks the plan (`step_info`) and the output against NumP
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tests.test_engine_ops import run_guest
+from tests.test_engine_scalar import scalar_module  # noqa: F401 - the fixture
 from wasi_lab.models.graphdef import GraphBuilder
+from wasi_lab.paths import default_module
 from wasi_lab.runtime import BadModelError, Guest
 from wasi_lab.stepthrough import read_plan
 
@@ -333,3 +336,24 @@ def test_residual_add_reads_through_dropouts_identity(
     xv = rng.standard_normal((1, 6, 7, COUT)).astype(np.float32)
     want = xv.astype(np.float64) @ w[0, 0] + xv
     np.testing.assert_allclose(run_guest(guest, pb, xv, out), want.ravel(), rtol=1e-5, atol=1e-5)
+
+
+def test_scalar_build_agrees(scalar_module: Path, rng: np.random.Generator) -> None:  # noqa: F811
+    """The portable `scalar` build runs the curves in `ops` (a depthwise with its swish, a
+    hard swish and a sigmoid after it, as steps of their own since its activation is
+    taken): the SIMD build agrees to float rounding."""
+    g = GraphBuilder()
+    c, _, _ = conv(g, rng, g.placeholder("input", list(SHAPE)))
+    k = rng.standard_normal((3, 3, COUT, 1)).astype(np.float32)
+    d = g.op(
+        "DepthwiseConv2dNative", "dw", [c, g.const("k", k)], strides=[1, 1, 1, 1], padding="SAME"
+    )
+    hs = keras3_hard_swish(g, silu(g, d, "sw"))
+    out = g.op("Sigmoid", "gate", [hs])
+    pb = g.to_bytes()
+    x = (rng.standard_normal(SHAPE) * 2).astype(np.float32)
+    simd, scalar = Guest(default_module()), Guest(scalar_module)
+    assert [a for _, a in plan_of(simd, pb, out)] == ["none", "swish", "hard_swish", "none"]
+    np.testing.assert_allclose(
+        run_guest(scalar, pb, x, out), run_guest(simd, pb, x, out), rtol=1e-5, atol=1e-6
+    )
