@@ -814,6 +814,52 @@ pub fn gather<T: Copy>(x: &[T], idx: &[u32], out: &mut [T]) {
     }
 }
 
+/// A gather's index table as the step keeps it: one index per value, or, when the table
+/// is made of long runs of consecutive indices (a `StridedSlice` keeping whole rows or
+/// pixels), the runs `(first source index, length)`, each one slice copy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GatherPlan {
+    Elements(Vec<u32>),
+    Runs(Vec<(u32, u32)>),
+}
+
+/// Runs are kept when they average at least this many values: a shorter copy costs more
+/// as a slice copy (a length, a bounds check, maybe a `memcpy` call) than element by element.
+pub const MIN_RUN: usize = 4;
+
+impl GatherPlan {
+    pub fn new(idx: Vec<u32>) -> GatherPlan {
+        let mut runs: Vec<(u32, u32)> = Vec::new();
+        for &i in &idx {
+            match runs.last_mut() {
+                Some((start, len)) if *start as u64 + *len as u64 == i as u64 => *len += 1,
+                _ => {
+                    if runs.len() * MIN_RUN > idx.len() {
+                        return GatherPlan::Elements(idx);
+                    }
+                    runs.push((i, 1));
+                }
+            }
+        }
+        if runs.len() * MIN_RUN > idx.len() {
+            return GatherPlan::Elements(idx);
+        }
+        GatherPlan::Runs(runs)
+    }
+}
+
+/// [`gather`] by runs `(first source index, length)`: one slice copy each. Out of line, so
+/// the plan's step loop (which inlines the element loop of a transpose) stays as it was.
+#[inline(never)]
+pub fn gather_runs(x: &[f32], runs: &[(u32, u32)], out: &mut [f32]) {
+    let mut at = 0;
+    for &(start, len) in runs {
+        let (s, n) = (start as usize, len as usize);
+        out[at..at + n].copy_from_slice(&x[s..s + n]);
+        at += n;
+    }
+}
+
 /// Transpose a row-major `[rows, cols]` matrix into `t` (at least `rows * cols` values).
 pub fn transpose_into(x: &[f32], rows: usize, cols: usize, t: &mut [f32]) {
     for r in 0..rows {
@@ -1012,6 +1058,26 @@ mod tests {
         assert_eq!(
             transpose(&[1., 2., 3., 4., 5., 6.], 2, 3),
             vec![1., 4., 2., 5., 3., 6.]
+        );
+
+        // A slice keeping rows of 4 (runs) and a transpose (no runs) gather the same
+        // values as their index tables.
+        let x: Vec<f32> = (0..24).map(|v| v as f32).collect();
+        let rows: Vec<u32> = [3u32, 9, 15].iter().flat_map(|&r| r..r + 4).collect();
+        let swap: Vec<u32> = (0..24).map(|i| (i % 4) * 6 + i / 4).collect();
+        for (idx, runs) in [(rows, true), (swap, false)] {
+            let (mut want, mut got) = (vec![0.0; idx.len()], vec![-1.0; idx.len()]);
+            gather(&x, &idx, &mut want);
+            match GatherPlan::new(idx.clone()) {
+                GatherPlan::Runs(r) if runs => gather_runs(&x, &r, &mut got),
+                GatherPlan::Elements(i) if !runs => gather(&x, &i, &mut got),
+                p => panic!("{:?}", p),
+            }
+            assert_eq!(got, want);
+        }
+        assert_eq!(
+            GatherPlan::new(vec![5, 6, 7, 8, 0, 1, 2, 3]),
+            GatherPlan::Runs(vec![(5, 4), (0, 4)])
         );
 
         let mut z = vec![0.0; 2];

@@ -119,10 +119,11 @@ pub enum Kind {
         inners: Vec<usize>,
     },
     /// `out[i] = in[idx[i]]`: a layout op (`Transpose`, `StridedSlice`) as the index table
-    /// planned at load time; `op` names it.
+    /// planned at load time (its runs of consecutive indices, when long: slice copies);
+    /// `op` names it.
     Gather {
         op: &'static str,
-        idx: Vec<u32>,
+        idx: ops::GatherPlan,
     },
 }
 
@@ -865,6 +866,9 @@ fn exec(kind: &Kind, ins: &Inputs<'_>, out: &mut [f32], scratch: &mut [f32], wid
         } => ops::binary(*op, ins.get(0), a, ins.get(1), b, shape, out),
         Kind::Unary { op } => ops::unary(*op, ins.get(0), out),
         Kind::Concat { outer, inners } => ops::concat(|i| ins.get(i), *outer, inners, out),
-        Kind::Gather { idx, .. } => ops::gather(ins.get(0), idx, out),
+        Kind::Gather { idx, .. } => match idx {
+            ops::GatherPlan::Elements(idx) => ops::gather(ins.get(0), idx, out),
+            ops::GatherPlan::Runs(runs) => ops::gather_runs(ins.get(0), runs, out),
+        },
     }
 }
