@@ -291,12 +291,14 @@ def activation(name: str, v: float) -> float:
 def _window_taps(
     win: dict[str, int], h: int, w: int, oy: int, ox: int
 ) -> list[tuple[int, int, int, int]]:
-    """(ky, kx, iy, ix) of the taps inside the image; the others read zero padding."""
+    """(ky, kx, iy, ix) of the taps inside the image; the others read zero padding. Taps
+    are `dh` rows and `dw` columns apart in a dilated convolution."""
     taps = []
+    dh, dw = win.get("dh", 1), win.get("dw", 1)
     for ky in range(win["kh"]):
-        iy = oy * win["sh"] + ky - win["pad_top"]
+        iy = oy * win["sh"] + ky * dh - win["pad_top"]
         for kx in range(win["kw"]):
-            ix = ox * win["sw"] + kx - win["pad_left"]
+            ix = ox * win["sw"] + kx * dw - win["pad_left"]
             if 0 <= iy < h and 0 <= ix < w:
                 taps.append((ky, kx, iy, ix))
     return taps

@@ -217,6 +217,10 @@ pub struct Window {
     /// Padding before (top, left); padding after is implied by the output size.
     pub pt: usize,
     pub pl: usize,
+    /// Dilation (rows, columns): tap `ky` reads input row `oy * sh + ky * dh - pt`. Only
+    /// `Conv2D` windows dilate (see [`Window::dilated`]); everything else has 1.
+    pub dh: usize,
+    pub dw: usize,
 }
 
 impl Window {
@@ -249,27 +253,61 @@ impl Window {
             sw,
             pt,
             pl,
+            dh: 1,
+            dw: 1,
         })
+    }
+
+    /// A window whose `kh x kw` taps are `dh` rows and `dw` columns apart: the output size
+    /// and padding are those of the spread kernel, `(kh - 1) * dh + 1` wide (TensorFlow's
+    /// rule), but only the real taps are visited, so the zeros between them cost nothing.
+    #[allow(clippy::too_many_arguments)]
+    pub fn dilated(
+        shape: &[usize],
+        (kh, kw): (usize, usize),
+        (sh, sw): (usize, usize),
+        (dh, dw): (usize, usize),
+        padding: Padding,
+    ) -> Result<Window, String> {
+        let spread = |k: usize, d: usize| {
+            k.checked_sub(1)
+                .and_then(|v| v.checked_mul(d))
+                .map(|v| v + 1)
+                .filter(|&v| v <= 1 << 16 && d >= 1)
+                .ok_or_else(|| format!("dilation {} of a kernel of {} is too large", d, k))
+        };
+        let mut win = Window::new(shape, spread(kh, dh)?, spread(kw, dw)?, sh, sw, padding)?;
+        win.kh = kh;
+        win.kw = kw;
+        win.dh = dh;
+        win.dw = dw;
+        Ok(win)
     }
 
     /// Kernel rows `[lo, hi)` that land inside the image for output row `oy`: the others
     /// would read padding, which is zero for convolutions and ignored by pooling.
     #[inline]
     pub fn rows(&self, oy: usize) -> (usize, usize) {
-        range(oy * self.sh, self.pt, self.kh, self.h)
+        range(oy * self.sh, self.pt, self.kh, self.h, self.dh)
     }
 
     #[inline]
     pub fn cols(&self, ox: usize) -> (usize, usize) {
-        range(ox * self.sw, self.pl, self.kw, self.w)
+        range(ox * self.sw, self.pl, self.kw, self.w, self.dw)
     }
 }
 
-/// Taps `k` in `[0, kernel)` with `0 <= start + k - pad < size`.
+/// Taps `k` in `[0, kernel)` with `0 <= start + k * d - pad < size`.
 #[inline]
-fn range(start: usize, pad: usize, kernel: usize, size: usize) -> (usize, usize) {
-    let lo = pad.saturating_sub(start);
-    let hi = (size + pad).saturating_sub(start).min(kernel);
+fn range(start: usize, pad: usize, kernel: usize, size: usize, d: usize) -> (usize, usize) {
+    if d == 1 {
+        let lo = pad.saturating_sub(start);
+        let hi = (size + pad).saturating_sub(start).min(kernel);
+        return (lo.min(hi), hi);
+    }
+    let up = |v: usize| (v + d - 1) / d;
+    let lo = up(pad.saturating_sub(start));
+    let hi = up((size + pad).saturating_sub(start)).min(kernel);
     (lo.min(hi), hi)
 }
 
@@ -296,9 +334,9 @@ pub fn conv2d(
                 let acc = &mut out[o..o + cout];
                 acc.copy_from_slice(bias);
                 for ky in ky0..ky1 {
-                    let iy = oy * g.sh + ky - g.pt;
+                    let iy = oy * g.sh + ky * g.dh - g.pt;
                     for kx in kx0..kx1 {
-                        let ix = ox * g.sw + kx - g.pl;
+                        let ix = ox * g.sw + kx * g.dw - g.pl;
                         let px = &x[((n * g.h + iy) * g.w + ix) * cin..][..cin];
                         let taps = &w[(ky * g.kw + kx) * cin * cout..][..cin * cout];
                         for (ci, &xv) in px.iter().enumerate() {
@@ -328,6 +366,7 @@ pub fn depthwise(
 ) {
     let c = g.c;
     let cout = c * mult;
+    assert!(g.dh == 1 && g.dw == 1, "depthwise windows do not dilate");
     for n in 0..g.n {
         for oy in 0..g.oh {
             let (ky0, ky1) = g.rows(oy);

@@ -682,13 +682,13 @@ fn pack_im2col(x: &[f32], g: &Window, i0: usize, rows: usize, out: &mut [f32]) {
         let r1 = (t * MR + MR).min(rows);
         if r1 - t * MR == MR {
             let wins = [0, 1, 2, 3].map(|q| window(i0 + t * MR + q));
-            if wins.iter().all(|w| w.3 == (0, g.kh) && w.4 == (0, g.kw)) {
+            if g.dw == 1 && wins.iter().all(|w| w.3 == (0, g.kh) && w.4 == (0, g.kw)) {
                 // Four windows inside the image (nearly all of the stem's tiles): per kernel
                 // row, each pixel's kw taps are kw * c contiguous values, interleaved as in
                 // `pack_a`.
                 for ky in 0..g.kh {
                     let src = wins.map(|(n, oy, ox, _, _)| {
-                        let (iy, ix) = (oy * g.sh + ky - g.pt, ox * g.sw - g.pl);
+                        let (iy, ix) = (oy * g.sh + ky * g.dh - g.pt, ox * g.sw - g.pl);
                         x[((n * g.h + iy) * g.w + ix) * c..][..g.kw * c].as_ptr()
                     });
                     // SAFETY: every source holds kw * c values (sliced above); rows
@@ -709,18 +709,25 @@ fn pack_im2col(x: &[f32], g: &Window, i0: usize, rows: usize, out: &mut [f32]) {
                 }
             }
             for ky in ky0..ky1 {
-                let iy = oy * g.sh + ky - g.pt;
-                let ix0 = ox * g.sw + kx0 - g.pl;
-                // Taps kx0..kx1 of one row are contiguous in x: (kx1 - kx0) * c values.
-                let len = (kx1 - kx0) * c;
-                let src = &x[((n * g.h + iy) * g.w + ix0) * c..][..len];
-                let p0 = (ky * g.kw + kx0) * c;
-                // SAFETY: p0 + len <= k, so every index is inside this row's lane of the tile
-                // (`lane + (k - 1) * MR < tiles * MR * k`, asserted above).
-                unsafe {
-                    let d = dst.add(lane + p0 * MR);
-                    for (q, &v) in src.iter().enumerate() {
-                        *d.add(q * MR) = v;
+                let iy = oy * g.sh + ky * g.dh - g.pt;
+                // Undilated, taps kx0..kx1 of one row are contiguous in x: one run of
+                // (kx1 - kx0) * c values; dilated, one run of c values per tap.
+                let (taps, run) = if g.dw == 1 {
+                    (kx0..kx0 + 1, (kx1 - kx0) * c)
+                } else {
+                    (kx0..kx1, c)
+                };
+                for kx in taps {
+                    let ix = ox * g.sw + kx * g.dw - g.pl;
+                    let src = &x[((n * g.h + iy) * g.w + ix) * c..][..run];
+                    let p0 = (ky * g.kw + kx) * c;
+                    // SAFETY: p0 + run <= k, so every index is inside this row's lane of the
+                    // tile (`lane + (k - 1) * MR < tiles * MR * k`, asserted above).
+                    unsafe {
+                        let d = dst.add(lane + p0 * MR);
+                        for (q, &v) in src.iter().enumerate() {
+                            *d.add(q * MR) = v;
+                        }
                     }
                 }
             }

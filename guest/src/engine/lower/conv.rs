@@ -48,14 +48,26 @@ fn convolution(
         ));
     }
     let (dh, dw) = dilations(node)?;
-    let w = if (dh, dw) == (1, 1) {
+    // A dilated Conv2D visits its real taps only (`Window::dilated`); the depthwise
+    // kernels do not dilate, so a dilated depthwise filter is spread out with zeros.
+    let w = if (dh, dw) == (1, 1) || !depthwise {
         b.copy(node, w)?
     } else {
         dilate(b, node, w, &mut f, dh, dw)?
     };
     let (sh, sw) = spatial(node, "strides")?;
-    let win = Window::new(ins[0].shape(), f[0], f[1], sh, sw, padding(node)?)
-        .map_err(|e| (ErrorCode::BadModel, format!("{}: {}", describe(node), e)))?;
+    let win = if depthwise {
+        Window::new(ins[0].shape(), f[0], f[1], sh, sw, padding(node)?)
+    } else {
+        Window::dilated(
+            ins[0].shape(),
+            (f[0], f[1]),
+            (sh, sw),
+            (dh, dw),
+            padding(node)?,
+        )
+    }
+    .map_err(|e| (ErrorCode::BadModel, format!("{}: {}", describe(node), e)))?;
     if f[2] != win.c {
         return bad(format!(
             "{}: the input has {} channels, the filter {:?} expects {}",
@@ -95,7 +107,7 @@ fn convolution(
 /// A dilated filter as the plain one it equals: `[kh, kw, c, m]` spread to
 /// `[(kh - 1) * dh + 1, (kw - 1) * dw + 1, c, m]` with zeros between the taps (TensorFlow
 /// pads SAME for that effective size too). `f` becomes the new shape. The zeros cost
-/// multiply-adds; the graphs that dilate are small.
+/// multiply-adds: only depthwise filters take this way (a `Conv2D` skips them).
 fn dilate(
     b: &mut Builder<'_>,
     node: &NodeDef,
