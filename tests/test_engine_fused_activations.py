@@ -357,3 +357,34 @@ def test_scalar_build_agrees(scalar_module: Path, rng: np.random.Generator) -> N
     np.testing.assert_allclose(
         run_guest(scalar, pb, x, out), run_guest(simd, pb, x, out), rtol=1e-5, atol=1e-6
     )
+
+
+@pytest.mark.parametrize(
+    "pattern", ["silu", "sigmoid", "hard-swish-keras3", "hard-sigmoid-tfkeras"]
+)
+def test_step_through_recomputes_a_fused_curve(
+    tmp_path: Path, module_path: Path, pattern: str
+) -> None:
+    """The step-through view (notebook 09) recomputes a convolution's value in NumPy with
+    the activation the plan fused into it, swish and the hard curves included."""
+    from wasi_lab import stepthrough as st
+    from wasi_lab.predict import Classifier
+
+    g = GraphBuilder()
+    rng = np.random.default_rng(3)
+    x = g.placeholder("input", [1, 224, 224, 3])
+    w = rng.standard_normal((1, 1, 3, 8)).astype(np.float32) * 2
+    c = g.op("Conv2D", "conv", [x, g.const("w", w)], strides=[1, 1, 1, 1], padding="VALID")
+    act = PATTERNS[pattern][0](g, c)
+    m = g.op("Mean", "m", [act, g.const("axes", np.array([1, 2], np.int32))])
+    g.op("Softmax", "probs", [m])
+    pb = tmp_path / "curve.pb"
+    pb.write_bytes(g.to_bytes())
+    clf = Classifier(pb, module=module_path)
+    with st.StepThrough(clf, rng.standard_normal((1, 224, 224, 3)).astype(np.float32)) as s:
+        step = s.plan.steps[0]
+        assert step.act == PATTERNS[pattern][2]
+        values = s.run_to(step.index)
+        for pos in (None, (0, 3, 4, 5)):
+            r = st.recompute(values, pos)
+            assert r is not None and r.difference <= 1e-5 * (1 + abs(r.numpy)), r.summary()

@@ -33,6 +33,7 @@ from __future__ import annotations
 import html
 import io
 import json
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -285,6 +286,12 @@ def activation(name: str, v: float) -> float:
         return max(v, 0.0)
     if name == "relu6":
         return min(max(v, 0.0), 6.0)
+    if name in ("sigmoid", "swish"):  # Keras' swish and squeeze-excite gate
+        s = 0.0 if v < -700 else 1.0 / (1.0 + math.exp(-v))
+        return s if name == "sigmoid" else v * s
+    if name in ("hard_sigmoid", "hard_swish"):  # MobileNetV3's
+        h = min(max(v + 3.0, 0.0), 6.0) / 6.0
+        return h if name == "hard_sigmoid" else v * h
     return v
 
 
