@@ -218,7 +218,7 @@ pub struct Window {
     pub pt: usize,
     pub pl: usize,
     /// Dilation (rows, columns): tap `ky` reads input row `oy * sh + ky * dh - pt`. Only
-    /// `Conv2D` windows dilate (see [`Window::dilated`]); everything else has 1.
+    /// `Conv2D` windows dilate (see [`Window::with_taps`]); everything else has 1.
     pub dh: usize,
     pub dw: usize,
 }
@@ -258,32 +258,6 @@ impl Window {
         })
     }
 
-    /// A window whose `kh x kw` taps are `dh` rows and `dw` columns apart: the output size
-    /// and padding are those of the spread kernel, `(kh - 1) * dh + 1` wide (TensorFlow's
-    /// rule), but only the real taps are visited, so the zeros between them cost nothing.
-    #[allow(clippy::too_many_arguments)]
-    pub fn dilated(
-        shape: &[usize],
-        (kh, kw): (usize, usize),
-        (sh, sw): (usize, usize),
-        (dh, dw): (usize, usize),
-        padding: Padding,
-    ) -> Result<Window, String> {
-        let spread = |k: usize, d: usize| {
-            k.checked_sub(1)
-                .and_then(|v| v.checked_mul(d))
-                .map(|v| v + 1)
-                .filter(|&v| v <= 1 << 16 && d >= 1)
-                .ok_or_else(|| format!("dilation {} of a kernel of {} is too large", d, k))
-        };
-        let mut win = Window::new(shape, spread(kh, dh)?, spread(kw, dw)?, sh, sw, padding)?;
-        win.kh = kh;
-        win.kw = kw;
-        win.dh = dh;
-        win.dw = dw;
-        Ok(win)
-    }
-
     /// Kernel rows `[lo, hi)` that land inside the image for output row `oy`: the others
     /// would read padding, which is zero for convolutions and ignored by pooling.
     #[inline]
@@ -295,6 +269,30 @@ impl Window {
     pub fn cols(&self, ox: usize) -> (usize, usize) {
         range(ox * self.sw, self.pl, self.kw, self.w, self.dw)
     }
+}
+
+impl Window {
+    /// The window of a dilated convolution: `self` was sized for the kernel spread out to
+    /// `(kh - 1) * dh + 1` by `(kw - 1) * dw + 1` (TensorFlow sizes the output and the
+    /// padding for that, whatever the padding mode); the result visits only the real
+    /// `kh x kw` taps, `dh` rows and `dw` columns apart, so the zeros between them cost
+    /// nothing. [`spread`] gives the spread size.
+    pub fn with_taps(mut self, (kh, kw): (usize, usize), (dh, dw): (usize, usize)) -> Window {
+        self.kh = kh;
+        self.kw = kw;
+        self.dh = dh;
+        self.dw = dw;
+        self
+    }
+}
+
+/// A kernel of `k` taps `d` apart spread out with zeros: `(k - 1) * d + 1` taps (at most
+/// 2^16), or `None`.
+pub fn spread(k: usize, d: usize) -> Option<usize> {
+    k.checked_sub(1)?
+        .checked_mul(d)
+        .map(|v| v + 1)
+        .filter(|&v| v <= 1 << 16 && d >= 1)
 }
 
 /// Taps `k` in `[0, kernel)` with `0 <= start + k * d - pad < size`.
