@@ -97,14 +97,15 @@ def test_keras_activations_run_inside_the_convolutions(guest: Guest) -> None:
     RealDiv or activation-only step is left, the only Mul steps are the squeeze-excite
     products (one per Mean but the final pooling), and the same network from Keras 3
     (batch norm written out) and tf_keras (FusedBatchNormV3) has the very same plan."""
-    pairs = [("efficientnetb0", 123), ("mobilenetv3small", 79), ("mobilenetv2-1.0", 59)]
+    # Steps other than Pad (which a Pad fold into the convolution after it may remove).
+    pairs = [("efficientnetb0", 118), ("mobilenetv3small", 75), ("mobilenetv2-1.0", 55)]
     names = [f"{k}-{app}" for app, _ in pairs for k in ("keras3", "tfkeras")]
     graphs = ensure(names)
     for app, steps in pairs:
         plans = [plan_ops(guest, graphs[f"{k}-{app}"]) for k in ("keras3", "tfkeras")]
         assert plans[0] == plans[1], app
         plan = plans[0]
-        assert len(plan) == steps, (app, len(plan))
+        assert sum(op != "Pad" for op, _ in plan) == steps, (app, len(plan))
         ops = {op for op, _ in plan}
         assert not ops & {"Sigmoid", "Add"}, (app, sorted(ops))
         kinds = [op for op, _ in plan]
