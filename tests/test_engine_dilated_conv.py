@@ -1,8 +1,10 @@
-"""Dilated `Conv2D` and `DepthwiseConv2dNative` in the real wasm guest against NumPy: the
-filter spread to its effective size with zeros between the taps, SAME padded for that size
-(TensorFlow's rule)."""
+"""Dilated `Conv2D` and `DepthwiseConv2dNative` in the real wasm guest against NumPy, SAME
+padded for the spread kernel's size (TensorFlow's rule): a `Conv2D` visits only its real
+taps (`Window::dilated`), a depthwise filter is spread with zeros between its taps."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -54,3 +56,36 @@ def test_dilated(guest: Guest, depthwise: bool, same: bool, d: tuple[int, int]) 
     want = reference(x, w, d, same, depthwise)
     got = run_guest(guest, g.to_bytes(), x, "out")
     np.testing.assert_allclose(got, want.ravel(), rtol=1e-4, atol=1e-4)
+
+
+def test_step_through_recomputes_a_dilated_conv(tmp_path: Path, module_path: Path) -> None:
+    """A dilated Conv2D's step lists its real taps (kh, kw) and their spacing (dh, dw), so
+    the step-through view's NumPy recomputation walks the same taps, at a border too."""
+    from wasi_lab import stepthrough as st
+    from wasi_lab.predict import Classifier
+
+    rng = np.random.default_rng(5)
+    g = GraphBuilder()
+    x = g.placeholder("input", [1, 224, 224, 3])
+    w = rng.standard_normal((3, 3, 3, 8)).astype(np.float32)
+    c = g.op(
+        "Conv2D",
+        "dil",
+        [x, g.const("w", w)],
+        strides=[1, 1, 1, 1],
+        padding="SAME",
+        dilations=[1, 3, 2, 1],
+    )
+    m = g.op("Mean", "m", [c, g.const("axes", np.array([1, 2], np.int32))])
+    g.op("Softmax", "out", [m])
+    pb = tmp_path / "dilated.pb"
+    pb.write_bytes(g.to_bytes())
+    clf = Classifier(pb, module=module_path)
+    tensor = rng.standard_normal((1, 224, 224, 3)).astype(np.float32)
+    with st.StepThrough(clf, tensor) as s:
+        step = next(p for p in s.plan.steps if p.op.startswith("Conv"))
+        assert (step.params["window"]["kh"], step.params["window"]["dh"]) == (3, 3)
+        values = s.run_to(step.index)
+        for pos in (None, (0, 0, 0, 0), (0, 223, 1, 5)):
+            r = st.recompute(values, pos)
+            assert r is not None and r.difference <= 1e-4, r.summary()

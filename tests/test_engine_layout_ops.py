@@ -97,6 +97,34 @@ def test_strided_slice_of_a_computed_tensor_is_one_gather_step(guest: Guest) -> 
     ]  # Relu runs as an Affine step
 
 
+@pytest.mark.parametrize(
+    "begin,end,stride",
+    [
+        ([0, 1, 1, 0], [1, 4, 5, 3], [1, 1, 1, 1]),  # whole pixels in rows: runs of 12
+        ([0, 1, 0, 0], [1, 5, 6, 3], [1, 2, 1, 1]),  # every other row: runs of 18
+        ([0, 0, 0, 1], [1, 5, 6, 3], [1, 1, 1, 1]),  # channels 1..3: runs of 2, one by one
+        ([0, 0, 0, 0], [1, 5, 6, 3], [1, 1, -1, 1]),  # columns reversed: runs of 3
+    ],
+)
+def test_strided_slice_copies_runs_like_single_values(
+    guest: Guest, begin: list[int], end: list[int], stride: list[int]
+) -> None:
+    """The Gather step copies runs of consecutive source values as slices when they are
+    long enough (`ops::GatherPlan`): exactly NumPy's slice either way."""
+    x = _x(1, 5, 6, 3)
+    g = GraphBuilder()
+    r = g.op("Relu", "r", [g.placeholder("input", [1, 5, 6, 3])])
+    if stride[2] < 0:
+        begin, end = [0, 0, 5, 0], [1, 5, -7, 3]
+    ins = [r, g.const("b", _ints(begin)), g.const("e", _ints(end)), g.const("s", _ints(stride))]
+    g.op("StridedSlice", "out", ins)
+    sl = tuple(
+        slice(b, e if e > -7 else None, st) for b, e, st in zip(begin, end, stride, strict=True)
+    )
+    want = np.maximum(x, 0)[sl]
+    np.testing.assert_array_equal(run_guest(guest, g.to_bytes(), x, "out"), want.ravel())
+
+
 def test_strided_slice_out_of_range_index_is_refused(guest: Guest) -> None:
     g = GraphBuilder()
     p = g.placeholder("input", [1, 5])

@@ -27,6 +27,7 @@ from tests.oracle.cache import Frozen, ensure, tensorflow_missing
 from tests.oracle.graphs import APP_NAMES, BUILDERS, OP_NAMES
 from wasi_lab.paths import REPO_ROOT
 from wasi_lab.runtime import BadModelError, Guest
+from wasi_lab.stepthrough import read_plan
 
 MISSING = tensorflow_missing()
 if MISSING:
@@ -78,6 +79,44 @@ def test_keras_application(guest: Guest, op_graphs: dict[str, Frozen], name: str
     frozen = ensure([name])[name]
     assert frozen.y.shape == (1, 1000)
     check(guest, frozen, op_graphs[KNOWN_GOOD])
+
+
+def plan_ops(guest: Guest, frozen: Frozen) -> list[tuple[str, str]]:
+    """(op kind, fused activation) of every step the guest plans for a graph."""
+    handle = harness.load(guest, frozen)
+    try:
+        return [(s.op.split(" ")[0], s.act) for s in read_plan(guest, handle).steps]
+    finally:
+        guest.call("free_model", handle)
+
+
+@pytest.mark.slow  # cached: about a second; a first run builds the six applications
+def test_keras_activations_run_inside_the_convolutions(guest: Guest) -> None:
+    """Keras' swish and hard swish (several ops each as TensorFlow writes them) and their
+    squeeze-excite gates run as the activation of the convolution before: no Sigmoid,
+    RealDiv or activation-only step is left, the only Mul steps are the squeeze-excite
+    products (one per Mean but the final pooling), and the same network from Keras 3
+    (batch norm written out) and tf_keras (FusedBatchNormV3) has the very same plan."""
+    # Steps other than Pad (which a Pad fold into the convolution after it may remove).
+    pairs = [("efficientnetb0", 118), ("mobilenetv3small", 75), ("mobilenetv2-1.0", 55)]
+    names = [f"{k}-{app}" for app, _ in pairs for k in ("keras3", "tfkeras")]
+    graphs = ensure(names)
+    for app, steps in pairs:
+        plans = [plan_ops(guest, graphs[f"{k}-{app}"]) for k in ("keras3", "tfkeras")]
+        assert plans[0] == plans[1], app
+        plan = plans[0]
+        assert sum(op != "Pad" for op, _ in plan) == steps, (app, len(plan))
+        ops = {op for op, _ in plan}
+        assert not ops & {"Sigmoid", "Add"}, (app, sorted(ops))
+        kinds = [op for op, _ in plan]
+        assert kinds.count("Mul") == max(kinds.count("Mean") - 1, 0), app
+        assert [a for op, a in plan if op == "Affine"] in ([], ["none"]), app
+    effnet = plan_ops(guest, graphs["keras3-efficientnetb0"])
+    assert effnet.count(("Conv", "sigmoid")) == 16  # the squeeze-excite gates
+    assert sum(a == "swish" for _, a in effnet) == 49
+    v3 = plan_ops(guest, graphs["keras3-mobilenetv3small"])
+    assert v3.count(("Conv", "hard_sigmoid")) == 9
+    assert sum(a == "hard_swish" for _, a in v3) == 19
 
 
 def test_not_yet_names_only_graphs_that_exist() -> None:

@@ -33,6 +33,7 @@ from __future__ import annotations
 import html
 import io
 import json
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -285,18 +286,26 @@ def activation(name: str, v: float) -> float:
         return max(v, 0.0)
     if name == "relu6":
         return min(max(v, 0.0), 6.0)
+    if name in ("sigmoid", "swish"):  # Keras' swish and squeeze-excite gate
+        s = 0.0 if v < -700 else 1.0 / (1.0 + math.exp(-v))
+        return s if name == "sigmoid" else v * s
+    if name in ("hard_sigmoid", "hard_swish"):  # MobileNetV3's
+        h = min(max(v + 3.0, 0.0), 6.0) / 6.0
+        return h if name == "hard_sigmoid" else v * h
     return v
 
 
 def _window_taps(
     win: dict[str, int], h: int, w: int, oy: int, ox: int
 ) -> list[tuple[int, int, int, int]]:
-    """(ky, kx, iy, ix) of the taps inside the image; the others read zero padding."""
+    """(ky, kx, iy, ix) of the taps inside the image; the others read zero padding. Taps
+    are `dh` rows and `dw` columns apart in a dilated convolution."""
     taps = []
+    dh, dw = win.get("dh", 1), win.get("dw", 1)
     for ky in range(win["kh"]):
-        iy = oy * win["sh"] + ky - win["pad_top"]
+        iy = oy * win["sh"] + ky * dh - win["pad_top"]
         for kx in range(win["kw"]):
-            ix = ox * win["sw"] + kx - win["pad_left"]
+            ix = ox * win["sw"] + kx * dw - win["pad_left"]
             if 0 <= iy < h and 0 <= ix < w:
                 taps.append((ky, kx, iy, ix))
     return taps

@@ -13,7 +13,9 @@
 //! 3. **Fusion.** Inference-mode batch normalisation is `x * s + t` per channel: right after
 //!    a convolution it is folded into the weights and bias (`w * s`, `b * s + t`); a
 //!    following `BiasAdd` joins the bias and a `Relu6` becomes the step's activation.
-//!    EfficientNet-Lite's conv → BN → ReLU6 triple runs as one pass over memory.
+//!    EfficientNet-Lite's conv → BN → ReLU6 triple runs as one pass over memory; so do
+//!    Keras' conv → BN → swish (or hard swish, or a squeeze-excite gate's sigmoid), once
+//!    [`super::rewrite`] has made one node of the ops Keras writes for the activation.
 //! 4. **Memory.** Each step writes a fresh logical buffer. A buffer is dead after its last
 //!    reader has run, so logical buffers are mapped onto a few physical *slots* (a linear
 //!    scan, best fit by size) that are allocated once and reused by every inference. The
@@ -117,10 +119,11 @@ pub enum Kind {
         inners: Vec<usize>,
     },
     /// `out[i] = in[idx[i]]`: a layout op (`Transpose`, `StridedSlice`) as the index table
-    /// planned at load time; `op` names it.
+    /// planned at load time (its runs of consecutive indices, when long: slice copies);
+    /// `op` names it.
     Gather {
         op: &'static str,
-        idx: Vec<u32>,
+        idx: ops::GatherPlan,
     },
 }
 
@@ -864,6 +867,9 @@ fn exec(kind: &Kind, ins: &Inputs<'_>, out: &mut [f32], scratch: &mut [f32], wid
         } => ops::binary(*op, ins.get(0), a, ins.get(1), b, shape, out),
         Kind::Unary { op } => ops::unary(*op, ins.get(0), out),
         Kind::Concat { outer, inners } => ops::concat(|i| ins.get(i), *outer, inners, out),
-        Kind::Gather { idx, .. } => ops::gather(ins.get(0), idx, out),
+        Kind::Gather { idx, .. } => match idx {
+            ops::GatherPlan::Elements(idx) => ops::gather(ins.get(0), idx, out),
+            ops::GatherPlan::Runs(runs) => ops::gather_runs(ins.get(0), runs, out),
+        },
     }
 }

@@ -194,6 +194,48 @@ fn lone_identity_n<'a>(v: &View<'a>, n: &'a NodeDef) -> Option<&'a str> {
     data_inputs(n).next()
 }
 
+/// Make every reader of an `Identity` (a chain of them) read the tensor it passes on, so
+/// the `Identity` itself drops out, unless the host reads it. tf_keras writes its inference
+/// `Dropout` as one, between a block's last batch norm and the residual `Add`: read
+/// through it, the `Add` fuses into the convolution as it does in the Keras 3 graph (a
+/// renaming cannot be fused into: `Builder::fusable` wants the producing node's name).
+/// Returns how many inputs were redirected.
+fn read_through_identities(graph: &mut GraphDef, order: &[usize], output: &str) -> usize {
+    // Each live Identity's source, followed to the end of its chain (order is input-first,
+    // so an Identity's own input is resolved before it).
+    let mut source: HashMap<String, String> = HashMap::new();
+    for &i in order {
+        let n = &graph.nodes[i];
+        if n.op != "Identity" || n.name == output {
+            continue;
+        }
+        if let Some(x) = one(n) {
+            let x = match source.get(split_ref(x).0) {
+                Some(root) if split_ref(x).1 == 0 => root.clone(),
+                _ => x.to_string(),
+            };
+            source.insert(n.name.clone(), x);
+        }
+    }
+    let mut done = 0;
+    for &i in order {
+        for r in graph.nodes[i].inputs.iter_mut() {
+            if r.starts_with('^') {
+                continue;
+            }
+            let (name, k) = split_ref(r);
+            if k != 0 {
+                continue;
+            }
+            if let Some(x) = source.get(name) {
+                *r = x.clone();
+                done += 1;
+            }
+        }
+    }
+    done
+}
+
 /// `n` reading `x` alone (its control inputs kept), as `op`.
 fn rewritten(n: &NodeDef, op: &str, x: &str) -> NodeDef {
     let mut inputs = vec![x.to_string()];
@@ -215,6 +257,8 @@ fn rewritten(n: &NodeDef, op: &str, x: &str) -> NodeDef {
 /// reads the swish's input, which must have no reader left but the swish for the swish to
 /// fuse into the step computing it), then hard sigmoids, then the gated products (a hard
 /// swish's gate is a hard sigmoid). No node takes part in two patterns of one sweep.
+/// Between the first two, readers of an `Identity` read its input instead
+/// ([`read_through_identities`]).
 pub fn activations(graph: &mut GraphDef, order: &[usize], output: &str) -> usize {
     type Match = for<'a> fn(&View<'a>, &'a NodeDef) -> Option<(&'static str, &'a str)>;
     let sweeps: [Match; 3] = [
@@ -223,7 +267,10 @@ pub fn activations(graph: &mut GraphDef, order: &[usize], output: &str) -> usize
         gated,
     ];
     let mut done = 0;
-    for sweep in sweeps {
+    for (k, sweep) in sweeps.into_iter().enumerate() {
+        if k == 1 {
+            done += read_through_identities(graph, order, output);
+        }
         let found: Vec<(usize, NodeDef)> = {
             let v = View::new(graph, order, output);
             order

@@ -16,6 +16,7 @@ pub fn depthwise(x: &[f32], g: &Window, w: &[f32], bias: &[f32], act: Act, out: 
     let c = g.c;
     assert!(x.len() >= g.n * g.h * g.w * c && w.len() >= g.kh * g.kw * c && bias.len() >= c);
     assert!(out.len() >= g.n * g.oh * g.ow * c);
+    assert!(g.dh == 1 && g.dw == 1, "depthwise windows do not dilate");
     let (lo, hi) = act_bounds(act);
     for n in 0..g.n {
         for oy in 0..g.oh {

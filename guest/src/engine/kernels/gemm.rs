@@ -255,16 +255,14 @@ fn gemm_blocks(
         // values and the bias NR; each tile writes its rows x cols inside C (and reads
         // the same part of the residual): `tile` is only called for t < tiles, j < np.
         let cbase = c.as_mut_ptr();
-        // Rows `r0..r1`, columns `c0..c1` of C, just written: the curve, if the act is one.
-        // SAFETY: callers pass rows of this block (< m) and columns < n: inside C.
-        let post = |(r0, r1): (usize, usize), (c0, c1): (usize, usize)| {
+        // Rows `r0..r1` of C, just written: the curve, if the act is one. Whole rows are
+        // one run of memory (rows are n apart), so one pass.
+        // SAFETY: callers pass rows of this block (r1 <= i1 <= m): inside C.
+        let post = |r0: usize, r1: usize| {
             if curve {
-                for row in r0..r1 {
-                    activate(
-                        unsafe { std::slice::from_raw_parts_mut(cbase.add(row * n + c0), c1 - c0) },
-                        act,
-                    );
-                }
+                let rows =
+                    unsafe { std::slice::from_raw_parts_mut(cbase.add(r0 * n), (r1 - r0) * n) };
+                activate(rows, act);
             }
         };
         let tile = |t: usize, j: usize| unsafe {
@@ -310,8 +308,7 @@ fn gemm_blocks(
                 if full_panels < np {
                     unsafe { run_kernel(tile(t, full_panels), k, n, lo, hi) };
                 }
-                let rows = i0 + t * MR..(i0 + t * MR + MR).min(i1);
-                post((rows.start, rows.end), (0, n));
+                post(i0 + t * MR, (i0 + t * MR + MR).min(i1));
             }
         } else {
             for j in 0..np {
@@ -333,8 +330,8 @@ fn gemm_blocks(
                 if full_tiles < tiles {
                     unsafe { run_kernel(tile(full_tiles, j), k, n, lo, hi) };
                 }
-                post((i0, i1), (j * NR, (j * NR + NR).min(n)));
             }
+            post(i0, i1);
         }
         i0 = i1;
     }
@@ -685,13 +682,13 @@ fn pack_im2col(x: &[f32], g: &Window, i0: usize, rows: usize, out: &mut [f32]) {
         let r1 = (t * MR + MR).min(rows);
         if r1 - t * MR == MR {
             let wins = [0, 1, 2, 3].map(|q| window(i0 + t * MR + q));
-            if wins.iter().all(|w| w.3 == (0, g.kh) && w.4 == (0, g.kw)) {
+            if g.dw == 1 && wins.iter().all(|w| w.3 == (0, g.kh) && w.4 == (0, g.kw)) {
                 // Four windows inside the image (nearly all of the stem's tiles): per kernel
                 // row, each pixel's kw taps are kw * c contiguous values, interleaved as in
                 // `pack_a`.
                 for ky in 0..g.kh {
                     let src = wins.map(|(n, oy, ox, _, _)| {
-                        let (iy, ix) = (oy * g.sh + ky - g.pt, ox * g.sw - g.pl);
+                        let (iy, ix) = (oy * g.sh + ky * g.dh - g.pt, ox * g.sw - g.pl);
                         x[((n * g.h + iy) * g.w + ix) * c..][..g.kw * c].as_ptr()
                     });
                     // SAFETY: every source holds kw * c values (sliced above); rows
@@ -715,18 +712,25 @@ fn pack_im2col(x: &[f32], g: &Window, i0: usize, rows: usize, out: &mut [f32]) {
             // the kernel) reads nothing: its first column would be past the row's end.
             let ky1 = if kx0 == kx1 { ky0 } else { ky1 };
             for ky in ky0..ky1 {
-                let iy = oy * g.sh + ky - g.pt;
-                let ix0 = ox * g.sw + kx0 - g.pl;
-                // Taps kx0..kx1 of one row are contiguous in x: (kx1 - kx0) * c values.
-                let len = (kx1 - kx0) * c;
-                let src = &x[((n * g.h + iy) * g.w + ix0) * c..][..len];
-                let p0 = (ky * g.kw + kx0) * c;
-                // SAFETY: p0 + len <= k, so every index is inside this row's lane of the tile
-                // (`lane + (k - 1) * MR < tiles * MR * k`, asserted above).
-                unsafe {
-                    let d = dst.add(lane + p0 * MR);
-                    for (q, &v) in src.iter().enumerate() {
-                        *d.add(q * MR) = v;
+                let iy = oy * g.sh + ky * g.dh - g.pt;
+                // Undilated, taps kx0..kx1 of one row are contiguous in x: one run of
+                // (kx1 - kx0) * c values; dilated, one run of c values per tap.
+                let (taps, run) = if g.dw == 1 {
+                    (kx0..kx0 + 1, (kx1 - kx0) * c)
+                } else {
+                    (kx0..kx1, c)
+                };
+                for kx in taps {
+                    let ix = ox * g.sw + kx * g.dw - g.pl;
+                    let src = &x[((n * g.h + iy) * g.w + ix) * c..][..run];
+                    let p0 = (ky * g.kw + kx) * c;
+                    // SAFETY: p0 + run <= k, so every index is inside this row's lane of the
+                    // tile (`lane + (k - 1) * MR < tiles * MR * k`, asserted above).
+                    unsafe {
+                        let d = dst.add(lane + p0 * MR);
+                        for (q, &v) in src.iter().enumerate() {
+                            *d.add(q * MR) = v;
+                        }
                     }
                 }
             }

@@ -98,16 +98,11 @@ mod imp {
         pub fn neg(self) -> F32x4 {
             F32x4(f32x4_neg(self.0))
         }
+        /// The bits of each lane plus 127, shifted left by 23 (as integers): `2^n` when
+        /// the lane is `1.5 * 2^23 + n` (see `ops::exp`).
         #[inline(always)]
-        pub fn floor(self) -> F32x4 {
-            F32x4(f32x4_floor(self.0))
-        }
-        /// `2^n` for whole numbers `n` in `[-126, 128]` (128 gives infinity), built in the
-        /// exponent bits: `trunc_sat`, an add and a shift.
-        #[inline(always)]
-        pub fn pow2(self) -> F32x4 {
-            let n = i32x4_trunc_sat_f32x4(self.0);
-            F32x4(i32x4_shl(i32x4_add(n, i32x4_splat(127)), 23))
+        pub fn exponent_bits(self) -> F32x4 {
+            F32x4(i32x4_shl(i32x4_add(self.0, i32x4_splat(127)), 23))
         }
         /// The 4x4 transpose of four rows: lane `j` of row `i` becomes lane `i` of row `j`.
         /// Eight shuffles, each one `unpck`/`movlhps`-style instruction under Cranelift.
@@ -207,14 +202,10 @@ mod imp {
             F32x4(self.0.map(|v| -v))
         }
         #[inline(always)]
-        pub fn floor(self) -> F32x4 {
-            F32x4(self.0.map(f32::floor))
-        }
-        #[inline(always)]
-        pub fn pow2(self) -> F32x4 {
+        pub fn exponent_bits(self) -> F32x4 {
             F32x4(
                 self.0
-                    .map(|n| f32::from_bits(((n as i32 + 127) as u32) << 23)),
+                    .map(|t| f32::from_bits(t.to_bits().wrapping_add(127) << 23)),
             )
         }
         #[inline(always)]
@@ -249,14 +240,15 @@ pub fn exp(v: F32x4) -> F32x4 {
     use ops::exp_consts::*;
     let s = F32x4::splat;
     let v = v.clamp(s(LO), s(HI));
-    let n = v.mul(s(LOG2E)).add(s(0.5)).floor();
+    let t = v.mul(s(LOG2E)).add(s(ROUND));
+    let n = t.sub(s(ROUND));
     let r = v.sub(n.mul(s(LN2_HI))).sub(n.mul(s(LN2_LO)));
     let mut y = s(P[0]);
     for &p in &P[1..] {
         y = y.mul(r).add(s(p));
     }
     let y = y.mul(r.mul(r)).add(r).add(s(1.0));
-    y.mul(n.pow2())
+    y.mul(t.exponent_bits())
 }
 
 /// [`ops::sigmoid`] in four lanes.
@@ -279,12 +271,24 @@ pub fn hard_sigmoid(v: F32x4) -> F32x4 {
 /// it is still in cache. Agrees with the scalar activation bit for bit.
 pub fn activate(out: &mut [f32], act: Act) {
     fn each(out: &mut [f32], act: Act, f: impl Fn(F32x4) -> F32x4) {
-        let mut blocks = out.chunks_exact_mut(4);
+        // Two vectors per turn: two independent chains of the polynomial in flight.
+        let mut blocks = out.chunks_exact_mut(8);
         for b in &mut blocks {
+            // SAFETY: a chunk of exactly 8 floats.
+            unsafe {
+                let p = b.as_mut_ptr();
+                let (y0, y1) = (f(F32x4::load(p)), f(F32x4::load(p.add(4))));
+                y0.store(p);
+                y1.store(p.add(4));
+            }
+        }
+        let rest = blocks.into_remainder();
+        let mut quads = rest.chunks_exact_mut(4);
+        for b in &mut quads {
             // SAFETY: a chunk of exactly 4 floats.
             unsafe { f(F32x4::load(b.as_ptr())).store(b.as_mut_ptr()) }
         }
-        for v in blocks.into_remainder() {
+        for v in quads.into_remainder() {
             *v = act.apply(*v);
         }
     }

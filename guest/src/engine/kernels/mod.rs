@@ -219,6 +219,52 @@ mod tests {
         }
     }
 
+    /// A dilated window (`with_taps`) visits only the real taps, packed (im2col) and plain
+    /// alike, and gives what the kernel spread out with zeros gives undilated.
+    #[test]
+    fn dilated_conv_skips_the_zero_taps() {
+        for &(h, w, cin, cout, k, s, d, pad) in &[
+            (9, 8, 4, 5, 3, 1, 2, Padding::Same),
+            (9, 8, 4, 5, 3, 1, 2, Padding::Valid),
+            (11, 10, 3, 9, 3, 2, 3, Padding::Same),
+            (7, 12, 6, 8, 2, 1, 4, Padding::Same),
+        ] {
+            let x = noise(h * w * cin, 21);
+            let wt = noise(k * k * cin * cout, 22);
+            let bias = noise(cout, 23);
+            let ke = (k - 1) * d + 1;
+            let mut spread = vec![0.0; ke * ke * cin * cout];
+            for i in 0..k {
+                for j in 0..k {
+                    let (from, to) = ((i * k + j) * cin * cout, (i * d * ke + j * d) * cin * cout);
+                    spread[to..to + cin * cout].copy_from_slice(&wt[from..from + cin * cout]);
+                }
+            }
+            let plain = Window::new(&[1, h, w, cin], ke, ke, s, s, pad).unwrap();
+            let win = plain.clone().with_taps((k, k), (d, d));
+            let n_out = win.oh * win.ow * cout;
+            let mut want = vec![0.0; n_out];
+            ops::conv2d(&x, &plain, &spread, cout, &bias, Act::Relu6, &mut want);
+            let mut got = vec![0.0; n_out];
+            ops::conv2d(&x, &win, &wt, cout, &bias, Act::Relu6, &mut got);
+            close(&got, &want);
+            let packed = gemm::PackedB::new(&wt, k * k * cin, cout, &bias);
+            let mut got = vec![0.0; n_out];
+            conv2d(
+                &x,
+                &win,
+                &[],
+                Some(&packed),
+                cout,
+                &bias,
+                Act::Relu6,
+                None,
+                &mut got,
+            );
+            close(&got, &want);
+        }
+    }
+
     /// After a ReLU: inputs with whole channels zero (so most steps of k are zero in every
     /// row of a tile, and the sparse kernel runs) and scattered zeros, with row and column
     /// tails and a residual, agree with the plain loops.
@@ -390,7 +436,7 @@ mod tests {
         for act in acts {
             let want: Vec<f32> = x.iter().map(|&v| act.apply(v)).collect();
             // Every tail length: the last len % 4 values take the scalar path.
-            for len in [x.len(), x.len() - 1, x.len() - 2, x.len() - 3] {
+            for len in (x.len() - 8)..=x.len() {
                 let mut got = x[..len].to_vec();
                 lanes::activate(&mut got, act);
                 for (i, (g, w)) in got.iter().zip(&want).enumerate() {

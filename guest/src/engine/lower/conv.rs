@@ -7,7 +7,7 @@ use super::attrs::{check_format, check_nhwc, conv_window, describe, dilations, p
 use super::{arity, bad, const_f32, rank, Builder, Val};
 use crate::abi::{ErrorCode, GuestResult};
 use crate::engine::graphdef::{element_count, NodeDef};
-use crate::engine::ops::{Act, Window};
+use crate::engine::ops::{spread, Act, Window};
 use crate::engine::plan::Kind;
 
 pub fn conv2d<'g>(
@@ -50,7 +50,14 @@ fn convolution(
         ));
     }
     let (dh, dw) = dilations(node)?;
-    let w = if (dh, dw) == (1, 1) {
+    // A dilated Conv2D visits its real taps only (`Window::with_taps`): the window is
+    // sized for the spread kernel, the filter stays as written. The depthwise kernels do
+    // not dilate, so a dilated depthwise filter is spread out with zeros.
+    let taps = (f[0], f[1]);
+    let w = if (dh, dw) == (1, 1) || !depthwise {
+        if (dh, dw) != (1, 1) {
+            spread_shape(node, &mut f, dh, dw)?;
+        }
         b.copy(node, w)?
     } else {
         dilate(b, node, w, &mut f, dh, dw)?
@@ -66,6 +73,11 @@ fn convolution(
             f[2]
         ));
     }
+    let win = if depthwise {
+        win
+    } else {
+        win.with_taps(taps, (dh, dw))
+    };
     let shape_out;
     let kind = if !depthwise {
         shape_out = vec![win.n, win.oh, win.ow, f[3]];
@@ -93,10 +105,29 @@ fn convolution(
     b.push_step(node, kind, &[&ins[0]], shape_out)
 }
 
+/// `f`'s `[kh, kw]` as the kernel spread out by dilation `(dh, dw)`:
+/// `[(kh - 1) * dh + 1, (kw - 1) * dw + 1]`, what TensorFlow sizes the window for.
+fn spread_shape(node: &NodeDef, f: &mut [usize], dh: usize, dw: usize) -> GuestResult<()> {
+    match (spread(f[0], dh), spread(f[1], dw)) {
+        (Some(kh), Some(kw)) => {
+            f[0] = kh;
+            f[1] = kw;
+            Ok(())
+        }
+        _ => bad(format!(
+            "{}: dilations ({}, {}) of a {:?} filter are too large",
+            describe(node),
+            dh,
+            dw,
+            f
+        )),
+    }
+}
+
 /// A dilated filter as the plain one it equals: `[kh, kw, c, m]` spread to
 /// `[(kh - 1) * dh + 1, (kw - 1) * dw + 1, c, m]` with zeros between the taps (TensorFlow
 /// pads SAME for that effective size too). `f` becomes the new shape. The zeros cost
-/// multiply-adds; the graphs that dilate are small.
+/// multiply-adds: only depthwise filters take this way (a `Conv2D` skips them).
 fn dilate(
     b: &mut Builder<'_>,
     node: &NodeDef,
@@ -105,19 +136,9 @@ fn dilate(
     dh: usize,
     dw: usize,
 ) -> GuestResult<Vec<f32>> {
-    let spread = |k: usize, d: usize| (k - 1).checked_mul(d).map(|v| v + 1);
-    let (kh, kw) = match (spread(f[0], dh), spread(f[1], dw)) {
-        (Some(kh), Some(kw)) if kh <= 1 << 16 && kw <= 1 << 16 => (kh, kw),
-        _ => {
-            return bad(format!(
-                "{}: dilations ({}, {}) of a {:?} filter are too large",
-                describe(node),
-                dh,
-                dw,
-                f
-            ))
-        }
-    };
+    let (k0, k1) = (f[0], f[1]);
+    spread_shape(node, f, dh, dw)?;
+    let (kh, kw) = (f[0], f[1]);
     let inner = f[2] * f[3];
     let n = element_count(&[kh, kw, inner]).ok_or_else(|| {
         (
@@ -126,15 +147,13 @@ fn dilate(
         )
     })?;
     let mut out = b.zeros(node, n)?;
-    for i in 0..f[0] {
-        for j in 0..f[1] {
-            let from = (i * f[1] + j) * inner;
+    for i in 0..k0 {
+        for j in 0..k1 {
+            let from = (i * k1 + j) * inner;
             let to = (i * dh * kw + j * dw) * inner;
             out[to..to + inner].copy_from_slice(&w[from..from + inner]);
         }
     }
-    f[0] = kh;
-    f[1] = kw;
     Ok(out)
 }
 

@@ -404,6 +404,7 @@ fn gathered<'g>(
         },
         Val::Dyn { .. } => {
             charge(&mut b.budget, node, idx.len())?;
+            let idx = ops::GatherPlan::new(idx);
             b.push_step(node, Kind::Gather { op, idx }, &[input], shape)
         }
     }

@@ -182,8 +182,8 @@ fn weights(kind: &Kind) -> Vec<String> {
 fn params(kind: &Kind) -> String {
     let window = |w: &crate::engine::ops::Window| {
         format!(
-            "\"window\":{{\"kh\":{},\"kw\":{},\"sh\":{},\"sw\":{},\"pad_top\":{},\"pad_left\":{}}}",
-            w.kh, w.kw, w.sh, w.sw, w.pt, w.pl
+            "\"window\":{{\"kh\":{},\"kw\":{},\"sh\":{},\"sw\":{},\"pad_top\":{},\"pad_left\":{},\"dh\":{},\"dw\":{}}}",
+            w.kh, w.kw, w.sh, w.sw, w.pt, w.pl, w.dh, w.dw
         )
     };
     let act = |a: &Act| format!("\"act\":\"{}\"", act_name(*a));
