@@ -229,11 +229,9 @@ def test_bad_explicit_paddings_are_refused_by_name(guest: Guest, explicit, messa
 def test_keras_mobilenetv2_runs_no_pad_step(guest: Guest, name: str) -> None:
     """The four ZeroPadding2D before MobileNetV2's stride-2 depthwise convolutions fold: no
     Pad step is left in the plan (the oracle's cached graph; built with TensorFlow)."""
-    from tests.oracle.cache import load
+    from tests.oracle.cache import frozen_or_skip
 
-    frozen = load(name)
-    if frozen is None:
-        pytest.skip(f"{name} is not in the oracle cache (run tests/test_oracle_graphs.py)")
+    frozen = frozen_or_skip(name)
     assert frozen.ops["Pad"] == 4
     steps = plan_steps(guest, frozen.graph, frozen.output)
     assert "Pad" not in ops(steps)

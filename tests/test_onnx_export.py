@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from tests.oracle import harness
-from tests.oracle.cache import Frozen, ensure, load, tensorflow_missing
+from tests.oracle.cache import Frozen, frozen_or_skip
 from tests.oracle.graphs import APP_NAMES, BUILDERS, OP_NAMES
 from wasi_lab.models.graphdef import GraphBuilder, GraphDefError
 from wasi_lab.models.registry import get_model
@@ -39,15 +39,7 @@ from wasi_lab.peers.onnx_export import (  # noqa: E402
 NOT_EXPORTED: dict[str, tuple[str, str]] = {}
 
 
-def frozen(name: str) -> Frozen:
-    """The cached graph; built with TensorFlow when missing (skipped without TensorFlow)."""
-    got = load(name)
-    if got is not None:
-        return got
-    missing = tensorflow_missing()
-    if missing:
-        pytest.skip(f"{name} is not in the oracle cache and {missing}")
-    return ensure([name])[name]
+frozen = frozen_or_skip  # the cached graph; built with TensorFlow when missing
 
 
 def write_export(tmp_path: Path, f: Frozen) -> Path:

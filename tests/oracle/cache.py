@@ -141,3 +141,18 @@ def ensure(names: list[str], seed: int = SEED) -> dict[str, Frozen]:
             raise RuntimeError(f"{n}: the build finished but left no graph in {cache_root()}")
         out[n] = frozen
     return out
+
+
+def frozen_or_skip(name: str, seed: int = SEED) -> Frozen:
+    """One cached graph for a test, built with TensorFlow when missing: a test that needs an
+    oracle graph never depends on another test having built it first. Skips (saying why)
+    only where TensorFlow is not installed."""
+    import pytest
+
+    got = load(name, seed)
+    if got is not None:
+        return got
+    missing = tensorflow_missing()
+    if missing:
+        pytest.skip(f"{name} is not in the oracle cache and {missing}")
+    return ensure([name], seed)[name]
