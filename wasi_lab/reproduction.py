@@ -15,6 +15,7 @@ import argparse
 import json
 import sys
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 from wasi_lab.rayon_lesson import ARTICLE_PANIC, panic_note, rayon_panic
@@ -123,7 +124,6 @@ def _file_guest_row(photo: Path) -> ArticleRow:
     bundled EfficientNet-Lite0, granted its files as the article's `wasmtime run --dir=.`."""
     from wasi_lab.hosts import HostError, run_command_guest
 
-    figure = "`result:` of the file-reading guest on grace_hopper.jpg"
     how = "wasi-lab-classify.wasm with WasiConfig.preopen_dir: `wasmtime run --dir=.` (notebook 01)"
     try:
         run = run_command_guest(BUNDLED_MODEL, photo)
@@ -132,27 +132,25 @@ def _file_guest_row(photo: Path) -> ArticleRow:
         why = str(exc).splitlines()[0]
     else:
         why = (run.stderr.strip().splitlines() or [f"exit code {run.exit_code}"])[-1]
+    row = partial(
+        ArticleRow,
+        figure="`result:` of the file-reading guest on grace_hopper.jpg",
+        article="Some((0.32560226, 654))",
+        article_value=0.32560226,
+        unit="probability",
+        how=how,
+    )
     if run is None or run.result is None:
-        return ArticleRow(
-            figure=figure,
-            article="Some((0.32560226, 654))",
-            article_value=0.32560226,
+        return row(
             this_machine=None,
             value=None,
-            unit="probability",
-            how=how,
             status=UNAVAILABLE,
             note=f"the file-reading guest did not answer: {why}",
         )
     prob, cls = run.result
-    return ArticleRow(
-        figure=figure,
-        article="Some((0.32560226, 654))",
-        article_value=0.32560226,
+    return row(
         this_machine=f"Some(({prob:.8f}, {cls}))",
         value=prob,
-        unit="probability",
-        how=how,
         status=STAND_IN,
         note=f"EfficientNet-Lite0 stands in for MobileNet V2 1.4: class {cls} of 1000, counted "
         f"from 1 ({run.label()}); the article's 654 counts in a 1001-label file whose 0 is "
